@@ -1,0 +1,8 @@
+-- Run by `events-etl migrate` before any migration: the bookkeeping table.
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+    version     BIGINT       NOT NULL PRIMARY KEY,
+    name        VARCHAR(256) NOT NULL,
+    checksum    VARCHAR(64)  NOT NULL,
+    applied_at  TIMESTAMP    NOT NULL
+);

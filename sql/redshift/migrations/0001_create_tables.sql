@@ -1,0 +1,106 @@
+-- events-etl schema, Amazon Redshift dialect.
+-- {schema} is replaced by the validated warehouse.schema. Keep the table and column
+-- list identical to sql/postgres/migrations/0001_create_tables.sql (a test checks).
+-- Redshift does not enforce PRIMARY KEY or UNIQUE: the load's MERGE from a source
+-- deduplicated by event_id is what keeps event_id unique, and the keys below are only
+-- planner hints.
+
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- Sorted by time (analysts filter on it); distributed on event_id so the MERGE join on
+-- it is co-located.
+CREATE TABLE {schema}.events (
+    event_id     VARCHAR(36)   NOT NULL PRIMARY KEY,
+    created_at   TIMESTAMP     NOT NULL,
+    user_email   VARCHAR(254)  NOT NULL,
+    ip           VARCHAR(45),
+    event_name   VARCHAR(128)  NOT NULL,
+    metadata     SUPER,
+    source_key   VARCHAR(1024) NOT NULL,
+    source_line  BIGINT        NOT NULL,
+    load_id      VARCHAR(64)   NOT NULL,
+    loaded_at    TIMESTAMP     NOT NULL
+)
+DISTSTYLE KEY
+DISTKEY (event_id)
+COMPOUND SORTKEY (created_at);
+
+CREATE TABLE {schema}.event_rejects (
+    load_id      VARCHAR(64)   NOT NULL,
+    source_key   VARCHAR(1024) NOT NULL,
+    source_line  BIGINT        NOT NULL,
+    reason       VARCHAR(32)   NOT NULL,
+    raw          VARCHAR(16384),
+    rejected_at  TIMESTAMP     NOT NULL
+)
+DISTSTYLE EVEN
+SORTKEY (load_id);
+
+CREATE TABLE {schema}.etl_loads (
+    load_id           VARCHAR(64)  NOT NULL PRIMARY KEY,
+    started_at        TIMESTAMP    NOT NULL,
+    finished_at       TIMESTAMP    NOT NULL,
+    status            VARCHAR(16)  NOT NULL,
+    files             BIGINT       NOT NULL,
+    lines             BIGINT       NOT NULL,
+    events_loaded     BIGINT       NOT NULL,
+    duplicates        BIGINT       NOT NULL,
+    rejects           BIGINT       NOT NULL,
+    blank_lines       BIGINT       NOT NULL,
+    recovered_events  BIGINT       NOT NULL,
+    invalid_ips       BIGINT       NOT NULL
+)
+DISTSTYLE ALL
+SORTKEY (load_id);
+
+CREATE TABLE {schema}.etl_files (
+    source_key        VARCHAR(1024) NOT NULL,
+    etag              VARCHAR(128)  NOT NULL,
+    size_bytes        BIGINT        NOT NULL,
+    load_id           VARCHAR(64)   NOT NULL,
+    lines             BIGINT        NOT NULL,
+    events_loaded     BIGINT        NOT NULL,
+    duplicates        BIGINT        NOT NULL,
+    rejects           BIGINT        NOT NULL,
+    blank_lines       BIGINT        NOT NULL,
+    recovered_events  BIGINT        NOT NULL,
+    invalid_ips       BIGINT        NOT NULL,
+    loaded_at         TIMESTAMP     NOT NULL,
+    PRIMARY KEY (source_key, etag)
+)
+DISTSTYLE ALL
+SORTKEY (source_key);
+
+CREATE TABLE {schema}.stage_events (
+    event_id     VARCHAR(36)   NOT NULL,
+    created_at   TIMESTAMP     NOT NULL,
+    user_email   VARCHAR(254)  NOT NULL,
+    ip           VARCHAR(45),
+    event_name   VARCHAR(128)  NOT NULL,
+    metadata     SUPER,
+    source_key   VARCHAR(1024) NOT NULL,
+    source_line  BIGINT        NOT NULL
+)
+DISTSTYLE KEY
+DISTKEY (event_id);
+
+CREATE TABLE {schema}.stage_rejects (
+    source_key   VARCHAR(1024) NOT NULL,
+    source_line  BIGINT        NOT NULL,
+    reason       VARCHAR(32)   NOT NULL,
+    raw          VARCHAR(16384)
+)
+DISTSTYLE EVEN;
+
+CREATE TABLE {schema}.stage_files (
+    source_key        VARCHAR(1024) NOT NULL,
+    etag              VARCHAR(128)  NOT NULL,
+    size_bytes        BIGINT        NOT NULL,
+    lines             BIGINT        NOT NULL,
+    blank_lines       BIGINT        NOT NULL,
+    events_staged     BIGINT        NOT NULL,
+    rejects           BIGINT        NOT NULL,
+    recovered_events  BIGINT        NOT NULL,
+    invalid_ips       BIGINT        NOT NULL
+)
+DISTSTYLE ALL;

@@ -1,0 +1,230 @@
+//! Field validators and normalisers: one function per column, each pure and total.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+
+/// Longest accepted `user_email`, in bytes (RFC 5321 path limit; Redshift widths are bytes).
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// Longest accepted `event_name`, in bytes.
+pub const MAX_EVENT_NAME_BYTES: usize = 128;
+
+/// Lowercases `s` only when it has uppercase ASCII, so the common case borrows.
+fn ascii_lower(s: Cow<'_, str>) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        s
+    }
+}
+
+/// Trims surrounding whitespace without giving up a borrow.
+fn trim(s: Cow<'_, str>) -> Cow<'_, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+        Cow::Owned(o) => {
+            let t = o.trim();
+            if t.len() == o.len() {
+                Cow::Owned(o)
+            } else {
+                Cow::Owned(t.to_owned())
+            }
+        }
+    }
+}
+
+/// `8-4-4-4-12` hex digits, returned lowercased. Braced, URN and unhyphenated forms are
+/// refused on purpose: the source always sends the hyphenated form, so anything else is
+/// a sign of a broken producer.
+pub fn normalise_id(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    for (i, c) in b.iter().enumerate() {
+        let ok = match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        };
+        if !ok {
+            return None;
+        }
+    }
+    Some(ascii_lower(s))
+}
+
+/// The result of reading `created_at`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreatedAt {
+    Ok(NaiveDateTime),
+    Invalid,
+    OutOfRange,
+}
+
+/// Earliest accepted event time (UTC).
+pub fn min_created_at() -> NaiveDateTime {
+    NaiveDate::from_ymd_opt(2000, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or(NaiveDateTime::MIN)
+}
+
+/// Parses `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]` into UTC, truncated to
+/// microseconds (the precision of both warehouses' TIMESTAMP). Naive means UTC.
+/// `latest` is the run's start plus one day: clocks drift, but not by days.
+pub fn parse_created_at(s: &str, latest: NaiveDateTime) -> CreatedAt {
+    match parse_timestamp(s.as_bytes()) {
+        None => CreatedAt::Invalid,
+        Some(t) if t < min_created_at() || t > latest => CreatedAt::OutOfRange,
+        Some(t) => CreatedAt::Ok(t),
+    }
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+}
+
+fn parse_timestamp(b: &[u8]) -> Option<NaiveDateTime> {
+    if b.len() < 19 {
+        return None;
+    }
+    let sep = |i: usize, c: u8| b[i] == c;
+    if !(sep(4, b'-') && sep(7, b'-') && (sep(10, b' ') || sep(10, b'T')) && sep(13, b':') && sep(16, b':')) {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(digits(&b[0..4])?).ok()?,
+        digits(&b[5..7])?,
+        digits(&b[8..10])?,
+    )?;
+    let (h, mi, sec) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let mut rest = &b[19..];
+    let mut micros = 0u32;
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        // Keep six digits, padding short fractions: ".5" is 500000 microseconds.
+        micros = frac[..n.min(6)]
+            .iter()
+            .chain(std::iter::repeat(&b'0'))
+            .take(6)
+            .fold(0u32, |m, d| m * 10 + u32::from(d - b'0'));
+        rest = &frac[n..];
+    }
+    let time = NaiveTime::from_hms_micro_opt(h, mi, sec, micros)?;
+    let naive = NaiveDateTime::new(date, time);
+    let offset_secs: i32 = match rest {
+        [] | [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (oh, om) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let secs = i32::try_from(oh * 3600 + om * 60).ok()?;
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    let offset = FixedOffset::east_opt(offset_secs)?;
+    let local = naive.and_local_timezone(offset).single()?;
+    Some(local.with_timezone(&Utc).naive_utc())
+}
+
+/// The latest `created_at` a run started at `started` accepts.
+pub fn latest_created_at(started: DateTime<Utc>) -> NaiveDateTime {
+    (started + Duration::days(1)).naive_utc()
+}
+
+/// Trimmed, lowercased `local@domain`: non-empty local part, no whitespace, a dotted
+/// domain with no empty labels, at most [`MAX_EMAIL_BYTES`].
+pub fn normalise_email(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    let s = ascii_lower(trim(s));
+    let v = s.as_ref();
+    if v.len() > MAX_EMAIL_BYTES || v.chars().any(char::is_whitespace) || v.contains('\0') {
+        return None;
+    }
+    let (local, domain) = v.split_once('@')?;
+    if local.is_empty() || domain.contains('@') || !domain.contains('.') {
+        return None;
+    }
+    if domain.split('.').any(str::is_empty) {
+        return None;
+    }
+    Some(s)
+}
+
+/// Trimmed, lowercased `[a-z][a-z0-9_]*` of at most [`MAX_EVENT_NAME_BYTES`].
+pub fn normalise_event_name(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    let s = ascii_lower(trim(s));
+    let b = s.as_bytes();
+    let first_ok = b.first().is_some_and(u8::is_ascii_lowercase);
+    let rest_ok = b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_');
+    (first_ok && rest_ok && b.len() <= MAX_EVENT_NAME_BYTES).then_some(s)
+}
+
+/// A valid IPv4 or IPv6 address (surrounding whitespace ignored), in canonical form.
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.trim().parse().ok()
+}
+
+/// Whether raw JSON text holds only strings both warehouses can store: PostgreSQL's
+/// JSONB refuses `\u0000` and unpaired surrogates, and one such value would fail the
+/// whole load's COPY. serde_json has already checked the syntax.
+pub fn storable_json_text(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let mut i = match memchr::memchr(b'\\', b) {
+        None => return true,
+        Some(i) => i,
+    };
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(&esc) = b.get(i + 1) else {
+            return false;
+        };
+        if esc != b'u' {
+            i += 2;
+            continue;
+        }
+        let Some(unit) = hex4(b, i + 2) else {
+            return false;
+        };
+        match unit {
+            0 => return false,
+            0xD800..=0xDBFF => {
+                // A high surrogate must be followed at once by an escaped low one.
+                let low = if b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u') {
+                    hex4(b, i + 8)
+                } else {
+                    None
+                };
+                match low {
+                    Some(0xDC00..=0xDFFF) => i += 12,
+                    _ => return false,
+                }
+            }
+            0xDC00..=0xDFFF => return false,
+            _ => i += 6,
+        }
+    }
+    true
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let h = b.get(at..at + 4)?;
+    let s = std::str::from_utf8(h).ok()?;
+    u32::from_str_radix(s, 16).ok()
+}

@@ -1,0 +1,337 @@
+//! PURE: the cleaning contract. One line of bytes in, one [`LineOutcome`] out; no IO,
+//! no clock (the run's start is passed in), so every clause is unit-testable.
+//!
+//! The shell (`stage::reader`) splits a file into lines and feeds them here in order;
+//! [`FileTally`] counts what became of them. [`clean_bytes`] does both for a whole
+//! in-memory file, for tests, benchmarks and small inputs.
+
+pub mod fields;
+mod reason;
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+pub use reason::Reason;
+
+use fields::CreatedAt;
+
+/// Lines longer than this (terminator excluded) are rejected as `record_too_large`.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// How much of a rejected line is kept in `event_rejects.raw`.
+pub const MAX_RAW_BYTES: usize = 4096;
+
+/// A line that passed every check, normalised and ready to stage.
+#[derive(Debug, Clone)]
+pub struct CleanEvent<'a> {
+    /// Lowercase hyphenated UUID.
+    pub id: Cow<'a, str>,
+    /// UTC, microsecond precision.
+    pub created_at: NaiveDateTime,
+    /// Trimmed, lowercase.
+    pub user_email: Cow<'a, str>,
+    /// `None` when absent, null or not an address (see `ip_was_invalid`).
+    pub ip: Option<IpAddr>,
+    /// The source sent an `ip` that was not an address; it was stored as NULL.
+    pub ip_was_invalid: bool,
+    /// Trimmed, lowercase.
+    pub event_name: Cow<'a, str>,
+    /// The metadata object exactly as sent (big integers and unicode untouched).
+    pub metadata: Option<&'a RawValue>,
+}
+
+/// A rejected record: its reason and the start of its raw text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject<'a> {
+    pub reason: Reason,
+    /// At most [`MAX_RAW_BYTES`], cut at a character boundary; invalid UTF-8 and NUL
+    /// characters replaced by U+FFFD so the text can be stored anywhere.
+    pub raw: Cow<'a, str>,
+}
+
+/// What became of one physical line.
+#[derive(Debug, Clone)]
+pub enum LineOutcome<'a> {
+    /// Empty or whitespace only. Counted, not rejected.
+    Blank,
+    Event(CleanEvent<'a>),
+    Reject(Reject<'a>),
+    /// Unparseable line that ends in a complete `{"id"...}` object (a truncated record
+    /// glued to the next one): the broken prefix is rejected as `malformed_json`, the
+    /// fragment is cleaned like any other record.
+    Recovered {
+        prefix: Reject<'a>,
+        fragment: Result<CleanEvent<'a>, Reject<'a>>,
+    },
+}
+
+/// The fields we read; everything else in the object is skipped unparsed.
+/// `Option<&RawValue>` makes absent and `null` both `None`.
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    created_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user_email: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ip: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event_name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+}
+
+/// Applies the cleaning contract. Cheap to build; holds only the run's time window.
+#[derive(Debug, Clone)]
+pub struct Cleaner {
+    latest: NaiveDateTime,
+}
+
+impl Cleaner {
+    /// `run_started_at` bounds `created_at`: events more than a day in the future are
+    /// rejected as `created_at_out_of_range`.
+    pub fn new(run_started_at: DateTime<Utc>) -> Self {
+        Cleaner {
+            latest: fields::latest_created_at(run_started_at),
+        }
+    }
+
+    /// Cleans one physical line. `line_no` is 1-based (line 1 may start with a BOM);
+    /// `line` excludes the `\n` but may end in `\r`. When the reader stopped storing a
+    /// line because it exceeded [`MAX_LINE_BYTES`], it passes the stored start and
+    /// `too_long = true`.
+    pub fn clean_line<'a>(&self, line_no: u64, line: &'a [u8], too_long: bool) -> LineOutcome<'a> {
+        let mut line = line;
+        if line_no == 1 {
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        if too_long || line.len() > MAX_LINE_BYTES + usize::from(line.ends_with(b"\r")) {
+            return LineOutcome::Reject(reject_bytes(Reason::RecordTooLarge, line));
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t,
+            Err(_) => return LineOutcome::Reject(reject_bytes(Reason::InvalidUtf8, line)),
+        };
+        let body = text.trim();
+        if body.is_empty() {
+            return LineOutcome::Blank;
+        }
+        if !body.starts_with('{') {
+            let reason = if serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok() {
+                Reason::NotAnObject
+            } else {
+                Reason::MalformedJson
+            };
+            if reason == Reason::MalformedJson {
+                if let Some(rec) = self.recover(text) {
+                    return rec;
+                }
+            }
+            return LineOutcome::Reject(reject_str(reason, text));
+        }
+        match serde_json::from_str::<RawEvent<'a>>(body) {
+            Ok(raw) => match self.validate(raw) {
+                Ok(ev) => LineOutcome::Event(ev),
+                Err(reason) => LineOutcome::Reject(reject_str(reason, text)),
+            },
+            Err(_) => self
+                .recover(text)
+                .unwrap_or_else(|| LineOutcome::Reject(reject_str(Reason::MalformedJson, text))),
+        }
+    }
+
+    /// Looks, after the line's start, for `{` + optional whitespace + `"id"` whose text
+    /// parses as one complete object to the end of the line; the leftmost such wins.
+    fn recover<'a>(&self, text: &'a str) -> Option<LineOutcome<'a>> {
+        let b = text.as_bytes();
+        let mut from = 1;
+        while let Some(off) = memchr::memchr(b'{', b.get(from..)?) {
+            let start = from + off;
+            from = start + 1;
+            let after = text[start + 1..].trim_start();
+            if !after.starts_with("\"id\"") {
+                continue;
+            }
+            let fragment = &text[start..];
+            let Ok(raw) = serde_json::from_str::<RawEvent<'a>>(fragment) else {
+                continue;
+            };
+            let prefix = reject_str(Reason::MalformedJson, &text[..start]);
+            let fragment = self.validate(raw).map_err(|reason| reject_str(reason, fragment));
+            return Some(LineOutcome::Recovered { prefix, fragment });
+        }
+        None
+    }
+
+    /// The field checks, in a fixed order: the first failure is the reason.
+    fn validate<'a>(&self, raw: RawEvent<'a>) -> Result<CleanEvent<'a>, Reason> {
+        let id = string(raw.id, Reason::MissingId, Reason::InvalidId)?;
+        let id = fields::normalise_id(id).ok_or(Reason::InvalidId)?;
+
+        let created_at = string(raw.created_at, Reason::MissingCreatedAt, Reason::InvalidCreatedAt)?;
+        let created_at = match fields::parse_created_at(&created_at, self.latest) {
+            CreatedAt::Ok(t) => t,
+            CreatedAt::Invalid => return Err(Reason::InvalidCreatedAt),
+            CreatedAt::OutOfRange => return Err(Reason::CreatedAtOutOfRange),
+        };
+
+        let email = string(raw.user_email, Reason::MissingUserEmail, Reason::InvalidEmail)?;
+        let user_email = fields::normalise_email(email).ok_or(Reason::InvalidEmail)?;
+
+        let name = string(raw.event_name, Reason::MissingEventName, Reason::InvalidEventName)?;
+        let event_name = fields::normalise_event_name(name).ok_or(Reason::InvalidEventName)?;
+
+        let metadata = match raw.metadata {
+            None => None,
+            Some(m) if m.get().starts_with('{') && fields::storable_json_text(m.get()) => Some(m),
+            Some(_) => return Err(Reason::InvalidMetadata),
+        };
+
+        let (ip, ip_was_invalid) = match raw.ip {
+            None => (None, false),
+            Some(v) => match serde_json::from_str::<Cow<'_, str>>(v.get()) {
+                Ok(s) => match fields::parse_ip(&s) {
+                    Some(ip) => (Some(ip), false),
+                    None => (None, true),
+                },
+                Err(_) => (None, true),
+            },
+        };
+
+        Ok(CleanEvent {
+            id,
+            created_at,
+            user_email,
+            ip,
+            ip_was_invalid,
+            event_name,
+            metadata,
+        })
+    }
+}
+
+/// Decodes a JSON string value; `None` is `missing`, a non-string is `invalid`.
+fn string<'a>(v: Option<&'a RawValue>, missing: Reason, invalid: Reason) -> Result<Cow<'a, str>, Reason> {
+    let v = v.ok_or(missing)?;
+    if !v.get().starts_with('"') {
+        return Err(invalid);
+    }
+    serde_json::from_str::<Cow<'a, str>>(v.get()).map_err(|_| invalid)
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn reject_str(reason: Reason, text: &str) -> Reject<'_> {
+    let head = cut(text, MAX_RAW_BYTES);
+    let raw = if head.contains('\0') {
+        Cow::Owned(cut(&head.replace('\0', "\u{FFFD}"), MAX_RAW_BYTES).to_owned())
+    } else {
+        Cow::Borrowed(head)
+    };
+    Reject { reason, raw }
+}
+
+fn reject_bytes(reason: Reason, line: &[u8]) -> Reject<'_> {
+    // Three bytes of slack so a valid character straddling the limit is decoded whole
+    // (and then cut at its boundary by `reject_str`) rather than turned into U+FFFD.
+    let head = &line[..line.len().min(MAX_RAW_BYTES + 3)];
+    match String::from_utf8_lossy(head) {
+        Cow::Borrowed(s) => reject_str(reason, s),
+        Cow::Owned(s) => Reject {
+            reason,
+            raw: Cow::Owned(reject_str(reason, &s).raw.into_owned()),
+        },
+    }
+}
+
+/// Counts of what became of a file's lines. Invariant, checked in tests:
+/// `lines + recovered = events + rejects + blank_lines`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileTally {
+    /// Physical lines read.
+    pub lines: u64,
+    pub blank_lines: u64,
+    /// Clean events handed on to staging (before deduplication).
+    pub events: u64,
+    pub rejects: u64,
+    /// Lines that held a broken record followed by a recovered one.
+    pub recovered: u64,
+    /// Events whose `ip` was present but not an address, stored as NULL.
+    pub invalid_ips: u64,
+}
+
+impl FileTally {
+    /// Counts one line's outcome.
+    pub fn add(&mut self, outcome: &LineOutcome<'_>) {
+        self.lines += 1;
+        match outcome {
+            LineOutcome::Blank => self.blank_lines += 1,
+            LineOutcome::Event(e) => self.event(e),
+            LineOutcome::Reject(_) => self.rejects += 1,
+            LineOutcome::Recovered { fragment, .. } => {
+                self.recovered += 1;
+                self.rejects += 1;
+                match fragment {
+                    Ok(e) => self.event(e),
+                    Err(_) => self.rejects += 1,
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: &CleanEvent<'_>) {
+        self.events += 1;
+        self.invalid_ips += u64::from(e.ip_was_invalid);
+    }
+
+    /// Adds another tally (for load totals).
+    pub fn merge(&mut self, other: &FileTally) {
+        self.lines += other.lines;
+        self.blank_lines += other.blank_lines;
+        self.events += other.events;
+        self.rejects += other.rejects;
+        self.recovered += other.recovered;
+        self.invalid_ips += other.invalid_ips;
+    }
+}
+
+/// Splits an in-memory file into lines (LF; a trailing CR is the cleaner's business)
+/// and cleans each, calling `each(line_no, outcome)`. A final line without a newline
+/// counts; a file ending in a newline has no extra empty line.
+pub fn clean_bytes<'a>(
+    cleaner: &Cleaner,
+    bytes: &'a [u8],
+    mut each: impl FnMut(u64, LineOutcome<'a>),
+) -> FileTally {
+    let mut tally = FileTally::default();
+    let mut rest = bytes;
+    let mut line_no = 0u64;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        line_no += 1;
+        let outcome = cleaner.clean_line(line_no, line, false);
+        tally.add(&outcome);
+        each(line_no, outcome);
+        rest = next;
+    }
+    tally
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,80 @@
+//! Why a line was rejected: the closed set of reason codes stored in `event_rejects.reason`.
+
+use std::fmt;
+
+/// A reject reason. The string forms are a public interface (analysts filter on them),
+/// so they never change once shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// The line is not valid UTF-8.
+    InvalidUtf8,
+    /// The line is longer than [`super::MAX_LINE_BYTES`].
+    RecordTooLarge,
+    /// The line is not parseable JSON (or repeats a top-level key, which is ambiguous).
+    MalformedJson,
+    /// Valid JSON that is not an object.
+    NotAnObject,
+    MissingId,
+    InvalidId,
+    MissingCreatedAt,
+    InvalidCreatedAt,
+    CreatedAtOutOfRange,
+    MissingUserEmail,
+    InvalidEmail,
+    MissingEventName,
+    InvalidEventName,
+    /// `metadata` is present, not null, and not an object, or holds text no warehouse
+    /// can store (a `\u0000` escape or an unpaired surrogate).
+    InvalidMetadata,
+    /// The file's gzip stream is corrupt: the lines before this point were kept, the
+    /// rest of the file cannot be read. Not a line-level reason; see `stage::reader`.
+    InvalidGzip,
+}
+
+impl Reason {
+    /// Every reason, in the order the cleaner checks them.
+    pub const ALL: [Reason; 15] = [
+        Reason::InvalidUtf8,
+        Reason::RecordTooLarge,
+        Reason::MalformedJson,
+        Reason::NotAnObject,
+        Reason::MissingId,
+        Reason::InvalidId,
+        Reason::MissingCreatedAt,
+        Reason::InvalidCreatedAt,
+        Reason::CreatedAtOutOfRange,
+        Reason::MissingUserEmail,
+        Reason::InvalidEmail,
+        Reason::MissingEventName,
+        Reason::InvalidEventName,
+        Reason::InvalidMetadata,
+        Reason::InvalidGzip,
+    ];
+
+    /// The code stored in `event_rejects.reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::RecordTooLarge => "record_too_large",
+            Reason::MalformedJson => "malformed_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::MissingId => "missing_id",
+            Reason::InvalidId => "invalid_id",
+            Reason::MissingCreatedAt => "missing_created_at",
+            Reason::InvalidCreatedAt => "invalid_created_at",
+            Reason::CreatedAtOutOfRange => "created_at_out_of_range",
+            Reason::MissingUserEmail => "missing_user_email",
+            Reason::InvalidEmail => "invalid_email",
+            Reason::MissingEventName => "missing_event_name",
+            Reason::InvalidEventName => "invalid_event_name",
+            Reason::InvalidMetadata => "invalid_metadata",
+            Reason::InvalidGzip => "invalid_gzip",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,364 @@
+//! Configuration in two phases: [`RawConfig`] only parses (TOML file + `EVENTS_ETL__*`
+//! environment, unknown keys refused); [`Config::validate`] fills defaults, checks every
+//! value and cross-field rule, and names the offending key. Both run before any IO
+//! besides reading the config file itself.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Prefix of environment overrides: `EVENTS_ETL__WAREHOUSE__POSTGRES__URL` sets
+/// `warehouse.postgres.url`.
+pub const ENV_PREFIX: &str = "EVENTS_ETL";
+/// Separator between the prefix and key segments in environment overrides.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// A configuration problem, always naming the key (or the file) at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("invalid configuration: {0} (check the key's spelling and type; environment overrides are {ENV_PREFIX}{ENV_SEPARATOR}<SECTION>{ENV_SEPARATOR}<KEY>)")]
+    Parse(#[source] config::ConfigError),
+    #[error("invalid configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+// ---- phase 1: parse only ----
+
+/// The configuration as written. Every struct refuses unknown keys.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub source: RawSource,
+    #[serde(default)]
+    pub staging: RawStaging,
+    #[serde(default)]
+    pub warehouse: RawWarehouse,
+    #[serde(default)]
+    pub s3: RawS3,
+    #[serde(default)]
+    pub load: RawLoad,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaging {
+    pub url: Option<String>,
+    pub part_size_mb: Option<u64>,
+    pub keep: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawWarehouse {
+    pub kind: Option<String>,
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub postgres: RawPostgres,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    pub force_path_style: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoad {
+    pub max_files: Option<u64>,
+}
+
+impl RawConfig {
+    /// Reads `path` (TOML) and overlays `EVENTS_ETL__*` variables from `env`.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
+            .collect();
+        let built = config::Config::builder()
+            .add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            )
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator(ENV_SEPARATOR)
+                    .separator(ENV_SEPARATOR)
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+        built.try_deserialize().map_err(ConfigError::Parse)
+    }
+}
+
+// ---- phase 2: validate ----
+
+/// Where objects live: an S3 bucket and key prefix, or a local directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `prefix` is empty or ends in `/`.
+    S3 { bucket: String, prefix: String },
+    /// An absolute directory; keys are `/`-separated paths below it.
+    Local { root: PathBuf },
+}
+
+impl Location {
+    /// Parses `s3://bucket/prefix/`, `file:///abs/dir/` or a filesystem path (relative
+    /// paths are taken from `cwd`).
+    pub fn parse(key: &'static str, url: &str, cwd: &Path) -> Result<Location, ConfigError> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if !valid_bucket(bucket) {
+                return Err(invalid(
+                    key,
+                    format!("`{url}`: `{bucket}` is not a valid S3 bucket name (3-63 characters of a-z, 0-9, '.', '-')"),
+                ));
+            }
+            let mut prefix = prefix.to_owned();
+            if !prefix.is_empty() && !prefix.ends_with('/') {
+                prefix.push('/');
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_owned(),
+                prefix,
+            });
+        }
+        let path = if let Some(rest) = url.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(invalid(
+                    key,
+                    format!("`{url}`: a file URL needs an absolute path (file:///abs/dir/)"),
+                ));
+            }
+            PathBuf::from(rest)
+        } else if url.contains("://") {
+            return Err(invalid(
+                key,
+                format!("`{url}`: only s3:// and file:// URLs or plain paths are supported"),
+            ));
+        } else if url.is_empty() {
+            return Err(invalid(key, "is empty"));
+        } else {
+            cwd.join(url)
+        };
+        Ok(Location::Local {
+            root: normalise_path(&path),
+        })
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Location::Local { root } => write!(f, "file://{}/", root.display()),
+        }
+    }
+}
+
+/// Removes `.` and `..` components without touching the filesystem.
+fn normalise_path(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// Which warehouse the load goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarehouseTarget {
+    /// PostgreSQL: the stand-in for Redshift in tests and local runs.
+    Postgres { url: String },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Location,
+    pub staging: Location,
+    /// Uncompressed bytes per staged part before it is closed and uploaded.
+    pub part_size_bytes: u64,
+    /// Keep the staged objects after the load commits (they are deleted otherwise).
+    pub keep_staging: bool,
+    pub warehouse: WarehouseTarget,
+    /// Validated SQL identifier.
+    pub schema: String,
+    pub s3_force_path_style: bool,
+    /// At most this many files go into one load (one transaction); a run makes as many
+    /// loads as it needs.
+    pub max_files_per_load: usize,
+}
+
+/// Default uncompressed part size: Redshift suggests 1 MB-1 GB per file after
+/// compression; 128 MiB of JSON is roughly 15-25 MiB gzipped.
+pub const DEFAULT_PART_SIZE_MB: u64 = 128;
+pub const DEFAULT_SCHEMA: &str = "analytics";
+pub const DEFAULT_MAX_FILES: u64 = 5000;
+
+impl Config {
+    /// Phase 2: defaults, value checks and cross-field rules. No IO.
+    pub fn validate(raw: RawConfig, cwd: &Path) -> Result<Config, ConfigError> {
+        let source_url = raw
+            .source
+            .url
+            .ok_or_else(|| invalid("source.url", "is required"))?;
+        let source = Location::parse("source.url", &source_url, cwd)?;
+        let staging_url = raw
+            .staging
+            .url
+            .ok_or_else(|| invalid("staging.url", "is required"))?;
+        let staging = Location::parse("staging.url", &staging_url, cwd)?;
+        if overlaps(&source, &staging) {
+            return Err(invalid(
+                "staging.url",
+                format!("`{staging}` overlaps source.url `{source}`: staged parts would be discovered as input; use a separate prefix"),
+            ));
+        }
+
+        let part_mb = raw.staging.part_size_mb.unwrap_or(DEFAULT_PART_SIZE_MB);
+        if !(1..=4096).contains(&part_mb) {
+            return Err(invalid(
+                "staging.part_size_mb",
+                format!("{part_mb} is outside 1..=4096"),
+            ));
+        }
+
+        let kind = raw.warehouse.kind.unwrap_or_else(|| "postgres".to_owned());
+        let warehouse =
+            match kind.as_str() {
+                "postgres" => {
+                    let url = raw.warehouse.postgres.url.ok_or_else(|| {
+                        invalid(
+                            "warehouse.postgres.url",
+                            "is required when warehouse.kind = \"postgres\"",
+                        )
+                    })?;
+                    url.parse::<tokio_postgres::Config>().map_err(|e| {
+                        invalid(
+                            "warehouse.postgres.url",
+                            format!("not a libpq URL or key=value string: {e}"),
+                        )
+                    })?;
+                    WarehouseTarget::Postgres { url }
+                }
+                "redshift" => return Err(invalid(
+                    "warehouse.kind",
+                    "\"redshift\" (the Data API adapter) is not available in this build; use \"postgres\"",
+                )),
+                other => {
+                    return Err(invalid(
+                        "warehouse.kind",
+                        format!("`{other}`: expected \"postgres\" or \"redshift\""),
+                    ))
+                }
+            };
+
+        let schema = raw.warehouse.schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+        if !valid_identifier(&schema) {
+            return Err(invalid(
+                "warehouse.schema",
+                format!("`{schema}` is not a plain identifier: [a-z_][a-z0-9_]*, at most 63 bytes"),
+            ));
+        }
+
+        let max_files = raw.load.max_files.unwrap_or(DEFAULT_MAX_FILES);
+        if max_files == 0 {
+            return Err(invalid("load.max_files", "must be at least 1"));
+        }
+
+        Ok(Config {
+            source,
+            staging,
+            part_size_bytes: part_mb * 1024 * 1024,
+            keep_staging: raw.staging.keep.unwrap_or(false),
+            warehouse,
+            schema,
+            s3_force_path_style: raw.s3.force_path_style.unwrap_or(false),
+            max_files_per_load: usize::try_from(max_files).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// Both phases, from a file and the process environment.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let raw = RawConfig::load(path, std::env::vars())?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| invalid("source.url", format!("cannot resolve relative paths: {e}")))?;
+        Config::validate(raw, &cwd)
+    }
+}
+
+/// Lowercase SQL identifier safe to splice into statements unquoted.
+pub fn valid_identifier(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+fn overlaps(a: &Location, b: &Location) -> bool {
+    match (a, b) {
+        (
+            Location::S3 {
+                bucket: ba,
+                prefix: pa,
+            },
+            Location::S3 {
+                bucket: bb,
+                prefix: pb,
+            },
+        ) => ba == bb && (pa.starts_with(pb.as_str()) || pb.starts_with(pa.as_str())),
+        (Location::Local { root: ra }, Location::Local { root: rb }) => {
+            ra.starts_with(rb) || rb.starts_with(ra)
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,87 @@
+//! Step 1, discover: list the source prefix, keep event files, drop versions the
+//! control table already holds.
+
+use std::collections::HashSet;
+
+use crate::store::ObjectMeta;
+
+/// Event-log extensions, each optionally followed by `.gz`.
+const EXTENSIONS: [&str; 3] = [".json", ".jsonl", ".ndjson"];
+
+/// Whether a key names an event log. Other keys are ignored and never recorded.
+pub fn is_event_file(key: &str) -> bool {
+    let k = key.strip_suffix(".gz").unwrap_or(key);
+    EXTENSIONS
+        .iter()
+        .any(|ext| k.ends_with(ext) && k.len() > ext.len() && !k.ends_with(&format!("/{ext}")))
+}
+
+/// The listed event files whose (key, ETag) is not in `recorded`, in key order: the
+/// order that decides which copy of a duplicated event wins.
+pub fn pending(listed: Vec<ObjectMeta>, recorded: &HashSet<(String, String)>) -> Vec<ObjectMeta> {
+    let mut out: Vec<ObjectMeta> = listed
+        .into_iter()
+        .filter(|o| is_event_file(&o.key))
+        .filter(|o| !recorded.contains(&(o.key.clone(), o.etag.clone())))
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(key: &str, etag: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            etag: etag.into(),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn event_file_extensions() {
+        for k in [
+            "events/2020/01/01/a.json",
+            "a.jsonl",
+            "a.ndjson",
+            "a.json.gz",
+            "a.jsonl.gz",
+            "x/a.ndjson.gz",
+        ] {
+            assert!(is_event_file(k), "{k}");
+        }
+        for k in [
+            "a.txt",
+            "a.json.bak",
+            "a.gz",
+            "a.csv.gz",
+            "a.JSON",
+            "events/",
+            "x/.json",
+            "a.json/",
+        ] {
+            assert!(!is_event_file(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn pending_skips_recorded_versions_only() {
+        let recorded: HashSet<_> = [("b.json".to_owned(), "e1".to_owned())].into_iter().collect();
+        let got = pending(
+            vec![
+                meta("c.json", "e1"),
+                meta("b.json", "e1"),
+                meta("a.json", "e1"),
+                meta("b.txt", "e1"),
+            ],
+            &recorded,
+        );
+        let keys: Vec<_> = got.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["a.json", "c.json"]);
+        // a new version of a recorded key is pending again
+        let got = pending(vec![meta("b.json", "e2")], &recorded);
+        assert_eq!(got.len(), 1);
+    }
+}

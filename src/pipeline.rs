@@ -1,0 +1,211 @@
+//! One run, step by step: discover -> clean -> stage -> load (COPY + MERGE) -> record.
+//! Nothing but orchestration: each step lives in its own module.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::clean::{Cleaner, FileTally, LineOutcome, Reason, Reject};
+use crate::discover;
+use crate::read::{is_corrupt_data, LineReader};
+use crate::stage::writer::StageError;
+use crate::stage::{FileRow, StageWriter, StagedLoad};
+use crate::store::{Body, ObjectMeta, Place, StoreError};
+use crate::telemetry;
+use crate::warehouse::{LoadRow, Warehouse, WarehouseError};
+
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error("source: {0}")]
+    Source(#[source] StoreError),
+    #[error("reading {url}: {message} (transport error: nothing was recorded; rerun)")]
+    Read { url: String, message: String },
+    #[error("staging: {0}")]
+    Stage(#[from] StageError),
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    /// Event files under the source prefix.
+    pub event_files: usize,
+    /// Of those, files that were not yet recorded.
+    pub pending: usize,
+    /// The committed loads, in order.
+    pub loads: Vec<LoadRow>,
+}
+
+/// The result of cleaning one file into a stage writer.
+pub struct CleanedFile {
+    pub tally: FileTally,
+}
+
+/// Cleans one object's lines into `w`, recording rows and rejects. A corrupt gzip
+/// stream becomes an `invalid_gzip` reject at the line where reading stopped (the lines
+/// before it are kept); a transport failure is an error, so nothing of the file is
+/// recorded and the next run retries it.
+pub async fn clean_object(
+    cleaner: &Cleaner,
+    key: &str,
+    url: &str,
+    body: Body,
+    w: &mut StageWriter,
+) -> Result<CleanedFile, PipelineError> {
+    let read_err = |e: std::io::Error| PipelineError::Read {
+        url: url.to_owned(),
+        message: e.to_string(),
+    };
+    let mut reader = LineReader::open(body, key).await.map_err(read_err)?;
+    let mut tally = FileTally::default();
+    let mut rejects_logged = 0u64;
+    let gzip = reader.is_gzip();
+    let mut last_line = 0u64;
+    loop {
+        let line = match reader.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) if gzip && is_corrupt_data(&e) => {
+                let no = last_line + 1;
+                let message = format!("gzip data is corrupt after line {}: {e}", no - 1);
+                let outcome = LineOutcome::Reject(Reject {
+                    reason: Reason::InvalidGzip,
+                    raw: message.into(),
+                });
+                tally.add(&outcome);
+                emit(w, key, no, outcome, &mut rejects_logged)?;
+                break;
+            }
+            Err(e) => return Err(read_err(e)),
+        };
+        last_line = line.no;
+        let outcome = cleaner.clean_line(line.no, line.bytes, line.too_long);
+        tally.add(&outcome);
+        emit(w, key, line.no, outcome, &mut rejects_logged)?;
+        w.flush_full().await?;
+    }
+    telemetry::file_cleaned(key, &tally);
+    Ok(CleanedFile { tally })
+}
+
+/// Writes one line's outcome to staging. `nth` counts the file's rejects, for
+/// rate-limited logging.
+fn emit(
+    w: &mut StageWriter,
+    key: &str,
+    no: u64,
+    outcome: LineOutcome<'_>,
+    nth: &mut u64,
+) -> Result<(), StageError> {
+    let mut reject = |w: &mut StageWriter, r: &Reject<'_>| {
+        *nth += 1;
+        telemetry::line_rejected(key, no, r.reason, *nth);
+        w.reject(key, no, r)
+    };
+    match outcome {
+        LineOutcome::Blank => Ok(()),
+        LineOutcome::Event(e) => w.event(key, no, &e),
+        LineOutcome::Reject(r) => reject(w, &r),
+        LineOutcome::Recovered { prefix, fragment } => {
+            reject(w, &prefix)?;
+            match fragment {
+                Ok(e) => w.event(key, no, &e),
+                Err(r) => reject(w, &r),
+            }
+        }
+    }
+}
+
+/// A load id: sortable by time, unique across hosts.
+pub fn new_load_id(now: DateTime<Utc>) -> String {
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", now.format("%Y%m%dT%H%M%S%.3fZ"), &rand[..8])
+}
+
+/// The scheduled job: everything a run needs, built once.
+pub struct Pipeline {
+    pub source: Place,
+    pub staging: Place,
+    pub warehouse: Arc<dyn Warehouse>,
+    pub part_size: u64,
+    pub max_files_per_load: usize,
+    pub keep_staging: bool,
+}
+
+impl Pipeline {
+    /// Step 1: the event files under the source prefix that are not recorded yet.
+    pub async fn discover(&self) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
+        let listed = self
+            .source
+            .store
+            .list(&self.source.prefix)
+            .await
+            .map_err(PipelineError::Source)?;
+        let listed_n = listed.len();
+        let event_files: Vec<ObjectMeta> = listed
+            .into_iter()
+            .filter(|o| discover::is_event_file(&o.key))
+            .collect();
+        let keys: Vec<String> = event_files.iter().map(|o| o.key.clone()).collect();
+        let recorded = self.warehouse.recorded_versions(&keys).await?;
+        let n = event_files.len();
+        let pending = discover::pending(event_files, &recorded);
+        telemetry::files_discovered(listed_n, n, pending.len());
+        Ok((n, pending))
+    }
+
+    /// Loads every pending file, `max_files_per_load` files per transaction. `now` is
+    /// the run's start: it bounds `created_at` for the whole run.
+    pub async fn run(&self, now: DateTime<Utc>) -> Result<RunReport, PipelineError> {
+        let (event_files, pending) = self.discover().await?;
+        let mut report = RunReport {
+            event_files,
+            pending: pending.len(),
+            loads: Vec::new(),
+        };
+        let cleaner = Cleaner::new(now);
+        for chunk in pending.chunks(self.max_files_per_load) {
+            let started = Utc::now();
+            let load_id = new_load_id(started);
+            let staged = self.stage(&cleaner, &load_id, chunk).await?;
+            let committed = self.warehouse.load(&staged, started.naive_utc()).await?;
+            if let Some(row) = committed {
+                telemetry::load_committed(&row);
+                report.loads.push(row);
+            }
+            if !self.keep_staging {
+                // The load is committed: a failure here only leaves objects behind.
+                if let Err(e) = self.staging.store.delete_prefix(&staged.prefix).await {
+                    tracing::warn!(error = %e, prefix = %staged.prefix, "could not delete staged objects");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Steps 2 and 3: clean each file into staged parts and write the manifests.
+    async fn stage(
+        &self,
+        cleaner: &Cleaner,
+        load_id: &str,
+        files: &[ObjectMeta],
+    ) -> Result<StagedLoad, PipelineError> {
+        let mut w = StageWriter::new(self.staging.clone(), load_id, self.part_size);
+        for obj in files {
+            let url = self.source.store.url(&obj.key);
+            let body = self
+                .source
+                .store
+                .get(&obj.key)
+                .await
+                .map_err(PipelineError::Source)?;
+            let cleaned = clean_object(cleaner, &obj.key, &url, body, &mut w).await?;
+            w.file(&FileRow::new(&obj.key, &obj.etag, obj.size, &cleaned.tally))?;
+        }
+        let staged = w.finish().await?;
+        telemetry::load_staged(load_id, files.len(), staged.events_staged, staged.rejects_staged);
+        Ok(staged)
+    }
+}

@@ -1,0 +1,11 @@
+//! Staging: cleaned rows become gzipped JSON-lines parts plus one COPY manifest per
+//! table, under `<staging>/<load_id>/`. `rows` and `part` are pure; `writer` is the
+//! thin shell that uploads parts as they fill.
+
+pub mod part;
+pub mod rows;
+pub mod writer;
+
+pub use part::{GzPart, Manifest};
+pub use rows::FileRow;
+pub use writer::{StageWriter, StagedLoad};

@@ -1,0 +1,142 @@
+//! A directory as an object store: for local runs, `events-etl clean`, and tests.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+
+use super::{Body, ObjectMeta, ObjectStore, StoreError};
+
+/// Keys are `/`-separated paths relative to `root`.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> Self {
+        LocalStore { root }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        key.split('/').fold(self.root.clone(), |p, seg| p.join(seg))
+    }
+}
+
+/// Walks `dir`, pushing files whose key starts with `prefix`. Directories are only
+/// entered when they can hold such keys.
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
+        let key = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            let as_dir = format!("{key}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                walk(root, &path, prefix, out)?;
+            }
+        } else if ft.is_file() && key.starts_with(prefix) {
+            let md = entry.metadata()?;
+            let mtime = md
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            out.push(ObjectMeta {
+                key,
+                etag: format!("{:x}-{mtime:x}", md.len()),
+                size: md.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let root = self.root.clone();
+        let p = prefix.to_owned();
+        let mut out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk(&root, &root, &p, &mut out).map(|()| out)
+        })
+        .await
+        .map_err(|e| StoreError::io("list", self.url(prefix), e))?
+        .map_err(|e| StoreError::io("list", self.url(prefix), e))?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn get(&self, key: &str) -> Result<Body, StoreError> {
+        match tokio::fs::File::open(self.path(key)).await {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound { url: self.url(key) })
+            }
+            Err(e) => Err(StoreError::io("read", self.url(key), e)),
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let path = self.path(key);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| StoreError::io("write", self.url(key), e))?;
+        }
+        // Write then rename, so a reader never sees half an object.
+        let tmp = path.with_extension("partial");
+        tokio::fs::write(&tmp, bytes)
+            .await
+            .map_err(|e| StoreError::io("write", self.url(key), e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| StoreError::io("write", self.url(key), e))
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let objects = self.list(prefix).await?;
+        for o in &objects {
+            tokio::fs::remove_file(self.path(&o.key))
+                .await
+                .map_err(|e| StoreError::io("delete", self.url(&o.key), e))?;
+        }
+        // Tidy the directories the prefix named, if now empty; failure is harmless.
+        if let Some(dir) = prefix.strip_suffix('/') {
+            let mut p = self.path(dir);
+            while p.starts_with(&self.root) && p != self.root && std::fs::remove_dir(&p).is_ok() {
+                p.pop();
+            }
+        }
+        Ok(objects.len() as u64)
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("file://{}", self.path(key).display())
+    }
+
+    fn key_of(&self, url: &str) -> Option<String> {
+        let path = url.strip_prefix("file://")?;
+        let rel = Path::new(path).strip_prefix(&self.root).ok()?;
+        Some(
+            rel.components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+    }
+}

@@ -1,0 +1,190 @@
+//! S3 through aws-sdk-s3. Credentials, region and endpoint come from the standard AWS
+//! chain (`AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL[_S3]`, ...), never from our
+//! config file.
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls;
+
+use super::{Body, ObjectMeta, ObjectStore, StoreError};
+
+/// Builds S3 clients lazily: the AWS chain is only consulted when an `s3://` URL is used,
+/// so local runs need no AWS setup at all.
+#[derive(Debug)]
+pub struct S3Factory {
+    force_path_style: bool,
+    client: tokio::sync::OnceCell<Client>,
+}
+
+impl S3Factory {
+    pub fn new(force_path_style: bool) -> Self {
+        S3Factory {
+            force_path_style,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn client(&self) -> Client {
+        self.client
+            .get_or_init(|| async {
+                // One HTTP stack (hyper 1 + rustls with ring) instead of the SDK defaults'
+                // two: see NOTES on build time.
+                let http = aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+                    .build_https();
+                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .http_client(http)
+                    .load()
+                    .await;
+                let conf = aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(self.force_path_style)
+                    .build();
+                Client::from_conf(conf)
+            })
+            .await
+            .clone()
+    }
+
+    /// A store for one bucket.
+    pub async fn store(&self, bucket: &str) -> S3Store {
+        S3Store {
+            client: self.client().await,
+            bucket: bucket.to_owned(),
+        }
+    }
+}
+
+/// One bucket; keys are S3 keys.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+impl S3Store {
+    /// A store over an existing client (tests build their own).
+    pub fn with_client(client: Client, bucket: &str) -> Self {
+        S3Store {
+            client,
+            bucket: bucket.to_owned(),
+        }
+    }
+}
+
+/// The SDK error with its service code and message when there is one, the whole
+/// context otherwise (credential and connection errors live in the context).
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: &aws_sdk_s3::error::SdkError<E>,
+) -> String {
+    match (e.code(), e.message()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code.to_owned(),
+        _ => DisplayErrorContext(e).to_string(),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| StoreError::io("list", self.url(prefix), describe(&e)))?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                if key.ends_with('/') {
+                    continue; // a "folder" marker, not an object
+                }
+                out.push(ObjectMeta {
+                    key: key.to_owned(),
+                    etag: o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn get(&self, key: &str) -> Result<Body, StoreError> {
+        let resp = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        match resp {
+            Ok(r) => Ok(Box::new(r.body.into_async_read())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(StoreError::NotFound { url: self.url(key) })
+            }
+            Err(e) => Err(StoreError::io("read", self.url(key), describe(&e))),
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::io("write", self.url(key), describe(&e)))
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let objects = self.list(prefix).await?;
+        // DeleteObjects takes at most 1,000 keys a call.
+        for chunk in objects.chunks(1000) {
+            let ids = chunk
+                .iter()
+                .map(|o| ObjectIdentifier::builder().key(&o.key).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::io("delete", self.url(prefix), e))?;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| StoreError::io("delete", self.url(prefix), e))?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| StoreError::io("delete", self.url(prefix), describe(&e)))?;
+            if let Some(err) = out.errors().first() {
+                return Err(StoreError::io(
+                    "delete",
+                    self.url(err.key().unwrap_or(prefix)),
+                    err.message().unwrap_or("DeleteObjects reported an error"),
+                ));
+            }
+        }
+        Ok(objects.len() as u64)
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn key_of(&self, url: &str) -> Option<String> {
+        url.strip_prefix("s3://")?
+            .strip_prefix(self.bucket.as_str())?
+            .strip_prefix('/')
+            .map(str::to_owned)
+    }
+}

@@ -1,0 +1,54 @@
+//! One typed event per stage outcome, logged in one place (vector's internal_events
+//! habit): operators grep for these names, tests do not depend on them.
+
+use crate::clean::{FileTally, Reason};
+use crate::warehouse::LoadRow;
+
+/// How many rejects of one file are logged line by line; the rest are only counted
+/// (every reject is still stored in `event_rejects`).
+pub const REJECTS_LOGGED_PER_FILE: u64 = 20;
+
+pub fn files_discovered(listed: usize, event_files: usize, pending: usize) {
+    tracing::info!(listed, event_files, pending, "files discovered");
+}
+
+pub fn line_rejected(key: &str, line: u64, reason: Reason, nth_in_file: u64) {
+    if nth_in_file <= REJECTS_LOGGED_PER_FILE {
+        tracing::warn!(file = key, line, reason = reason.as_str(), "line rejected");
+    } else if nth_in_file == REJECTS_LOGGED_PER_FILE + 1 {
+        tracing::warn!(
+            file = key,
+            "more rejects in this file; see event_rejects for all of them"
+        );
+    }
+}
+
+pub fn file_cleaned(key: &str, t: &FileTally) {
+    tracing::info!(
+        file = key,
+        lines = t.lines,
+        events = t.events,
+        rejects = t.rejects,
+        blank_lines = t.blank_lines,
+        recovered = t.recovered,
+        invalid_ips = t.invalid_ips,
+        "file cleaned"
+    );
+}
+
+pub fn load_staged(load_id: &str, files: usize, events: u64, rejects: u64) {
+    tracing::info!(load_id, files, events, rejects, "load staged");
+}
+
+pub fn load_committed(r: &LoadRow) {
+    tracing::info!(
+        load_id = %r.load_id,
+        files = r.files,
+        lines = r.lines,
+        events_loaded = r.events_loaded,
+        duplicates = r.duplicates,
+        rejects = r.rejects,
+        blank_lines = r.blank_lines,
+        "load committed"
+    );
+}

@@ -1,0 +1,426 @@
+//! PostgreSQL adapter: the stand-in for Redshift in tests and local runs. COPY reads
+//! the same staged manifest and gzipped parts Redshift would, streamed through
+//! `COPY ... FROM STDIN (FORMAT binary)`, and the load runs the dialect's statements
+//! from `sql/postgres/load.sql` in one transaction.
+
+use std::collections::HashSet;
+use std::error::Error as _;
+
+use async_trait::async_trait;
+use bytes::{BufMut, BytesMut};
+use chrono::NaiveDateTime;
+use tokio::sync::Mutex;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{Client, GenericClient, NoTls, Row};
+
+use super::statements::{with_schema, Statements};
+use super::{AppliedMigration, LoadRow, Warehouse, WarehouseError};
+use crate::migrate::{self, AppliedRow, Dialect};
+use crate::read::LineReader;
+use crate::stage::{Manifest, StagedLoad};
+use crate::store::Place;
+
+const LOAD_SQL: &str = include_str!("../../sql/postgres/load.sql");
+const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
+
+/// The statement names this adapter runs; a unit test checks `load.sql` has them all.
+pub const STATEMENTS: [&str; 17] = [
+    "lock",
+    "clear_stage",
+    "create_raw",
+    "copy_raw",
+    "raw_to_events",
+    "raw_to_rejects",
+    "raw_to_files",
+    "clear_raw",
+    "skip_recorded",
+    "drop_orphans",
+    "merge_events",
+    "insert_rejects",
+    "insert_files",
+    "insert_load",
+    "load_summary",
+    "recent_loads",
+    "recorded_versions",
+];
+
+/// One connection; loads are serialised on it (and across processes by the table lock).
+pub struct Postgres {
+    client: Mutex<Client>,
+    schema: String,
+    sql: Statements,
+    staging: Place,
+}
+
+/// Formats a driver error with the server's message, detail, hint and SQLSTATE.
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut m = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+        if let Some(d) = db.detail() {
+            m.push_str(&format!("; detail: {d}"));
+        }
+        if let Some(h) = db.hint() {
+            m.push_str(&format!("; hint: {h}"));
+        }
+        return m;
+    }
+    match e.source() {
+        Some(s) => format!("{e}: {s}"),
+        None => e.to_string(),
+    }
+}
+
+/// JSON text sent as JSONB in binary COPY: version byte 1, then the text. Lets the
+/// staged line go to the server untouched (no re-encoding, big numbers kept exactly).
+#[derive(Debug)]
+struct RawJsonb<'a>(&'a [u8]);
+
+impl ToSql for RawJsonb<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_u8(1);
+        out.extend_from_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+
+    to_sql_checked!();
+}
+
+fn load_row(r: &Row) -> LoadRow {
+    LoadRow {
+        load_id: r.get(0),
+        started_at: r.get(1),
+        finished_at: r.get(2),
+        status: r.get(3),
+        files: r.get(4),
+        lines: r.get(5),
+        events_loaded: r.get(6),
+        duplicates: r.get(7),
+        rejects: r.get(8),
+        blank_lines: r.get(9),
+        recovered_events: r.get(10),
+        invalid_ips: r.get(11),
+    }
+}
+
+impl Postgres {
+    /// Connects. `staging` is where the staged manifests and parts are read from.
+    pub async fn connect(url: &str, schema: &str, staging: Place) -> Result<Postgres, WarehouseError> {
+        let target = describe_target(url);
+        let (client, conn) =
+            tokio_postgres::connect(url, NoTls)
+                .await
+                .map_err(|e| WarehouseError::Connect {
+                    target: target.clone(),
+                    message: pg_message(&e),
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::error!(error = %pg_message(&e), "PostgreSQL connection closed");
+            }
+        });
+        Ok(Postgres {
+            client: Mutex::new(client),
+            schema: schema.to_owned(),
+            sql: Statements::parse(LOAD_SQL, schema),
+            staging,
+        })
+    }
+
+    fn stmt_err(&self, name: &str, e: &tokio_postgres::Error) -> WarehouseError {
+        let message = pg_message(e);
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+            return WarehouseError::NotMigrated {
+                schema: self.schema.clone(),
+                message,
+            };
+        }
+        WarehouseError::Statement {
+            statement: name.to_owned(),
+            message,
+        }
+    }
+
+    async fn exec(
+        &self,
+        c: &impl GenericClient,
+        name: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, WarehouseError> {
+        c.execute(self.sql.get(name), params)
+            .await
+            .map_err(|e| self.stmt_err(name, &e))
+    }
+
+    async fn batch(&self, c: &impl GenericClient, name: &str) -> Result<(), WarehouseError> {
+        c.batch_execute(self.sql.get(name))
+            .await
+            .map_err(|e| self.stmt_err(name, &e))
+    }
+
+    /// COPYs every part a manifest lists into `stage_raw`, then maps it into `table`
+    /// with `statement`; checks the row count against what staging wrote.
+    async fn copy_manifest(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        manifest_key: &str,
+        statement: &str,
+        table: &'static str,
+        staged: u64,
+    ) -> Result<(), WarehouseError> {
+        let store = &self.staging.store;
+        let manifest_url = store.url(manifest_key);
+        let mut body = store.get(manifest_key).await?;
+        let mut text = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut body, &mut text)
+            .await
+            .map_err(|e| WarehouseError::StagedData {
+                url: manifest_url.clone(),
+                message: e.to_string(),
+            })?;
+        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| WarehouseError::StagedData {
+            url: manifest_url.clone(),
+            message: format!("not a COPY manifest: {e}"),
+        })?;
+
+        let sink = tx
+            .copy_in(self.sql.get("copy_raw"))
+            .await
+            .map_err(|e| self.stmt_err("copy_raw", &e))?;
+        let writer = BinaryCopyInWriter::new(sink, &[Type::JSONB]);
+        tokio::pin!(writer);
+        for entry in &manifest.entries {
+            let key = store
+                .key_of(&entry.url)
+                .ok_or_else(|| WarehouseError::StagedData {
+                    url: entry.url.clone(),
+                    message: format!("listed in {manifest_url} but not in the staging location"),
+                })?;
+            let part = store.get(&key).await?;
+            let bad = |e: std::io::Error| WarehouseError::StagedData {
+                url: entry.url.clone(),
+                message: e.to_string(),
+            };
+            let mut lines = LineReader::open(part, &key).await.map_err(bad)?;
+            while let Some(line) = lines.next_line().await.map_err(bad)? {
+                writer
+                    .as_mut()
+                    .write(&[&RawJsonb(line.bytes)])
+                    .await
+                    .map_err(|e| self.stmt_err("copy_raw", &e))?;
+            }
+        }
+        let copied = writer.finish().await.map_err(|e| self.stmt_err("copy_raw", &e))?;
+        let mapped = self.exec(tx, statement, &[]).await?;
+        self.batch(tx, "clear_raw").await?;
+        if copied != staged || mapped != staged {
+            return Err(WarehouseError::CountMismatch {
+                table,
+                staged,
+                loaded: copied.min(mapped),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `host:port/db` of a URL, without credentials, for messages.
+fn describe_target(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(c) => {
+            let host = c
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(s) => s.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into());
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            format!("{host}:{port}/{}", c.get_dbname().unwrap_or("(default db)"))
+        }
+        Err(_) => "(unparseable URL)".into(),
+    }
+}
+
+#[async_trait]
+impl Warehouse for Postgres {
+    async fn migrate(&self) -> Result<Vec<AppliedMigration>, WarehouseError> {
+        let dialect = Dialect::Postgres;
+        let all = migrate::migrations(dialect.dir(), dialect.files())?;
+        let mut client = self.client.lock().await;
+        // Session lock: two `migrate` runs never interleave; released on every path below.
+        let key = format!("events-etl:migrate:{}", self.schema);
+        client
+            .execute("SELECT pg_advisory_lock(hashtext($1))", &[&key])
+            .await
+            .map_err(|e| self.stmt_err("advisory lock", &e))?;
+        let result: Result<Vec<AppliedMigration>, WarehouseError> = async {
+            client
+                .batch_execute(&with_schema(BOOTSTRAP_SQL, &self.schema))
+                .await
+                .map_err(|e| self.stmt_err("bootstrap", &e))?;
+            let rows = client
+                .query(
+                    &with_schema(
+                        "SELECT version, name, checksum FROM {schema}.schema_migrations ORDER BY version",
+                        &self.schema,
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| self.stmt_err("read schema_migrations", &e))?;
+            let applied: Vec<AppliedRow> = rows
+                .iter()
+                .map(|r| AppliedRow {
+                    version: r.get(0),
+                    name: r.get(1),
+                    checksum: r.get(2),
+                })
+                .collect();
+            let mut done = Vec::new();
+            for m in migrate::pending(&all, &applied)? {
+                let label = format!("migration {:04}_{}", m.version, m.name);
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(|e| self.stmt_err(&label, &e))?;
+                tx.batch_execute(&with_schema(m.sql, &self.schema))
+                    .await
+                    .map_err(|e| self.stmt_err(&label, &e))?;
+                tx.execute(
+                    &with_schema(
+                        "INSERT INTO {schema}.schema_migrations (version, name, checksum, applied_at) \
+                         VALUES ($1, $2, $3, now() AT TIME ZONE 'UTC')",
+                        &self.schema,
+                    ),
+                    &[&m.version, &m.name, &m.checksum],
+                )
+                .await
+                .map_err(|e| self.stmt_err(&label, &e))?;
+                tx.commit().await.map_err(|e| self.stmt_err(&label, &e))?;
+                done.push(AppliedMigration {
+                    version: m.version,
+                    name: m.name.clone(),
+                });
+            }
+            Ok(done)
+        }
+        .await;
+        let unlock = client
+            .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key])
+            .await;
+        let done = result?;
+        unlock.map_err(|e| self.stmt_err("advisory unlock", &e))?;
+        Ok(done)
+    }
+
+    async fn recorded_versions(&self, keys: &[String]) -> Result<HashSet<(String, String)>, WarehouseError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(self.sql.get("recorded_versions"), &[&keys])
+            .await
+            .map_err(|e| self.stmt_err("recorded_versions", &e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn load(
+        &self,
+        staged: &StagedLoad,
+        started_at: NaiveDateTime,
+    ) -> Result<Option<LoadRow>, WarehouseError> {
+        let mut client = self.client.lock().await;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.stmt_err("begin", &e))?;
+        self.batch(&tx, "lock").await?;
+        self.batch(&tx, "clear_stage").await?;
+        self.batch(&tx, "create_raw").await?;
+        self.copy_manifest(
+            &tx,
+            &staged.files_manifest,
+            "raw_to_files",
+            "stage_files",
+            staged.files_staged,
+        )
+        .await?;
+        self.copy_manifest(
+            &tx,
+            &staged.events_manifest,
+            "raw_to_events",
+            "stage_events",
+            staged.events_staged,
+        )
+        .await?;
+        self.copy_manifest(
+            &tx,
+            &staged.rejects_manifest,
+            "raw_to_rejects",
+            "stage_rejects",
+            staged.rejects_staged,
+        )
+        .await?;
+        let skipped = self.exec(&tx, "skip_recorded", &[]).await?;
+        if skipped > 0 {
+            tracing::warn!(files = skipped, load_id = %staged.load_id, "files recorded by a concurrent load were skipped");
+            self.batch(&tx, "drop_orphans").await?;
+        }
+        let id = &staged.load_id;
+        self.exec(&tx, "merge_events", &[id]).await?;
+        self.exec(&tx, "insert_rejects", &[id]).await?;
+        self.exec(&tx, "insert_files", &[id]).await?;
+        self.exec(&tx, "insert_load", &[id, &started_at]).await?;
+        self.batch(&tx, "clear_stage").await?;
+        let row = tx
+            .query_opt(self.sql.get("load_summary"), &[id])
+            .await
+            .map_err(|e| self.stmt_err("load_summary", &e))?;
+        tx.commit().await.map_err(|e| self.stmt_err("commit", &e))?;
+        Ok(row.as_ref().map(load_row))
+    }
+
+    async fn recent_loads(&self, limit: i64) -> Result<Vec<LoadRow>, WarehouseError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(self.sql.get("recent_loads"), &[&limit])
+            .await
+            .map_err(|e| self.stmt_err("recent_loads", &e))?;
+        Ok(rows.iter().map(load_row).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_sql_defines_every_statement_used() {
+        let s = Statements::parse(LOAD_SQL, "s");
+        let defined: Vec<&str> = s.names().collect();
+        for name in STATEMENTS {
+            assert!(
+                defined.contains(&name),
+                "sql/postgres/load.sql lacks `-- name: {name}`"
+            );
+        }
+        assert_eq!(
+            defined.len(),
+            STATEMENTS.len(),
+            "unused statements in load.sql: {defined:?}"
+        );
+    }
+}
