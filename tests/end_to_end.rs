@@ -1,0 +1,501 @@
+//! End-to-end through the real binary: S3 source and staging on an in-process S3
+//! server, the throwaway PostgreSQL as the warehouse. migrate, run, run again, add
+//! files, run; an interrupted load rerun; corrupt input; the offline `clean` command.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+
+use support::{run_bin, CmdOutput, PgServer};
+
+const BUCKET: &str = "product-events";
+
+fn event(id: u32, day: u32, name: &str) -> String {
+    format!(
+        r#"{{"id": "{id:08x}-0000-4000-8000-{id:012x}", "created_at": "2020-01-{day:02} 10:{:02}:{:02}", "user_email": "User{id}@Example.com", "ip": "10.0.{}.{}", "event_name": "{name}", "metadata": {{"n": {id}, "big": 12345678901234567890}}}}"#,
+        id % 60,
+        (id / 60) % 60,
+        id % 250,
+        id % 200 + 1
+    )
+}
+
+fn gz(text: &str) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+/// A config file for one test: its own schema and S3 prefixes.
+fn write_config(dir: &Path, source: &str, staging: &str, pg: &PgServer, schema: &str, extra: &str) -> String {
+    let path = dir.join("events-etl.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nurl = \"{source}\"\n[staging]\nurl = \"{staging}\"\npart_size_mb = 1\n\
+             [warehouse]\nkind = \"postgres\"\nschema = \"{schema}\"\n\
+             [warehouse.postgres]\nurl = \"{}\"\n[s3]\nforce_path_style = true\n{extra}",
+            pg.url()
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+async fn scalar(pg: &PgServer, sql: &str) -> i64 {
+    pg.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// The control tables must agree with the data tables, and every line must be accounted for.
+async fn assert_books_balance(pg: &PgServer, schema: &str) {
+    let q = |s: &str| s.replace("{s}", schema);
+    let events = scalar(pg, &q("SELECT count(*) FROM {s}.events")).await;
+    let rejects = scalar(pg, &q("SELECT count(*) FROM {s}.event_rejects")).await;
+    let files = scalar(pg, &q("SELECT count(*) FROM {s}.etl_files")).await;
+    let row = pg
+        .client()
+        .await
+        .query_one(
+            &q(
+                "SELECT COALESCE(sum(files),0)::bigint, COALESCE(sum(events_loaded),0)::bigint, \
+                COALESCE(sum(rejects),0)::bigint, COALESCE(sum(lines + recovered_events - events_loaded \
+                - duplicates - rejects - blank_lines),0)::bigint FROM {s}.etl_loads",
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let dump = pg.dump(schema).await;
+    assert_eq!(
+        row.get::<_, i64>(0),
+        files,
+        "etl_loads.files vs etl_files\n{dump}"
+    );
+    assert_eq!(
+        row.get::<_, i64>(1),
+        events,
+        "etl_loads.events_loaded vs events\n{dump}"
+    );
+    assert_eq!(
+        row.get::<_, i64>(2),
+        rejects,
+        "etl_loads.rejects vs event_rejects\n{dump}"
+    );
+    assert_eq!(row.get::<_, i64>(3), 0, "some lines are unaccounted for\n{dump}");
+    let per_load = scalar(
+        pg,
+        &q("SELECT count(*) FROM {s}.etl_loads l WHERE l.events_loaded <> \
+            (SELECT count(*) FROM {s}.events e WHERE e.load_id = l.load_id)"),
+    )
+    .await;
+    assert_eq!(
+        per_load, 0,
+        "a load's events_loaded differs from its rows\n{dump}"
+    );
+    let dup_ids = scalar(
+        pg,
+        &q("SELECT count(*) FROM (SELECT event_id FROM {s}.events GROUP BY 1 HAVING count(*) > 1) d"),
+    )
+    .await;
+    assert_eq!(dup_ids, 0, "duplicate event ids\n{dump}");
+    let staged = scalar(
+        pg,
+        &q(
+            "SELECT (SELECT count(*) FROM {s}.stage_events) + (SELECT count(*) FROM {s}.stage_rejects) \
+            + (SELECT count(*) FROM {s}.stage_files)",
+        ),
+    )
+    .await;
+    assert_eq!(staged, 0, "staging tables not empty after commit\n{dump}");
+}
+
+fn check(out: CmdOutput) -> CmdOutput {
+    out.assert_success();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_incremental_load_through_the_binary() {
+    let pg = support::postgres().await;
+    let s3 = support::s3().await;
+    s3.create_bucket(BUCKET).await;
+    let schema = pg.fresh_schema("e2e_s3").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("s3://{BUCKET}/events/"),
+        &format!("s3://{BUCKET}/staging/"),
+        pg,
+        &schema,
+        "",
+    );
+    let env = s3.env();
+    let cli = |args: &[&str]| {
+        let mut full = vec!["--config", config.as_str()];
+        full.extend_from_slice(args);
+        run_bin(&full, &env, dir.path())
+    };
+
+    // More keys than one ListObjectsV2 page (1,000) holds: 1,001 one-line files, plus the
+    // seed's two lines, a duplicate, a gzipped file, and keys that are not event files.
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..1001u32 {
+        let client = s3.client().await;
+        let key = format!("events/2020/01/{:02}/{i:032x}.json", 1 + i % 28);
+        let body = event(i, 1 + i % 28, "page_visit") + "\n";
+        puts.spawn(async move {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(body.into_bytes().into())
+                .send()
+                .await
+                .unwrap()
+        });
+        if puts.len() >= 16 {
+            puts.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = puts.join_next().await {
+        r.unwrap();
+    }
+    let seed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/sample/events/2020/01/13/0f6e0555e9f34063b711a676d13e38f9.json"),
+    )
+    .unwrap();
+    let seed_two: String = seed.lines().take(2).map(|l| format!("{l}\n")).collect();
+    s3.put(BUCKET, "events/2020/01/29/seed.json", seed_two).await;
+    s3.put(
+        BUCKET,
+        "events/2020/01/29/dup.jsonl.gz",
+        gz(&(event(5, 6, "dup_of_5") + "\n\n")),
+    )
+    .await;
+    s3.put(BUCKET, "events/2020/01/29/_SUCCESS", "").await;
+    s3.put(BUCKET, "events/notes.txt", "not events").await;
+
+    let out = check(cli(&["migrate"]));
+    assert!(
+        out.stdout.contains("applied migration 0001_create_tables"),
+        "{out}"
+    );
+    let out = check(cli(&["migrate"]));
+    assert!(out.stdout.contains("up to date"), "{out}");
+
+    let out = check(cli(&["run"]));
+    assert!(out.stdout.contains("loaded 1003 of 1003 event files"), "{out}");
+    let dump = || async { pg.dump(&schema).await };
+    let q = |s: &str| s.replace("{s}", &schema);
+    // 1,001 + 2 from the seed (its truncated record rejected); the duplicate not loaded.
+    assert_eq!(
+        scalar(pg, &q("SELECT count(*) FROM {s}.events")).await,
+        1003,
+        "{}",
+        dump().await
+    );
+    assert_eq!(scalar(pg, &q("SELECT count(*) FROM {s}.etl_files")).await, 1003);
+    assert_eq!(
+        scalar(
+            pg,
+            &q("SELECT sum(duplicates)::bigint FROM {s}.etl_files WHERE source_key LIKE '%dup.jsonl.gz'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar(
+            pg,
+            &q("SELECT count(*) FROM {s}.event_rejects WHERE reason = 'malformed_json' AND source_line = 2")
+        )
+        .await,
+        1
+    );
+    // Normalised values and exact metadata.
+    let row = pg
+        .client()
+        .await
+        .query_one(
+            &q(
+                "SELECT user_email, ip, metadata->>'big', source_key FROM {s}.events \
+                WHERE event_id = '00000005-0000-4000-8000-000000000005'",
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "user5@example.com");
+    assert_eq!(row.get::<_, String>(1), "10.0.5.6");
+    assert_eq!(row.get::<_, String>(2), "12345678901234567890");
+    assert_eq!(
+        row.get::<_, String>(3),
+        "events/2020/01/06/00000000000000000000000000000005.json"
+    );
+    assert_books_balance(pg, &schema).await;
+    // Staged objects are deleted after the commit.
+    assert!(
+        s3.list(BUCKET, "staging/").await.is_empty(),
+        "staging left behind"
+    );
+
+    // Second run: nothing new.
+    let out = check(cli(&["run"]));
+    assert!(out.stdout.contains("nothing to load"), "{out}");
+    assert_eq!(scalar(pg, &q("SELECT count(*) FROM {s}.etl_loads")).await, 1);
+
+    // New files and a new version of an old key: only they load.
+    s3.put(
+        BUCKET,
+        "events/2020/01/30/new.json",
+        event(5000, 30, "feature_used") + "\n" + &event(5001, 30, "x") + "\n",
+    )
+    .await;
+    s3.put(
+        BUCKET,
+        "events/2020/01/29/seed.json",
+        seed.lines().next().unwrap().to_owned() + "\n",
+    )
+    .await;
+    let out = check(cli(&["status"]));
+    assert!(out.stdout.contains("2 pending"), "{out}");
+    let out = check(cli(&["run"]));
+    assert!(out.stdout.contains("loaded 2 of 1004 event files"), "{out}");
+    let last = pg
+        .client()
+        .await
+        .query_one(
+            &q("SELECT files, events_loaded, duplicates FROM {s}.etl_loads ORDER BY started_at DESC LIMIT 1"),
+            &[],
+        )
+        .await
+        .unwrap();
+    // new.json: 2 events; seed.json v2: its one event is already loaded -> duplicate.
+    assert_eq!(
+        (
+            last.get::<_, i64>(0),
+            last.get::<_, i64>(1),
+            last.get::<_, i64>(2)
+        ),
+        (2, 2, 1)
+    );
+    assert_eq!(scalar(pg, &q("SELECT count(*) FROM {s}.events")).await, 1005);
+    assert_eq!(
+        scalar(
+            pg,
+            &q("SELECT count(*) FROM {s}.etl_files WHERE source_key = 'events/2020/01/29/seed.json'")
+        )
+        .await,
+        2,
+        "both versions of the key are recorded"
+    );
+    assert_books_balance(pg, &schema).await;
+    let out = check(cli(&["status"]));
+    assert!(out.stdout.contains("0 pending"), "{out}");
+}
+
+/// Copies the repo's sample files into a fresh source dir.
+fn sample_source(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("source");
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample");
+    let mut stack = vec![from.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(&from).unwrap();
+            if p.is_dir() {
+                stack.push(p.clone());
+                std::fs::create_dir_all(src.join(rel)).unwrap();
+            } else {
+                std::fs::create_dir_all(src.join(rel).parent().unwrap()).unwrap();
+                std::fs::copy(&p, src.join(rel)).unwrap();
+            }
+        }
+    }
+    src
+}
+
+/// Events and rejects, without the columns that differ between runs.
+async fn contents(pg: &PgServer, schema: &str) -> Vec<String> {
+    let q = |s: &str| s.replace("{s}", schema);
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT event_id || created_at || user_email || coalesce(ip,'') || event_name || coalesce(metadata::text,'') \
+         || source_key || source_line FROM {s}.events ORDER BY event_id",
+        "SELECT source_key || source_line || reason || coalesce(raw,'') FROM {s}.event_rejects ORDER BY 1",
+        "SELECT source_key || etag || lines || events_loaded || duplicates || rejects || blank_lines \
+         FROM {s}.etl_files ORDER BY 1",
+        "SELECT files || ' ' || lines || ' ' || events_loaded || ' ' || duplicates || ' ' || rejects FROM {s}.etl_loads",
+    ] {
+        for r in pg.client().await.query(&q(sql), &[]).await.unwrap() {
+            out.push(r.get::<_, String>(0));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_load_then_rerun_equals_one_clean_run() {
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = sample_source(dir.path());
+
+    // The reference: one clean run.
+    let clean_schema = pg.fresh_schema("e2e_ref").await;
+    let cfg = write_config(
+        dir.path(),
+        &src.display().to_string(),
+        "staging-ref/",
+        pg,
+        &clean_schema,
+        "",
+    );
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    let reference = contents(pg, &clean_schema).await;
+    assert!(reference.len() > 70, "sample loaded too little: {reference:?}");
+
+    // The same input, but the load fails at its very last statement.
+    let schema = pg.fresh_schema("e2e_int").await;
+    let cfg = write_config(
+        dir.path(),
+        &src.display().to_string(),
+        "staging/",
+        pg,
+        &schema,
+        "",
+    );
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    let client = pg.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.boom() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'simulated crash before commit'; END $$; \
+             CREATE TRIGGER boom BEFORE INSERT ON {schema}.etl_loads FOR EACH ROW EXECUTE FUNCTION {schema}.boom();"
+        ))
+        .await
+        .unwrap();
+    let out = run_bin(&["--config", &cfg, "run"], &[], dir.path());
+    out.assert_failure();
+    assert_eq!(out.code(), Some(4), "{out}");
+    assert!(
+        out.stderr.contains("insert_load") && out.stderr.contains("simulated crash"),
+        "{out}"
+    );
+    assert!(
+        contents(pg, &schema).await.is_empty(),
+        "a failed load left rows\n{}",
+        pg.dump(&schema).await
+    );
+
+    client
+        .batch_execute(&format!("DROP TRIGGER boom ON {schema}.etl_loads"))
+        .await
+        .unwrap();
+    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    assert_eq!(
+        contents(pg, &schema).await,
+        reference,
+        "rerun differs from one clean run"
+    );
+    assert_books_balance(pg, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_gzip_and_bad_lines_never_stop_good_data() {
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src/events/2020/02/01");
+    std::fs::create_dir_all(&src).unwrap();
+    // A gzip file cut short: the lines before the damage load, the damage is a reject.
+    let body: String = (0..2000)
+        .map(|i| event(10_000 + i, 1, "page_visit") + "\n")
+        .collect();
+    let full = gz(&body);
+    std::fs::write(src.join("cut.json.gz"), &full[..full.len() / 2]).unwrap();
+    std::fs::write(
+        src.join("good.json"),
+        event(1, 1, "page_visit") + "\n\u{feff}garbage\n" + &event(2, 1, "x"),
+    )
+    .unwrap();
+    std::fs::write(src.join("binary.ndjson"), b"\xff\xfe\x00\n").unwrap();
+
+    let schema = pg.fresh_schema("e2e_bad").await;
+    let cfg = write_config(dir.path(), "src/", "staging/", pg, &schema, "");
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    let out = check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    assert!(out.stderr.contains("invalid_gzip"), "{out}");
+    assert!(
+        out.stderr.contains("binary.ndjson") && out.stderr.contains("invalid_utf8"),
+        "{out}"
+    );
+    let q = |s: &str| s.replace("{s}", &schema);
+    let loaded_cut = scalar(
+        pg,
+        &q("SELECT count(*) FROM {s}.events WHERE source_key LIKE '%cut.json.gz'"),
+    )
+    .await;
+    assert!(
+        loaded_cut > 0 && loaded_cut < 2000,
+        "cut file loaded {loaded_cut}"
+    );
+    assert_eq!(
+        scalar(
+            pg,
+            &q("SELECT count(*) FROM {s}.event_rejects WHERE reason = 'invalid_gzip'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar(
+            pg,
+            &q("SELECT count(*) FROM {s}.events WHERE source_key LIKE '%good.json'")
+        )
+        .await,
+        2
+    );
+    assert_books_balance(pg, &schema).await;
+}
+
+#[test]
+fn clean_command_works_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample/events/2020/01/13");
+    let files: Vec<String> = std::fs::read_dir(&sample)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let mut args = vec!["clean", "--out", "out"];
+    args.extend(files.iter().map(String::as_str));
+    // No config, no warehouse, no AWS: it must still work.
+    let out = check(run_bin(&args, &[], dir.path()));
+    assert!(out.stdout.contains("total: 2 files, 54 lines"), "{out}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/events.manifest")).unwrap()).unwrap();
+    let entries = manifest["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{manifest}");
+    let url = entries[0]["url"].as_str().unwrap();
+    let part = std::fs::read(url.strip_prefix("file://").unwrap()).unwrap();
+    assert_eq!(
+        entries[0]["meta"]["content_length"].as_u64().unwrap(),
+        part.len() as u64
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&part[..]), &mut text).unwrap();
+    // 23 + 25 clean events before deduplication (see the sample's etl_files).
+    assert_eq!(text.lines().count(), 48);
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["event_id"].as_str().unwrap().len() == 36 && v["source_line"].as_u64().is_some(),
+            "{line}"
+        );
+    }
+    let rejects = std::fs::read(dir.path().join("out/rejects/part-00000.jsonl.gz")).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&rejects[..]), &mut text).unwrap();
+    assert_eq!(text.lines().count(), 6, "{text}");
+}
