@@ -144,7 +144,7 @@ impl Location {
             if !valid_bucket(bucket) {
                 return Err(invalid(
                     key,
-                    format!("`{url}`: `{bucket}` is not a valid S3 bucket name (3-63 characters of a-z, 0-9, '.', '-')"),
+                    format!("`{url}`: `{bucket}` is not a valid S3 bucket name (3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit)"),
                 ));
             }
             let mut prefix = prefix.to_owned();
@@ -209,6 +209,7 @@ fn valid_bucket(b: &str) -> bool {
         && b.bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
         && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
 }
 
 /// Which warehouse the load goes to.

@@ -83,6 +83,10 @@ impl ObjectStore for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Body, StoreError> {
         match tokio::fs::File::open(self.path(key)).await {
+            // A directory opens fine on Unix but is only a prefix of keys, not an object.
+            Ok(f) if f.metadata().await.is_ok_and(|m| m.is_dir()) => {
+                Err(StoreError::NotFound { url: self.url(key) })
+            }
             Ok(f) => Ok(Box::new(f)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(StoreError::NotFound { url: self.url(key) })
@@ -98,8 +102,11 @@ impl ObjectStore for LocalStore {
                 .await
                 .map_err(|e| StoreError::io("write", self.url(key), e))?;
         }
-        // Write then rename, so a reader never sees half an object.
-        let tmp = path.with_extension("partial");
+        // Write then rename, so a reader never sees half an object. The temporary name is
+        // unique: `with_extension` would share one file between `x.a` and `x.b` and
+        // overwrite a key named `x.partial`.
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()));
         tokio::fs::write(&tmp, bytes)
             .await
             .map_err(|e| StoreError::io("write", self.url(key), e))?;

@@ -1,0 +1,190 @@
+//! `cargo bench --bench pipeline [-- MB]`: throughput and memory of the loader on a
+//! generated input (default 100 MB of JSON lines, ~1% bad lines, ~1% duplicates).
+//!
+//! 1. the pure cleaner over the input in memory (no IO, no compression);
+//! 2. `events-etl clean` (read, clean, gzip, write parts) as a child process;
+//! 3. `events-etl migrate` + `run` end to end into a throwaway PostgreSQL.
+//!
+//! For 2 and 3 the child's peak RSS (VmHWM, polled from /proc) is reported: it must
+//! stay bounded by the part size, not grow with the input.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use events_etl::clean::{clean_bytes, Cleaner};
+
+const FILES: usize = 10;
+
+/// A realistic event line (~290 bytes), deterministic in `i`.
+fn line(i: u64) -> String {
+    let names = [
+        "page_visit",
+        "message_saved",
+        "meeting_scheduled",
+        "meeting_invite",
+        "feature_used",
+    ];
+    let name = names[(i % 5) as usize];
+    // ~1% duplicates: reuse an earlier id.
+    let id = if i % 97 == 0 && i > 0 { i - 1 } else { i };
+    let bad = i % 101 == 0;
+    if bad {
+        return format!(r#"{{"id": "{id:08x}-dead", "created_at": "2020-13-45 00:00:00"}}"#);
+    }
+    format!(
+        r#"{{"id": "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", "created_at": "2020-01-{:02} {:02}:{:02}:{:02}", "user_email": "user{}@example-{}.com", "ip": "{}.{}.{}.{}", "event_name": "{name}", "metadata": {{"path": "main/categories/{}", "message_id": {}, "meeting_time": "2020-01-20 16:44:26"}}}}"#,
+        id >> 32,
+        (id >> 16) & 0xffff,
+        id & 0xfff,
+        (id >> 12) & 0xfff,
+        id,
+        1 + id % 28,
+        id % 24,
+        id % 60,
+        (id / 60) % 60,
+        id % 5000,
+        id % 300,
+        1 + id % 223,
+        id % 256,
+        (id / 256) % 256,
+        1 + id % 254,
+        id % 1000,
+        id * 7919 % 1_000_000
+    )
+}
+
+fn generate(dir: &Path, total_mb: u64) -> (Vec<PathBuf>, u64, u64) {
+    let per_file = total_mb * 1024 * 1024 / FILES as u64;
+    let mut paths = Vec::new();
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    let mut i = 0u64;
+    for f in 0..FILES {
+        let p = dir.join(format!("events/2020/01/{:02}/{f:032x}.json", 1 + f));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut buf = String::with_capacity(per_file as usize + 1024);
+        while (buf.len() as u64) < per_file {
+            buf.push_str(&line(i));
+            buf.push('\n');
+            i += 1;
+            lines += 1;
+        }
+        bytes += buf.len() as u64;
+        std::fs::write(&p, buf).unwrap();
+        paths.push(p);
+    }
+    (paths, bytes, lines)
+}
+
+/// Runs a command, polling its peak RSS; returns (elapsed, peak KiB, stdout).
+fn measure(cmd: &mut Command) -> (Duration, u64, String) {
+    let start = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path) {
+            for l in s.lines() {
+                if let Some(v) = l.strip_prefix("VmHWM:") {
+                    let kb: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                    peak = peak.max(kb);
+                }
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{cmd:?} failed: {status}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = start.elapsed();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    (elapsed, peak, out)
+}
+
+fn report(what: &str, elapsed: Duration, bytes: u64, lines: u64, peak_kb: Option<u64>) {
+    let s = elapsed.as_secs_f64();
+    let mem = peak_kb.map_or(String::new(), |k| {
+        format!(", peak RSS {:.1} MiB", k as f64 / 1024.0)
+    });
+    println!(
+        "{what:<34} {:>7.2} s  {:>7.1} MB/s  {:>10.0} lines/s{mem}",
+        s,
+        bytes as f64 / 1e6 / s,
+        lines as f64 / s
+    );
+}
+
+fn main() {
+    let mb: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let (paths, bytes, lines) = generate(&source, mb);
+    println!(
+        "input: {FILES} files, {:.1} MB, {lines} lines (generated in {})",
+        bytes as f64 / 1e6,
+        dir.path().display()
+    );
+
+    // 1. The pure cleaner.
+    let cleaner = Cleaner::new(chrono::Utc::now());
+    let data: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let start = Instant::now();
+    let mut events = 0u64;
+    for d in &data {
+        events += clean_bytes(&cleaner, d, |_, _| {}).events;
+    }
+    report("clean (pure, in memory)", start.elapsed(), bytes, lines, None);
+    assert!(events > lines * 9 / 10, "too few events: {events}");
+    drop(data);
+
+    let bin = support::bin();
+    // 2. `events-etl clean`: read, clean, gzip, write.
+    let out = dir.path().join("out");
+    let mut cmd = Command::new(&bin);
+    cmd.arg("clean").arg("--out").arg(&out).args(&paths);
+    let (t, peak, _) = measure(&mut cmd);
+    report("events-etl clean (part 128 MiB)", t, bytes, lines, Some(peak));
+    let mut cmd = Command::new(&bin);
+    cmd.arg("clean")
+        .arg("--part-size-mb")
+        .arg("16")
+        .arg("--out")
+        .arg(dir.path().join("out16"))
+        .args(&paths);
+    let (t, peak, _) = measure(&mut cmd);
+    report("events-etl clean (part 16 MiB)", t, bytes, lines, Some(peak));
+
+    // 3. migrate + run end to end into PostgreSQL.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (url, schema) = rt.block_on(async {
+        let pg = support::postgres().await;
+        (pg.url(), pg.fresh_schema("bench").await)
+    });
+    let cfg = dir.path().join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nurl = \"{}\"\n[staging]\nurl = \"{}\"\npart_size_mb = 16\n[warehouse]\nschema = \"{schema}\"\n\
+             [warehouse.postgres]\nurl = \"{url}\"\n",
+            source.display(),
+            dir.path().join("staging").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--config").arg(&cfg).arg("migrate");
+    measure(&mut cmd);
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--config").arg(&cfg).arg("run");
+    let (t, peak, stdout) = measure(&mut cmd);
+    report("events-etl run (PostgreSQL)", t, bytes, lines, Some(peak));
+    println!("{}", stdout.trim_end());
+}

@@ -1,0 +1,785 @@
+//! The two-phase configuration (`src/config.rs`): the shipped configs parse, unknown keys
+//! are refused by name (file and environment), overrides apply, every validation rule
+//! names its key; and the real binary maps config failures to exit code 2 before any IO.
+
+// The helpers pass the library's `ConfigError` through unchanged; its size is the library's.
+#![allow(clippy::result_large_err)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use events_etl::config::{Config, ConfigError, Location, RawConfig, WarehouseTarget};
+
+/// A valid configuration touching every key; tests change one line at a time.
+const BASE: &str = r#"
+[source]
+url = "s3://events-bucket/app/events/"
+
+[staging]
+url = "s3://events-bucket/app/staging/"
+part_size_mb = 64
+keep = false
+
+[warehouse]
+kind = "postgres"
+schema = "analytics"
+
+[warehouse.postgres]
+url = "postgresql://etl@db.internal:5432/warehouse"
+
+[s3]
+force_path_style = true
+
+[load]
+max_files = 100
+"#;
+
+/// The working directory validation resolves relative paths against. Nothing is read
+/// from it: phase 2 does no IO.
+const CWD: &str = "/srv/etl";
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `BASE` with the line `from` replaced by `to` (which may be empty, or several lines).
+fn edit(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE has no line {from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Phase 1 over `toml` written to a temporary file, with exactly `env`.
+fn raw(toml: &str, env: Vec<(String, String)>) -> Result<RawConfig, ConfigError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("etl.toml");
+    std::fs::write(&path, toml).expect("write config");
+    RawConfig::load(&path, env)
+}
+
+/// Both phases, no environment.
+fn load(toml: &str) -> Result<Config, ConfigError> {
+    load_env(toml, &[])
+}
+
+fn load_env(toml: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::validate(raw(toml, env(pairs))?, Path::new(CWD))
+}
+
+#[track_caller]
+fn ok(toml: &str) -> Config {
+    load(toml).unwrap_or_else(|e| panic!("expected a valid config, got: {e}\n{toml}"))
+}
+
+/// Asserts phase 2 refused the config naming `key`, with every one of `needles` in the
+/// message.
+#[track_caller]
+fn invalid(toml: &str, key: &str, needles: &[&str]) {
+    let e = match load(toml) {
+        Ok(c) => panic!("expected an error naming {key}, got {c:#?}\n{toml}"),
+        Err(e) => e,
+    };
+    let msg = e.to_string();
+    match &e {
+        ConfigError::Invalid { key: k, .. } => assert_eq!(*k, key, "{msg}"),
+        other => panic!("expected Invalid {{ key: {key} }}, got {other:?}"),
+    }
+    assert!(
+        msg.starts_with(&format!("invalid configuration key `{key}`: ")),
+        "{msg}"
+    );
+    for n in needles {
+        assert!(msg.contains(n), "message lacks {n:?}: {msg}");
+    }
+}
+
+/// Asserts phase 1 refused the config, naming `field` as an unknown field.
+#[track_caller]
+fn unknown(result: Result<RawConfig, ConfigError>, field: &str) {
+    let e = match result {
+        Ok(c) => panic!("expected unknown field {field}, got {c:#?}"),
+        Err(e) => e,
+    };
+    let msg = e.to_string();
+    assert!(matches!(e, ConfigError::Parse(_)), "{e:?}");
+    assert!(msg.contains(&format!("unknown field `{field}`")), "{msg}");
+    assert!(msg.contains("EVENTS_ETL__<SECTION>__<KEY>"), "{msg}");
+}
+
+/// Like [`unknown`], and the message names the section holding the field.
+#[track_caller]
+fn unknown_in(result: Result<RawConfig, ConfigError>, field: &str, section: &str) {
+    let msg = result
+        .as_ref()
+        .map_err(|e| e.to_string())
+        .err()
+        .unwrap_or_default();
+    unknown(result, field);
+    assert!(msg.contains(&format!("for key `{section}`")), "{msg}");
+}
+
+// ---- shipped configs ----
+
+#[test]
+fn example_config_parses_and_validates() {
+    let path = manifest_dir().join("config/example.toml");
+    let c = Config::validate(RawConfig::load(&path, []).unwrap(), Path::new(CWD)).unwrap();
+    assert_eq!(
+        c.source,
+        Location::S3 {
+            bucket: "dataeng-challenge".into(),
+            prefix: "8uht6u8bh/events/".into()
+        }
+    );
+    assert_eq!(
+        c.staging,
+        Location::S3 {
+            bucket: "dataeng-challenge".into(),
+            prefix: "8uht6u8bh/staging/".into()
+        }
+    );
+    assert_eq!(c.part_size_bytes, 128 * 1024 * 1024);
+    assert!(!c.keep_staging);
+    assert_eq!(
+        c.warehouse,
+        WarehouseTarget::Postgres {
+            url: "postgresql://postgres@127.0.0.1:5432/postgres".into()
+        }
+    );
+    assert_eq!(c.schema, "analytics");
+    assert!(!c.s3_force_path_style);
+    assert_eq!(c.max_files_per_load, 5000);
+}
+
+#[test]
+fn local_config_parses_and_resolves_paths_against_cwd() {
+    let path = manifest_dir().join("config/local.toml");
+    let c = Config::validate(RawConfig::load(&path, []).unwrap(), Path::new(CWD)).unwrap();
+    assert_eq!(
+        c.source,
+        Location::Local {
+            root: "/srv/etl/tests/data/sample".into()
+        }
+    );
+    assert_eq!(
+        c.staging,
+        Location::Local {
+            root: "/srv/etl/target/staging".into()
+        }
+    );
+    assert_eq!(c.schema, "analytics");
+}
+
+#[test]
+fn defaults_fill_what_the_file_leaves_out() {
+    let c = ok(r#"
+[source]
+url = "s3://in-bucket/events/"
+[staging]
+url = "s3://in-bucket/staging/"
+[warehouse.postgres]
+url = "host=db user=etl"
+"#);
+    assert_eq!(c.part_size_bytes, 128 * 1024 * 1024);
+    assert!(!c.keep_staging);
+    assert_eq!(
+        c.warehouse,
+        WarehouseTarget::Postgres {
+            url: "host=db user=etl".into()
+        }
+    );
+    assert_eq!(c.schema, "analytics");
+    assert!(!c.s3_force_path_style);
+    assert_eq!(c.max_files_per_load, 5000);
+}
+
+// ---- phase 1: unknown keys ----
+
+#[test]
+fn unknown_top_level_key_is_named() {
+    unknown(raw(&format!("sorce_url = \"x\"\n{BASE}"), vec![]), "sorce_url");
+}
+
+#[test]
+fn unknown_top_level_section_is_named() {
+    unknown(raw(&format!("{BASE}\n[extras]\nx = 1\n"), vec![]), "extras");
+}
+
+#[test]
+fn unknown_key_in_a_section_is_named() {
+    let toml = edit("keep = false", "keep = false\nkeep_days = 3");
+    unknown_in(raw(&toml, vec![]), "keep_days", "staging");
+    unknown_in(
+        raw(&edit("max_files = 100", "max_file = 100"), vec![]),
+        "max_file",
+        "load",
+    );
+}
+
+#[test]
+fn unknown_key_in_warehouse_postgres_is_named() {
+    let toml = edit(
+        "url = \"postgresql://etl@db.internal:5432/warehouse\"",
+        "url = \"postgresql://etl@db.internal:5432/warehouse\"\npassword = \"hunter2\"",
+    );
+    unknown_in(raw(&toml, vec![]), "password", "warehouse.postgres");
+}
+
+#[test]
+fn unknown_env_override_is_named() {
+    // Named lowercased, with its section; the message does not repeat the variable's name.
+    unknown_in(
+        raw(BASE, env(&[("EVENTS_ETL__STAGING__KEPP", "true")])),
+        "kepp",
+        "staging",
+    );
+    unknown_in(
+        raw(BASE, env(&[("EVENTS_ETL__WAREHOUSE__POSTGRES__HOST", "db")])),
+        "host",
+        "warehouse.postgres",
+    );
+    unknown(raw(BASE, env(&[("EVENTS_ETL__BOGUS", "1")])), "bogus");
+}
+
+#[test]
+fn env_without_the_double_underscore_prefix_is_ignored() {
+    // EVENTS_ETL_CONFIG is the binary's own flag; other variables are not ours at all.
+    let c = Config::validate(
+        raw(
+            BASE,
+            env(&[
+                ("EVENTS_ETL_CONFIG", "/etc/etl.toml"),
+                ("EVENTS_ETLX__SOURCE__URL", "s3://other-bucket/"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap(),
+        Path::new(CWD),
+    )
+    .unwrap();
+    assert_eq!(c.source.to_string(), "s3://events-bucket/app/events/");
+}
+
+// ---- phase 1: environment overrides ----
+
+#[test]
+fn env_overrides_apply() {
+    let c = load_env(
+        BASE,
+        &[
+            (
+                "EVENTS_ETL__WAREHOUSE__POSTGRES__URL",
+                "postgresql://other@10.0.0.9:6543/wh",
+            ),
+            ("EVENTS_ETL__STAGING__KEEP", "true"),
+            ("EVENTS_ETL__STAGING__PART_SIZE_MB", "5"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        c.warehouse,
+        WarehouseTarget::Postgres {
+            url: "postgresql://other@10.0.0.9:6543/wh".into()
+        }
+    );
+    assert!(c.keep_staging);
+    assert_eq!(c.part_size_bytes, 5 * 1024 * 1024);
+    // Untouched keys keep the file's values.
+    assert_eq!(c.schema, "analytics");
+    assert_eq!(c.max_files_per_load, 100);
+}
+
+#[test]
+fn env_override_can_supply_a_key_the_file_lacks() {
+    let c = load_env(
+        &edit("url = \"s3://events-bucket/app/events/\"", ""),
+        &[("EVENTS_ETL__SOURCE__URL", "s3://env-bucket/from-env")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.source,
+        Location::S3 {
+            bucket: "env-bucket".into(),
+            prefix: "from-env/".into()
+        }
+    );
+}
+
+#[test]
+fn env_override_of_the_wrong_type_is_an_error() {
+    let e = load_env(BASE, &[("EVENTS_ETL__STAGING__PART_SIZE_MB", "lots")]).unwrap_err();
+    assert!(matches!(e, ConfigError::Parse(_)), "{e:?}");
+    assert!(e.to_string().contains("part_size_mb"), "{e}");
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let e = RawConfig::load(Path::new("/nonexistent/etl.toml"), []).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with("cannot read configuration /nonexistent/etl.toml"),
+        "{e}"
+    );
+}
+
+// ---- phase 2: locations ----
+
+#[test]
+fn missing_source_url_is_named() {
+    invalid(
+        &edit("url = \"s3://events-bucket/app/events/\"", ""),
+        "source.url",
+        &["is required"],
+    );
+}
+
+#[test]
+fn missing_staging_url_is_named() {
+    invalid(
+        &edit("url = \"s3://events-bucket/app/staging/\"", ""),
+        "staging.url",
+        &["is required"],
+    );
+}
+
+#[test]
+fn empty_source_url_is_named() {
+    invalid(
+        &edit("url = \"s3://events-bucket/app/events/\"", "url = \"\""),
+        "source.url",
+        &["is empty"],
+    );
+}
+
+#[test]
+fn bad_bucket_names_are_named() {
+    let b64 = "b".repeat(64);
+    for bucket in [
+        "Events-Bucket",
+        "ab",
+        "events_bucket",
+        "-events",
+        "events-",
+        "events.",
+        "",
+        &b64,
+    ] {
+        let toml = edit(
+            "url = \"s3://events-bucket/app/events/\"",
+            &format!("url = \"s3://{bucket}/app/events/\""),
+        );
+        invalid(
+            &toml,
+            "source.url",
+            &[&format!("`{bucket}` is not a valid S3 bucket name")],
+        );
+    }
+    // Also on the staging side.
+    let toml = edit(
+        "url = \"s3://events-bucket/app/staging/\"",
+        "url = \"s3://Staging/x/\"",
+    );
+    invalid(&toml, "staging.url", &["`Staging` is not a valid S3 bucket name"]);
+    // 63 characters is the limit, not past it.
+    let b63 = "b".repeat(63);
+    let c = ok(&edit(
+        "url = \"s3://events-bucket/app/events/\"",
+        &format!("url = \"s3://{b63}/events/\""),
+    ));
+    assert_eq!(c.source.to_string(), format!("s3://{b63}/events/"));
+}
+
+#[test]
+fn relative_file_url_is_named() {
+    invalid(
+        &edit(
+            "url = \"s3://events-bucket/app/events/\"",
+            "url = \"file://data/events/\"",
+        ),
+        "source.url",
+        &["`file://data/events/`", "needs an absolute path"],
+    );
+}
+
+#[test]
+fn unsupported_scheme_is_named() {
+    for url in [
+        "gs://events-bucket/x/",
+        "https://events-bucket.s3.amazonaws.com/x/",
+    ] {
+        invalid(
+            &edit(
+                "url = \"s3://events-bucket/app/staging/\"",
+                &format!("url = \"{url}\""),
+            ),
+            "staging.url",
+            &[&format!("`{url}`"), "only s3:// and file://"],
+        );
+    }
+}
+
+#[test]
+fn s3_prefixes_are_normalised() {
+    let with = |url: &str| {
+        ok(&edit(
+            "url = \"s3://events-bucket/app/events/\"",
+            &format!("url = \"{url}\""),
+        ))
+        .source
+    };
+    let s3 = |bucket: &str, prefix: &str| Location::S3 {
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+    };
+    assert_eq!(with("s3://in-bucket"), s3("in-bucket", ""));
+    assert_eq!(with("s3://in-bucket/"), s3("in-bucket", ""));
+    assert_eq!(with("s3://in-bucket/events"), s3("in-bucket", "events/"));
+    assert_eq!(with("s3://in-bucket/a/b/"), s3("in-bucket", "a/b/"));
+    assert_eq!(
+        with("s3://in-bucket/events").to_string(),
+        "s3://in-bucket/events/"
+    );
+}
+
+#[test]
+fn local_paths_resolve_against_cwd() {
+    let c = ok(&edit(
+        "url = \"s3://events-bucket/app/events/\"",
+        "url = \"data/./events/../in\"",
+    ));
+    assert_eq!(
+        c.source,
+        Location::Local {
+            root: "/srv/etl/data/in".into()
+        }
+    );
+    assert_eq!(c.source.to_string(), "file:///srv/etl/data/in/");
+    let c = ok(&edit(
+        "url = \"s3://events-bucket/app/events/\"",
+        "url = \"file:///var/events/\"",
+    ));
+    assert_eq!(
+        c.source,
+        Location::Local {
+            root: "/var/events".into()
+        }
+    );
+    let c = ok(&edit(
+        "url = \"s3://events-bucket/app/events/\"",
+        "url = \"/abs/events\"",
+    ));
+    assert_eq!(
+        c.source,
+        Location::Local {
+            root: "/abs/events".into()
+        }
+    );
+}
+
+#[test]
+fn staging_overlapping_source_on_s3_is_named() {
+    for (source, staging) in [
+        ("s3://events-bucket/app/", "s3://events-bucket/app/staging/"),
+        ("s3://events-bucket/app/events/", "s3://events-bucket/app/"),
+        ("s3://events-bucket/app/events/", "s3://events-bucket/app/events"),
+        ("s3://events-bucket", "s3://events-bucket/staging/"),
+    ] {
+        let toml = edit(
+            "url = \"s3://events-bucket/app/events/\"",
+            &format!("url = \"{source}\""),
+        )
+        .replace(
+            "url = \"s3://events-bucket/app/staging/\"",
+            &format!("url = \"{staging}\""),
+        );
+        invalid(
+            &toml,
+            "staging.url",
+            &["overlaps source.url", "use a separate prefix"],
+        );
+    }
+}
+
+#[test]
+fn staging_overlapping_source_locally_is_named() {
+    for (source, staging) in [
+        ("data/events", "data/events/staging"),
+        ("data/events/", "data"),
+        ("/srv/etl/data", "data/"),
+    ] {
+        let toml = edit(
+            "url = \"s3://events-bucket/app/events/\"",
+            &format!("url = \"{source}\""),
+        )
+        .replace(
+            "url = \"s3://events-bucket/app/staging/\"",
+            &format!("url = \"{staging}\""),
+        );
+        invalid(&toml, "staging.url", &["overlaps source.url"]);
+    }
+}
+
+#[test]
+fn neighbouring_prefixes_do_not_overlap() {
+    for (source, staging) in [
+        (
+            "s3://events-bucket/app/events/",
+            "s3://events-bucket/app/events-staging/",
+        ),
+        ("s3://events-bucket/app/", "s3://staging-bucket/app/"),
+        ("data/events", "data/events2"),
+        ("data/events", "s3://events-bucket/data/events/"),
+    ] {
+        let toml = edit(
+            "url = \"s3://events-bucket/app/events/\"",
+            &format!("url = \"{source}\""),
+        )
+        .replace(
+            "url = \"s3://events-bucket/app/staging/\"",
+            &format!("url = \"{staging}\""),
+        );
+        ok(&toml);
+    }
+}
+
+// ---- phase 2: values ----
+
+#[test]
+fn part_size_out_of_range_is_named() {
+    for mb in [0, 4097, 5000] {
+        invalid(
+            &edit("part_size_mb = 64", &format!("part_size_mb = {mb}")),
+            "staging.part_size_mb",
+            &[&format!("{mb} is outside 1..=4096")],
+        );
+    }
+    for mb in [1, 4096] {
+        let c = ok(&edit("part_size_mb = 64", &format!("part_size_mb = {mb}")));
+        assert_eq!(c.part_size_bytes, mb * 1024 * 1024);
+    }
+}
+
+#[test]
+fn negative_part_size_is_refused() {
+    let e = load(&edit("part_size_mb = 64", "part_size_mb = -1")).unwrap_err();
+    assert!(e.to_string().contains("part_size_mb"), "{e}");
+}
+
+#[test]
+fn unknown_warehouse_kind_is_named() {
+    invalid(
+        &edit("kind = \"postgres\"", "kind = \"snowflake\""),
+        "warehouse.kind",
+        &["`snowflake`", "expected \"postgres\" or \"redshift\""],
+    );
+}
+
+#[test]
+fn redshift_kind_is_not_in_this_build() {
+    invalid(
+        &edit("kind = \"postgres\"", "kind = \"redshift\""),
+        "warehouse.kind",
+        &["\"redshift\"", "not available in this build", "use \"postgres\""],
+    );
+}
+
+#[test]
+fn missing_postgres_url_is_named() {
+    invalid(
+        &edit("url = \"postgresql://etl@db.internal:5432/warehouse\"", ""),
+        "warehouse.postgres.url",
+        &["is required when warehouse.kind = \"postgres\""],
+    );
+}
+
+#[test]
+fn unparseable_postgres_url_is_named() {
+    for url in [
+        "postgresql://etl@db:notaport/wh",
+        "host=db port=",
+        "mysql://db/wh",
+    ] {
+        invalid(
+            &edit(
+                "url = \"postgresql://etl@db.internal:5432/warehouse\"",
+                &format!("url = \"{url}\""),
+            ),
+            "warehouse.postgres.url",
+            &["not a libpq URL or key=value string"],
+        );
+    }
+}
+
+#[test]
+fn bad_schema_identifiers_are_named() {
+    let long = "a".repeat(64);
+    for schema in [
+        "Analytics",
+        "a-b",
+        "1abc",
+        long.as_str(),
+        "",
+        "a b",
+        "analytics;drop",
+    ] {
+        invalid(
+            &edit("schema = \"analytics\"", &format!("schema = \"{schema}\"")),
+            "warehouse.schema",
+            &[&format!("`{schema}` is not a plain identifier")],
+        );
+    }
+    for schema in ["_x", "a1_b2", &"a".repeat(63)] {
+        let c = ok(&edit("schema = \"analytics\"", &format!("schema = \"{schema}\"")));
+        assert_eq!(c.schema, schema);
+    }
+}
+
+#[test]
+fn zero_max_files_is_named() {
+    invalid(
+        &edit("max_files = 100", "max_files = 0"),
+        "load.max_files",
+        &["must be at least 1"],
+    );
+    assert_eq!(
+        ok(&edit("max_files = 100", "max_files = 1")).max_files_per_load,
+        1
+    );
+}
+
+// ---- the real binary ----
+
+/// A directory holding `etl.toml` with `body`; the binary runs with it as cwd.
+fn config_dir(body: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("etl-config-")
+        .tempdir_in(support::scratch_base())
+        .expect("tempdir");
+    let path = dir.path().join("etl.toml");
+    std::fs::write(&path, body).expect("write config");
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+/// A TCP port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    port
+}
+
+/// A local-only config (no S3, so no AWS lookups) in `dir`.
+fn local_config(source: &str, schema: &str, pg_port: u16) -> String {
+    format!(
+        r#"
+[source]
+url = "{source}"
+[staging]
+url = "staging/"
+[warehouse]
+schema = "{schema}"
+[warehouse.postgres]
+url = "postgresql://postgres@127.0.0.1:{pg_port}/postgres?connect_timeout=5"
+"#
+    )
+}
+
+#[test]
+fn binary_unknown_key_exits_2_naming_it() {
+    let (dir, path) = config_dir(&format!(
+        "{}\n[load]\nmax_filez = 3\n",
+        local_config("in/", "analytics", 1)
+    ));
+    let out = support::run_bin(&["--config", &path, "run"], &[], dir.path());
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("unknown field `max_filez`"), "{out}");
+    assert!(out.stderr.contains("error: invalid configuration"), "{out}");
+}
+
+#[test]
+fn binary_unknown_env_override_exits_2_naming_it() {
+    let (dir, path) = config_dir(&local_config("in/", "analytics", 1));
+    let out = support::run_bin(
+        &["--config", &path, "run"],
+        &env(&[("EVENTS_ETL__LOAD__MAX_FILEZ", "3")]),
+        dir.path(),
+    );
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("unknown field `max_filez`"), "{out}");
+}
+
+#[test]
+fn binary_unreachable_postgres_exits_4_naming_the_target() {
+    let port = closed_port();
+    let (dir, path) = config_dir(&local_config("in/", "analytics", port));
+    std::fs::create_dir(dir.path().join("in")).unwrap();
+    let out = support::run_bin(&["--config", &path, "migrate"], &[], dir.path());
+    assert_eq!(out.code(), Some(4), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot connect to the warehouse at 127.0.0.1:{port}/postgres"
+        )),
+        "{out}"
+    );
+    assert!(out.stderr.contains("check warehouse.postgres.url"), "{out}");
+}
+
+#[test]
+fn binary_bad_value_exits_2_before_any_io() {
+    // Every IO would fail differently: the warehouse port is closed (exit 4) and the source
+    // directory does not exist. Only the config error may show, and nothing is created.
+    let port = closed_port();
+    let (dir, path) = config_dir(&local_config("no/such/dir/", "A-B", port));
+    for cmd in ["run", "migrate", "status"] {
+        let out = support::run_bin(&["--config", &path, cmd], &[], dir.path());
+        assert_eq!(out.code(), Some(2), "{out}");
+        assert!(
+            out.stderr
+                .contains("invalid configuration key `warehouse.schema`: `A-B` is not a plain identifier"),
+            "{out}"
+        );
+        assert!(!out.stderr.contains("cannot connect"), "{out}");
+        assert!(!out.stderr.contains(&port.to_string()), "{out}");
+    }
+    assert!(!dir.path().join("staging").exists(), "staging was created");
+    assert!(!dir.path().join("no").exists(), "source was created");
+}
+
+#[test]
+fn binary_missing_config_file_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::run_bin(&["--config", "nope.toml", "status"], &[], dir.path());
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr.contains("cannot read configuration nope.toml"),
+        "{out}"
+    );
+}
+
+#[test]
+fn binary_help_lists_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::run_bin(&["--help"], &[], dir.path());
+    out.assert_success();
+    let commands: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for cmd in ["migrate", "run", "status", "clean"] {
+        assert!(commands.contains(&cmd), "{cmd} not in {commands:?}\n{out}");
+    }
+    assert!(out.stdout.contains("--config"), "{out}");
+}
