@@ -62,13 +62,14 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.stage_files s WHERE s.source_key = r.so
 -- name: merge_events
 -- The source is deduplicated first: the earliest copy of an id by (key, line) wins
 -- within the load, and MERGE needs at most one source row per target row. Rows already
--- in events are never updated.
+-- in events are never updated. Keys compare as bytes (COLLATE "C"), the order S3 lists
+-- and the pipeline loads them in, whatever the database's default collation.
 MERGE INTO {schema}.events AS t
 USING (
     SELECT event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line
     FROM (
         SELECT s.*,
-               ROW_NUMBER() OVER (PARTITION BY s.event_id ORDER BY s.source_key, s.source_line) AS rn
+               ROW_NUMBER() OVER (PARTITION BY s.event_id ORDER BY s.source_key COLLATE "C", s.source_line) AS rn
         FROM {schema}.stage_events s
     ) ranked
     WHERE rn = 1

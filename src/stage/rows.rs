@@ -1,6 +1,6 @@
 //! PURE: the staged row formats. Each row is one JSON object on one line whose keys are
 //! the staging table's column names, which is what Redshift's `COPY ... FORMAT JSON
-//! 'auto'` maps, and what the PostgreSQL adapter maps in `sql/postgres/load/`.
+//! 'auto'` maps, and what the PostgreSQL adapter maps in `sql/postgres/load.sql`.
 
 use std::io::Write;
 

@@ -142,7 +142,10 @@ impl Postgres {
 
     fn stmt_err(&self, name: &str, e: &tokio_postgres::Error) -> WarehouseError {
         let message = pg_message(e);
-        if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+        // A missing table, or a missing schema (which LOCK TABLE reports as 3F000).
+        use tokio_postgres::error::SqlState;
+        let missing = [SqlState::UNDEFINED_TABLE, SqlState::INVALID_SCHEMA_NAME];
+        if e.code().is_some_and(|c| missing.contains(c)) {
             return WarehouseError::NotMigrated {
                 schema: self.schema.clone(),
                 message,

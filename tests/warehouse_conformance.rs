@@ -1,0 +1,1208 @@
+//! The warehouse conformance suite: what every `Warehouse` adapter must do, written once.
+//!
+//! Each check is an `async fn(&dyn Warehouse, &Cx)`: the adapter under test, plus a
+//! [`Cx`] holding what the check needs around it (a [`Stager`] that stages real loads
+//! into a staging `Place` with the pipeline's own cleaner and stage writer, and a [`Db`]
+//! to look at the tables with plain SQL). A backend supplies one [`Backend`]; the
+//! `conformance!` macro at the bottom runs every check against it, each check in its own
+//! fresh namespace. PostgreSQL runs them now; the Redshift Data API adapter is meant to
+//! add one `Backend` impl and one macro invocation.
+//!
+//! Known differences between backends, written down rather than hidden:
+//! * the JSON text of `metadata` is dialect-specific (PostgreSQL prints JSONB's
+//!   normalised form); every backend must store the same JSON *value*, the exact text is
+//!   only checked for PostgreSQL;
+//! * [`Db::break_load_recording`] is a trigger on PostgreSQL; another backend may make
+//!   the INSERT into `etl_loads` fail any other way.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{Cursor, Write as _};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use events_etl::clean::Cleaner;
+use events_etl::migrate::{self, Dialect, MigrateError};
+use events_etl::pipeline::clean_object;
+use events_etl::stage::{FileRow, Manifest, StageWriter, StagedLoad};
+use events_etl::store::local::LocalStore;
+use events_etl::store::{Body, Place};
+use events_etl::warehouse::postgres::{pg_message, Postgres};
+use events_etl::warehouse::{AppliedMigration, LoadRow, Warehouse, WarehouseError};
+use tokio_postgres::SimpleQueryMessage;
+
+// ---------------------------------------------------------------------------------------
+// What a backend provides
+// ---------------------------------------------------------------------------------------
+
+/// SQL access to one namespace (schema), for checking what a warehouse holds.
+#[async_trait]
+pub trait Db: Send + Sync {
+    /// The namespace the warehouse under test uses.
+    fn namespace(&self) -> &str;
+    /// Runs `sql` (`{schema}` replaced) and returns each row's values as text joined by
+    /// `" | "`, NULL shown as `NULL`.
+    async fn rows(&self, sql: &str) -> Vec<String>;
+    /// Runs statements (`{schema}` replaced); panics on failure.
+    async fn exec(&self, sql: &str);
+    /// SQL for the JSON text of a JSON column.
+    fn json_text(&self, column: &str) -> String;
+    /// Every row of every table of the namespace, in a stable order.
+    async fn snapshot(&self) -> String;
+    /// Makes every INSERT into `etl_loads` fail until [`Db::repair_load_recording`].
+    async fn break_load_recording(&self);
+    async fn repair_load_recording(&self);
+}
+
+/// One warehouse engine: makes fresh namespaces with an adapter on each.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn dialect(&self) -> Dialect;
+    /// A new, empty (not migrated, not even created) namespace, the adapter on it, and
+    /// a staging place of its own.
+    async fn fresh(self: Arc<Self>, label: &str) -> Env;
+    /// A second adapter (its own connection) on an existing namespace.
+    async fn connect(&self, namespace: &str, staging: Place) -> Box<dyn Warehouse>;
+}
+
+/// Everything a check needs besides the adapter.
+pub struct Cx {
+    pub db: Box<dyn Db>,
+    pub stager: Stager,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// An adapter and its surroundings; dropping it drops the staging directory.
+pub struct Env {
+    pub wh: Box<dyn Warehouse>,
+    pub cx: Cx,
+    _staging_dir: tempfile::TempDir,
+}
+
+/// One source file: key, version (ETag) and bytes.
+#[derive(Clone)]
+pub struct Src {
+    pub key: String,
+    pub etag: String,
+    pub bytes: Vec<u8>,
+}
+
+fn src(key: &str, etag: &str, text: &str) -> Src {
+    Src {
+        key: key.into(),
+        etag: etag.into(),
+        bytes: text.as_bytes().to_vec(),
+    }
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(text.as_bytes()).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+/// Stages loads exactly as the pipeline does: `clean_object` over each file's bytes into
+/// a `StageWriter`, then a `FileRow` per file.
+pub struct Stager {
+    pub place: Place,
+    cleaner: Cleaner,
+    /// Small, so a load has several parts per table.
+    part_size: u64,
+}
+
+impl Stager {
+    pub fn new(place: Place) -> Stager {
+        Stager {
+            place,
+            cleaner: Cleaner::new(run_start()),
+            part_size: 256,
+        }
+    }
+
+    pub async fn stage(&self, load_id: &str, files: &[Src]) -> StagedLoad {
+        let mut w = StageWriter::new(self.place.clone(), load_id, self.part_size);
+        for f in files {
+            let body: Body = Box::new(Cursor::new(f.bytes.clone()));
+            let url = format!("test-source://{}", f.key);
+            let cleaned = clean_object(&self.cleaner, &f.key, &url, body, &mut w)
+                .await
+                .unwrap_or_else(|e| panic!("cleaning {}: {e}", f.key));
+            w.file(&FileRow::new(
+                &f.key,
+                &f.etag,
+                f.bytes.len() as u64,
+                &cleaned.tally,
+            ))
+            .expect("stage file row");
+        }
+        w.finish().await.expect("finish staging")
+    }
+}
+
+/// The run's start as the cleaner sees it: bounds `created_at`.
+fn run_start() -> DateTime<Utc> {
+    "2024-06-01T00:00:00Z".parse().expect("time")
+}
+
+fn at(s: &str) -> NaiveDateTime {
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").expect("time")
+}
+
+async fn migrated(wh: &dyn Warehouse) {
+    wh.migrate().await.expect("migrate");
+}
+
+async fn load(wh: &dyn Warehouse, staged: &StagedLoad, started: &str) -> LoadRow {
+    match wh.load(staged, at(started)).await {
+        Ok(Some(row)) => row,
+        Ok(None) => panic!("load {} committed nothing", staged.load_id),
+        Err(e) => panic!("load {} failed: {e}", staged.load_id),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks
+// ---------------------------------------------------------------------------------------
+
+/// In byte order, as `ORDER BY` in a bytewise collation sorts them.
+const TABLES: [&str; 8] = [
+    "etl_files",
+    "etl_loads",
+    "event_rejects",
+    "events",
+    "schema_migrations",
+    "stage_events",
+    "stage_files",
+    "stage_rejects",
+];
+
+async fn tables(cx: &Cx) -> Vec<String> {
+    cx.db
+        .rows(
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = '{schema}' ORDER BY table_name",
+        )
+        .await
+}
+
+async fn assert_stage_empty(cx: &Cx) {
+    for t in ["stage_events", "stage_rejects", "stage_files"] {
+        let n = cx.db.rows(&format!("SELECT COUNT(*) FROM {{schema}}.{t}")).await;
+        assert_eq!(n, ["0"], "{t} must be empty outside a load");
+    }
+}
+
+/// migrate on an empty namespace applies every migration of the dialect, creating the
+/// tables; a second migrate applies nothing.
+pub async fn migrate_creates_tables(wh: &dyn Warehouse, cx: &Cx) {
+    let d = cx.backend.dialect();
+    let expected: Vec<AppliedMigration> = migrate::migrations(d.dir(), d.files())
+        .expect("shipped migrations")
+        .into_iter()
+        .map(|m| AppliedMigration {
+            version: m.version,
+            name: m.name,
+        })
+        .collect();
+    assert_eq!(
+        expected.first(),
+        Some(&AppliedMigration {
+            version: 1,
+            name: "create_tables".into()
+        })
+    );
+    let applied = wh.migrate().await.expect("first migrate");
+    assert_eq!(applied, expected);
+    assert_eq!(tables(cx).await, TABLES);
+    let recorded = cx
+        .db
+        .rows("SELECT version, name FROM {schema}.schema_migrations ORDER BY version")
+        .await;
+    let want: Vec<String> = expected
+        .iter()
+        .map(|m| format!("{} | {}", m.version, m.name))
+        .collect();
+    assert_eq!(recorded, want);
+    let before = cx.db.snapshot().await;
+    assert_eq!(wh.migrate().await.expect("second migrate"), []);
+    assert_eq!(
+        cx.db.snapshot().await,
+        before,
+        "a second migrate changed something"
+    );
+    assert_stage_empty(cx).await;
+}
+
+/// A second adapter can migrate (so a refused migrate released its lock).
+async fn migrate_again_elsewhere(cx: &Cx) -> Result<Vec<AppliedMigration>, WarehouseError> {
+    let other = cx
+        .backend
+        .connect(cx.db.namespace(), cx.stager.place.clone())
+        .await;
+    tokio::time::timeout(Duration::from_secs(20), other.migrate())
+        .await
+        .expect("migrate from a second connection hung: a refused migrate kept its lock")
+}
+
+/// An applied migration whose checksum differs from the file's: refused, naming the fix.
+pub async fn migrate_refuses_edited(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let original = cx
+        .db
+        .rows("SELECT checksum FROM {schema}.schema_migrations WHERE version = 1")
+        .await;
+    assert_eq!(original.len(), 1);
+    cx.db
+        .exec("UPDATE {schema}.schema_migrations SET checksum = 'edited' WHERE version = 1")
+        .await;
+    let before = cx.db.snapshot().await;
+    let e = wh
+        .migrate()
+        .await
+        .expect_err("migrate must refuse an edited migration");
+    assert!(
+        matches!(e, WarehouseError::Migrate(MigrateError::Edited { version: 1, ref applied, .. }) if applied == "edited"),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("was edited"), "{msg}");
+    assert!(msg.contains("new migration"), "{msg}");
+    assert_eq!(
+        cx.db.snapshot().await,
+        before,
+        "a refused migrate changed something"
+    );
+    let e = migrate_again_elsewhere(cx).await.expect_err("still edited");
+    assert!(
+        matches!(e, WarehouseError::Migrate(MigrateError::Edited { .. })),
+        "{e:?}"
+    );
+    cx.db
+        .exec(&format!(
+            "UPDATE {{schema}}.schema_migrations SET checksum = '{}' WHERE version = 1",
+            original[0]
+        ))
+        .await;
+    assert_eq!(migrate_again_elsewhere(cx).await.expect("restored"), []);
+}
+
+/// A database ahead of this build (an applied version no file has): refused.
+pub async fn migrate_refuses_unknown_version(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    cx.db
+        .exec(
+            "INSERT INTO {schema}.schema_migrations (version, name, checksum, applied_at) \
+             VALUES (9999, 'from_the_future', 'abc', '2030-01-01 00:00:00')",
+        )
+        .await;
+    let before = cx.db.snapshot().await;
+    let e = wh
+        .migrate()
+        .await
+        .expect_err("migrate must refuse an unknown version");
+    assert!(
+        matches!(e, WarehouseError::Migrate(MigrateError::Unknown { version: 9999, ref name }) if name == "from_the_future"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("newer events-etl"), "{e}");
+    assert_eq!(cx.db.snapshot().await, before);
+    let e = migrate_again_elsewhere(cx).await.expect_err("still unknown");
+    assert!(
+        matches!(e, WarehouseError::Migrate(MigrateError::Unknown { .. })),
+        "{e:?}"
+    );
+}
+
+fn assert_not_migrated<T: std::fmt::Debug>(what: &str, r: Result<T, WarehouseError>) {
+    match r {
+        Err(e @ WarehouseError::NotMigrated { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("run `events-etl migrate`"), "{what}: {msg}");
+        }
+        other => panic!("{what} before migrate: expected NotMigrated, got {other:?}"),
+    }
+}
+
+/// Every operation but migrate fails on an unmigrated namespace, telling the fix.
+pub async fn operations_before_migrate_say_migrate(wh: &dyn Warehouse, cx: &Cx) {
+    assert_not_migrated(
+        "recorded_versions",
+        wh.recorded_versions(&["k/a.json".to_owned()]).await,
+    );
+    assert_not_migrated("recent_loads", wh.recent_loads(5).await);
+    let staged = cx.stager.stage("load-1", &[sample_a()]).await;
+    assert_not_migrated("load", wh.load(&staged, at("2024-06-01 00:00:00")).await);
+    // Also when the namespace exists but lacks the tables.
+    cx.db.exec("CREATE SCHEMA IF NOT EXISTS {schema}").await;
+    assert_not_migrated("recent_loads (empty schema)", wh.recent_loads(5).await);
+    assert_not_migrated(
+        "load (empty schema)",
+        wh.load(&staged, at("2024-06-01 00:00:00")).await,
+    );
+    // And the adapter is still usable afterwards.
+    migrated(wh).await;
+    assert_eq!(wh.recent_loads(5).await.expect("recent_loads"), []);
+}
+
+const ID_A1: &str = "0f6e0555-e9f3-4b06-b711-a676d13e38f9";
+const METADATA_A1: &str = r#"{"z":[1,2.50,"x"],"big":9007199254740993,"a":{"y":true,"x":null},"é":"ü"}"#;
+/// PostgreSQL's JSONB text of [`METADATA_A1`]: keys by length then bytes, one space
+/// after `:` and `,`, numbers exactly as sent (2^53 + 1 is not rounded).
+const METADATA_A1_JSONB: &str =
+    r#"{"a": {"x": null, "y": true}, "z": [1, 2.50, "x"], "é": "ü", "big": 9007199254740993}"#;
+const LINE_A3: &str =
+    r#"{"id":"not-a-uuid","created_at":"2024-01-01T00:00:00Z","user_email":"a@b.co","event_name":"x"}"#;
+
+/// 7 lines: 4 events (one recovered from a glued line, one with an invalid ip), 1 blank,
+/// 3 rejects.
+fn sample_a() -> Src {
+    let lines = [
+        format!(
+            r#"{{"id":"0F6E0555-E9F3-4B06-B711-A676D13E38F9","created_at":"2024-01-01T10:00:00.123456+02:00","user_email":"  Alice@Example.COM ","event_name":"Page_View","ip":"10.0.0.1","metadata":{METADATA_A1}}}"#
+        ),
+        "   ".to_owned(),
+        LINE_A3.to_owned(),
+        r#"{"id":"#.to_owned(),
+        r#"{"id":"7c1d9a3b-e54f-4b2c-8d1e-0f2a3b4c5d6e","created_at":"2024-01-02 03:04:05","user_email":"bob@example.org","event_name":"signup","ip":"2001:DB8::1"}"#.to_owned(),
+        r#"{"id":"a1b2c3d4-e5f6-4718-893a-4b5c6d7e8f90","created_at":"2024-01-03T00:00:00.5Z","user_email":"carol@example.net","event_name":"click","ip":"999.1.1.1","metadata":null}"#.to_owned(),
+        r#"{"id":"trunc{"id":"b2c3d4e5-f607-4829-9a3b-5c6d7e8f9001","created_at":"2024-01-04T00:00:00Z","user_email":"dave@example.com","event_name":"purchase","metadata":{}}"#.to_owned(),
+    ];
+    src("events/2024/01/01/a.json", "etag-a", &(lines.join("\n") + "\n"))
+}
+
+/// Gzipped, 3 lines: 2 events, 1 reject.
+fn sample_b() -> Src {
+    let text = [
+        r#"{"id":"c3d4e5f6-0718-493a-8b4c-6d7e8f900112","created_at":"2024-01-05T12:00:00-05:00","user_email":"ERIN@EXAMPLE.COM","event_name":"LOGOUT"}"#,
+        "[1,2]",
+        r#"{"id":"d4e5f607-1829-4a3b-9c5d-7e8f90011223","created_at":"2024-01-06T00:00:00Z","user_email":"frank@example.com","event_name":"view","metadata":{"n":-1.5e3}}"#,
+    ]
+    .join("\n")
+        + "\n";
+    Src {
+        key: "events/2024/01/01/b.json.gz".into(),
+        etag: "etag-b".into(),
+        bytes: gzip(&text),
+    }
+}
+
+fn events_sql(cx: &Cx) -> String {
+    format!(
+        "SELECT event_id, CAST(created_at AS VARCHAR), user_email, ip, event_name, {}, \
+         source_key, CAST(source_line AS VARCHAR) FROM {{schema}}.events ORDER BY event_id",
+        cx.db.json_text("metadata")
+    )
+}
+
+/// The control tables agree with each other and with the data: etl_loads totals are the
+/// sums over its etl_files rows and the counts of its rows in events and event_rejects.
+async fn assert_totals_consistent(cx: &Cx, row: &LoadRow) {
+    let id = &row.load_id;
+    let loads = cx
+        .db
+        .rows(&format!(
+            "SELECT files, lines, events_loaded, duplicates, rejects, blank_lines, recovered_events, \
+             invalid_ips, status FROM {{schema}}.etl_loads WHERE load_id = '{id}'"
+        ))
+        .await;
+    let sums = cx
+        .db
+        .rows(&format!(
+            "SELECT COUNT(*), SUM(lines), SUM(events_loaded), SUM(duplicates), SUM(rejects), \
+             SUM(blank_lines), SUM(recovered_events), SUM(invalid_ips), 'committed' \
+             FROM {{schema}}.etl_files WHERE load_id = '{id}'"
+        ))
+        .await;
+    assert_eq!(
+        loads, sums,
+        "etl_loads row of {id} vs the sums over its etl_files rows"
+    );
+    let returned = format!(
+        "{} | {} | {} | {} | {} | {} | {} | {} | {}",
+        row.files,
+        row.lines,
+        row.events_loaded,
+        row.duplicates,
+        row.rejects,
+        row.blank_lines,
+        row.recovered_events,
+        row.invalid_ips,
+        row.status
+    );
+    assert_eq!(loads, [returned], "the LoadRow load() returned vs etl_loads");
+    let in_events = cx
+        .db
+        .rows(&format!(
+            "SELECT COUNT(*) FROM {{schema}}.events WHERE load_id = '{id}'"
+        ))
+        .await;
+    assert_eq!(in_events, [row.events_loaded.to_string()], "events rows of {id}");
+    let in_rejects = cx
+        .db
+        .rows(&format!(
+            "SELECT COUNT(*) FROM {{schema}}.event_rejects WHERE load_id = '{id}'"
+        ))
+        .await;
+    assert_eq!(
+        in_rejects,
+        [row.rejects.to_string()],
+        "event_rejects rows of {id}"
+    );
+    assert!(row.finished_at >= row.started_at, "{row:?}");
+}
+
+async fn files_rows(cx: &Cx) -> Vec<String> {
+    cx.db
+        .rows(
+            "SELECT source_key, etag, size_bytes, load_id, lines, events_loaded, duplicates, rejects, \
+             blank_lines, recovered_events, invalid_ips FROM {schema}.etl_files ORDER BY source_key, etag",
+        )
+        .await
+}
+
+/// A staged load of two files commits clean events, rejects, file rows and the load row.
+pub async fn load_commits_events_rejects_and_records(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let (a, b) = (sample_a(), sample_b());
+    let staged = cx.stager.stage("load-1", &[a.clone(), b.clone()]).await;
+    assert!(staged.events_staged == 6 && staged.rejects_staged == 4 && staged.files_staged == 2);
+    let row = load(wh, &staged, "2024-06-01 00:00:00").await;
+    assert_eq!(row.load_id, "load-1");
+    assert_eq!(row.started_at, at("2024-06-01 00:00:00"));
+    assert_eq!(row.status, "committed");
+    assert_eq!(
+        (
+            row.files,
+            row.lines,
+            row.events_loaded,
+            row.duplicates,
+            row.rejects,
+            row.blank_lines,
+            row.recovered_events,
+            row.invalid_ips
+        ),
+        (2, 10, 6, 0, 4, 1, 1, 1)
+    );
+
+    let (ka, kb) = (&a.key, &b.key);
+    let events = cx.db.rows(&events_sql(cx)).await;
+    let expected = [
+        format!("{ID_A1} | 2024-01-01 08:00:00.123456 | alice@example.com | 10.0.0.1 | page_view | {METADATA_A1_JSONB} | {ka} | 1"),
+        format!("7c1d9a3b-e54f-4b2c-8d1e-0f2a3b4c5d6e | 2024-01-02 03:04:05 | bob@example.org | 2001:db8::1 | signup | NULL | {ka} | 5"),
+        format!("a1b2c3d4-e5f6-4718-893a-4b5c6d7e8f90 | 2024-01-03 00:00:00.5 | carol@example.net | NULL | click | NULL | {ka} | 6"),
+        format!("b2c3d4e5-f607-4829-9a3b-5c6d7e8f9001 | 2024-01-04 00:00:00 | dave@example.com | NULL | purchase | {{}} | {ka} | 7"),
+        format!("c3d4e5f6-0718-493a-8b4c-6d7e8f900112 | 2024-01-05 17:00:00 | erin@example.com | NULL | logout | NULL | {kb} | 1"),
+        format!(r#"d4e5f607-1829-4a3b-9c5d-7e8f90011223 | 2024-01-06 00:00:00 | frank@example.com | NULL | view | {{"n": -1500}} | {kb} | 3"#),
+    ];
+    if cx.backend.dialect() == Dialect::Postgres {
+        assert_eq!(events, expected);
+    } else {
+        // Known difference: the JSON text (column 6) is the dialect's; the value is
+        // checked below.
+        let mask = |rows: &[String]| -> Vec<String> {
+            rows.iter()
+                .map(|r| {
+                    let mut c: Vec<&str> = r.split(" | ").collect();
+                    if c[5] != "NULL" {
+                        c[5] = "<json>";
+                    }
+                    c.join(" | ")
+                })
+                .collect()
+        };
+        assert_eq!(mask(&events), mask(&expected));
+    }
+
+    // metadata: the same JSON value as sent, big integer included, on every backend;
+    // on PostgreSQL, exactly JSONB's normalised text.
+    let meta = cx
+        .db
+        .rows(&format!(
+            "SELECT {} FROM {{schema}}.events WHERE event_id = '{ID_A1}'",
+            cx.db.json_text("metadata")
+        ))
+        .await;
+    assert_eq!(meta.len(), 1, "{meta:?}");
+    let stored: serde_json::Value = serde_json::from_str(&meta[0]).expect("metadata is JSON");
+    let sent: serde_json::Value = serde_json::from_str(METADATA_A1).expect("input JSON");
+    assert_eq!(stored, sent);
+    assert_eq!(
+        stored["big"].as_u64(),
+        Some(9_007_199_254_740_993),
+        "2^53 + 1 was rounded"
+    );
+    if cx.backend.dialect() == Dialect::Postgres {
+        assert_eq!(meta[0], METADATA_A1_JSONB);
+    }
+
+    let rejects = cx
+        .db
+        .rows(
+            "SELECT source_key, source_line, reason, raw, load_id FROM {schema}.event_rejects \
+             ORDER BY source_key, source_line, raw",
+        )
+        .await;
+    assert_eq!(
+        rejects,
+        [
+            format!("{ka} | 3 | invalid_id | {LINE_A3} | load-1"),
+            format!(r#"{ka} | 4 | malformed_json | {{"id": | load-1"#),
+            format!(r#"{ka} | 7 | malformed_json | {{"id":"trunc | load-1"#),
+            format!("{kb} | 2 | not_an_object | [1,2] | load-1"),
+        ]
+    );
+
+    assert_eq!(
+        files_rows(cx).await,
+        [
+            format!(
+                "{ka} | etag-a | {} | load-1 | 7 | 4 | 0 | 3 | 1 | 1 | 1",
+                a.bytes.len()
+            ),
+            format!(
+                "{kb} | etag-b | {} | load-1 | 3 | 2 | 0 | 1 | 0 | 0 | 0",
+                b.bytes.len()
+            ),
+        ]
+    );
+    let load_ids = cx.db.rows("SELECT DISTINCT load_id FROM {schema}.events").await;
+    assert_eq!(load_ids, ["load-1"]);
+    assert_totals_consistent(cx, &row).await;
+    assert_eq!(wh.recent_loads(10).await.expect("recent_loads"), [row]);
+    assert_stage_empty(cx).await;
+}
+
+const X: &str = "11111111-1111-4111-8111-111111111111";
+const Y: &str = "22222222-2222-4222-8222-222222222222";
+const Z: &str = "33333333-3333-4333-8333-333333333333";
+const W: &str = "4444aaaa-4444-4444-8444-44444444abcd";
+const V: &str = "55555555-5555-4555-8555-555555555555";
+
+fn ev(id: &str, email: &str) -> String {
+    format!(r#"{{"id":"{id}","created_at":"2024-02-01T00:00:00Z","user_email":"{email}","event_name":"e"}}"#)
+}
+
+/// Three files staged out of key order. Keys compare as bytes (as S3 lists them and the
+/// pipeline loads them): `d/B.json` < `d/a.json` < `d/b.json`.
+pub fn dedupe_files() -> Vec<Src> {
+    let upper_w = W.to_uppercase();
+    vec![
+        src(
+            "d/b.json",
+            "e-b",
+            &[ev(X, "xb1@x.io"), ev(Z, "zb2@x.io"), ev(Y, "yb3@x.io")].join("\n"),
+        ),
+        src(
+            "d/a.json",
+            "e-a",
+            &[
+                ev(Y, "ya1@x.io"),
+                ev(W, "wa2@x.io"),
+                ev(X, "xa3@x.io"),
+                ev(&upper_w, "wa4@x.io"),
+            ]
+            .join("\n"),
+        ),
+        src("d/B.json", "e-B", &format!("\n{}\n", ev(X, "xB2@x.io"))),
+    ]
+}
+
+/// Duplicate ids within a file, across the files of one load, and against rows loaded
+/// earlier: the first by (key, line) wins, existing rows are never overwritten, and the
+/// others are counted as duplicates of the file they came from.
+pub async fn dedupe_first_by_key_and_line_wins(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let staged = cx.stager.stage("load-1", &dedupe_files()).await;
+    let row = load(wh, &staged, "2024-06-01 00:00:00").await;
+    assert_eq!(
+        (row.files, row.events_loaded, row.duplicates),
+        (3, 4, 4),
+        "{row:?}"
+    );
+    let kept = cx
+        .db
+        .rows("SELECT event_id, user_email, source_key, source_line, load_id FROM {schema}.events ORDER BY event_id")
+        .await;
+    assert_eq!(
+        kept,
+        [
+            format!("{X} | xb2@x.io | d/B.json | 2 | load-1"),
+            format!("{Y} | ya1@x.io | d/a.json | 1 | load-1"),
+            format!("{Z} | zb2@x.io | d/b.json | 2 | load-1"),
+            format!("{W} | wa2@x.io | d/a.json | 2 | load-1"),
+        ]
+    );
+    let per_file = cx
+        .db
+        .rows("SELECT source_key, events_loaded, duplicates FROM {schema}.etl_files ORDER BY source_key")
+        .await;
+    assert_eq!(
+        per_file,
+        ["d/B.json | 1 | 0", "d/a.json | 2 | 2", "d/b.json | 1 | 2"]
+    );
+    assert_totals_consistent(cx, &row).await;
+
+    // A later load with an id already loaded (other email) and a new one.
+    let later = src(
+        "d/c.json",
+        "e-c",
+        &[ev(Y, "changed@x.io"), ev(V, "v@x.io")].join("\n"),
+    );
+    let staged2 = cx.stager.stage("load-2", &[later]).await;
+    let row2 = load(wh, &staged2, "2024-06-01 00:00:01").await;
+    assert_eq!(
+        (row2.files, row2.events_loaded, row2.duplicates),
+        (1, 1, 1),
+        "{row2:?}"
+    );
+    let y = cx
+        .db
+        .rows(&format!(
+            "SELECT user_email, source_key, source_line, load_id FROM {{schema}}.events WHERE event_id = '{Y}'"
+        ))
+        .await;
+    assert_eq!(
+        y,
+        ["ya1@x.io | d/a.json | 1 | load-1"],
+        "an existing row was overwritten"
+    );
+    let c = cx
+        .db
+        .rows("SELECT events_loaded, duplicates FROM {schema}.etl_files WHERE source_key = 'd/c.json'")
+        .await;
+    assert_eq!(c, ["1 | 1"]);
+    assert_eq!(cx.db.rows("SELECT COUNT(*) FROM {schema}.events").await, ["5"]);
+    assert_totals_consistent(cx, &row2).await;
+    assert_stage_empty(cx).await;
+}
+
+/// recorded_versions: exactly the (key, ETag) pairs loaded, among the keys asked about.
+pub async fn recorded_versions_are_exact(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let keys = |ks: &[&str]| ks.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        wh.recorded_versions(&keys(&["r/1.json"])).await.expect("rv"),
+        HashSet::new()
+    );
+    let files = [
+        src("r/1.json", "v1", &ev(X, "a@x.io")),
+        src("r/2.json", "v2", "\n"),
+    ];
+    let staged = cx.stager.stage("load-1", &files).await;
+    load(wh, &staged, "2024-06-01 00:00:00").await;
+    let pair = |k: &str, e: &str| (k.to_owned(), e.to_owned());
+    let all = wh
+        .recorded_versions(&keys(&["r/1.json", "r/2.json", "r/3.json"]))
+        .await
+        .expect("rv");
+    assert_eq!(
+        all,
+        HashSet::from([pair("r/1.json", "v1"), pair("r/2.json", "v2")])
+    );
+    let one = wh.recorded_versions(&keys(&["r/2.json"])).await.expect("rv");
+    assert_eq!(one, HashSet::from([pair("r/2.json", "v2")]));
+    assert!(!one.contains(&pair("r/2.json", "v1")));
+    assert_eq!(wh.recorded_versions(&[]).await.expect("rv"), HashSet::new());
+    // A new version of r/1.json, loaded: both versions are recorded; an unseen ETag is not.
+    let staged = cx
+        .stager
+        .stage("load-2", &[src("r/1.json", "v1b", &ev(Y, "b@x.io"))])
+        .await;
+    load(wh, &staged, "2024-06-01 00:00:01").await;
+    let got = wh.recorded_versions(&keys(&["r/1.json"])).await.expect("rv");
+    assert_eq!(
+        got,
+        HashSet::from([pair("r/1.json", "v1"), pair("r/1.json", "v1b")])
+    );
+    assert!(!got.contains(&pair("r/1.json", "v9")));
+}
+
+/// A load staging a file version another load recorded meanwhile skips it; a load whose
+/// files were all recorded commits nothing and returns None.
+pub async fn concurrently_recorded_files_are_skipped(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let f1 = src(
+        "c/1.json",
+        "e1",
+        &[ev(X, "x1@x.io"), ev(Y, "y1@x.io"), "oops".to_owned()].join("\n"),
+    );
+    let f2 = src(
+        "c/2.json",
+        "e2",
+        &[ev(Z, "z2@x.io"), ev(X, "x2@x.io"), "[]".to_owned()].join("\n"),
+    );
+    // Both loaders clean before either commits.
+    let first = cx.stager.stage("load-1", std::slice::from_ref(&f1)).await;
+    let second = cx.stager.stage("load-2", &[f1.clone(), f2.clone()]).await;
+    let all_recorded = cx.stager.stage("load-3", &[f1.clone(), f2.clone()]).await;
+
+    let row1 = load(wh, &first, "2024-06-01 00:00:00").await;
+    assert_eq!((row1.files, row1.events_loaded, row1.rejects), (1, 2, 1));
+    let row2 = load(wh, &second, "2024-06-01 00:00:01").await;
+    assert_eq!(
+        (
+            row2.files,
+            row2.lines,
+            row2.events_loaded,
+            row2.duplicates,
+            row2.rejects
+        ),
+        (1, 3, 1, 1, 1),
+        "only c/2.json is loaded by load-2: {row2:?}"
+    );
+    assert_eq!(
+        files_rows(cx).await,
+        [
+            format!(
+                "c/1.json | e1 | {} | load-1 | 3 | 2 | 0 | 1 | 0 | 0 | 0",
+                f1.bytes.len()
+            ),
+            format!(
+                "c/2.json | e2 | {} | load-2 | 3 | 1 | 1 | 1 | 0 | 0 | 0",
+                f2.bytes.len()
+            ),
+        ]
+    );
+    let events = cx
+        .db
+        .rows("SELECT event_id, user_email, load_id FROM {schema}.events ORDER BY event_id")
+        .await;
+    assert_eq!(
+        events,
+        [
+            format!("{X} | x1@x.io | load-1"),
+            format!("{Y} | y1@x.io | load-1"),
+            format!("{Z} | z2@x.io | load-2"),
+        ]
+    );
+    let rejects = cx
+        .db
+        .rows("SELECT source_key, source_line, load_id FROM {schema}.event_rejects ORDER BY source_key")
+        .await;
+    assert_eq!(rejects, ["c/1.json | 3 | load-1", "c/2.json | 3 | load-2"]);
+    assert_totals_consistent(cx, &row2).await;
+
+    let before = cx.db.snapshot().await;
+    let none = wh
+        .load(&all_recorded, at("2024-06-01 00:00:02"))
+        .await
+        .expect("load of recorded files");
+    assert_eq!(none, None, "a load of recorded files only must return None");
+    assert_eq!(
+        cx.db.snapshot().await,
+        before,
+        "a load of recorded files changed tables"
+    );
+    let loads = cx
+        .db
+        .rows("SELECT load_id FROM {schema}.etl_loads ORDER BY load_id")
+        .await;
+    assert_eq!(loads, ["load-1", "load-2"]);
+    assert_stage_empty(cx).await;
+}
+
+async fn staged_manifest(cx: &Cx, key: &str) -> Manifest {
+    let mut body = cx.stager.place.store.get(key).await.expect("manifest");
+    let mut text = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut body, &mut text)
+        .await
+        .expect("read manifest");
+    serde_json::from_slice(&text).expect("manifest JSON")
+}
+
+/// A manifest naming a part that is gone: the load fails naming it, and leaves every
+/// table exactly as it was; the adapter keeps working.
+pub async fn missing_part_fails_and_leaves_nothing(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let base = cx.stager.stage("load-0", &[sample_b()]).await;
+    load(wh, &base, "2024-06-01 00:00:00").await;
+
+    let files = [sample_a(), src("m/2.json", "m2", &ev(X, "x@x.io"))];
+    let staged = cx.stager.stage("load-1", &files).await;
+    let manifest = staged_manifest(cx, &staged.events_manifest).await;
+    assert!(manifest.entries.len() >= 2, "want several parts: {manifest:?}");
+    let url = manifest.entries[1].url.clone();
+    let key = cx.stager.place.store.key_of(&url).expect("part key");
+    assert_eq!(
+        cx.stager.place.store.delete_prefix(&key).await.expect("delete"),
+        1
+    );
+
+    let before = cx.db.snapshot().await;
+    let e = wh
+        .load(&staged, at("2024-06-01 00:00:01"))
+        .await
+        .expect_err("a load with a missing part must fail");
+    assert!(e.to_string().contains(&url), "error must name {url}: {e}");
+    assert_eq!(
+        cx.db.snapshot().await,
+        before,
+        "a failed load left something behind"
+    );
+    assert_stage_empty(cx).await;
+    let keys: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
+    assert_eq!(wh.recorded_versions(&keys).await.expect("rv"), HashSet::new());
+
+    // Restaged, the same files load.
+    let again = cx.stager.stage("load-2", &files).await;
+    let row = load(wh, &again, "2024-06-01 00:00:02").await;
+    assert_eq!((row.files, row.events_loaded), (2, 5), "{row:?}");
+    assert_totals_consistent(cx, &row).await;
+}
+
+/// What a load leaves, minus load ids and timestamps: comparable across namespaces.
+async fn contents(cx: &Cx) -> Vec<String> {
+    let mut out = cx.db.rows(&events_sql(cx)).await;
+    out.push("--- rejects".into());
+    out.extend(
+        cx.db
+            .rows(
+                "SELECT source_key, source_line, reason, raw FROM {schema}.event_rejects \
+                 ORDER BY source_key, source_line, raw",
+            )
+            .await,
+    );
+    out.push("--- files".into());
+    out.extend(
+        cx.db
+            .rows(
+                "SELECT source_key, etag, size_bytes, lines, events_loaded, duplicates, rejects, \
+                 blank_lines, recovered_events, invalid_ips FROM {schema}.etl_files ORDER BY source_key, etag",
+            )
+            .await,
+    );
+    out
+}
+
+/// A load failing at its last statement (recording the load) leaves nothing; once the
+/// cause is gone, the same staged load gives what a clean load of the input gives.
+pub async fn failure_at_last_statement_rolls_back_everything(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let base = src("t/0.json", "t0", &[ev(X, "x0@x.io"), ev(Y, "y0@x.io")].join("\n"));
+    let base_load = cx.stager.stage("load-0", std::slice::from_ref(&base)).await;
+    load(wh, &base_load, "2024-06-01 00:00:00").await;
+
+    let mut files = dedupe_files();
+    files.push(sample_a());
+    let staged = cx.stager.stage("load-1", &files).await;
+    cx.db.break_load_recording().await;
+    let before = cx.db.snapshot().await;
+    let e = wh
+        .load(&staged, at("2024-06-01 00:00:01"))
+        .await
+        .expect_err("recording the load must fail");
+    assert!(
+        matches!(e, WarehouseError::Statement { ref statement, .. } if statement == "insert_load"),
+        "{e:?}"
+    );
+    assert_eq!(
+        cx.db.snapshot().await,
+        before,
+        "a failed load left something behind"
+    );
+    assert_stage_empty(cx).await;
+
+    cx.db.repair_load_recording().await;
+    let row = load(wh, &staged, "2024-06-01 00:00:02").await;
+    assert_totals_consistent(cx, &row).await;
+    assert_stage_empty(cx).await;
+
+    // The same input, loaded cleanly in a fresh namespace.
+    let clean = cx.backend.clone().fresh("rollback_ref").await;
+    migrated(&*clean.wh).await;
+    let b = clean.cx.stager.stage("load-0", &[base]).await;
+    load(&*clean.wh, &b, "2024-06-01 00:00:00").await;
+    let s = clean.cx.stager.stage("load-1", &files).await;
+    load(&*clean.wh, &s, "2024-06-01 00:00:01").await;
+    let want = contents(&clean.cx).await;
+    assert!(want.len() > 10, "{want:#?}");
+    assert_eq!(contents(cx).await, want);
+}
+
+/// A load whose files hold only blanks and rejects (or nothing) commits and records them.
+pub async fn load_without_events_records_files(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let files = [
+        src("r/empty.json", "e0", ""),
+        src("r/junk.json", "e1", "\n  \nnot json\n[1]\n"),
+    ];
+    let staged = cx.stager.stage("load-1", &files).await;
+    assert_eq!(staged.events_staged, 0);
+    let row = load(wh, &staged, "2024-06-01 00:00:00").await;
+    assert_eq!(
+        (
+            row.files,
+            row.lines,
+            row.events_loaded,
+            row.duplicates,
+            row.rejects,
+            row.blank_lines
+        ),
+        (2, 4, 0, 0, 2, 2),
+        "{row:?}"
+    );
+    assert_eq!(
+        files_rows(cx).await,
+        [
+            "r/empty.json | e0 | 0 | load-1 | 0 | 0 | 0 | 0 | 0 | 0 | 0".to_owned(),
+            format!(
+                "r/junk.json | e1 | {} | load-1 | 4 | 0 | 0 | 2 | 2 | 0 | 0",
+                files[1].bytes.len()
+            ),
+        ]
+    );
+    assert_eq!(cx.db.rows("SELECT COUNT(*) FROM {schema}.events").await, ["0"]);
+    let rejects = cx
+        .db
+        .rows("SELECT source_line, reason FROM {schema}.event_rejects ORDER BY source_line")
+        .await;
+    assert_eq!(rejects, ["3 | malformed_json", "4 | not_an_object"]);
+    assert_totals_consistent(cx, &row).await;
+    assert_stage_empty(cx).await;
+}
+
+/// recent_loads: newest (by start) first, at most `limit`.
+pub async fn recent_loads_newest_first(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let mut rows = Vec::new();
+    // Committed in this order, started at 10:00, 12:00, 11:00.
+    for (i, started) in [
+        "2024-06-01 10:00:00",
+        "2024-06-01 12:00:00",
+        "2024-06-01 11:00:00",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let f = src(&format!("n/{i}.json"), "e", &"\n".repeat(i + 1));
+        let staged = cx.stager.stage(&format!("load-{i}"), &[f]).await;
+        rows.push(load(wh, &staged, started).await);
+    }
+    let ids = |rs: &[LoadRow]| rs.iter().map(|r| r.load_id.clone()).collect::<Vec<_>>();
+    let all = wh.recent_loads(10).await.expect("recent_loads");
+    assert_eq!(ids(&all), ["load-1", "load-2", "load-0"]);
+    assert_eq!(all, [rows[1].clone(), rows[2].clone(), rows[0].clone()]);
+    let two = wh.recent_loads(2).await.expect("recent_loads");
+    assert_eq!(ids(&two), ["load-1", "load-2"]);
+    assert_eq!(wh.recent_loads(1).await.expect("recent_loads"), [rows[1].clone()]);
+    assert_eq!(wh.recent_loads(0).await.expect("recent_loads"), []);
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------
+
+struct PgBackend {
+    pg: &'static support::PgServer,
+}
+
+struct PgDb {
+    pg: &'static support::PgServer,
+    client: tokio_postgres::Client,
+    schema: String,
+}
+
+/// On a failing check, prints what the schema holds.
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let (pg, schema) = (self.pg, self.schema.clone());
+        let dump = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(pg.dump(&schema)))
+                .unwrap_or_else(|e| format!("(no runtime for the dump: {e})"))
+        })
+        .join()
+        .unwrap_or_else(|_| "(dump panicked)".into());
+        eprintln!("{dump}");
+    }
+}
+
+#[async_trait]
+impl Db for PgDb {
+    fn namespace(&self) -> &str {
+        &self.schema
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<String> {
+        let sql = sql.replace("{schema}", &self.schema);
+        let msgs = self
+            .client
+            .simple_query(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", pg_message(&e)));
+        msgs.iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL"))
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn exec(&self, sql: &str) {
+        let sql = sql.replace("{schema}", &self.schema);
+        self.client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", pg_message(&e)));
+    }
+
+    fn json_text(&self, column: &str) -> String {
+        format!("CAST({column} AS TEXT)")
+    }
+
+    async fn snapshot(&self) -> String {
+        let tables = self
+            .rows(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = '{schema}' AND c.relkind IN ('r', 'p') ORDER BY c.relname",
+            )
+            .await;
+        let mut out = String::new();
+        for t in tables {
+            out.push_str(&format!("--- {t}\n"));
+            for row in self
+                .rows(&format!(
+                    "SELECT CAST(t AS TEXT) FROM {{schema}}.{t} t ORDER BY 1"
+                ))
+                .await
+            {
+                out.push_str(&row);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    async fn break_load_recording(&self) {
+        self.exec(
+            "CREATE FUNCTION {schema}.refuse_load() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'conformance: INSERT into etl_loads refused'; END $$; \
+             CREATE TRIGGER refuse_load BEFORE INSERT ON {schema}.etl_loads \
+             FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_load();",
+        )
+        .await;
+    }
+
+    async fn repair_load_recording(&self) {
+        self.exec("DROP TRIGGER refuse_load ON {schema}.etl_loads; DROP FUNCTION {schema}.refuse_load();")
+            .await;
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn fresh(self: Arc<Self>, label: &str) -> Env {
+        let schema = self.pg.fresh_schema(label).await;
+        let dir = tempfile::tempdir().expect("staging dir");
+        let staging = Place {
+            store: Arc::new(LocalStore::new(dir.path().to_path_buf())),
+            prefix: "staging/".into(),
+        };
+        let wh = self.connect(&schema, staging.clone()).await;
+        let db = PgDb {
+            pg: self.pg,
+            client: self.pg.client().await,
+            schema,
+        };
+        Env {
+            wh,
+            cx: Cx {
+                db: Box::new(db),
+                stager: Stager::new(staging),
+                backend: self,
+            },
+            _staging_dir: dir,
+        }
+    }
+
+    async fn connect(&self, namespace: &str, staging: Place) -> Box<dyn Warehouse> {
+        match Postgres::connect(&self.pg.url(), namespace, staging).await {
+            Ok(p) => Box::new(p),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+}
+
+async fn pg_backend() -> Arc<PgBackend> {
+    Arc::new(PgBackend {
+        pg: support::postgres().await,
+    })
+}
+
+/// One `#[tokio::test]` per check, each on a fresh namespace of `$backend`.
+macro_rules! conformance {
+    ($module:ident, $backend:expr, [$($check:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let env = super::Backend::fresh($backend.await, stringify!($check)).await;
+                    super::$check(&*env.wh, &env.cx).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    postgres,
+    super::pg_backend(),
+    [
+        migrate_creates_tables,
+        migrate_refuses_edited,
+        migrate_refuses_unknown_version,
+        operations_before_migrate_say_migrate,
+        load_commits_events_rejects_and_records,
+        dedupe_first_by_key_and_line_wins,
+        recorded_versions_are_exact,
+        concurrently_recorded_files_are_skipped,
+        missing_part_fails_and_leaves_nothing,
+        failure_at_last_statement_rolls_back_everything,
+        load_without_events_records_files,
+        recent_loads_newest_first,
+    ]
+);
+
+/// PostgreSQL only: a database whose default collation is not bytewise (most installs:
+/// en_US.UTF-8) must still pick the first copy of an id by the keys' byte order, which is
+/// the order S3 lists and the pipeline loads in (and Redshift compares in). Simulated
+/// with an ICU collation on the staging column.
+#[tokio::test]
+async fn postgres_dedupe_ignores_the_database_collation() {
+    let env = pg_backend().await.fresh("collation").await;
+    migrated(&*env.wh).await;
+    let icu = env
+        .cx
+        .db
+        .rows("SELECT collname FROM pg_collation WHERE collname = 'und-x-icu'")
+        .await;
+    if icu.is_empty() {
+        eprintln!("skipped: this PostgreSQL has no ICU collations");
+        return;
+    }
+    env.cx
+        .db
+        .exec(
+            "ALTER TABLE {schema}.stage_events ALTER COLUMN source_key \
+             TYPE VARCHAR(1024) COLLATE \"und-x-icu\"",
+        )
+        .await;
+    dedupe_first_by_key_and_line_wins(&*env.wh, &env.cx).await;
+}
