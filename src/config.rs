@@ -75,6 +75,21 @@ pub struct RawWarehouse {
     pub schema: Option<String>,
     #[serde(default)]
     pub postgres: RawPostgres,
+    #[serde(default)]
+    pub redshift: RawRedshift,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedshift {
+    pub cluster_identifier: Option<String>,
+    pub workgroup_name: Option<String>,
+    pub database: Option<String>,
+    pub db_user: Option<String>,
+    pub secret_arn: Option<String>,
+    pub iam_role: Option<String>,
+    pub copy_region: Option<String>,
+    pub statement_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -217,6 +232,185 @@ fn valid_bucket(b: &str) -> bool {
 pub enum WarehouseTarget {
     /// PostgreSQL: the stand-in for Redshift in tests and local runs.
     Postgres { url: String },
+    /// Amazon Redshift through the Data API.
+    Redshift(RedshiftConfig),
+}
+
+/// How the Data API reaches the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedshiftTarget {
+    /// Provisioned cluster, temporary credentials for `db_user`.
+    ClusterDbUser {
+        cluster_identifier: String,
+        db_user: String,
+    },
+    /// Provisioned cluster, credentials from Secrets Manager.
+    ClusterSecret {
+        cluster_identifier: String,
+        secret_arn: String,
+    },
+    /// Serverless workgroup, with the caller's IAM identity or a secret.
+    Workgroup {
+        workgroup_name: String,
+        secret_arn: Option<String>,
+    },
+}
+
+/// The validated `warehouse.redshift` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedshiftConfig {
+    pub target: RedshiftTarget,
+    pub database: String,
+    /// ARN of the role COPY assumes to read staging, or `default`.
+    pub iam_role: String,
+    /// `REGION` for COPY when the staging bucket is in another region.
+    pub copy_region: Option<String>,
+    /// How long to wait for a statement before cancelling it.
+    pub statement_timeout: std::time::Duration,
+}
+
+pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 3600;
+
+fn nonempty(key: &'static str, v: Option<String>) -> Result<Option<String>, ConfigError> {
+    match v {
+        Some(s) if s.trim().is_empty() => Err(invalid(key, "is empty")),
+        other => Ok(other),
+    }
+}
+
+/// Characters that cannot appear in values spliced into Redshift SQL as literals.
+fn literal_safe(key: &'static str, v: &str) -> Result<(), ConfigError> {
+    if v.contains('\'') || v.contains('\\') || v.chars().any(char::is_control) {
+        return Err(invalid(
+            key,
+            format!("`{v}` contains a quote, backslash or control character"),
+        ));
+    }
+    Ok(())
+}
+
+impl RedshiftConfig {
+    fn validate(raw: RawRedshift, staging: &Location) -> Result<RedshiftConfig, ConfigError> {
+        let cluster = nonempty("warehouse.redshift.cluster_identifier", raw.cluster_identifier)?;
+        let workgroup = nonempty("warehouse.redshift.workgroup_name", raw.workgroup_name)?;
+        let db_user = nonempty("warehouse.redshift.db_user", raw.db_user)?;
+        let secret = nonempty("warehouse.redshift.secret_arn", raw.secret_arn)?;
+        if let Some(s) = &secret {
+            if !s.starts_with("arn:") || !s.contains(":secretsmanager:") {
+                return Err(invalid(
+                    "warehouse.redshift.secret_arn",
+                    format!("`{s}` is not a Secrets Manager ARN"),
+                ));
+            }
+        }
+        let target =
+            match (cluster, workgroup) {
+                (Some(_), Some(_)) => return Err(invalid(
+                    "warehouse.redshift.workgroup_name",
+                    "set either cluster_identifier (provisioned) or workgroup_name (Serverless), not both",
+                )),
+                (None, None) => {
+                    return Err(invalid(
+                        "warehouse.redshift.cluster_identifier",
+                        "set cluster_identifier (provisioned) or workgroup_name (Serverless)",
+                    ))
+                }
+                (Some(cluster_identifier), None) => match (db_user, secret) {
+                    (Some(db_user), None) => RedshiftTarget::ClusterDbUser {
+                        cluster_identifier,
+                        db_user,
+                    },
+                    (None, Some(secret_arn)) => RedshiftTarget::ClusterSecret {
+                        cluster_identifier,
+                        secret_arn,
+                    },
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "warehouse.redshift.secret_arn",
+                            "set db_user or secret_arn, not both",
+                        ))
+                    }
+                    (None, None) => {
+                        return Err(invalid(
+                            "warehouse.redshift.db_user",
+                            "a provisioned cluster needs db_user (temporary credentials) or secret_arn",
+                        ))
+                    }
+                },
+                (None, Some(workgroup_name)) => {
+                    if db_user.is_some() {
+                        return Err(invalid(
+                        "warehouse.redshift.db_user",
+                        "is not used with workgroup_name (Serverless uses your IAM identity or secret_arn)",
+                    ));
+                    }
+                    RedshiftTarget::Workgroup {
+                        workgroup_name,
+                        secret_arn: secret,
+                    }
+                }
+            };
+        let database = nonempty("warehouse.redshift.database", raw.database)?.ok_or_else(|| {
+            invalid(
+                "warehouse.redshift.database",
+                "is required when warehouse.kind = \"redshift\"",
+            )
+        })?;
+        let iam_role = nonempty("warehouse.redshift.iam_role", raw.iam_role)?.ok_or_else(|| {
+            invalid(
+                "warehouse.redshift.iam_role",
+                "is required: the role COPY assumes to read staging (ARN or \"default\")",
+            )
+        })?;
+        let role_ok = iam_role == "default"
+            || (iam_role.starts_with("arn:aws")
+                && iam_role.contains(":iam::")
+                && iam_role.contains(":role/"));
+        if !role_ok {
+            return Err(invalid(
+                "warehouse.redshift.iam_role",
+                format!("`{iam_role}` is neither an IAM role ARN (arn:aws:iam::<account>:role/<name>) nor \"default\""),
+            ));
+        }
+        literal_safe("warehouse.redshift.iam_role", &iam_role)?;
+        let copy_region = nonempty("warehouse.redshift.copy_region", raw.copy_region)?;
+        if let Some(r) = &copy_region {
+            if !r
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(invalid(
+                    "warehouse.redshift.copy_region",
+                    format!("`{r}` is not a region name"),
+                ));
+            }
+        }
+        let secs = raw
+            .statement_timeout_secs
+            .unwrap_or(DEFAULT_STATEMENT_TIMEOUT_SECS);
+        if secs == 0 {
+            return Err(invalid(
+                "warehouse.redshift.statement_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        match staging {
+            Location::S3 { bucket, prefix } => {
+                literal_safe("staging.url", &format!("{bucket}/{prefix}"))?;
+            }
+            Location::Local { .. } => return Err(invalid(
+                "staging.url",
+                "must be an s3:// URL when warehouse.kind = \"redshift\": COPY reads staged parts from S3",
+            )),
+        }
+        Ok(RedshiftConfig {
+            target,
+            database,
+            iam_role,
+            copy_region,
+            statement_timeout: std::time::Duration::from_secs(secs),
+        })
+    }
 }
 
 /// The validated configuration.
@@ -272,34 +466,32 @@ impl Config {
         }
 
         let kind = raw.warehouse.kind.unwrap_or_else(|| "postgres".to_owned());
-        let warehouse =
-            match kind.as_str() {
-                "postgres" => {
-                    let url = raw.warehouse.postgres.url.ok_or_else(|| {
-                        invalid(
-                            "warehouse.postgres.url",
-                            "is required when warehouse.kind = \"postgres\"",
-                        )
-                    })?;
-                    url.parse::<tokio_postgres::Config>().map_err(|e| {
-                        invalid(
-                            "warehouse.postgres.url",
-                            format!("not a libpq URL or key=value string: {e}"),
-                        )
-                    })?;
-                    WarehouseTarget::Postgres { url }
-                }
-                "redshift" => return Err(invalid(
+        let warehouse = match kind.as_str() {
+            "postgres" => {
+                let url = raw.warehouse.postgres.url.ok_or_else(|| {
+                    invalid(
+                        "warehouse.postgres.url",
+                        "is required when warehouse.kind = \"postgres\"",
+                    )
+                })?;
+                url.parse::<tokio_postgres::Config>().map_err(|e| {
+                    invalid(
+                        "warehouse.postgres.url",
+                        format!("not a libpq URL or key=value string: {e}"),
+                    )
+                })?;
+                WarehouseTarget::Postgres { url }
+            }
+            "redshift" => {
+                WarehouseTarget::Redshift(RedshiftConfig::validate(raw.warehouse.redshift, &staging)?)
+            }
+            other => {
+                return Err(invalid(
                     "warehouse.kind",
-                    "\"redshift\" (the Data API adapter) is not available in this build; use \"postgres\"",
-                )),
-                other => {
-                    return Err(invalid(
-                        "warehouse.kind",
-                        format!("`{other}`: expected \"postgres\" or \"redshift\""),
-                    ))
-                }
-            };
+                    format!("`{other}`: expected \"postgres\" or \"redshift\""),
+                ))
+            }
+        };
 
         let schema = raw.warehouse.schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         if !valid_identifier(&schema) {

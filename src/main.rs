@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use events_etl::config::{Config, ConfigError, WarehouseTarget};
 use events_etl::pipeline::{PipelineError, RunReport};
 use events_etl::store::{s3::S3Factory, Place};
-use events_etl::warehouse::{postgres::Postgres, LoadRow, Warehouse, WarehouseError};
+use events_etl::warehouse::{postgres::Postgres, redshift::Redshift, LoadRow, Warehouse, WarehouseError};
 
 mod offline;
 
@@ -146,6 +146,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let warehouse: Arc<dyn Warehouse> = match &config.warehouse {
         WarehouseTarget::Postgres { url } => {
             Arc::new(Postgres::connect(url, &config.schema, staging.clone()).await?)
+        }
+        WarehouseTarget::Redshift(rs) => {
+            Arc::new(Redshift::connect(rs, &config.schema, staging.clone()).await)
         }
     };
     let pipeline = events_etl::pipeline::Pipeline {

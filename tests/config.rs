@@ -582,13 +582,102 @@ fn unknown_warehouse_kind_is_named() {
     );
 }
 
+/// `BASE` switched to Redshift with the given `[warehouse.redshift]` body.
+fn redshift(section: &str) -> String {
+    edit("kind = \"postgres\"", "kind = \"redshift\"") + "\n[warehouse.redshift]\n" + section
+}
+
+const ROLE: &str = "iam_role = \"arn:aws:iam::123456789012:role/events-etl-copy\"\n";
+
 #[test]
-fn redshift_kind_is_not_in_this_build() {
-    invalid(
-        &edit("kind = \"postgres\"", "kind = \"redshift\""),
-        "warehouse.kind",
-        &["\"redshift\"", "not available in this build", "use \"postgres\""],
+fn redshift_modes_validate() {
+    use events_etl::config::RedshiftTarget;
+    let c = ok(&redshift(&format!(
+        "cluster_identifier = \"c1\"\ndatabase = \"dev\"\ndb_user = \"etl\"\n{ROLE}"
+    )));
+    let WarehouseTarget::Redshift(r) = &c.warehouse else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        r.target,
+        RedshiftTarget::ClusterDbUser {
+            cluster_identifier: "c1".into(),
+            db_user: "etl".into()
+        }
     );
+    assert_eq!(r.database, "dev");
+    assert_eq!(r.statement_timeout.as_secs(), 3600);
+    let c = ok(&redshift(&format!(
+        "cluster_identifier = \"c1\"\ndatabase = \"dev\"\nsecret_arn = \"arn:aws:secretsmanager:us-east-1:123456789012:secret:x\"\n{ROLE}"
+    )));
+    let WarehouseTarget::Redshift(r) = &c.warehouse else {
+        panic!("{c:?}")
+    };
+    assert!(matches!(r.target, RedshiftTarget::ClusterSecret { .. }), "{r:?}");
+    let c = ok(&redshift(
+        "workgroup_name = \"wg\"\ndatabase = \"dev\"\niam_role = \"default\"\ncopy_region = \"eu-west-1\"\nstatement_timeout_secs = 60\n",
+    ));
+    let WarehouseTarget::Redshift(r) = &c.warehouse else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        r.target,
+        RedshiftTarget::Workgroup {
+            workgroup_name: "wg".into(),
+            secret_arn: None
+        }
+    );
+    assert_eq!(
+        (r.iam_role.as_str(), r.copy_region.as_deref()),
+        ("default", Some("eu-west-1"))
+    );
+    assert_eq!(r.statement_timeout.as_secs(), 60);
+}
+
+#[test]
+fn redshift_rules_name_their_key() {
+    let cases: [(String, &str, &str); 10] = [
+        (redshift(&format!("database = \"dev\"\n{ROLE}")), "warehouse.redshift.cluster_identifier", "workgroup_name"),
+        (
+            redshift(&format!("cluster_identifier = \"c\"\nworkgroup_name = \"w\"\ndatabase = \"d\"\n{ROLE}")),
+            "warehouse.redshift.workgroup_name",
+            "not both",
+        ),
+        (redshift(&format!("cluster_identifier = \"c\"\ndatabase = \"d\"\n{ROLE}")), "warehouse.redshift.db_user", "secret_arn"),
+        (
+            redshift(&format!(
+                "cluster_identifier = \"c\"\ndatabase = \"d\"\ndb_user = \"u\"\nsecret_arn = \"arn:aws:secretsmanager:x\"\n{ROLE}"
+            )),
+            "warehouse.redshift.secret_arn",
+            "not both",
+        ),
+        (
+            redshift(&format!("workgroup_name = \"w\"\ndatabase = \"d\"\ndb_user = \"u\"\n{ROLE}")),
+            "warehouse.redshift.db_user",
+            "Serverless",
+        ),
+        (redshift(&format!("workgroup_name = \"w\"\n{ROLE}")), "warehouse.redshift.database", "required"),
+        (redshift("workgroup_name = \"w\"\ndatabase = \"d\"\n"), "warehouse.redshift.iam_role", "required"),
+        (
+            redshift("workgroup_name = \"w\"\ndatabase = \"d\"\niam_role = \"admin\"\n"),
+            "warehouse.redshift.iam_role",
+            "neither an IAM role ARN",
+        ),
+        (
+            redshift(&format!("workgroup_name = \"w\"\ndatabase = \"d\"\n{ROLE}statement_timeout_secs = 0\n")),
+            "warehouse.redshift.statement_timeout_secs",
+            "at least 1",
+        ),
+        (
+            redshift(&format!("workgroup_name = \"w\"\ndatabase = \"d\"\n{ROLE}"))
+                .replace("s3://events-bucket/app/staging/", "/tmp/staging/"),
+            "staging.url",
+            "must be an s3:// URL",
+        ),
+    ];
+    for (toml, key, words) in cases {
+        invalid(&toml, key, &[words]);
+    }
 }
 
 #[test]

@@ -82,7 +82,12 @@ impl FileRow {
 }
 
 /// Appends one event row and its newline.
-pub fn write_event(out: &mut impl Write, key: &str, line: u64, e: &CleanEvent<'_>) -> std::io::Result<()> {
+pub fn write_event(
+    out: &mut (impl Write + ?Sized),
+    key: &str,
+    line: u64,
+    e: &CleanEvent<'_>,
+) -> std::io::Result<()> {
     serde_json::to_writer(
         &mut *out,
         &EventRow {
@@ -100,7 +105,12 @@ pub fn write_event(out: &mut impl Write, key: &str, line: u64, e: &CleanEvent<'_
 }
 
 /// Appends one reject row and its newline.
-pub fn write_reject(out: &mut impl Write, key: &str, line: u64, r: &Reject<'_>) -> std::io::Result<()> {
+pub fn write_reject(
+    out: &mut (impl Write + ?Sized),
+    key: &str,
+    line: u64,
+    r: &Reject<'_>,
+) -> std::io::Result<()> {
     serde_json::to_writer(
         &mut *out,
         &RejectRow {
@@ -114,7 +124,7 @@ pub fn write_reject(out: &mut impl Write, key: &str, line: u64, r: &Reject<'_>) 
 }
 
 /// Appends one file row and its newline.
-pub fn write_file(out: &mut impl Write, f: &FileRow) -> std::io::Result<()> {
+pub fn write_file(out: &mut (impl Write + ?Sized), f: &FileRow) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, f)?;
     out.write_all(b"\n")
 }

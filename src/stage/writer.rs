@@ -35,6 +35,19 @@ struct Stream {
 }
 
 impl Stream {
+    /// Appends one row to the current part.
+    fn write(
+        &mut self,
+        row: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<(), StageError> {
+        row(&mut self.current.writer()).map_err(|source| StageError::Compress {
+            key: format!("{}/part-{:05}", self.name, self.next_part),
+            source,
+        })?;
+        self.current.row_written();
+        Ok(())
+    }
+
     fn new(name: &'static str) -> Self {
         Stream {
             name,
@@ -95,27 +108,15 @@ impl StageWriter {
     }
 
     pub fn event(&mut self, key: &str, line: u64, e: &CleanEvent<'_>) -> Result<(), StageError> {
-        let s = &mut self.events;
-        let (name, part) = (s.name, s.next_part);
-        rows::write_event(&mut s.current.writer(), key, line, e).map_err(|e| compress_err(name, part, e))?;
-        s.current.row_written();
-        Ok(())
+        self.events.write(|w| rows::write_event(w, key, line, e))
     }
 
     pub fn reject(&mut self, key: &str, line: u64, r: &Reject<'_>) -> Result<(), StageError> {
-        let s = &mut self.rejects;
-        let (name, part) = (s.name, s.next_part);
-        rows::write_reject(&mut s.current.writer(), key, line, r).map_err(|e| compress_err(name, part, e))?;
-        s.current.row_written();
-        Ok(())
+        self.rejects.write(|w| rows::write_reject(w, key, line, r))
     }
 
     pub fn file(&mut self, f: &FileRow) -> Result<(), StageError> {
-        let s = &mut self.files;
-        let (name, part) = (s.name, s.next_part);
-        rows::write_file(&mut s.current.writer(), f).map_err(|e| compress_err(name, part, e))?;
-        s.current.row_written();
-        Ok(())
+        self.files.write(|w| rows::write_file(w, f))
     }
 
     /// Uploads every part that reached the part size. Call between lines: it is cheap
@@ -203,12 +204,5 @@ impl StageWriter {
             rejects_staged: self.rejects.rows,
             files_staged: self.files.rows,
         })
-    }
-}
-
-fn compress_err(name: &str, part: u32, source: std::io::Error) -> StageError {
-    StageError::Compress {
-        key: format!("{name}/part-{part:05}"),
-        source,
     }
 }

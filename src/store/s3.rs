@@ -7,7 +7,6 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
-use aws_smithy_http_client::tls;
 
 use super::{Body, ObjectMeta, ObjectStore, StoreError};
 
@@ -30,15 +29,7 @@ impl S3Factory {
     async fn client(&self) -> Client {
         self.client
             .get_or_init(|| async {
-                // One HTTP stack (hyper 1 + rustls with ring) instead of the SDK defaults'
-                // two: see NOTES on build time.
-                let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-                    .build_https();
-                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .http_client(http)
-                    .load()
-                    .await;
+                let shared = crate::aws::sdk_config().await;
                 let conf = aws_sdk_s3::config::Builder::from(&shared)
                     .force_path_style(self.force_path_style)
                     .build();

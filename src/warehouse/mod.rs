@@ -3,6 +3,7 @@
 //! suite (`tests/warehouse_conformance.rs`) that every adapter passes.
 
 pub mod postgres;
+pub mod redshift;
 pub mod statements;
 
 use std::collections::HashSet;
@@ -54,6 +55,18 @@ pub enum WarehouseError {
     Staging(#[from] StoreError),
     #[error("staged object {url} is unreadable: {message}")]
     StagedData { url: String, message: String },
+    #[error("Data API {operation} failed: {message} (check AWS credentials, region, and warehouse.redshift settings)")]
+    Api {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("statement {statement} (Data API id {id}) still running after {secs} s; {}; nothing was committed, rerun or raise warehouse.redshift.statement_timeout_secs", if *cancelled { "it was cancelled" } else { "cancelling it failed, check the console" })]
+    Timeout {
+        statement: String,
+        id: String,
+        secs: u64,
+        cancelled: bool,
+    },
     #[error("COPY of {table} loaded {loaded} rows but staging wrote {staged}: the staged parts and manifest disagree; nothing was committed, rerun the load")]
     CountMismatch {
         table: &'static str,

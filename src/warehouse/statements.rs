@@ -51,9 +51,57 @@ impl Statements {
     }
 }
 
+/// Splits a script into statements at `;` outside quotes and `--` comments. Used where
+/// an API takes one statement at a time (the Redshift Data API). Comment-only pieces are
+/// dropped.
+pub fn split_statements(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = script.chars().peekable();
+    let (mut in_quote, mut in_comment) = (false, false);
+    while let Some(c) = chars.next() {
+        if in_comment {
+            if c == '\n' {
+                in_comment = false;
+                cur.push(c);
+            }
+            continue;
+        }
+        match c {
+            '\'' => in_quote = !in_quote,
+            '-' if !in_quote && chars.peek() == Some(&'-') => {
+                in_comment = true;
+                continue;
+            }
+            ';' if !in_quote => {
+                if !cur.trim().is_empty() {
+                    out.push(cur.trim().to_owned());
+                }
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_owned());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_statements_outside_quotes_and_comments() {
+        let got = split_statements(
+            "-- a; comment\nCREATE TABLE t (a int); -- x;\nINSERT INTO t VALUES (';');\n\n-- tail\n",
+        );
+        assert_eq!(got, ["CREATE TABLE t (a int)", "INSERT INTO t VALUES (';')"]);
+        assert!(split_statements("-- only;\n").is_empty());
+    }
 
     #[test]
     fn parses_named_statements() {
