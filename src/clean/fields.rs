@@ -7,6 +7,9 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTim
 
 /// Longest accepted `user_email`, in bytes (RFC 5321 path limit; Redshift widths are bytes).
 pub const MAX_EMAIL_BYTES: usize = 254;
+/// Longest string a Redshift SUPER value may hold (a VARCHAR's maximum), in bytes.
+pub const MAX_SUPER_STRING_BYTES: usize = 65_535;
+
 /// Longest accepted `event_name`, in bytes.
 pub const MAX_EVENT_NAME_BYTES: usize = 128;
 
@@ -227,4 +230,54 @@ fn hex4(b: &[u8], at: usize) -> Option<u32> {
     let h = b.get(at..at + 4)?;
     let s = std::str::from_utf8(h).ok()?;
     u32::from_str_radix(s, 16).ok()
+}
+
+/// Deepest nesting of arrays and objects a Redshift SUPER value may have.
+pub const MAX_SUPER_DEPTH: usize = 1000;
+
+/// What Redshift's COPY into SUPER would refuse in a metadata object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuperProblem {
+    /// Nested deeper than [`MAX_SUPER_DEPTH`].
+    TooDeep,
+    /// A string (key or value) longer than [`MAX_SUPER_STRING_BYTES`] once decoded.
+    StringTooLong,
+}
+
+/// Checks valid JSON text against SUPER's limits in one pass. Only strings whose raw
+/// form is longer than the limit are decoded: escapes make the raw form longer, never
+/// shorter, than the decoded one.
+pub fn super_problem(raw: &str) -> Option<SuperProblem> {
+    let b = raw.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_SUPER_DEPTH {
+                    return Some(SuperProblem::TooDeep);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                let end = i.min(b.len() - 1);
+                if end - start - 1 > MAX_SUPER_STRING_BYTES {
+                    let decoded =
+                        serde_json::from_str::<String>(&raw[start..=end]).map_or(usize::MAX, |s| s.len());
+                    if decoded > MAX_SUPER_STRING_BYTES {
+                        return Some(SuperProblem::StringTooLong);
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }

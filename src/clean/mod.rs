@@ -123,10 +123,9 @@ impl Cleaner {
             return LineOutcome::Blank;
         }
         if !body.starts_with('{') {
-            let reason = if serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok() {
-                Reason::NotAnObject
-            } else {
-                Reason::MalformedJson
+            let reason = match serde_json::from_str::<serde::de::IgnoredAny>(body) {
+                Ok(_) => Reason::NotAnObject,
+                Err(_) => Reason::MalformedJson,
             };
             if reason == Reason::MalformedJson {
                 if let Some(rec) = self.recover(text) {
@@ -189,7 +188,13 @@ impl Cleaner {
 
         let metadata = match raw.metadata {
             None => None,
-            Some(m) if m.get().starts_with('{') && fields::storable_json_text(m.get()) => Some(m),
+            Some(m) if m.get().starts_with('{') && fields::storable_json_text(m.get()) => {
+                match fields::super_problem(m.get()) {
+                    Some(fields::SuperProblem::TooDeep) => return Err(Reason::NestingTooDeep),
+                    Some(fields::SuperProblem::StringTooLong) => return Err(Reason::MetadataValueTooLong),
+                    None => Some(m),
+                }
+            }
             Some(_) => return Err(Reason::InvalidMetadata),
         };
 

@@ -14,6 +14,9 @@ pub enum Reason {
     MalformedJson,
     /// Valid JSON that is not an object.
     NotAnObject,
+    /// `metadata` nests arrays and objects deeper than Redshift SUPER allows (1,000
+    /// levels): COPY would fail the whole load on it.
+    NestingTooDeep,
     MissingId,
     InvalidId,
     MissingCreatedAt,
@@ -26,6 +29,9 @@ pub enum Reason {
     /// `metadata` is present, not null, and not an object, or holds text no warehouse
     /// can store (a `\u0000` escape or an unpaired surrogate).
     InvalidMetadata,
+    /// A string inside `metadata` is longer than a SUPER value may be (65,535 bytes):
+    /// COPY would fail the whole load on it.
+    MetadataValueTooLong,
     /// The file's gzip stream is corrupt: the lines before this point were kept, the
     /// rest of the file cannot be read. Not a line-level reason; see `stage::reader`.
     InvalidGzip,
@@ -33,11 +39,12 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order the cleaner checks them.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 17] = [
         Reason::InvalidUtf8,
         Reason::RecordTooLarge,
         Reason::MalformedJson,
         Reason::NotAnObject,
+        Reason::NestingTooDeep,
         Reason::MissingId,
         Reason::InvalidId,
         Reason::MissingCreatedAt,
@@ -48,6 +55,7 @@ impl Reason {
         Reason::MissingEventName,
         Reason::InvalidEventName,
         Reason::InvalidMetadata,
+        Reason::MetadataValueTooLong,
         Reason::InvalidGzip,
     ];
 
@@ -58,6 +66,7 @@ impl Reason {
             Reason::RecordTooLarge => "record_too_large",
             Reason::MalformedJson => "malformed_json",
             Reason::NotAnObject => "not_an_object",
+            Reason::NestingTooDeep => "nesting_too_deep",
             Reason::MissingId => "missing_id",
             Reason::InvalidId => "invalid_id",
             Reason::MissingCreatedAt => "missing_created_at",
@@ -68,6 +77,7 @@ impl Reason {
             Reason::MissingEventName => "missing_event_name",
             Reason::InvalidEventName => "invalid_event_name",
             Reason::InvalidMetadata => "invalid_metadata",
+            Reason::MetadataValueTooLong => "metadata_value_too_long",
             Reason::InvalidGzip => "invalid_gzip",
         }
     }

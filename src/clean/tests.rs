@@ -74,11 +74,18 @@ fn js(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-/// A valid record of exactly `total` bytes, padded through metadata.
+/// A valid record of exactly `total` bytes, padded through metadata with strings short
+/// enough for a SUPER value (an array of chunks).
 fn padded(total: usize) -> String {
-    let base = with("metadata", r#"{"pad": ""}"#);
-    let pad = "x".repeat(total - base.len());
-    let line = with("metadata", &format!(r#"{{"pad": "{pad}"}}"#));
+    let base = with("metadata", r#"{"pad": []}"#);
+    let remaining = total - base.len();
+    let n = remaining / 60_000 + 1;
+    // n strings cost 2 quotes each, plus ", " between them.
+    let content = remaining - (4 * n - 2);
+    let chunks: Vec<String> = (0..n)
+        .map(|i| format!("\"{}\"", "x".repeat(content / n + usize::from(i < content % n))))
+        .collect();
+    let line = with("metadata", &format!(r#"{{"pad": [{}]}}"#, chunks.join(", ")));
     assert_eq!(line.len(), total);
     line
 }
@@ -1532,6 +1539,7 @@ fn reason_codes_are_stable() {
             "record_too_large",
             "malformed_json",
             "not_an_object",
+            "nesting_too_deep",
             "missing_id",
             "invalid_id",
             "missing_created_at",
@@ -1542,6 +1550,7 @@ fn reason_codes_are_stable() {
             "missing_event_name",
             "invalid_event_name",
             "invalid_metadata",
+            "metadata_value_too_long",
             "invalid_gzip",
         ]
     );
@@ -1728,4 +1737,56 @@ fn mutated_lines_never_panic_and_the_tally_balances() {
     assert_invariant(&t);
     let newlines = u64::try_from(file.iter().filter(|b| **b == b'\n').count()).unwrap();
     assert_eq!(t.lines, newlines);
+}
+
+#[test]
+fn metadata_strings_longer_than_a_super_value_are_rejected() {
+    let c = cleaner();
+    let max = crate::clean::fields::MAX_SUPER_STRING_BYTES;
+    let ok_value = format!("{{\"note\": \"{}\"}}", "x".repeat(max));
+    match c.clean_line(1, with("metadata", &ok_value).as_bytes(), false) {
+        LineOutcome::Event(e) => assert_eq!(e.metadata.unwrap().get(), ok_value),
+        other => panic!("a {max}-byte string must load: {other:?}"),
+    }
+    let long_value = format!("{{\"a\": {{\"note\": \"{}\"}}}}", "x".repeat(max + 1));
+    assert_eq!(
+        reason(&with("metadata", &long_value)),
+        Reason::MetadataValueTooLong
+    );
+    let long_key = format!("{{\"{}\": 1}}", "k".repeat(max + 1));
+    assert_eq!(reason(&with("metadata", &long_key)), Reason::MetadataValueTooLong);
+    // Escapes count once decoded: 40,000 escaped letters are 240,000 raw bytes, 40,000 decoded.
+    let escaped = format!("{{\"q\": \"{}\"}}", "\\u0041".repeat(40_000));
+    assert!(matches!(
+        c.clean_line(1, with("metadata", &escaped).as_bytes(), false),
+        LineOutcome::Event(_)
+    ));
+    // A long string outside metadata (a dropped key) does not matter.
+    let line = with("extra", &format!("\"{}\"", "y".repeat(max + 10)));
+    assert!(matches!(
+        c.clean_line(1, line.as_bytes(), false),
+        LineOutcome::Event(_)
+    ));
+}
+
+#[test]
+fn nesting_deeper_than_super_allows_has_its_own_reason() {
+    let max = crate::clean::fields::MAX_SUPER_DEPTH;
+    // The metadata object is level 1: 999 arrays inside it reach the limit exactly.
+    let at_limit = format!("{{\"d\": {}1{}}}", "[".repeat(max - 1), "]".repeat(max - 1));
+    assert!(matches!(
+        cleaner().clean_line(1, with("metadata", &at_limit).as_bytes(), false),
+        LineOutcome::Event(_)
+    ));
+    let over = format!("{{\"d\": {}1{}}}", "[".repeat(max), "]".repeat(max));
+    assert_eq!(reason(&with("metadata", &over)), Reason::NestingTooDeep);
+    // Brackets inside strings do not count.
+    let in_string = format!("{{\"d\": \"{}\"}}", "[".repeat(max + 5));
+    assert!(matches!(
+        cleaner().clean_line(1, with("metadata", &in_string).as_bytes(), false),
+        LineOutcome::Event(_)
+    ));
+    // Outside metadata nesting does not matter: a deep array is still just not an object.
+    let deep = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
+    assert_eq!(reason(&deep), Reason::NotAnObject);
 }
