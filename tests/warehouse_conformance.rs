@@ -5,15 +5,18 @@
 //! into a staging `Place` with the pipeline's own cleaner and stage writer, and a [`Db`]
 //! to look at the tables with plain SQL). A backend supplies one [`Backend`]; the
 //! `conformance!` macro at the bottom runs every check against it, each check in its own
-//! fresh namespace. PostgreSQL runs them now; the Redshift Data API adapter is meant to
-//! add one `Backend` impl and one macro invocation.
+//! fresh namespace. Both adapters run them: PostgreSQL directly, and the Redshift Data
+//! API adapter against the Data API stand-in (`support::redshift_data`), which executes
+//! every statement on the same test PostgreSQL and COPYs from the in-process S3 server.
 //!
 //! Known differences between backends, written down rather than hidden:
 //! * the JSON text of `metadata` is dialect-specific (PostgreSQL prints JSONB's
 //!   normalised form); every backend must store the same JSON *value*, the exact text is
 //!   only checked for PostgreSQL;
 //! * [`Db::break_load_recording`] is a trigger on PostgreSQL; another backend may make
-//!   the INSERT into `etl_loads` fail any other way.
+//!   the INSERT into `etl_loads` fail any other way. The Redshift stand-in runs on
+//!   PostgreSQL, so the same trigger serves;
+//! * Redshift stages through S3 (COPY reads it), PostgreSQL through a local directory.
 
 mod support;
 
@@ -1146,6 +1149,88 @@ async fn pg_backend() -> Arc<PgBackend> {
     })
 }
 
+// ---------------------------------------------------------------------------------------
+// Redshift Data API (against the stand-in)
+// ---------------------------------------------------------------------------------------
+
+const STAGING_BUCKET: &str = "conformance-staging";
+
+struct RedshiftBackend {
+    pg: &'static support::PgServer,
+    s3: support::S3Server,
+    data_api: support::redshift_data::DataApiServer,
+}
+
+fn redshift_config() -> events_etl::config::RedshiftConfig {
+    use support::redshift_data::{TEST_CLUSTER, TEST_DATABASE, TEST_DB_USER};
+    events_etl::config::RedshiftConfig {
+        target: events_etl::config::RedshiftTarget::ClusterDbUser {
+            cluster_identifier: TEST_CLUSTER.into(),
+            db_user: TEST_DB_USER.into(),
+        },
+        database: TEST_DATABASE.into(),
+        iam_role: "arn:aws:iam::123456789012:role/events-etl-copy".into(),
+        copy_region: None,
+        statement_timeout: Duration::from_secs(60),
+    }
+}
+
+#[async_trait]
+impl Backend for RedshiftBackend {
+    fn dialect(&self) -> Dialect {
+        Dialect::Redshift
+    }
+
+    async fn fresh(self: Arc<Self>, label: &str) -> Env {
+        let schema = self.pg.fresh_schema(label).await;
+        // Redshift's staging must be S3: COPY reads it. The tempdir is unused but keeps
+        // `Env` uniform.
+        let dir = tempfile::tempdir().expect("staging dir");
+        let staging = Place {
+            store: Arc::new(events_etl::store::s3::S3Store::with_client(
+                self.s3.client().await,
+                STAGING_BUCKET,
+            )),
+            prefix: format!("staging/{schema}/"),
+        };
+        let wh = self.connect(&schema, staging.clone()).await;
+        let db = PgDb {
+            pg: self.pg,
+            client: self.pg.client().await,
+            schema,
+        };
+        Env {
+            wh,
+            cx: Cx {
+                db: Box::new(db),
+                stager: Stager::new(staging),
+                backend: self,
+            },
+            _staging_dir: dir,
+        }
+    }
+
+    async fn connect(&self, namespace: &str, staging: Place) -> Box<dyn Warehouse> {
+        Box::new(events_etl::warehouse::redshift::Redshift::with_client(
+            self.data_api.client().await,
+            &redshift_config(),
+            namespace,
+            staging,
+        ))
+    }
+}
+
+async fn redshift_backend() -> Arc<RedshiftBackend> {
+    let s3 = support::s3().await;
+    s3.create_bucket(STAGING_BUCKET).await;
+    let data_api = support::redshift_data::redshift_data(s3.client().await).await;
+    Arc::new(RedshiftBackend {
+        pg: support::postgres().await,
+        s3,
+        data_api,
+    })
+}
+
 /// One `#[tokio::test]` per check, each on a fresh namespace of `$backend`.
 macro_rules! conformance {
     ($module:ident, $backend:expr, [$($check:ident),* $(,)?]) => {
@@ -1164,6 +1249,25 @@ macro_rules! conformance {
 conformance!(
     postgres,
     super::pg_backend(),
+    [
+        migrate_creates_tables,
+        migrate_refuses_edited,
+        migrate_refuses_unknown_version,
+        operations_before_migrate_say_migrate,
+        load_commits_events_rejects_and_records,
+        dedupe_first_by_key_and_line_wins,
+        recorded_versions_are_exact,
+        concurrently_recorded_files_are_skipped,
+        missing_part_fails_and_leaves_nothing,
+        failure_at_last_statement_rolls_back_everything,
+        load_without_events_records_files,
+        recent_loads_newest_first,
+    ]
+);
+
+conformance!(
+    redshift,
+    super::redshift_backend(),
     [
         migrate_creates_tables,
         migrate_refuses_edited,

@@ -185,7 +185,9 @@ impl Redshift {
                 .map_err(|e| api_err("DescribeStatement", &e))?;
             match d.status() {
                 Some(StatusString::Finished) => return Ok(d),
-                Some(StatusString::Failed) | Some(StatusString::Aborted) => return Err(failure(&d, labels)),
+                Some(StatusString::Failed) | Some(StatusString::Aborted) => {
+                    return Err(failure(&d, labels, &self.schema))
+                }
                 _ => {}
             }
             if Instant::now() >= deadline {
@@ -233,7 +235,7 @@ impl Redshift {
 }
 
 /// The error of a failed or aborted statement, naming the sub-statement that failed.
-fn failure(d: &DescribeStatementOutput, labels: &[String]) -> WarehouseError {
+fn failure(d: &DescribeStatementOutput, labels: &[String], schema: &str) -> WarehouseError {
     let aborted = d.status() == Some(&StatusString::Aborted);
     let sub = d
         .sub_statements()
@@ -251,10 +253,8 @@ fn failure(d: &DescribeStatementOutput, labels: &[String]) -> WarehouseError {
                 .get(n.saturating_sub(1))
                 .cloned()
                 .unwrap_or_else(|| format!("#{n}"));
-            (
-                format!("{label} (statement {n} of {})", labels.len()),
-                s.error().unwrap_or_default().to_owned(),
-            )
+            let error = s.error().unwrap_or_default();
+            (label, format!("{error} (sub-statement {n} of {})", labels.len()))
         }
         None => (labels.join(", "), d.error().unwrap_or_default().to_owned()),
     };
@@ -263,6 +263,16 @@ fn failure(d: &DescribeStatementOutput, labels: &[String]) -> WarehouseError {
     } else {
         message
     };
+    // A missing table or schema means `migrate` has not run (Redshift's wording).
+    let missing_relation = message.contains("does not exist")
+        && (message.contains(&format!("relation \"{schema}."))
+            || message.contains(&format!("schema \"{schema}\"")));
+    if missing_relation {
+        return WarehouseError::NotMigrated {
+            schema: schema.to_owned(),
+            message,
+        };
+    }
     if label.starts_with("check_count") {
         return WarehouseError::Statement {
             statement: label,

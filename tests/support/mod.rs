@@ -12,6 +12,8 @@
 //! Each test binary compiles this module separately, so not every helper is used in each.
 #![allow(dead_code)]
 
+pub mod redshift_data;
+
 use std::fmt;
 use std::fmt::Write as _;
 use std::net::TcpListener as StdTcpListener;
