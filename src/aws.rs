@@ -13,8 +13,14 @@ pub async fn sdk_config() -> SdkConfig {
         .build_https();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(http)
-        // Throttling and transient errors are retried with exponential backoff.
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(6))
+        .retry_config(retry_config())
         .load()
         .await
+}
+
+/// Throttling and transient errors are retried with exponential backoff and jitter, up
+/// to this many attempts per call: a scheduled load rides out a burst of throttling
+/// instead of failing.
+pub fn retry_config() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard().with_max_attempts(6)
 }

@@ -499,3 +499,115 @@ fn clean_command_works_offline() {
     std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&rejects[..]), &mut text).unwrap();
     assert_eq!(text.lines().count(), 6, "{text}");
 }
+
+/// `warehouse.kind = "redshift"` through the real binary, against the Data API stand-in
+/// (every statement executed on the test PostgreSQL, COPY reading the staged manifests
+/// from the S3 server): migrate, run, run again, add files, run. The tables end up
+/// exactly as the PostgreSQL adapter leaves them on the same input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redshift_through_the_data_api_matches_postgres() {
+    use support::redshift_data::{redshift_data, TEST_CLUSTER, TEST_DATABASE, TEST_DB_USER};
+    let pg = support::postgres().await;
+    let s3 = support::s3().await;
+    s3.create_bucket(BUCKET).await;
+    let api = redshift_data(s3.client().await).await;
+    let env = api.env_with(s3.env());
+
+    // The sample files, plus a gzipped file that repeats an id of the sample.
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample");
+    let mut stack = vec![sample.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let key = p.strip_prefix(&sample).unwrap().display().to_string();
+                s3.put(BUCKET, &key, std::fs::read(&p).unwrap()).await;
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rs_schema = pg.fresh_schema("e2e_rs").await;
+    let pg_schema = pg.fresh_schema("e2e_rs_ref").await;
+    let redshift_section = format!(
+        "[warehouse.redshift]\ncluster_identifier = \"{TEST_CLUSTER}\"\ndatabase = \"{TEST_DATABASE}\"\n\
+         db_user = \"{TEST_DB_USER}\"\niam_role = \"arn:aws:iam::123456789012:role/events-etl-copy\"\n"
+    );
+    let rs_dir = dir.path().join("rs");
+    let pg_dir = dir.path().join("pg");
+    std::fs::create_dir_all(&rs_dir).unwrap();
+    std::fs::create_dir_all(&pg_dir).unwrap();
+    let source = format!("s3://{BUCKET}/events/");
+    let rs_cfg = write_config(
+        &rs_dir,
+        &source,
+        &format!("s3://{BUCKET}/staging-rs/"),
+        pg,
+        &rs_schema,
+        &redshift_section,
+    );
+    let pg_cfg = write_config(
+        &pg_dir,
+        &source,
+        &format!("s3://{BUCKET}/staging-pg/"),
+        pg,
+        &pg_schema,
+        "",
+    );
+    let mut rs_env = env.clone();
+    rs_env.push(("EVENTS_ETL__WAREHOUSE__KIND".into(), "redshift".into()));
+    let rs = |args: &[&str]| {
+        let mut full = vec!["--config", rs_cfg.as_str()];
+        full.extend_from_slice(args);
+        check(run_bin(&full, &rs_env, &rs_dir))
+    };
+    let pgc = |args: &[&str]| {
+        let mut full = vec!["--config", pg_cfg.as_str()];
+        full.extend_from_slice(args);
+        check(run_bin(&full, &env, &pg_dir))
+    };
+
+    let out = rs(&["migrate"]);
+    assert!(
+        out.stdout.contains("applied migration 0001_create_tables"),
+        "{out}"
+    );
+    assert!(rs(&["migrate"]).stdout.contains("up to date"));
+    pgc(&["migrate"]);
+    let out = rs(&["run"]);
+    assert!(
+        out.stdout.contains("loaded 3 of 3 event files"),
+        "{out}\n{}",
+        api.log()
+    );
+    pgc(&["run"]);
+    let out = rs(&["run"]);
+    assert!(out.stdout.contains("nothing to load"), "{out}");
+
+    s3.put(
+        BUCKET,
+        "events/2020/01/15/late.json.gz",
+        gz(&(event(77, 15, "late_event") + "\n")),
+    )
+    .await;
+    let out = rs(&["status"]);
+    assert!(out.stdout.contains("1 pending"), "{out}");
+    let out = rs(&["run"]);
+    assert!(out.stdout.contains("loaded 1 of 4 event files"), "{out}");
+    pgc(&["run"]);
+
+    let got = contents(pg, &rs_schema).await;
+    assert!(got.len() > 80, "{got:?}");
+    assert_eq!(
+        got,
+        contents(pg, &pg_schema).await,
+        "Redshift and PostgreSQL adapters disagree"
+    );
+    assert_books_balance(pg, &rs_schema).await;
+    assert!(api.calls("BatchExecuteStatement") >= 3, "{:?}", api.call_counts());
+    assert!(
+        s3.list(BUCKET, "staging-rs/").await.is_empty(),
+        "staging left behind"
+    );
+}

@@ -119,9 +119,15 @@ impl Redshift {
         Self::with_client(Client::new(&shared), cfg, schema, staging)
     }
 
+    /// Uses `client`'s endpoint and credentials, with the tool's retry policy.
     pub fn with_client(client: Client, cfg: &RedshiftConfig, schema: &str, staging: Place) -> Redshift {
+        let conf = client
+            .config()
+            .to_builder()
+            .retry_config(crate::aws::retry_config())
+            .build();
         Redshift {
-            client,
+            client: Client::from_conf(conf),
             cfg: cfg.clone(),
             schema: schema.to_owned(),
             sql: Statements::parse(LOAD_SQL, schema),

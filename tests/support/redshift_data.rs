@@ -196,6 +196,11 @@ impl DataApiServer {
         lock(&self.shared.failures).push((needle.to_owned(), message.to_owned()));
     }
 
+    /// Forgets every [`DataApiServer::fail_when_sql_contains`] rule.
+    pub fn clear_failures(&self) {
+        lock(&self.shared.failures).clear();
+    }
+
     /// How many requests named `operation` (e.g. `"ExecuteStatement"`) arrived, throttled
     /// ones included.
     pub fn calls(&self, operation: &str) -> u64 {
