@@ -5,9 +5,14 @@
 use aws_config::SdkConfig;
 use aws_smithy_http_client::tls;
 
-/// Loads the shared configuration. Only called when an AWS service is really used, so
-/// local runs need no AWS setup.
+/// The shared configuration, loaded once (credentials and region are resolved once per
+/// run). Only called when an AWS service is really used, so local runs need no AWS setup.
 pub async fn sdk_config() -> SdkConfig {
+    static SHARED: tokio::sync::OnceCell<SdkConfig> = tokio::sync::OnceCell::const_new();
+    SHARED.get_or_init(load).await.clone()
+}
+
+async fn load() -> SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
         .build_https();

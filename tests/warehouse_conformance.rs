@@ -1118,21 +1118,8 @@ impl Backend for PgBackend {
             store: Arc::new(LocalStore::new(dir.path().to_path_buf())),
             prefix: "staging/".into(),
         };
-        let wh = self.connect(&schema, staging.clone()).await;
-        let db = PgDb {
-            pg: self.pg,
-            client: self.pg.client().await,
-            schema,
-        };
-        Env {
-            wh,
-            cx: Cx {
-                db: Box::new(db),
-                stager: Stager::new(staging),
-                backend: self,
-            },
-            _staging_dir: dir,
-        }
+        let pg = self.pg;
+        env_on_postgres(self, pg, schema, staging, dir).await
     }
 
     async fn connect(&self, namespace: &str, staging: Place) -> Box<dyn Warehouse> {
@@ -1140,6 +1127,32 @@ impl Backend for PgBackend {
             Ok(p) => Box::new(p),
             Err(e) => panic!("connect: {e}"),
         }
+    }
+}
+
+/// An adapter of `backend` on `schema`, checked through plain SQL on the test PostgreSQL
+/// (which the Redshift stand-in runs on too).
+async fn env_on_postgres(
+    backend: Arc<dyn Backend>,
+    pg: &'static support::PgServer,
+    schema: String,
+    staging: Place,
+    dir: tempfile::TempDir,
+) -> Env {
+    let wh = backend.connect(&schema, staging.clone()).await;
+    let db = PgDb {
+        pg,
+        client: pg.client().await,
+        schema,
+    };
+    Env {
+        wh,
+        cx: Cx {
+            db: Box::new(db),
+            stager: Stager::new(staging),
+            backend,
+        },
+        _staging_dir: dir,
     }
 }
 
@@ -1193,21 +1206,8 @@ impl Backend for RedshiftBackend {
             )),
             prefix: format!("staging/{schema}/"),
         };
-        let wh = self.connect(&schema, staging.clone()).await;
-        let db = PgDb {
-            pg: self.pg,
-            client: self.pg.client().await,
-            schema,
-        };
-        Env {
-            wh,
-            cx: Cx {
-                db: Box::new(db),
-                stager: Stager::new(staging),
-                backend: self,
-            },
-            _staging_dir: dir,
-        }
+        let pg = self.pg;
+        env_on_postgres(self, pg, schema, staging, dir).await
     }
 
     async fn connect(&self, namespace: &str, staging: Place) -> Box<dyn Warehouse> {

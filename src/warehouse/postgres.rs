@@ -412,18 +412,6 @@ mod tests {
 
     #[test]
     fn load_sql_defines_every_statement_used() {
-        let s = Statements::parse(LOAD_SQL, "s");
-        let defined: Vec<&str> = s.names().collect();
-        for name in STATEMENTS {
-            assert!(
-                defined.contains(&name),
-                "sql/postgres/load.sql lacks `-- name: {name}`"
-            );
-        }
-        assert_eq!(
-            defined.len(),
-            STATEMENTS.len(),
-            "unused statements in load.sql: {defined:?}"
-        );
+        Statements::parse(LOAD_SQL, "s").assert_defines_exactly(&STATEMENTS, "sql/postgres/load.sql");
     }
 }

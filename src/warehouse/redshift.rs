@@ -535,20 +535,7 @@ mod tests {
 
     #[test]
     fn load_sql_defines_every_statement_used() {
-        let s = Statements::parse(LOAD_SQL, "s");
-        let defined: Vec<&str> = s.names().collect();
-        for name in STATEMENTS {
-            assert!(
-                defined.contains(&name),
-                "sql/redshift/load.sql lacks `-- name: {name}`"
-            );
-        }
-        for name in &defined {
-            assert!(
-                STATEMENTS.contains(name),
-                "unused statement `{name}` in sql/redshift/load.sql"
-            );
-        }
+        Statements::parse(LOAD_SQL, "s").assert_defines_exactly(&STATEMENTS, "sql/redshift/load.sql");
     }
 
     #[test]

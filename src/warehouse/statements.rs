@@ -49,6 +49,17 @@ impl Statements {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
     }
+
+    /// Test helper: the file defines exactly the statements an adapter runs.
+    #[cfg(test)]
+    pub fn assert_defines_exactly(&self, used: &[&str], file: &str) {
+        for name in used {
+            assert!(self.map.contains_key(*name), "{file} lacks `-- name: {name}`");
+        }
+        for name in self.names() {
+            assert!(used.contains(&name), "unused statement `{name}` in {file}");
+        }
+    }
 }
 
 /// Splits a script into statements at `;` outside quotes and `--` comments. Used where
