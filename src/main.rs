@@ -197,15 +197,22 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 
 fn print_run(r: &RunReport) {
     if r.loads.is_empty() {
-        println!(
-            "nothing to load: {} event files, all already recorded",
-            r.event_files
-        );
+        if r.pending == 0 {
+            println!(
+                "nothing to load: {} event files, all already recorded",
+                r.event_files
+            );
+        } else {
+            println!(
+                "nothing loaded: the {} pending file(s) vanished before they were read",
+                r.pending
+            );
+        }
         return;
     }
+    let loaded: i64 = r.loads.iter().map(|l| l.files).sum();
     println!(
-        "loaded {} of {} event files in {} load(s):",
-        r.pending,
+        "loaded {loaded} of {} event files in {} load(s):",
         r.event_files,
         r.loads.len()
     );

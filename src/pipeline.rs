@@ -170,7 +170,11 @@ impl Pipeline {
             let started = Utc::now();
             let load_id = new_load_id(started);
             let staged = self.stage(&cleaner, &load_id, chunk).await?;
-            let committed = self.warehouse.load(&staged, started.naive_utc()).await?;
+            let committed = if staged.files_staged == 0 {
+                None // every file of the chunk vanished
+            } else {
+                self.warehouse.load(&staged, started.naive_utc()).await?
+            };
             if let Some(row) = committed {
                 telemetry::load_committed(&row);
                 report.loads.push(row);
@@ -195,12 +199,16 @@ impl Pipeline {
         let mut w = StageWriter::new(self.staging.clone(), load_id, self.part_size);
         for obj in files {
             let url = self.source.store.url(&obj.key);
-            let body = self
-                .source
-                .store
-                .get(&obj.key)
-                .await
-                .map_err(PipelineError::Source)?;
+            let body = match self.source.store.get(&obj.key).await {
+                Ok(body) => body,
+                // Listed, then expired (S3 deletes after 28 days) or removed: there is
+                // nothing to load and nothing to record; a re-upload is a new version.
+                Err(StoreError::NotFound { url }) => {
+                    telemetry::file_vanished(&url);
+                    continue;
+                }
+                Err(e) => return Err(PipelineError::Source(e)),
+            };
             let cleaned = clean_object(cleaner, &obj.key, &url, body, &mut w).await?;
             w.file(&FileRow::new(&obj.key, &obj.etag, obj.size, &cleaned.tally))?;
         }

@@ -12,6 +12,13 @@ pub fn files_discovered(listed: usize, event_files: usize, pending: usize) {
     tracing::info!(listed, event_files, pending, "files discovered");
 }
 
+pub fn file_vanished(url: &str) {
+    tracing::warn!(
+        url,
+        "file listed but gone when read (expired or deleted); skipped, not recorded"
+    );
+}
+
 pub fn line_rejected(key: &str, line: u64, reason: Reason, nth_in_file: u64) {
     if nth_in_file <= REJECTS_LOGGED_PER_FILE {
         tracing::warn!(file = key, line, reason = reason.as_str(), "line rejected");

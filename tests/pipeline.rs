@@ -1,0 +1,150 @@
+//! The pipeline's own decisions, in process: a file that vanishes between listing and
+//! reading is skipped (not recorded, the run goes on), and a run whose every pending
+//! file vanished commits no load.
+
+mod support;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use events_etl::pipeline::Pipeline;
+use events_etl::store::local::LocalStore;
+use events_etl::store::{Body, ObjectMeta, ObjectStore, Place, StoreError};
+use events_etl::warehouse::postgres::Postgres;
+use events_etl::warehouse::Warehouse;
+
+/// A directory whose listing also shows keys that no longer exist, as an S3 listing
+/// does when objects expire between the list and the get.
+#[derive(Debug)]
+struct Expiring {
+    inner: LocalStore,
+    ghosts: Vec<String>,
+}
+
+#[async_trait]
+impl ObjectStore for Expiring {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let mut out = self.inner.list(prefix).await?;
+        out.extend(self.ghosts.iter().map(|k| ObjectMeta {
+            key: k.clone(),
+            etag: "gone".into(),
+            size: 10,
+        }));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+    async fn get(&self, key: &str) -> Result<Body, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.put(key, bytes).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.inner.delete_prefix(prefix).await
+    }
+    fn url(&self, key: &str) -> String {
+        self.inner.url(key)
+    }
+    fn key_of(&self, url: &str) -> Option<String> {
+        self.inner.key_of(url)
+    }
+}
+
+fn event(n: u32) -> String {
+    format!(
+        r#"{{"id": "{n:08x}-1111-4000-8000-000000000000", "created_at": "2024-01-01 00:00:00", "user_email": "u{n}@x.io", "event_name": "e"}}"#
+    )
+}
+
+async fn pipeline(ghosts: &[&str], files: &[(&str, String)]) -> (Pipeline, String, tempfile::TempDir) {
+    let pg = support::postgres().await;
+    let schema = pg.fresh_schema("pipeline").await;
+    let dir = tempfile::tempdir().unwrap();
+    for (key, body) in files {
+        let p = dir.path().join("src").join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    let source = Place {
+        store: Arc::new(Expiring {
+            inner: LocalStore::new(dir.path().join("src")),
+            ghosts: ghosts.iter().map(|g| (*g).to_owned()).collect(),
+        }),
+        prefix: String::new(),
+    };
+    let staging = Place {
+        store: Arc::new(LocalStore::new(dir.path().join("staging"))),
+        prefix: String::new(),
+    };
+    let wh = Postgres::connect(&pg.url(), &schema, staging.clone())
+        .await
+        .unwrap();
+    wh.migrate().await.unwrap();
+    let p = Pipeline {
+        source,
+        staging,
+        warehouse: Arc::new(wh),
+        part_size: 1 << 20,
+        max_files_per_load: 100,
+        keep_staging: false,
+    };
+    (p, schema, dir)
+}
+
+async fn count(schema: &str, table: &str) -> i64 {
+    let pg = support::postgres().await;
+    pg.client()
+        .await
+        .query_one(&format!("SELECT count(*) FROM {schema}.{table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_gone_between_list_and_read_is_skipped_not_recorded() {
+    let (p, schema, _dir) = pipeline(
+        &["events/2020/01/01/expired.json"],
+        &[("events/2020/01/02/a.json", event(1) + "\n" + &event(2))],
+    )
+    .await;
+    let report = p.run(chrono::Utc::now()).await.expect("the run goes on");
+    assert_eq!(report.pending, 2);
+    assert_eq!(report.loads.len(), 1);
+    assert_eq!((report.loads[0].files, report.loads[0].events_loaded), (1, 2));
+    assert_eq!(count(&schema, "etl_files").await, 1);
+    let recorded = p
+        .warehouse
+        .recorded_versions(&["events/2020/01/01/expired.json".to_owned()])
+        .await
+        .unwrap();
+    assert!(recorded.is_empty(), "a vanished file must not be recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_files_all_vanished_commits_no_load() {
+    let (p, schema, dir) = pipeline(&["events/x.json", "events/y.json.gz"], &[]).await;
+    let report = p.run(chrono::Utc::now()).await.expect("run");
+    assert_eq!(report.pending, 2);
+    assert!(report.loads.is_empty(), "{report:?}");
+    assert_eq!(count(&schema, "etl_loads").await, 0);
+    assert_eq!(count(&schema, "etl_files").await, 0);
+    // Its staging was cleaned up like any load's.
+    let left: Vec<_> = walk(&dir.path().join("staging"));
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
