@@ -34,8 +34,12 @@ struct EventRow<'a> {
     event_id: &'a str,
     created_at: Timestamp,
     user_email: &'a str,
+    // Absent keys load as SQL NULL under COPY's JSON 'auto'; a JSON null into SUPER
+    // would be a SUPER null, which is not the same as NULL to analysts.
+    #[serde(skip_serializing_if = "Option::is_none")]
     ip: Option<std::net::IpAddr>,
     event_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a RawValue>,
     source_key: &'a str,
     source_line: u64,
