@@ -44,41 +44,28 @@ impl GzPart {
         self.rows
     }
 
-    /// Counts a row written through [`GzPart::writer`].
-    pub fn row_written(&mut self) {
+    /// Appends one row: `row` serialises straight into the current block (a plain
+    /// `Vec`, the fast path for serde_json); full blocks go to the encoder whole.
+    pub fn push_row(&mut self, row: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> std::io::Result<()> {
+        let before = self.block.len();
+        let result = row(&mut self.block);
+        if result.is_err() {
+            self.block.truncate(before);
+            return result;
+        }
+        self.raw_bytes += (self.block.len() - before) as u64;
         self.rows += 1;
-    }
-
-    /// A writer that compresses into the part and counts bytes.
-    pub fn writer(&mut self) -> impl Write + '_ {
-        Counting { part: self }
+        if self.block.len() >= BLOCK {
+            self.enc.write_all(&self.block)?;
+            self.block.clear();
+        }
+        Ok(())
     }
 
     /// Closes the gzip stream and returns the part's bytes.
     pub fn finish(mut self) -> std::io::Result<Vec<u8>> {
         self.enc.write_all(&self.block)?;
         self.enc.finish()
-    }
-}
-
-struct Counting<'a> {
-    part: &'a mut GzPart,
-}
-
-impl Write for Counting<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let p = &mut *self.part;
-        if p.block.len() + buf.len() > BLOCK && !p.block.is_empty() {
-            p.enc.write_all(&p.block)?;
-            p.block.clear();
-        }
-        p.block.extend_from_slice(buf);
-        p.raw_bytes += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -129,10 +116,15 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..20_000u32 {
             let row = format!("{{\"n\":{i}}}\n");
-            part.writer().write_all(row.as_bytes()).unwrap();
-            part.row_written();
+            part.push_row(|b| b.write_all(row.as_bytes())).unwrap();
             expected.extend_from_slice(row.as_bytes());
         }
+        // A row whose serialisation fails leaves nothing behind.
+        let failed = part.push_row(|b| {
+            b.extend_from_slice(b"half a row");
+            Err(std::io::Error::other("boom"))
+        });
+        assert!(failed.is_err());
         assert_eq!(part.rows(), 20_000);
         assert_eq!(part.raw_bytes(), expected.len() as u64);
         let bytes = part.finish().unwrap();

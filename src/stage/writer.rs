@@ -36,16 +36,11 @@ struct Stream {
 
 impl Stream {
     /// Appends one row to the current part.
-    fn write(
-        &mut self,
-        row: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-    ) -> Result<(), StageError> {
-        row(&mut self.current.writer()).map_err(|source| StageError::Compress {
+    fn write(&mut self, row: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> Result<(), StageError> {
+        self.current.push_row(row).map_err(|source| StageError::Compress {
             key: format!("{}/part-{:05}", self.name, self.next_part),
             source,
-        })?;
-        self.current.row_written();
-        Ok(())
+        })
     }
 
     fn new(name: &'static str) -> Self {
