@@ -57,11 +57,6 @@ impl LineReader {
         self.gzip
     }
 
-    /// Lines read so far.
-    pub fn lines_read(&self) -> u64 {
-        self.line_no
-    }
-
     /// The next line, or `None` at the end. A final line without `\n` is a line; a
     /// file ending in `\n` has no extra empty line.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
