@@ -39,8 +39,9 @@ SELECT 1 / CASE WHEN (SELECT COUNT(*) FROM {schema}.{table}) = {expected} THEN 1
 -- File versions another loader recorded while this one was cleaning: drop them and
 -- their rows, so nothing is loaded or recorded twice.
 DELETE FROM {schema}.stage_files
-USING {schema}.etl_files f
-WHERE f.source_key = {schema}.stage_files.source_key AND f.etag = {schema}.stage_files.etag;
+USING {schema}.etl_files
+WHERE {schema}.etl_files.source_key = {schema}.stage_files.source_key
+  AND {schema}.etl_files.etag = {schema}.stage_files.etag;
 
 -- name: drop_orphan_events
 DELETE FROM {schema}.stage_events
@@ -53,22 +54,27 @@ WHERE source_key NOT IN (SELECT source_key FROM {schema}.stage_files);
 -- name: dedupe_source
 -- MERGE's source must be a table with at most one row per id: keep the earliest copy
 -- of an id by (key, line) in byte order, and drop ids already in events, so the MERGE
--- below only ever inserts (a row already loaded is never rewritten).
+-- below only ever inserts (a row already loaded is never rewritten). DELETE's USING
+-- takes table names, hence the WITH.
+WITH later_copies AS (
+    SELECT event_id, source_key, source_line
+    FROM (
+        SELECT event_id, source_key, source_line,
+               ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_key, source_line) AS rn
+        FROM {schema}.stage_events
+    ) ranked
+    WHERE rn > 1
+)
 DELETE FROM {schema}.stage_events
-USING (
-    SELECT event_id, source_key, source_line,
-           ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_key, source_line) AS rn
-    FROM {schema}.stage_events
-) d
-WHERE d.rn > 1
-  AND d.event_id = {schema}.stage_events.event_id
-  AND d.source_key = {schema}.stage_events.source_key
-  AND d.source_line = {schema}.stage_events.source_line;
+USING later_copies
+WHERE later_copies.event_id = {schema}.stage_events.event_id
+  AND later_copies.source_key = {schema}.stage_events.source_key
+  AND later_copies.source_line = {schema}.stage_events.source_line;
 
 -- name: drop_loaded
 DELETE FROM {schema}.stage_events
-USING {schema}.events e
-WHERE e.event_id = {schema}.stage_events.event_id;
+USING {schema}.events
+WHERE {schema}.events.event_id = {schema}.stage_events.event_id;
 
 -- name: merge_events
 -- Redshift's MERGE needs both clauses; after drop_loaded no source row matches, so the

@@ -1534,6 +1534,30 @@ pub fn map_statement(sql: &str, params: &[(String, String)]) -> Result<Mapped, S
             }
         },
         "INSERT" | "DELETE" | "UPDATE" | "SELECT" | "MERGE" => {}
+        // `WITH cte AS (...) <statement>`: the statement after the CTEs decides.
+        "WITH" => {
+            let mut depth = 0i32;
+            let mut main = None;
+            for t in &toks[1..] {
+                match t {
+                    Tok::Punct(p) if p == "(" => depth += 1,
+                    Tok::Punct(p) if p == ")" => depth -= 1,
+                    Tok::Word(w) if depth == 0 => {
+                        let w = w.to_ascii_uppercase();
+                        if matches!(w.as_str(), "SELECT" | "INSERT" | "DELETE" | "UPDATE") {
+                            main = Some(w);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if main.is_none() {
+                return Err(cannot(
+                    "WITH must be followed by SELECT, INSERT, DELETE or UPDATE".into(),
+                ));
+            }
+        }
         "LOCK" => {
             let mut rest: Vec<Tok> = toks[1..].to_vec();
             if let Some(j) = next_sig(&rest, 0) {
@@ -1553,7 +1577,7 @@ pub fn map_statement(sql: &str, params: &[(String, String)]) -> Result<Mapped, S
         other => {
             return Err(cannot(format!(
                 "statement kind {other} is not on the stand-in's allow-list \
-                 (CREATE SCHEMA/TABLE, INSERT, DELETE, UPDATE, SELECT, MERGE, LOCK, COPY)"
+                 (CREATE SCHEMA/TABLE, INSERT, DELETE, UPDATE, SELECT, MERGE, LOCK, COPY, WITH ... those)"
             )))
         }
     }
