@@ -611,3 +611,128 @@ async fn redshift_through_the_data_api_matches_postgres() {
         "staging left behind"
     );
 }
+
+/// Many files of many lines, for runs long enough to interrupt or overlap.
+fn busy_source(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("src");
+    for f in 0..40u32 {
+        let p = src.join(format!("events/2020/03/{:02}/{f:032x}.json", 1 + f % 28));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        // Ids repeat across files, so which copy wins is decided by key order.
+        let body: String = (0..1500u32)
+            .map(|i| event(f * 1000 + i, 1 + f % 28, "page_visit") + "\n")
+            .collect();
+        std::fs::write(p, body).unwrap();
+    }
+    src
+}
+
+/// Two `run`s at once on the same source: the loaders serialise on the control table,
+/// and the tables end as one run leaves them (no file recorded twice, no event twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_load_each_file_once() {
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = busy_source(dir.path());
+
+    let reference = pg.fresh_schema("e2e_conc_ref").await;
+    let cfg = write_config(
+        dir.path(),
+        &src.display().to_string(),
+        "staging-ref/",
+        pg,
+        &reference,
+        "",
+    );
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+
+    let schema = pg.fresh_schema("e2e_conc").await;
+    let cfg = write_config(
+        dir.path(),
+        &src.display().to_string(),
+        "staging/",
+        pg,
+        &schema,
+        "",
+    );
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (cfg, cwd) = (cfg.clone(), dir.path().to_path_buf());
+            std::thread::spawn(move || run_bin(&["--config", &cfg, "run"], &[], &cwd))
+        })
+        .collect();
+    for r in runs {
+        check(r.join().unwrap());
+    }
+    let q = |s: &str| s.replace("{s}", &schema);
+    assert_eq!(
+        scalar(pg, &q("SELECT count(*) FROM {s}.etl_files")).await,
+        40,
+        "{}",
+        pg.dump(&schema).await
+    );
+    let want = contents(pg, &reference).await;
+    let got = contents(pg, &schema).await;
+    // Events, rejects and file rows match one run; the load rows may be split in two.
+    let without_loads = |v: &[String], n: usize| v[..v.len() - n].to_vec();
+    let ref_loads = scalar(pg, &format!("SELECT count(*) FROM {reference}.etl_loads")).await as usize;
+    let loads = scalar(pg, &q("SELECT count(*) FROM {s}.etl_loads")).await as usize;
+    assert!((1..=2).contains(&loads), "{loads} loads");
+    assert_eq!(without_loads(&got, loads), without_loads(&want, ref_loads));
+    assert_books_balance(pg, &schema).await;
+}
+
+/// A run killed at an arbitrary moment (here: while it is cleaning and staging), then
+/// run again, ends as one clean run: nothing of the killed run was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_then_a_rerun_equals_one_clean_run() {
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = busy_source(dir.path());
+
+    let reference = pg.fresh_schema("e2e_kill_ref").await;
+    let cfg = write_config(
+        dir.path(),
+        &src.display().to_string(),
+        "staging-ref/",
+        pg,
+        &reference,
+        "",
+    );
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+
+    let schema = pg.fresh_schema("e2e_kill").await;
+    let cfg = write_config(
+        dir.path(),
+        &src.display().to_string(),
+        "staging/",
+        pg,
+        &schema,
+        "",
+    );
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    let mut child = std::process::Command::new(support::bin())
+        .args(["--config", &cfg, "run"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let _ = child.kill(); // SIGKILL: no cleanup of any kind
+    let status = child.wait().unwrap();
+    eprintln!("killed run ended with {status}");
+    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    let q = |s: &str| s.replace("{s}", &schema);
+    let loads = scalar(pg, &q("SELECT count(*) FROM {s}.etl_loads")).await as usize;
+    let want = contents(pg, &reference).await;
+    let got = contents(pg, &schema).await;
+    // If the kill came after the commit, the load is the killed run's; either way one load.
+    assert_eq!(loads, 1, "{}", pg.dump(&schema).await);
+    assert_eq!(got, want, "the rerun differs from one clean run");
+    assert_books_balance(pg, &schema).await;
+}
