@@ -204,7 +204,7 @@ fn print_run(r: &RunReport) {
             );
         } else {
             println!(
-                "nothing loaded: the {} pending file(s) vanished before they were read",
+                "nothing loaded: the {} pending file(s) were recorded by a concurrent run or vanished before they were read",
                 r.pending
             );
         }
