@@ -163,15 +163,31 @@ impl Postgres {
         name: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, WarehouseError> {
-        c.execute(self.sql.get(name), params)
+        let t0 = std::time::Instant::now();
+        let rows = c
+            .execute(self.sql.get(name), params)
             .await
-            .map_err(|e| self.stmt_err(name, &e))
+            .map_err(|e| self.stmt_err(name, &e))?;
+        tracing::debug!(
+            statement = name,
+            rows,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "statement done"
+        );
+        Ok(rows)
     }
 
     async fn batch(&self, c: &impl GenericClient, name: &str) -> Result<(), WarehouseError> {
+        let t0 = std::time::Instant::now();
         c.batch_execute(self.sql.get(name))
             .await
-            .map_err(|e| self.stmt_err(name, &e))
+            .map_err(|e| self.stmt_err(name, &e))?;
+        tracing::debug!(
+            statement = name,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "statement done"
+        );
+        Ok(())
     }
 
     /// COPYs every part a manifest lists into `stage_raw`, then maps it into `table`
@@ -227,6 +243,7 @@ impl Postgres {
             }
         }
         let copied = writer.finish().await.map_err(|e| self.stmt_err("copy_raw", &e))?;
+        tracing::debug!(table, rows = copied, "copied");
         let mapped = self.exec(tx, statement, &[]).await?;
         self.batch(tx, "clear_raw").await?;
         if copied != staged || mapped != staged {
