@@ -627,36 +627,47 @@ fn busy_source(dir: &Path) -> std::path::PathBuf {
     src
 }
 
+/// A busy source loaded by one clean run into a `reference` schema, and a second,
+/// migrated `schema` (with its config) for the run under test.
+struct Twin {
+    pg: &'static PgServer,
+    dir: tempfile::TempDir,
+    reference: String,
+    schema: String,
+    cfg: String,
+}
+
+async fn busy_twin(label: &str) -> Twin {
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = busy_source(dir.path()).display().to_string();
+    let reference = pg.fresh_schema(&format!("{label}_ref")).await;
+    let cfg = write_config(dir.path(), &src, "staging-ref/", pg, &reference, "");
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    let schema = pg.fresh_schema(label).await;
+    let cfg = write_config(dir.path(), &src, "staging/", pg, &schema, "");
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    Twin {
+        pg,
+        dir,
+        reference,
+        schema,
+        cfg,
+    }
+}
+
 /// Two `run`s at once on the same source: the loaders serialise on the control table,
 /// and the tables end as one run leaves them (no file recorded twice, no event twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_runs_load_each_file_once() {
-    let pg = support::postgres().await;
-    let dir = tempfile::tempdir().unwrap();
-    let src = busy_source(dir.path());
-
-    let reference = pg.fresh_schema("e2e_conc_ref").await;
-    let cfg = write_config(
-        dir.path(),
-        &src.display().to_string(),
-        "staging-ref/",
+    let Twin {
         pg,
-        &reference,
-        "",
-    );
-    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
-    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
-
-    let schema = pg.fresh_schema("e2e_conc").await;
-    let cfg = write_config(
-        dir.path(),
-        &src.display().to_string(),
-        "staging/",
-        pg,
-        &schema,
-        "",
-    );
-    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+        dir,
+        reference,
+        schema,
+        cfg,
+    } = busy_twin("e2e_conc").await;
     let runs: Vec<_> = (0..2)
         .map(|_| {
             let (cfg, cwd) = (cfg.clone(), dir.path().to_path_buf());
@@ -688,32 +699,13 @@ async fn concurrent_runs_load_each_file_once() {
 /// run again, ends as one clean run: nothing of the killed run was recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_then_a_rerun_equals_one_clean_run() {
-    let pg = support::postgres().await;
-    let dir = tempfile::tempdir().unwrap();
-    let src = busy_source(dir.path());
-
-    let reference = pg.fresh_schema("e2e_kill_ref").await;
-    let cfg = write_config(
-        dir.path(),
-        &src.display().to_string(),
-        "staging-ref/",
+    let Twin {
         pg,
-        &reference,
-        "",
-    );
-    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
-    check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
-
-    let schema = pg.fresh_schema("e2e_kill").await;
-    let cfg = write_config(
-        dir.path(),
-        &src.display().to_string(),
-        "staging/",
-        pg,
-        &schema,
-        "",
-    );
-    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+        dir,
+        reference,
+        schema,
+        cfg,
+    } = busy_twin("e2e_kill").await;
     let mut child = std::process::Command::new(support::bin())
         .args(["--config", &cfg, "run"])
         .current_dir(dir.path())
