@@ -36,6 +36,18 @@ struct World {
 }
 
 impl World {
+    /// Runs `stmts` (`{schema}` replaced) as one batch and asserts it finished.
+    async fn setup(&self, stmts: &[&str]) {
+        let sqls: Vec<String> = stmts.iter().map(|s| self.sql(s)).collect();
+        let done = run_batch(&self.client, &sqls).await;
+        assert_eq!(
+            done.status(),
+            Some(&StatusString::Finished),
+            "{}",
+            self.evidence().await
+        );
+    }
+
     async fn new(prefix: &str) -> World {
         let pg = support::postgres().await;
         let s3 = support::s3().await;
@@ -395,20 +407,11 @@ fn param(name: &str, value: &str) -> aws_sdk_redshiftdata::types::SqlParameter {
 #[tokio::test]
 async fn a_failing_sub_statement_rolls_back_the_batch() {
     let w = World::new("rsd_fail").await;
-    let setup = run_batch(
-        &w.client,
-        &[
-            w.sql("CREATE SCHEMA {schema}"),
-            w.sql("CREATE TABLE {schema}.t (id BIGINT NOT NULL)"),
-        ],
-    )
+    w.setup(&[
+        "CREATE SCHEMA {schema}",
+        "CREATE TABLE {schema}.t (id BIGINT NOT NULL)",
+    ])
     .await;
-    assert_eq!(
-        setup.status(),
-        Some(&StatusString::Finished),
-        "{}",
-        w.evidence().await
-    );
 
     let d = run_batch(
         &w.client,
@@ -580,20 +583,11 @@ async fn throttling_is_retried_by_the_sdk() {
 #[tokio::test]
 async fn unmappable_sql_fails_loudly() {
     let w = World::new("rsd_unmapped").await;
-    let setup = run_batch(
-        &w.client,
-        &[
-            w.sql("CREATE SCHEMA {schema}"),
-            w.sql("CREATE TABLE {schema}.t (id BIGINT, v VARCHAR(10))"),
-        ],
-    )
+    w.setup(&[
+        "CREATE SCHEMA {schema}",
+        "CREATE TABLE {schema}.t (id BIGINT, v VARCHAR(10))",
+    ])
     .await;
-    assert_eq!(
-        setup.status(),
-        Some(&StatusString::Finished),
-        "{}",
-        w.evidence().await
-    );
 
     let manifest = format!("'s3://{BUCKET}/none.manifest'");
     let cases = [
@@ -807,20 +801,11 @@ async fn copy_loads_a_manifest_of_gzipped_json() {
 #[tokio::test]
 async fn copy_fails_when_a_mandatory_part_is_missing() {
     let w = World::new("rsd_copy_missing").await;
-    let setup = run_batch(
-        &w.client,
-        &[
-            w.sql("CREATE SCHEMA {schema}"),
-            w.sql("CREATE TABLE {schema}.docs (id BIGINT NOT NULL, doc SUPER)"),
-        ],
-    )
+    w.setup(&[
+        "CREATE SCHEMA {schema}",
+        "CREATE TABLE {schema}.docs (id BIGINT NOT NULL, doc SUPER)",
+    ])
     .await;
-    assert_eq!(
-        setup.status(),
-        Some(&StatusString::Finished),
-        "{}",
-        w.evidence().await
-    );
     let present = w.put_gz("m/part-0.jsonl.gz", "{\"id\": 1, \"doc\": {}}\n").await;
     let missing = format!("s3://{BUCKET}/m/part-1.jsonl.gz");
     let manifest = w
@@ -867,20 +852,8 @@ async fn copy_fails_when_a_mandatory_part_is_missing() {
 #[tokio::test]
 async fn cancel_aborts_a_statement() {
     let w = World::new("rsd_cancel").await;
-    let setup = run_batch(
-        &w.client,
-        &[
-            w.sql("CREATE SCHEMA {schema}"),
-            w.sql("CREATE TABLE {schema}.t (id BIGINT)"),
-        ],
-    )
-    .await;
-    assert_eq!(
-        setup.status(),
-        Some(&StatusString::Finished),
-        "{}",
-        w.evidence().await
-    );
+    w.setup(&["CREATE SCHEMA {schema}", "CREATE TABLE {schema}.t (id BIGINT)"])
+        .await;
 
     // Delayed by the knob: STARTED, then ABORTED by CancelStatement, never executed.
     w.api.delay_statements(Duration::from_secs(30));
