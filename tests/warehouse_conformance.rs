@@ -1246,43 +1246,32 @@ macro_rules! conformance {
     };
 }
 
-conformance!(
-    postgres,
-    super::pg_backend(),
-    [
-        migrate_creates_tables,
-        migrate_refuses_edited,
-        migrate_refuses_unknown_version,
-        operations_before_migrate_say_migrate,
-        load_commits_events_rejects_and_records,
-        dedupe_first_by_key_and_line_wins,
-        recorded_versions_are_exact,
-        concurrently_recorded_files_are_skipped,
-        missing_part_fails_and_leaves_nothing,
-        failure_at_last_statement_rolls_back_everything,
-        load_without_events_records_files,
-        recent_loads_newest_first,
-    ]
-);
+/// Every check, for every backend: a new check runs on all adapters at once.
+macro_rules! every_check {
+    ($module:ident, $backend:expr) => {
+        conformance!(
+            $module,
+            $backend,
+            [
+                migrate_creates_tables,
+                migrate_refuses_edited,
+                migrate_refuses_unknown_version,
+                operations_before_migrate_say_migrate,
+                load_commits_events_rejects_and_records,
+                dedupe_first_by_key_and_line_wins,
+                recorded_versions_are_exact,
+                concurrently_recorded_files_are_skipped,
+                missing_part_fails_and_leaves_nothing,
+                failure_at_last_statement_rolls_back_everything,
+                load_without_events_records_files,
+                recent_loads_newest_first,
+            ]
+        );
+    };
+}
 
-conformance!(
-    redshift,
-    super::redshift_backend(),
-    [
-        migrate_creates_tables,
-        migrate_refuses_edited,
-        migrate_refuses_unknown_version,
-        operations_before_migrate_say_migrate,
-        load_commits_events_rejects_and_records,
-        dedupe_first_by_key_and_line_wins,
-        recorded_versions_are_exact,
-        concurrently_recorded_files_are_skipped,
-        missing_part_fails_and_leaves_nothing,
-        failure_at_last_statement_rolls_back_everything,
-        load_without_events_records_files,
-        recent_loads_newest_first,
-    ]
-);
+every_check!(postgres, super::pg_backend());
+every_check!(redshift, super::redshift_backend());
 
 /// PostgreSQL only: a database whose default collation is not bytewise (most installs:
 /// en_US.UTF-8) must still pick the first copy of an id by the keys' byte order, which is
