@@ -40,5 +40,5 @@ echo "== events-etl status";   $bin --config config/local.toml status
 echo "== what loaded"
 q "SELECT source_key, lines, events_loaded, duplicates, rejects, blank_lines, recovered_events, invalid_ips FROM analytics.etl_files ORDER BY source_key"
 q "SELECT event_name, count(*) FROM analytics.events GROUP BY 1 ORDER BY 2 DESC"
-q "SELECT source_key, source_line, reason, left(raw, 60) AS raw FROM analytics.event_rejects ORDER BY source_key, source_line"
+q "SELECT source_key, source_line, reason, left(raw_line, 60) AS raw_line FROM analytics.event_rejects ORDER BY source_key, source_line"
 q "SELECT event_id, created_at, user_email, ip, event_name, metadata FROM analytics.events ORDER BY created_at LIMIT 5"

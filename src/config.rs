@@ -90,6 +90,7 @@ pub struct RawRedshift {
     pub iam_role: Option<String>,
     pub copy_region: Option<String>,
     pub statement_timeout_secs: Option<u64>,
+    pub max_poll_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -267,9 +268,12 @@ pub struct RedshiftConfig {
     pub copy_region: Option<String>,
     /// How long to wait for a statement before cancelling it.
     pub statement_timeout: std::time::Duration,
+    /// DescribeStatement polls start at 50 ms and back off to this.
+    pub max_poll_interval: std::time::Duration,
 }
 
 pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 3600;
+pub const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 5000;
 
 fn nonempty(key: &'static str, v: Option<String>) -> Result<Option<String>, ConfigError> {
     match v {
@@ -394,6 +398,13 @@ impl RedshiftConfig {
                 "must be at least 1",
             ));
         }
+        let poll_ms = raw.max_poll_interval_ms.unwrap_or(DEFAULT_MAX_POLL_INTERVAL_MS);
+        if !(10..=60_000).contains(&poll_ms) {
+            return Err(invalid(
+                "warehouse.redshift.max_poll_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
         match staging {
             Location::S3 { bucket, prefix } => {
                 literal_safe("staging.url", &format!("{bucket}/{prefix}"))?;
@@ -409,6 +420,7 @@ impl RedshiftConfig {
             iam_role,
             copy_region,
             statement_timeout: std::time::Duration::from_secs(secs),
+            max_poll_interval: std::time::Duration::from_millis(poll_ms),
         })
     }
 }

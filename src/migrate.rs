@@ -2,6 +2,12 @@
 //! `sql/<dialect>/migrations/`, each with a checksum; applied in order, each with its
 //! bookkeeping row in one transaction, under a lock. An applied file that was edited, a
 //! misnamed file, or a database ahead of this build stops `migrate` with the fix.
+//!
+//! A migration whose first line is [`NO_TRANSACTION`] runs its statements one by one,
+//! outside a transaction, then records itself: Redshift refuses some DDL inside a
+//! transaction block (`ALTER TABLE ... ALTER COLUMN ... TYPE`, `ALTER TABLE APPEND`).
+//! Such a file must be safe to run again from the start (`IF EXISTS`, `IF NOT EXISTS`),
+//! since it can be interrupted between statements.
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -9,6 +15,9 @@ use thiserror::Error;
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 }
+
+/// The first line that makes a migration run outside a transaction.
+pub const NO_TRANSACTION: &str = "-- events-etl: no-transaction";
 
 /// SQL dialects with their own migration files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +52,8 @@ pub struct Migration {
     pub checksum: String,
     /// The file's text; `{schema}` still to be replaced.
     pub sql: &'static str,
+    /// Runs in one transaction with its bookkeeping row (false: [`NO_TRANSACTION`]).
+    pub transaction: bool,
 }
 
 /// A row of `schema_migrations`.
@@ -124,6 +135,7 @@ pub fn migrations(
             name,
             checksum: checksum(sql),
             sql,
+            transaction: sql.lines().next().map(str::trim_end) != Some(NO_TRANSACTION),
         });
     }
     out.sort_by_key(|m| m.version);
@@ -215,6 +227,23 @@ mod tests {
             pending(&all, &[row(3, "c")]),
             Err(MigrateError::Unknown { version: 3, .. })
         ));
+    }
+
+    #[test]
+    fn no_transaction_marker_is_the_first_line_only() {
+        let all = migrations(
+            "d",
+            &[
+                ("0001_a.sql", "-- events-etl: no-transaction\nALTER TABLE x;"),
+                ("0002_b.sql", "-- other\n-- events-etl: no-transaction\n"),
+                ("0003_c.sql", "CREATE TABLE x (a int);"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            all.iter().map(|m| m.transaction).collect::<Vec<_>>(),
+            [false, true, true]
+        );
     }
 
     #[test]

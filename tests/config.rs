@@ -607,6 +607,7 @@ fn redshift_modes_validate() {
     );
     assert_eq!(r.database, "dev");
     assert_eq!(r.statement_timeout.as_secs(), 3600);
+    assert_eq!(r.max_poll_interval.as_millis(), 5000);
     let c = ok(&redshift(&format!(
         "cluster_identifier = \"c1\"\ndatabase = \"dev\"\nsecret_arn = \"arn:aws:secretsmanager:us-east-1:123456789012:secret:x\"\n{ROLE}"
     )));
@@ -615,7 +616,7 @@ fn redshift_modes_validate() {
     };
     assert!(matches!(r.target, RedshiftTarget::ClusterSecret { .. }), "{r:?}");
     let c = ok(&redshift(
-        "workgroup_name = \"wg\"\ndatabase = \"dev\"\niam_role = \"default\"\ncopy_region = \"eu-west-1\"\nstatement_timeout_secs = 60\n",
+        "workgroup_name = \"wg\"\ndatabase = \"dev\"\niam_role = \"default\"\ncopy_region = \"eu-west-1\"\nstatement_timeout_secs = 60\nmax_poll_interval_ms = 200\n",
     ));
     let WarehouseTarget::Redshift(r) = &c.warehouse else {
         panic!("{c:?}")
@@ -632,11 +633,12 @@ fn redshift_modes_validate() {
         ("default", Some("eu-west-1"))
     );
     assert_eq!(r.statement_timeout.as_secs(), 60);
+    assert_eq!(r.max_poll_interval.as_millis(), 200);
 }
 
 #[test]
 fn redshift_rules_name_their_key() {
-    let cases: [(String, &str, &str); 10] = [
+    let cases: [(String, &str, &str); 11] = [
         (redshift(&format!("database = \"dev\"\n{ROLE}")), "warehouse.redshift.cluster_identifier", "workgroup_name"),
         (
             redshift(&format!("cluster_identifier = \"c\"\nworkgroup_name = \"w\"\ndatabase = \"d\"\n{ROLE}")),
@@ -667,6 +669,11 @@ fn redshift_rules_name_their_key() {
             redshift(&format!("workgroup_name = \"w\"\ndatabase = \"d\"\n{ROLE}statement_timeout_secs = 0\n")),
             "warehouse.redshift.statement_timeout_secs",
             "at least 1",
+        ),
+        (
+            redshift(&format!("workgroup_name = \"w\"\ndatabase = \"d\"\n{ROLE}max_poll_interval_ms = 5\n")),
+            "warehouse.redshift.max_poll_interval_ms",
+            "between 10 and 60000",
         ),
         (
             redshift(&format!("workgroup_name = \"w\"\ndatabase = \"d\"\n{ROLE}"))

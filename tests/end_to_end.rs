@@ -323,7 +323,7 @@ async fn contents(pg: &PgServer, schema: &str) -> Vec<String> {
     for sql in [
         "SELECT event_id || created_at || user_email || coalesce(ip,'') || event_name || coalesce(metadata::text,'') \
          || source_key || source_line FROM {s}.events ORDER BY event_id",
-        "SELECT source_key || source_line || reason || coalesce(raw,'') FROM {s}.event_rejects ORDER BY 1",
+        "SELECT source_key || source_line || reason || coalesce(raw_line,'') FROM {s}.event_rejects ORDER BY 1",
         "SELECT source_key || etag || lines || events_loaded || duplicates || rejects || blank_lines \
          FROM {s}.etl_files ORDER BY 1",
         "SELECT files || ' ' || lines || ' ' || events_loaded || ' ' || duplicates || ' ' || rejects FROM {s}.etl_loads",
@@ -532,7 +532,7 @@ async fn redshift_through_the_data_api_matches_postgres() {
     let pg_schema = pg.fresh_schema("e2e_rs_ref").await;
     let redshift_section = format!(
         "[warehouse.redshift]\ncluster_identifier = \"{TEST_CLUSTER}\"\ndatabase = \"{TEST_DATABASE}\"\n\
-         db_user = \"{TEST_DB_USER}\"\niam_role = \"arn:aws:iam::123456789012:role/events-etl-copy\"\n"
+         db_user = \"{TEST_DB_USER}\"\niam_role = \"arn:aws:iam::123456789012:role/events-etl-copy\"\nmax_poll_interval_ms = 100\n"
     );
     let rs_dir = dir.path().join("rs");
     let pg_dir = dir.path().join("pg");

@@ -1,10 +1,13 @@
 //! The Redshift Data API adapter's own failure modes, against the Data API stand-in:
-//! a statement failing mid-batch, a statement outliving the timeout, throttling.
+//! a statement failing mid-batch, a statement outliving the timeout (or finishing just
+//! as it expires), throttling, a failed COPY explained from SYS_LOAD_ERROR_DETAIL; and
+//! the Redshift grammar gate over every statement the adapter sends.
 //! (What every warehouse must do is in `warehouse_conformance.rs`, which runs this
 //! adapter too.)
 
 mod support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +25,7 @@ const BUCKET: &str = "adapter-staging";
 
 struct Fixture {
     pg: &'static support::PgServer,
-    _s3: support::S3Server,
+    s3: support::S3Server,
     api: DataApiServer,
     staging: Place,
     schema: String,
@@ -38,6 +41,8 @@ fn config(timeout: Duration) -> RedshiftConfig {
         iam_role: "default".into(),
         copy_region: Some("us-east-1".into()),
         statement_timeout: timeout,
+        // The stand-in answers in milliseconds: poll it often.
+        max_poll_interval: Duration::from_millis(100),
     }
 }
 
@@ -53,7 +58,7 @@ async fn fixture(label: &str) -> Fixture {
     };
     Fixture {
         pg,
-        _s3: s3,
+        s3,
         api,
         staging,
         schema,
@@ -227,4 +232,188 @@ async fn copy_region_and_default_role_reach_the_copy() {
     assert!(log.contains("IAM_ROLE default"), "{log}");
     assert!(log.contains("REGION 'us-east-1'"), "{log}");
     assert!(log.contains("MANIFEST"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_finishing_as_its_timeout_expires_is_a_success() {
+    let f = fixture("rs_late").await;
+    f.adapter(Duration::from_secs(60))
+        .await
+        .migrate()
+        .await
+        .expect("migrate");
+    let staged = f.stage("load-1", &[event(1)]).await;
+    let wh = f.adapter(Duration::from_secs(1)).await;
+    // The batch waits until the cancel arrives, then commits: what happens when it
+    // finishes between the adapter's last poll and its CancelStatement.
+    f.api.delay_statements(Duration::from_secs(600));
+    f.api.cancel_too_late(true);
+    let row = wh
+        .load(&staged, started())
+        .await
+        .expect("a batch that committed is a success, not a timeout")
+        .expect("a load row");
+    assert_eq!(row.events_loaded, 1);
+    assert_eq!(f.api.calls("CancelStatement"), 1);
+    assert_eq!(f.count("events").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_copy_names_the_file_line_and_reason() {
+    let f = fixture("rs_copy_err").await;
+    let wh = f.adapter(Duration::from_secs(60)).await;
+    wh.migrate().await.expect("migrate");
+    let staged = f.stage("load-1", &[event(1), event(2), event(3)]).await;
+    // Damage the staged events part: its second line is no JSON object any more.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&f.s3.get(BUCKET, &staged.events_manifest).await).expect("manifest");
+    let url = manifest["entries"][0]["url"]
+        .as_str()
+        .expect("part url")
+        .to_owned();
+    let key = url
+        .strip_prefix(&format!("s3://{BUCKET}/"))
+        .expect("part in the bucket")
+        .to_owned();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(
+        &mut gz,
+        b"{\"event_id\":\"00000001-0000-4000-8000-000000000000\"}\n{\"event_id\": oops\n{}\n",
+    )
+    .expect("gzip");
+    f.s3.put(BUCKET, &key, gz.finish().expect("gzip")).await;
+
+    let e = wh.load(&staged, started()).await.expect_err("the COPY fails");
+    let text = e.to_string();
+    assert!(text.contains("copy_events"), "{text}");
+    assert!(text.contains("SYS_LOAD_ERROR_DETAIL"), "{text}");
+    assert!(
+        text.contains(&url) && text.contains("line 2"),
+        "names the part and line: {text}"
+    );
+    assert!(text.contains("Invalid JSON"), "says why: {text}");
+    f.assert_nothing_recorded().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_say_transaction_mode() {
+    let f = fixture("rs_mode").await;
+    let wh = f.adapter(Duration::from_secs(60)).await;
+    wh.migrate().await.expect("migrate");
+    let staged = f.stage("load-1", &[event(1)]).await;
+    wh.load(&staged, started()).await.expect("load");
+    let modes = f.api.execution_modes();
+    assert!(!modes.is_empty());
+    assert!(
+        modes.iter().all(|m| m.as_deref() == Some("TRANSACTION")),
+        "{modes:?}"
+    );
+}
+
+/// Two `migrate` runs at once: each migration is applied once, and both succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrates_apply_each_migration_once() {
+    let f = fixture("rs_migrate2").await;
+    let (a, b) = (
+        f.adapter(Duration::from_secs(60)).await,
+        f.adapter(Duration::from_secs(60)).await,
+    );
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    let (ra, rb) = (ra.expect("first migrate"), rb.expect("second migrate"));
+    let all = events_etl::migrate::migrations(
+        events_etl::migrate::Dialect::Redshift.dir(),
+        events_etl::migrate::Dialect::Redshift.files(),
+    )
+    .expect("migrations");
+    let mut applied: Vec<i64> = ra.iter().chain(&rb).map(|m| m.version).collect();
+    applied.sort();
+    assert_eq!(
+        applied,
+        all.iter().map(|m| m.version).collect::<Vec<_>>(),
+        "{}",
+        f.api.log()
+    );
+    assert_eq!(f.count("schema_migrations").await, all.len() as i64);
+}
+
+/// The grammar gate: every statement the adapter sends (migrate with every migration,
+/// the load batch with all three COPYs, discovery, status, the COPY error lookup),
+/// exactly as sent, uses no Redshift reserved word as a name and parses with sqlfluff's
+/// Redshift grammar (`scripts/redshift-grammar.sh`, pinned, installed on first use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_sent_parses_as_redshift() {
+    use support::redshift_rules::check_reserved;
+    let f = fixture("rs_grammar").await;
+    let wh = f.adapter(Duration::from_secs(60)).await;
+    wh.migrate().await.expect("migrate");
+    let staged = f.stage("load-1", &[event(1), event(2), "junk".into()]).await;
+    wh.load(&staged, started()).await.expect("load").expect("row");
+    wh.recorded_versions(&["events/load-1.json".into(), "events/z'.json".into()])
+        .await
+        .expect("recorded_versions");
+    wh.recent_loads(10).await.expect("recent_loads");
+    // A failing COPY, for the error lookup.
+    let staged = f.stage("load-2", &[event(3)]).await;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&f.s3.get(BUCKET, &staged.events_manifest).await).expect("manifest");
+    let url = manifest["entries"][0]["url"].as_str().expect("url").to_owned();
+    let key = url
+        .strip_prefix(&format!("s3://{BUCKET}/"))
+        .expect("key")
+        .to_owned();
+    f.s3.put(BUCKET, &key, b"not gzip".to_vec()).await;
+    wh.load(&staged, started()).await.expect_err("COPY fails");
+
+    let mut sent = f.api.sent_sql();
+    sent.dedup();
+    let mut seen = std::collections::HashSet::new();
+    sent.retain(|s| seen.insert(s.clone()));
+    for needle in [
+        "CREATE TABLE",
+        "LOCK",
+        "COPY",
+        "MERGE",
+        "BETWEEN",
+        "etl_loads",
+        "sys_load_error_detail",
+    ] {
+        assert!(
+            sent.iter().any(|s| s.contains(needle)),
+            "no statement with {needle} was sent"
+        );
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("redshift-sql");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create dir");
+    let mut reserved = Vec::new();
+    for (i, sql) in sent.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i:03}.sql")), sql).expect("write statement");
+        let lexed = support::redshift_data::lex(sql).expect("lex");
+        if let Err(e) = check_reserved(&lexed) {
+            reserved.push(format!("{i:03}.sql: {e}\n{sql}"));
+        }
+    }
+    assert!(
+        reserved.is_empty(),
+        "reserved words used as names:\n{}",
+        reserved.join("\n\n")
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redshift-grammar.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .expect("run scripts/redshift-grammar.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{} statements written to {}:\n{text}",
+        sent.len(),
+        dir.display()
+    );
+    eprintln!("{text}");
 }

@@ -544,8 +544,8 @@ pub async fn load_commits_events_rejects_and_records(wh: &dyn Warehouse, cx: &Cx
     let rejects = cx
         .db
         .rows(
-            "SELECT source_key, source_line, reason, raw, load_id FROM {schema}.event_rejects \
-             ORDER BY source_key, source_line, raw",
+            "SELECT source_key, source_line, reason, raw_line, load_id FROM {schema}.event_rejects \
+             ORDER BY source_key, source_line, raw_line",
         )
         .await;
     assert_eq!(
@@ -863,8 +863,8 @@ async fn contents(cx: &Cx) -> Vec<String> {
     out.extend(
         cx.db
             .rows(
-                "SELECT source_key, source_line, reason, raw FROM {schema}.event_rejects \
-                 ORDER BY source_key, source_line, raw",
+                "SELECT source_key, source_line, reason, raw_line FROM {schema}.event_rejects \
+                 ORDER BY source_key, source_line, raw_line",
             )
             .await,
     );
@@ -1185,6 +1185,7 @@ fn redshift_config() -> events_etl::config::RedshiftConfig {
         iam_role: "arn:aws:iam::123456789012:role/events-etl-copy".into(),
         copy_region: None,
         statement_timeout: Duration::from_secs(60),
+        max_poll_interval: Duration::from_millis(100),
     }
 }
 

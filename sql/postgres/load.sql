@@ -31,8 +31,8 @@ SELECT doc->>'event_id', (doc->>'created_at')::timestamp, doc->>'user_email', do
 FROM stage_raw;
 
 -- name: raw_to_rejects
-INSERT INTO {schema}.stage_rejects (source_key, source_line, reason, raw)
-SELECT doc->>'source_key', (doc->>'source_line')::bigint, doc->>'reason', doc->>'raw'
+INSERT INTO {schema}.stage_rejects (source_key, source_line, reason, raw_line)
+SELECT doc->>'source_key', (doc->>'source_line')::bigint, doc->>'reason', doc->>'raw_line'
 FROM stage_raw;
 
 -- name: raw_to_files
@@ -82,8 +82,8 @@ WHEN NOT MATCHED THEN
             s.source_line, $1, now() AT TIME ZONE 'UTC');
 
 -- name: insert_rejects
-INSERT INTO {schema}.event_rejects (load_id, source_key, source_line, reason, raw, rejected_at)
-SELECT $1, source_key, source_line, reason, raw, now() AT TIME ZONE 'UTC'
+INSERT INTO {schema}.event_rejects (load_id, source_key, source_line, reason, raw_line, rejected_at)
+SELECT $1, source_key, source_line, reason, raw_line, now() AT TIME ZONE 'UTC'
 FROM {schema}.stage_rejects;
 
 -- name: insert_files

@@ -50,7 +50,8 @@ struct RejectRow<'a> {
     source_key: &'a str,
     source_line: u64,
     reason: &'a str,
-    raw: &'a str,
+    /// `raw_line`: RAW is a Redshift reserved word.
+    raw_line: &'a str,
 }
 
 /// One source file's control row, staged so that a load of many files never inlines
@@ -121,7 +122,7 @@ pub fn write_reject(
             source_key: key,
             source_line: line,
             reason: r.reason.as_str(),
-            raw: &r.raw,
+            raw_line: &r.raw,
         },
     )?;
     out.write_all(b"\n")

@@ -1,5 +1,5 @@
 //! Warehouses: where staged loads are COPYed, MERGEd and recorded. One small trait;
-//! adapters per engine (PostgreSQL here; the Redshift Data API later); one conformance
+//! adapters per engine (PostgreSQL, the Redshift Data API); one conformance
 //! suite (`tests/warehouse_conformance.rs`) that every adapter passes.
 
 pub mod postgres;
@@ -66,6 +66,12 @@ pub enum WarehouseError {
         id: String,
         secs: u64,
         cancelled: bool,
+    },
+    #[error("statement {statement} (Data API id {id}): its outcome is unknown, the Data API could not describe it ({message}); it may have committed: rerun, which never loads or records a file twice")]
+    OutcomeUnknown {
+        statement: String,
+        id: String,
+        message: String,
     },
     #[error("COPY of {table} loaded {loaded} rows but staging wrote {staged}: the staged parts and manifest disagree; nothing was committed, rerun the load")]
     CountMismatch {

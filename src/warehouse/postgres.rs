@@ -14,7 +14,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
-use super::statements::{with_schema, Statements};
+use super::statements::{split_statements, with_schema, Statements};
 use super::{AppliedMigration, LoadRow, Warehouse, WarehouseError};
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::read::LineReader;
@@ -314,13 +314,26 @@ impl Warehouse for Postgres {
             let mut done = Vec::new();
             for m in migrate::pending(&all, &applied)? {
                 let label = format!("migration {:04}_{}", m.version, m.name);
+                let sql = with_schema(m.sql, &self.schema);
+                if !m.transaction {
+                    // One statement at a time: a multi-statement query string would run
+                    // as one implicit transaction.
+                    for stmt in split_statements(&sql) {
+                        client
+                            .batch_execute(&stmt)
+                            .await
+                            .map_err(|e| self.stmt_err(&label, &e))?;
+                    }
+                }
                 let tx = client
                     .transaction()
                     .await
                     .map_err(|e| self.stmt_err(&label, &e))?;
-                tx.batch_execute(&with_schema(m.sql, &self.schema))
-                    .await
-                    .map_err(|e| self.stmt_err(&label, &e))?;
+                if m.transaction {
+                    tx.batch_execute(&sql)
+                        .await
+                        .map_err(|e| self.stmt_err(&label, &e))?;
+                }
                 tx.execute(
                     &with_schema(
                         "INSERT INTO {schema}.schema_migrations (version, name, checksum, applied_at) \

@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod redshift_data;
+pub mod redshift_rules;
 
 use std::fmt;
 use std::fmt::Write as _;

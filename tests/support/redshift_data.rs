@@ -36,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 use tokio_postgres::types::Type;
 
+use super::redshift_rules::{check_forms, check_reserved, Lex};
 use super::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY};
 
 /// BatchExecuteStatement accepts at most this many statements (the real API's limit).
@@ -65,6 +66,15 @@ const COPY_CHUNK_DOCS: usize = 2000;
 /// blocks (e.g. in [`super::run_bin`]). It stops when the returned value is dropped.
 pub async fn redshift_data(s3_client: aws_sdk_s3::Client) -> DataApiServer {
     let pg_url = super::postgres().await.url();
+    // Concurrent test processes may race to create it: an error here is fine when the
+    // table exists afterwards.
+    if let Ok(c) = connect(&pg_url).await {
+        if c.batch_execute(SYS_LOAD_ERROR_DETAIL).await.is_err() {
+            c.batch_execute("SELECT 1 FROM public.sys_load_error_detail LIMIT 0")
+                .await
+                .expect("stand-in: cannot create public.sys_load_error_detail");
+        }
+    }
     // A fresh connection pool: the caller's client may hold pooled connections whose tasks
     // live on the test's runtime, which stalls while a test blocks in `run_bin`.
     let s3 =
@@ -77,6 +87,8 @@ pub async fn redshift_data(s3_client: aws_sdk_s3::Client) -> DataApiServer {
         delay: Mutex::new(Duration::ZERO),
         failures: Mutex::new(Vec::new()),
         calls: Mutex::new(BTreeMap::new()),
+        execution_modes: Mutex::new(Vec::new()),
+        cancel_too_late: std::sync::atomic::AtomicBool::new(false),
     });
 
     let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind Data API listener");
@@ -190,6 +202,13 @@ impl DataApiServer {
         *lock(&self.shared.delay) = delay;
     }
 
+    /// From now on, CancelStatement models a statement that finished just before the
+    /// cancel arrived: the statement stops waiting (see [`DataApiServer::delay_statements`])
+    /// and runs to completion, and the cancel answers that it already finished.
+    pub fn cancel_too_late(&self, on: bool) {
+        self.shared.cancel_too_late.store(on, Ordering::SeqCst);
+    }
+
     /// From now on, a (sub-)statement whose SQL contains `needle` fails with error text
     /// `message` instead of running (rolling back its batch like any failure).
     pub fn fail_when_sql_contains(&self, needle: &str, message: &str) {
@@ -205,6 +224,21 @@ impl DataApiServer {
     /// ones included.
     pub fn calls(&self, operation: &str) -> u64 {
         lock(&self.shared.calls).get(operation).copied().unwrap_or(0)
+    }
+
+    /// The ExecutionMode each BatchExecuteStatement carried, in order (`None`: absent).
+    pub fn execution_modes(&self) -> Vec<Option<String>> {
+        lock(&self.shared.execution_modes).clone()
+    }
+
+    /// The SQL of every (sub-)statement received so far, in submission order, exactly as
+    /// sent: what the grammar gate parses.
+    pub fn sent_sql(&self) -> Vec<String> {
+        let mut all: Vec<Arc<Mutex<Statement>>> = lock(&self.shared.statements).values().cloned().collect();
+        all.sort_by_key(|s| lock(s).seq);
+        all.iter()
+            .flat_map(|s| lock(s).subs.iter().map(|sub| sub.sql.clone()).collect::<Vec<_>>())
+            .collect()
     }
 
     /// Requests per operation so far.
@@ -344,6 +378,10 @@ struct Shared {
     delay: Mutex<Duration>,
     failures: Mutex<Vec<(String, String)>>,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// CancelStatement comes too late: see [`DataApiServer::cancel_too_late`].
+    cancel_too_late: std::sync::atomic::AtomicBool,
+    /// The ExecutionMode of each BatchExecuteStatement, `None` when not sent.
+    execution_modes: Mutex<Vec<Option<String>>>,
 }
 
 /// Locks a std mutex, ignoring poisoning (a panicking test must not hide the state).
@@ -692,6 +730,15 @@ fn batch_execute_statement(shared: &Arc<Shared>, input: &Value) -> Result<Value,
         check_size(s).map_err(|e| validation(format!("Sqls[{i}]: {}", e.message)))?;
         list.push(s.to_owned());
     }
+    // TRANSACTION is the default (one transaction, all or nothing); AUTO_COMMIT commits
+    // each statement on its own, which the product never wants: modelled as refused.
+    let mode = opt_str(input, "ExecutionMode")?;
+    if let Some(m) = mode.as_deref().filter(|m| *m != "TRANSACTION") {
+        return Err(validation(format!(
+            "ExecutionMode {m}: the stand-in models only TRANSACTION (events-etl loads must be atomic)"
+        )));
+    }
+    lock(&shared.execution_modes).push(mode);
     let id = identity(input)?;
     let params = parameters(input)?;
     Ok(submit(shared, true, list, params, id))
@@ -899,6 +946,15 @@ async fn cancel_statement(shared: &Shared, input: &Value) -> Result<Value, ApiEr
                 s.status.as_str()
             )));
         }
+        if shared.cancel_too_late.load(Ordering::SeqCst) {
+            // The statement was about to finish: it ends its wait and commits, and the
+            // cancel fails as Redshift's does for a statement that already finished.
+            let _ = s.cancel_tx.send(true);
+            drop(s);
+            return Err(validation(format!(
+                "Could not cancel a query that is already in FINISHED state with ID: {id}"
+            )));
+        }
         s.cancel_requested = true;
         let _ = s.cancel_tx.send(true);
         s.cancel_token.clone()
@@ -965,6 +1021,7 @@ async fn run(shared: Arc<Shared>, statement: Arc<Mutex<Statement>>, params: Vec<
         return;
     }
     let sqls: Vec<String> = lock(&statement).subs.iter().map(|s| s.sql.clone()).collect();
+    let batch = lock(&statement).batch;
     let mut outcome = Outcome::Done;
     for (i, sql) in sqls.iter().enumerate() {
         if cancelled(&statement) {
@@ -972,7 +1029,7 @@ async fn run(shared: Arc<Shared>, statement: Arc<Mutex<Statement>>, params: Vec<
             break;
         }
         lock(&statement).set_sub(i, Status::Started, None);
-        let result = run_sub(&shared, &client, sql, &params).await;
+        let result = run_sub(&shared, &client, sql, &params, batch).await;
         let mut s = lock(&statement);
         match result {
             Ok(done) => {
@@ -1089,6 +1146,7 @@ async fn run_sub(
     client: &tokio_postgres::Client,
     sql: &str,
     params: &[(String, String)],
+    in_batch: bool,
 ) -> Result<SubDone, SubFailed> {
     let injected = lock(&shared.failures)
         .iter()
@@ -1097,7 +1155,7 @@ async fn run_sub(
     if let Some(error) = injected {
         return Err(SubFailed { mapped: None, error });
     }
-    match map_statement(sql, params) {
+    match map_statement(sql, params, in_batch) {
         Err(error) => Err(SubFailed { mapped: None, error }),
         Ok(Mapped::Sql(mapped)) => match exec_sql(client, &mapped).await {
             Ok((rows, result)) => Ok(SubDone {
@@ -1343,39 +1401,126 @@ async fn run_copy(shared: &Shared, client: &tokio_postgres::Client, copy: &CopyS
         flate2::read::MultiGzDecoder::new(gz.as_slice())
             .read_to_end(&mut text)
             .map_err(|e| format!("ERROR: gzip error in {url} (COPY ... GZIP): {e}"))?;
-        let mut docs: Vec<String> = Vec::new();
-        let stream =
+        // (line of the object's last line, the object), as SYS_LOAD_ERROR_DETAIL numbers
+        // lines for JSON.
+        let mut docs: Vec<(i64, String)> = Vec::new();
+        let mut stream =
             serde_json::Deserializer::from_slice(&text).into_iter::<Box<serde_json::value::RawValue>>();
-        for (n, doc) in stream.enumerate() {
-            let doc = doc.map_err(|e| {
-                format!(
-                    "ERROR: Load into table '{}' failed: invalid JSON in {url}: {e}",
-                    copy.table
-                )
-            })?;
+        let (mut counted_to, mut line) = (0usize, 1i64);
+        let mut line_at = |end: usize| {
+            line += text[counted_to..end.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as i64;
+            counted_to = end.min(text.len());
+            line
+        };
+        while let Some(doc) = stream.next() {
+            let end = stream.byte_offset();
+            let at = line_at(end);
+            let doc = match doc {
+                Ok(doc) => doc,
+                Err(e) => {
+                    let at = at + i64::try_from(e.line()).unwrap_or(1) - 1;
+                    return Err(
+                        load_failed(shared, copy, url, at, "", 1224, &format!("Invalid JSON: {e}")).await,
+                    );
+                }
+            };
             if !doc.get().starts_with('{') {
-                return Err(format!(
-                    "ERROR: Load into table '{}' failed: record {} of {url} is not a JSON object",
-                    copy.table,
-                    n + 1
-                ));
+                return Err(load_failed(
+                    shared,
+                    copy,
+                    url,
+                    at,
+                    "",
+                    1224,
+                    "Invalid JSONPath format: a JSON object is expected",
+                )
+                .await);
             }
-            docs.push(doc.get().to_owned());
+            docs.push((at, doc.get().to_owned()));
         }
         for chunk in docs.chunks(COPY_CHUNK_DOCS) {
-            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            let n = client.execute(insert.as_str(), &[&chunk]).await.map_err(|e| {
-                format!(
-                    "ERROR: Load into table '{}' failed ({url}): {}",
-                    copy.table,
-                    pg_message(&e)
-                )
-            })?;
-            loaded += i64::try_from(n).unwrap_or(i64::MAX);
+            let texts: Vec<&str> = chunk.iter().map(|(_, d)| d.as_str()).collect();
+            client
+                .batch_execute("SAVEPOINT copy_chunk")
+                .await
+                .map_err(|e| format!("ERROR: {}", pg_message(&e)))?;
+            match client.execute(insert.as_str(), &[&texts]).await {
+                Ok(n) => {
+                    loaded += i64::try_from(n).unwrap_or(i64::MAX);
+                    client
+                        .batch_execute("RELEASE SAVEPOINT copy_chunk")
+                        .await
+                        .map_err(|e| format!("ERROR: {}", pg_message(&e)))?;
+                }
+                Err(chunk_err) => {
+                    // Find the first object that fails, for the load error view; the COPY
+                    // fails either way.
+                    let _ = client.batch_execute("ROLLBACK TO SAVEPOINT copy_chunk").await;
+                    let mut culprit = (chunk[0].0, "".to_owned(), pg_message(&chunk_err));
+                    for (at, doc) in chunk {
+                        let one = [doc.as_str()];
+                        if let Err(e) = client.execute(insert.as_str(), &[&one.as_slice()]).await {
+                            let column = e
+                                .as_db_error()
+                                .and_then(|d| d.column())
+                                .unwrap_or_default()
+                                .to_owned();
+                            culprit = (*at, column, pg_message(&e));
+                            break;
+                        }
+                    }
+                    let _ = client.batch_execute("ROLLBACK TO SAVEPOINT copy_chunk").await;
+                    let (at, column, message) = culprit;
+                    return Err(load_failed(shared, copy, url, at, &column, 1216, &message).await);
+                }
+            }
         }
     }
     Ok(loaded)
 }
+
+/// Records a COPY error in the stand-in's `sys_load_error_detail` (outside the COPY's
+/// transaction, as Redshift's system view keeps it after the rollback) and returns
+/// Redshift's COPY error, which only points there (tutorial-loading-data.html:
+/// "Load into table 'part' failed.  Check 'stl_load_errors' system table for details.").
+async fn load_failed(
+    shared: &Shared,
+    copy: &CopySpec,
+    file: &str,
+    line: i64,
+    column: &str,
+    code: i32,
+    reason: &str,
+) -> String {
+    let table = copy.table.rsplit('.').next().unwrap_or(&copy.table).to_owned();
+    let logged = async {
+        let c = connect(&shared.pg_url).await?;
+        c.execute(
+            "INSERT INTO public.sys_load_error_detail \
+             (start_time, file_name, line_number, column_name, error_code, error_message) \
+             VALUES (clock_timestamp() AT TIME ZONE 'UTC', left($1, 256), $2, $3, $4, left($5, 512))",
+            &[&file, &line, &column, &code, &reason],
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = logged {
+        eprintln!("stand-in: could not record the load error: {e}");
+    }
+    format!("ERROR: Load into table '{table}' failed.  Check 'stl_load_errors' system table for details.")
+}
+
+/// The stand-in's copy of Redshift's SYS_LOAD_ERROR_DETAIL (SYS_LOAD_ERROR_DETAIL.html):
+/// the same columns and fixed-width types, so that queries must TRIM as on Redshift.
+const SYS_LOAD_ERROR_DETAIL: &str = "CREATE TABLE IF NOT EXISTS public.sys_load_error_detail (
+    user_id integer, query_id bigint, transaction_id bigint, session_id integer,
+    database_name character(64), table_id integer, start_time timestamp,
+    file_name character(256), line_number bigint, column_name character(127),
+    column_type character(10), column_length character(10), position integer,
+    error_code integer, error_message character(512))";
 
 // ---------------------------------------------------------------------------------------
 // SQL mapping: Redshift -> PostgreSQL, textual and narrow
@@ -1466,7 +1611,7 @@ const UNMAPPED_FUNCTIONS: &[&str] = &[
 ///   '..'|default [FORMAT [AS]] JSON 'auto' GZIP MANIFEST [TIMEFORMAT 'auto'] [REGION
 ///   [AS] '..']` with all of IAM_ROLE, JSON 'auto', GZIP and MANIFEST;
 /// * a call of a function in [`UNMAPPED_FUNCTIONS`] fails.
-pub fn map_statement(sql: &str, params: &[(String, String)]) -> Result<Mapped, String> {
+pub fn map_statement(sql: &str, params: &[(String, String)], in_batch: bool) -> Result<Mapped, String> {
     let cannot = |why: String| {
         format!("the Redshift Data API stand-in cannot map this statement to PostgreSQL: {why}")
     };
@@ -1500,6 +1645,10 @@ pub fn map_statement(sql: &str, params: &[(String, String)]) -> Result<Mapped, S
     if toks.iter().any(|t| matches!(t, Tok::Punct(p) if p == ";")) {
         return Err(cannot("more than one statement in one SQL string".into()));
     }
+    // What Redshift refuses, refused first, in Redshift's words (redshift_rules.rs);
+    // reserved words once the statement kind is known to be on the allow-list.
+    let lexed = to_lex(&toks);
+    check_forms(&lexed, in_batch).map_err(|r| r.message)?;
     for i in 0..toks.len() {
         if let Tok::Word(w) = &toks[i] {
             let upper = w.to_ascii_uppercase();
@@ -1525,7 +1674,8 @@ pub fn map_statement(sql: &str, params: &[(String, String)]) -> Result<Mapped, S
     match kind {
         "CREATE" => match words.get(1).map(String::as_str) {
             Some("SCHEMA") => {}
-            Some("TABLE") => drop_table_attributes(&mut toks),
+            // Also `CREATE TEMP TABLE t [attributes] AS query` (r_CREATE_TABLE_AS.html).
+            Some("TABLE" | "TEMP" | "TEMPORARY") => drop_table_attributes(&mut toks),
             other => {
                 return Err(cannot(format!(
                     "statement kind CREATE {} is not on the stand-in's allow-list",
@@ -1534,6 +1684,7 @@ pub fn map_statement(sql: &str, params: &[(String, String)]) -> Result<Mapped, S
             }
         },
         "INSERT" | "DELETE" | "UPDATE" | "SELECT" | "MERGE" => {}
+        "DROP" if words.get(1).map(String::as_str) == Some("TABLE") => {}
         // `WITH cte AS (...) <statement>`: the statement after the CTEs decides.
         "WITH" => {
             let mut depth = 0i32;
@@ -1565,6 +1716,7 @@ pub fn map_statement(sql: &str, params: &[(String, String)]) -> Result<Mapped, S
                     rest.drain(..=j);
                 }
             }
+            check_reserved(&lexed)?;
             let tables = render(&rest).trim().to_owned();
             if tables.is_empty() {
                 return Err(cannot("LOCK without a table".into()));
@@ -1573,7 +1725,10 @@ pub fn map_statement(sql: &str, params: &[(String, String)]) -> Result<Mapped, S
                 "LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"
             )));
         }
-        "COPY" => return parse_copy(&toks).map(Mapped::Copy).map_err(cannot),
+        "COPY" => {
+            check_reserved(&lexed)?;
+            return parse_copy(&toks).map(Mapped::Copy).map_err(cannot);
+        }
         other => {
             return Err(cannot(format!(
                 "statement kind {other} is not on the stand-in's allow-list \
@@ -1581,6 +1736,7 @@ pub fn map_statement(sql: &str, params: &[(String, String)]) -> Result<Mapped, S
             )))
         }
     }
+    check_reserved(&lexed)?;
     rewrite_expressions(&mut toks)?;
     Ok(Mapped::Sql(render(&toks)))
 }
@@ -1877,6 +2033,23 @@ fn matching_paren(toks: &[Tok], open: usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// The significant tokens of `toks`, for the rules in `redshift_rules.rs`.
+fn to_lex(toks: &[Tok]) -> Vec<Lex> {
+    toks.iter()
+        .filter_map(|t| match t {
+            Tok::Space => None,
+            Tok::Word(w) => Some(Lex::Word(w.clone())),
+            Tok::Punct(p) => Some(Lex::Punct(p.clone())),
+            _ => Some(Lex::Other),
+        })
+        .collect()
+}
+
+/// `sql`'s significant tokens, as the stand-in reads them.
+pub fn lex(sql: &str) -> Result<Vec<Lex>, String> {
+    tokenize(sql).map(|t| to_lex(&t))
 }
 
 fn tokenize(sql: &str) -> Result<Vec<Tok>, String> {

@@ -1,4 +1,10 @@
 -- events-etl schema, Amazon Redshift dialect.
+-- AWS (https://docs.aws.amazon.com/redshift/latest/dg/): r_CREATE_SCHEMA.html,
+-- r_CREATE_TABLE_NEW.html (DISTSTYLE, DISTKEY, SORTKEY, PRIMARY KEY as a planner hint),
+-- r_SUPER_type.html, r_Character_types.html (VARCHAR(n) counts bytes).
+-- The rejected line's text is `raw_line`: RAW is a Redshift reserved word
+-- (r_pg_keywords.html). An earlier version of this file named it `raw`; Redshift
+-- refuses that file, so it never applied anywhere and editing it breaks no database.
 -- {schema} is replaced by the validated warehouse.schema. Keep the table and column
 -- list identical to sql/postgres/migrations/0001_create_tables.sql (a test checks).
 -- Redshift does not enforce PRIMARY KEY or UNIQUE: the load's MERGE from a source
@@ -30,7 +36,7 @@ CREATE TABLE {schema}.event_rejects (
     source_key   VARCHAR(1024) NOT NULL,
     source_line  BIGINT        NOT NULL,
     reason       VARCHAR(32)   NOT NULL,
-    raw          VARCHAR(16384),
+    raw_line     VARCHAR(16384),
     rejected_at  TIMESTAMP     NOT NULL
 )
 DISTSTYLE EVEN
@@ -88,7 +94,7 @@ CREATE TABLE {schema}.stage_rejects (
     source_key   VARCHAR(1024) NOT NULL,
     source_line  BIGINT        NOT NULL,
     reason       VARCHAR(32)   NOT NULL,
-    raw          VARCHAR(16384)
+    raw_line     VARCHAR(16384)
 )
 DISTSTYLE EVEN;
 

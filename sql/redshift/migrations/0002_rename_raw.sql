@@ -1,0 +1,4 @@
+-- Nothing to do on Redshift: 0001 creates the rejected line's column as `raw_line`
+-- (RAW is a Redshift reserved word, so a database with a `raw` column cannot exist).
+-- This version exists so that both dialects are at the same migration number; on
+-- PostgreSQL, 0002 renames `raw` to `raw_line`.
