@@ -762,7 +762,9 @@ async fn copy_loads_a_manifest_of_gzipped_json() {
         got[1].2, None,
         "JSON 'auto' matches keys case-sensitively: \"Name\" is not column name"
     );
-    assert_eq!(got[1].3, None, "JSON null loads NULL");
+    // Redshift's COPY stores a JSON null in a SUPER column as a SUPER null, which is not
+    // SQL NULL; only an absent key loads NULL (the stager omits absent metadata for this).
+    assert_eq!(got[1].3.as_deref(), Some("null"), "JSON null loads a SUPER null");
     assert_eq!(
         got[2].3.as_deref(),
         Some("\"text\""),
@@ -1004,7 +1006,7 @@ async fn the_product_load_batch_runs() {
     let d = run_batch(&w.client, &batch_with(4)).await;
     assert_eq!(d.status(), Some(&StatusString::Failed), "{}", w.evidence().await);
     assert!(
-        d.error().unwrap_or_default().contains("division by zero"),
+        d.error().unwrap_or_default().contains("Divide by zero"),
         "{:?}",
         d.error()
     );
@@ -1169,7 +1171,7 @@ async fn the_stand_in_refuses_what_redshift_refuses() {
         (
             w.sql("INSERT INTO {schema}.t VALUES (1, 'a') ON CONFLICT DO NOTHING"),
             false,
-            "c_unsupported-postgresql-features.html",
+            "syntax error at or near \"CONFLICT\"",
             "r_INSERT_30.html",
         ),
         (

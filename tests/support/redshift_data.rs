@@ -89,6 +89,7 @@ pub async fn redshift_data(s3_client: aws_sdk_s3::Client) -> DataApiServer {
         calls: Mutex::new(BTreeMap::new()),
         execution_modes: Mutex::new(Vec::new()),
         cancel_too_late: std::sync::atomic::AtomicBool::new(false),
+        lose_responses: Mutex::new(Vec::new()),
     });
 
     let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind Data API listener");
@@ -200,6 +201,12 @@ impl DataApiServer {
     /// (cancellable meanwhile). `Duration::ZERO` turns it off.
     pub fn delay_statements(&self, delay: Duration) {
         *lock(&self.shared.delay) = delay;
+    }
+
+    /// The next `operation` request is carried out, but its response is lost: the
+    /// client gets HTTP 500 and, as the SDK does, sends the same request again.
+    pub fn lose_next_response(&self, operation: &str) {
+        lock(&self.shared.lose_responses).push(operation.to_owned());
     }
 
     /// From now on, CancelStatement models a statement that finished just before the
@@ -378,6 +385,8 @@ struct Shared {
     delay: Mutex<Duration>,
     failures: Mutex<Vec<(String, String)>>,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// Operations whose next response is lost after the request was carried out.
+    lose_responses: Mutex<Vec<String>>,
     /// CancelStatement comes too late: see [`DataApiServer::cancel_too_late`].
     cancel_too_late: std::sync::atomic::AtomicBool,
     /// The ExecutionMode of each BatchExecuteStatement, `None` when not sent.
@@ -626,6 +635,23 @@ async fn handle(
             format!("the Redshift Data API stand-in does not implement {other}"),
         )),
     };
+    let lost = {
+        let mut lose = lock(&shared.lose_responses);
+        match lose.iter().position(|op| *op == operation) {
+            Some(i) => {
+                lose.remove(i);
+                true
+            }
+            None => false,
+        }
+    };
+    if lost {
+        // The request was carried out; only its answer is lost on the way back.
+        return Ok(respond(
+            500,
+            &json!({"__type": "InternalServerException", "message": "stand-in: response lost"}),
+        ));
+    }
     Ok(match result {
         Ok(v) => respond(200, &v),
         Err(e) => error_response(&e),
@@ -1013,7 +1039,8 @@ async fn run(shared: Arc<Shared>, statement: Arc<Mutex<Statement>>, params: Vec<
         return;
     }
 
-    if let Err(e) = client.batch_execute("BEGIN").await {
+    // Redshift runs every transaction serializable (c_serial_isolation.html).
+    if let Err(e) = client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE").await {
         finish(
             &statement,
             Outcome::Failed(0, format!("ERROR: {}", pg_message(&e))),
@@ -1115,6 +1142,17 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
             }
             use tokio_postgres::error::SqlState;
             let code = db.code();
+            // Redshift's words where they differ from PostgreSQL's.
+            if *code == SqlState::DIVISION_BY_ZERO {
+                return "Divide by zero".to_owned();
+            }
+            // c_serial_isolation-serializable-isolation-troubleshooting.html
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE {
+                return format!(
+                    "1023 DETAIL: Serializable isolation violation on table ({})",
+                    db.message()
+                );
+            }
             if *code == SqlState::UNDEFINED_FUNCTION
                 || *code == SqlState::SYNTAX_ERROR
                 || *code == SqlState::UNDEFINED_OBJECT
@@ -1358,24 +1396,77 @@ async fn run_copy(shared: &Shared, client: &tokio_postgres::Client, copy: &CopyS
         )
     })?;
 
-    let (target, select) = match &copy.columns {
-        Some(cols) => (
-            format!("{} ({})", copy.table, cols.join(", ")),
-            cols.iter()
-                .map(|c| format!("r.{c}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-        None => (copy.table.clone(), "r.*".to_owned()),
+    // Redshift's COPY terminates when no files are found (r_COPY.html); the product
+    // must never send a manifest without entries.
+    if entries.is_empty() {
+        return Err(format!(
+            "ERROR: Load into table '{}' failed: manifest {} lists no files, and COPY needs at least one",
+            copy.table, copy.manifest
+        ));
+    }
+
+    // The target's columns: (name, SUPER?, VARCHAR/CHAR length limit in bytes).
+    let columns: Vec<(String, bool, Option<usize>)> = client
+        .query(
+            "SELECT a.attname::text, t.typname = 'jsonb', \
+                    CASE WHEN t.typname IN ('varchar', 'bpchar') AND a.atttypmod > 4 THEN a.atttypmod - 4 END \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&copy.table],
+        )
+        .await
+        .map_err(|e| format!("ERROR: {}", pg_message(&e)))?
+        .iter()
+        .map(|r| {
+            let max: Option<i32> = r.get(2);
+            (r.get(0), r.get(1), max.and_then(|n| usize::try_from(n).ok()))
+        })
+        .collect();
+    let chosen: Vec<&(String, bool, Option<usize>)> = match &copy.columns {
+        Some(cols) => cols
+            .iter()
+            .map(|c| {
+                columns.iter().find(|(n, _, _)| n == c).ok_or_else(|| {
+                    format!(
+                        "ERROR: column \"{c}\" of relation \"{}\" does not exist",
+                        copy.table
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        None => columns.iter().collect(),
     };
+    let names: Vec<&str> = chosen.iter().map(|(n, _, _)| n.as_str()).collect();
     // jsonb_populate_record maps keys to columns by exact name, as JSON 'auto' does (it is
     // case-sensitive; only 'auto ignorecase' is not); missing keys load NULL, other keys
-    // are ignored, nested values land in JSONB (SUPER) columns with exact numbers.
+    // are ignored, nested values land in JSONB (SUPER) columns with exact numbers. A JSON
+    // null into a SUPER column is a SUPER null (JSONB 'null'), not SQL NULL: only an
+    // absent key loads SQL NULL, as on Redshift.
+    let select: Vec<String> = chosen
+        .iter()
+        .map(|(n, is_super, _)| {
+            if *is_super {
+                format!("CASE WHEN jsonb_typeof(u.doc::jsonb -> '{n}') = 'null' THEN 'null'::jsonb ELSE r.{n} END")
+            } else {
+                format!("r.{n}")
+            }
+        })
+        .collect();
     let insert = format!(
-        "INSERT INTO {target} SELECT {select} FROM unnest($1::text[]) AS u(doc), \
+        "INSERT INTO {} ({}) SELECT {} FROM unnest($1::text[]) AS u(doc), \
          jsonb_populate_record(NULL::{}, u.doc::jsonb) AS r",
+        copy.table,
+        names.join(", "),
+        select.join(", "),
         copy.table
     );
+    // VARCHAR(n) and CHAR(n) hold n *bytes* on Redshift (r_Character_types.html), n
+    // characters on PostgreSQL: check bytes here, as Redshift's COPY does.
+    let limits: Vec<(&str, usize)> = chosen
+        .iter()
+        .filter_map(|(n, _, max)| max.map(|m| (n.as_str(), m)))
+        .collect();
 
     let mut loaded = 0i64;
     for entry in entries {
@@ -1438,6 +1529,18 @@ async fn run_copy(shared: &Shared, client: &tokio_postgres::Client, copy: &CopyS
                     "Invalid JSONPath format: a JSON object is expected",
                 )
                 .await);
+            }
+            if !limits.is_empty() {
+                let value: Value = serde_json::from_str(doc.get()).unwrap_or(Value::Null);
+                for (column, max) in &limits {
+                    if let Some(Value::String(v)) = value.get(*column) {
+                        if v.len() > *max {
+                            let reason =
+                                format!("String length exceeds DDL length ({} bytes > {max})", v.len());
+                            return Err(load_failed(shared, copy, url, at, column, 1204, &reason).await);
+                        }
+                    }
+                }
             }
             docs.push((at, doc.get().to_owned()));
         }
@@ -1675,7 +1778,10 @@ pub fn map_statement(sql: &str, params: &[(String, String)], in_batch: bool) -> 
         "CREATE" => match words.get(1).map(String::as_str) {
             Some("SCHEMA") => {}
             // Also `CREATE TEMP TABLE t [attributes] AS query` (r_CREATE_TABLE_AS.html).
-            Some("TABLE" | "TEMP" | "TEMPORARY") => drop_table_attributes(&mut toks),
+            Some("TABLE" | "TEMP" | "TEMPORARY") => {
+                drop_table_attributes(&mut toks);
+                drop_key_constraints(&mut toks);
+            }
             other => {
                 return Err(cannot(format!(
                     "statement kind CREATE {} is not on the stand-in's allow-list",
@@ -1790,6 +1896,58 @@ fn rewrite_expressions(toks: &mut Vec<Tok>) -> Result<(), String> {
         i += 1;
     }
     Ok(())
+}
+
+/// Drops PRIMARY KEY and UNIQUE from a CREATE TABLE: Redshift accepts them but does not
+/// enforce them (r_CREATE_TABLE_NEW.html: "Primary key constraints are informational
+/// only"), so neither may the stand-in, or a broken dedupe would fail loudly here and
+/// write silent duplicates on Redshift.
+fn drop_key_constraints(toks: &mut [Tok]) {
+    let blank = |toks: &mut [Tok], from: usize, to: usize| {
+        for t in &mut toks[from..=to] {
+            *t = Tok::Space;
+        }
+    };
+    let mut i = 0;
+    while i < toks.len() {
+        let is_key =
+            toks[i].is_word("PRIMARY") && next_sig(toks, i + 1).is_some_and(|j| toks[j].is_word("KEY"));
+        let is_unique = toks[i].is_word("UNIQUE");
+        if !(is_key || is_unique) {
+            i += 1;
+            continue;
+        }
+        let last_word = if is_key {
+            next_sig(toks, i + 1).unwrap_or(i)
+        } else {
+            i
+        };
+        let mut start = i;
+        // `CONSTRAINT name PRIMARY KEY ...`
+        if let Some(n) = prev_sig(toks, i) {
+            if let Some(c) = prev_sig(toks, n) {
+                if toks[c].is_word("CONSTRAINT") {
+                    start = c;
+                }
+            }
+        }
+        match next_sig(toks, last_word + 1) {
+            // A table constraint: `, PRIMARY KEY (a, b)` goes with its comma.
+            Some(open) if toks[open].is_punct("(") => {
+                let close = matching_paren(toks, open).unwrap_or(open);
+                if let Some(comma) = prev_sig(toks, start).filter(|&c| toks[c].is_punct(",")) {
+                    start = comma;
+                }
+                blank(toks, start, close);
+                i = close + 1;
+            }
+            // A column constraint: just the words.
+            _ => {
+                blank(toks, start, last_word);
+                i = last_word + 1;
+            }
+        }
+    }
 }
 
 /// Drops Redshift's physical table attributes from a CREATE TABLE.

@@ -273,11 +273,11 @@ pub fn check_forms(toks: &[Lex], in_batch: bool) -> Result<(), Refusal> {
     let unsupported = "(stand-in: Redshift does not support this PostgreSQL feature; see ";
     for i in 0..toks.len() {
         let w = word(i);
-        // INSERT ... ON CONFLICT: c_unsupported-postgresql-features.html (Redshift's
-        // INSERT, r_INSERT_30.html, has no ON CONFLICT clause).
+        // INSERT ... ON CONFLICT: Redshift's INSERT (r_INSERT_30.html) has no such
+        // clause; upserts are MERGE (r_MERGE.html).
         if w == "ON" && word(i + 1) == "CONFLICT" {
             return refuse(format!(
-                "{} {unsupported}r_INSERT_30.html, c_unsupported-postgresql-features.html)",
+                "{} {unsupported}r_INSERT_30.html: no ON CONFLICT clause; use MERGE)",
                 syntax_error("CONFLICT")
             ));
         }
