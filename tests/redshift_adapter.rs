@@ -417,3 +417,183 @@ async fn every_statement_sent_parses_as_redshift() {
     );
     eprintln!("{text}");
 }
+
+/// The exactly-once invariants after the loads of [`dupes_scenario`]: every id once,
+/// the first copy by (key, line) kept, the file rows balanced. Counted, since Redshift
+/// enforces no primary key (and neither does the stand-in).
+async fn exactly_once(f: &Fixture) -> Result<(), String> {
+    let pg = f.pg.client().await;
+    let one = |sql: String| {
+        let pg = &pg;
+        async move {
+            pg.query_one(&sql, &[])
+                .await
+                .map_err(|e| format!("{sql}: {e}"))
+                .map(|r| r.get::<_, i64>(0))
+        }
+    };
+    let s = &f.schema;
+    let (rows, ids) = (
+        one(format!("SELECT count(*) FROM {s}.events")).await?,
+        one(format!("SELECT count(DISTINCT event_id) FROM {s}.events")).await?,
+    );
+    if rows != ids || ids != 3 {
+        return Err(format!("events: {rows} rows for {ids} ids, 3 expected"));
+    }
+    let first = one(format!(
+        "SELECT count(*) FROM {s}.events WHERE event_id = '00000001-0000-4000-8000-000000000000' \
+         AND source_key = 'events/load-1.json' AND source_line = 1"
+    ))
+    .await?;
+    if first != 1 {
+        return Err("the first copy of id 1 by (key, line) was not the one kept".into());
+    }
+    let recorded = one(format!("SELECT COALESCE(SUM(events_loaded), 0)::bigint FROM {s}.etl_files")).await?;
+    let in_loads = one(format!("SELECT COALESCE(SUM(events_loaded), 0)::bigint FROM {s}.etl_loads")).await?;
+    if recorded != rows || in_loads != rows {
+        return Err(format!(
+            "the control tables say {recorded} (etl_files) and {in_loads} (etl_loads) events loaded; events holds {rows}"
+        ));
+    }
+    let unbalanced = one(format!(
+        "SELECT count(*) FROM {s}.etl_files WHERE lines + recovered_events <> \
+         events_loaded + duplicates + rejects + blank_lines"
+    ))
+    .await?;
+    if unbalanced != 0 {
+        return Err(format!("{unbalanced} etl_files rows do not balance"));
+    }
+    Ok(())
+}
+
+/// Two loads: the first holds id 1 twice, the second repeats ids 1 and 2 and adds 3.
+async fn dupes_scenario(f: &Fixture, wh: &Redshift) -> Result<(), String> {
+    wh.migrate().await.map_err(|e| e.to_string())?;
+    let first = f.stage("load-1", &[event(1), event(2), event(1)]).await;
+    wh.load(&first, started()).await.map_err(|e| e.to_string())?;
+    let second = f.stage("load-2", &[event(2), event(3), event(1)]).await;
+    wh.load(&second, started()).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// SQL that PostgreSQL would take but that would break a real Redshift fails the suite:
+/// a MERGE source not deduplicated within the load, one not checked against `events`,
+/// and a TRUNCATE inside the load's transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_that_would_break_redshift_are_caught() {
+    let shipped = Redshift::load_sql();
+    let f = fixture("rs_mut_ok").await;
+    dupes_scenario(&f, &f.adapter(Duration::from_secs(60)).await)
+        .await
+        .expect("the shipped SQL loads");
+    exactly_once(&f).await.expect("the shipped SQL is exactly-once");
+
+    let mutations: [(&str, &str, &str); 3] = [
+        ("no dedupe within the load", "WHERE rn = 1\n  AND NOT EXISTS", "WHERE NOT EXISTS"),
+        (
+            "no check against events",
+            "WHERE rn = 1\n  AND NOT EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = ranked.event_id);",
+            "WHERE rn = 1;",
+        ),
+        (
+            "TRUNCATE in the load",
+            "-- AWS: r_DELETE.html\nDELETE FROM {schema}.stage_events;",
+            "TRUNCATE {schema}.stage_events;",
+        ),
+    ];
+    for (what, from, to) in mutations {
+        assert!(
+            shipped.contains(from),
+            "{what}: load.sql no longer holds {from:?}"
+        );
+        let f = fixture("rs_mut").await;
+        let wh = f
+            .adapter(Duration::from_secs(60))
+            .await
+            .with_load_sql(&shipped.replacen(from, to, 1));
+        let outcome = match dupes_scenario(&f, &wh).await {
+            Err(e) => Err(format!("load failed: {e}")),
+            Ok(()) => exactly_once(&f).await,
+        };
+        let caught = outcome.expect_err(&format!("the mutation `{what}` went unnoticed"));
+        eprintln!("{what}: caught: {caught}");
+    }
+}
+
+/// Two loaders at once through the Data API, on files that overlap: the table lock and
+/// the ledger load each file version once (Redshift runs them serializable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_loaders_at_once_load_each_file_once() {
+    let f = fixture("rs_two").await;
+    let (a, b) = (
+        f.adapter(Duration::from_secs(60)).await,
+        f.adapter(Duration::from_secs(60)).await,
+    );
+    a.migrate().await.expect("migrate");
+    // Both loads stage the same file version (`events/same.json`, etag-1).
+    let stage = |id: &'static str| {
+        let f = &f;
+        async move {
+            let cleaner = Cleaner::new(chrono::Utc::now());
+            let mut w = StageWriter::new(f.staging.clone(), id, 1 << 20);
+            let body = [event(1), event(2)].join("\n").into_bytes();
+            let size = body.len() as u64;
+            let key = "events/same.json";
+            let cleaned = clean_object(&cleaner, key, key, Box::new(std::io::Cursor::new(body)), &mut w)
+                .await
+                .expect("clean");
+            w.file(&FileRow::new(key, "etag-1", size, &cleaned.tally))
+                .expect("file row");
+            w.finish().await.expect("finish")
+        }
+    };
+    let (sa, sb) = (stage("load-a").await, stage("load-b").await);
+    // Hold both batches until both are submitted, so that they really overlap.
+    let base = f.api.calls("BatchExecuteStatement");
+    f.api.delay_statements(Duration::from_secs(600));
+    let (ra, rb, ()) = tokio::join!(a.load(&sa, started()), b.load(&sb, started()), async {
+        while f.api.calls("BatchExecuteStatement") < base + 2 {
+            tokio::task::yield_now().await;
+        }
+        f.api.release_delayed();
+    });
+    let rows: Vec<_> = [ra, rb]
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("a loader failed: {e}\n{}", f.api.log())))
+        .collect();
+    assert_eq!(
+        rows.iter().flatten().count(),
+        1,
+        "exactly one load recorded the file: {rows:?}"
+    );
+    assert_eq!(f.count("events").await, 2);
+    assert_eq!(f.count("etl_files").await, 1);
+    assert_eq!(f.count("etl_loads").await, 1);
+}
+
+/// A BatchExecuteStatement whose response is lost after it ran: the SDK sends it again,
+/// and the load stays exactly-once (the second batch waits on the lock, then finds the
+/// file recorded) and is reported as the one load it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_batch_response_stays_exactly_once() {
+    let f = fixture("rs_lost").await;
+    let wh = f.adapter(Duration::from_secs(60)).await;
+    wh.migrate().await.expect("migrate");
+    let staged = f.stage("load-1", &[event(1), event(2)]).await;
+    let before = f.api.calls("BatchExecuteStatement");
+    f.api.lose_next_response("BatchExecuteStatement");
+    let row = wh
+        .load(&staged, started())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.api.log()))
+        .expect("the load's row");
+    assert_eq!(
+        f.api.calls("BatchExecuteStatement") - before,
+        2,
+        "the SDK resent the batch"
+    );
+    assert_eq!((row.load_id.as_str(), row.events_loaded), ("load-1", 2));
+    assert_eq!(f.count("events").await, 2);
+    assert_eq!(f.count("etl_files").await, 1);
+    assert_eq!(f.count("etl_loads").await, 1);
+}

@@ -86,6 +86,7 @@ fn api_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
 }
 
 /// One statement of a batch, with the name the errors use.
+#[derive(Clone)]
 struct Labeled {
     label: String,
     sql: String,
@@ -144,6 +145,20 @@ impl Redshift {
             sql: Statements::parse(LOAD_SQL, schema),
             staging,
         }
+    }
+
+    /// The load SQL as shipped in `sql/redshift/load.sql`.
+    pub fn load_sql() -> &'static str {
+        LOAD_SQL
+    }
+
+    /// For mutation tests only: this adapter with `load_sql` in place of
+    /// `sql/redshift/load.sql`, to show that the test suite catches SQL that would break
+    /// a real Redshift.
+    #[doc(hidden)]
+    pub fn with_load_sql(mut self, load_sql: &str) -> Redshift {
+        self.sql = Statements::parse(load_sql, &self.schema);
+        self
     }
 
     /// Runs one statement and waits for it.
@@ -572,14 +587,26 @@ impl Warehouse for Redshift {
     async fn migrate(&self) -> Result<Vec<AppliedMigration>, WarehouseError> {
         let dialect = Dialect::Redshift;
         let all = migrate::migrations(dialect.dir(), dialect.files())?;
-        let bootstrap = split_statements(&with_schema(BOOTSTRAP_SQL, &self.schema))
+        let bootstrap: Vec<Labeled> = split_statements(&with_schema(BOOTSTRAP_SQL, &self.schema))
             .into_iter()
             .map(|sql| Labeled {
                 label: "bootstrap".into(),
                 sql,
             })
             .collect();
-        self.batch(bootstrap).await?;
+        // Idempotent (IF NOT EXISTS); a concurrent `migrate` creating the same objects can
+        // still make it fail once (a serializable isolation error), so it is retried.
+        let mut tries = 0;
+        loop {
+            match self.batch(bootstrap.clone()).await {
+                Ok(_) => break,
+                Err(WarehouseError::Statement { .. }) if tries < 2 => {
+                    tries += 1;
+                    tracing::info!("bootstrap failed, likely racing another migrate; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let applied = self.applied().await?;
         let mut done = Vec::new();
         for m in migrate::pending(&all, &applied)? {

@@ -90,6 +90,7 @@ pub async fn redshift_data(s3_client: aws_sdk_s3::Client) -> DataApiServer {
         execution_modes: Mutex::new(Vec::new()),
         cancel_too_late: std::sync::atomic::AtomicBool::new(false),
         lose_responses: Mutex::new(Vec::new()),
+        release: tokio::sync::watch::channel(0).0,
     });
 
     let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind Data API listener");
@@ -201,6 +202,13 @@ impl DataApiServer {
     /// (cancellable meanwhile). `Duration::ZERO` turns it off.
     pub fn delay_statements(&self, delay: Duration) {
         *lock(&self.shared.delay) = delay;
+    }
+
+    /// Ends the delay of every statement waiting in it now, and turns delays off: lets
+    /// a test hold statements until they are all submitted, then run them together.
+    pub fn release_delayed(&self) {
+        *lock(&self.shared.delay) = Duration::ZERO;
+        self.shared.release.send_modify(|n| *n += 1);
     }
 
     /// The next `operation` request is carried out, but its response is lost: the
@@ -385,6 +393,8 @@ struct Shared {
     delay: Mutex<Duration>,
     failures: Mutex<Vec<(String, String)>>,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// Bumped to end every statement's delay (see [`DataApiServer::release_delayed`]).
+    release: tokio::sync::watch::Sender<u64>,
     /// Operations whose next response is lost after the request was carried out.
     lose_responses: Mutex<Vec<String>>,
     /// CancelStatement comes too late: see [`DataApiServer::cancel_too_late`].
@@ -1004,6 +1014,7 @@ enum Outcome {
 
 async fn run(shared: Arc<Shared>, statement: Arc<Mutex<Statement>>, params: Vec<(String, String)>) {
     let mut cancel_rx = lock(&statement).cancel_tx.subscribe();
+    let mut release_rx = shared.release.subscribe();
     let cancelled = |st: &Arc<Mutex<Statement>>| lock(st).cancel_requested;
 
     let client = match connect(&shared.pg_url).await {
@@ -1032,6 +1043,7 @@ async fn run(shared: Arc<Shared>, statement: Arc<Mutex<Statement>>, params: Vec<
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = cancel_rx.wait_for(|c| *c) => {}
+            _ = release_rx.changed() => {}
         }
     }
     if cancelled(&statement) {
