@@ -239,6 +239,61 @@ pub async fn migrate_creates_tables(wh: &dyn Warehouse, cx: &Cx) {
     assert_stage_empty(cx).await;
 }
 
+/// Two `migrate` runs at once, from two connections: both succeed, and each migration is
+/// applied exactly once (PostgreSQL: an advisory lock; Redshift: LOCK and a re-check).
+pub async fn concurrent_migrates_apply_each_once(wh: &dyn Warehouse, cx: &Cx) {
+    let other = cx
+        .backend
+        .connect(cx.db.namespace(), cx.stager.place.clone())
+        .await;
+    let (a, b) = tokio::join!(wh.migrate(), other.migrate());
+    let (a, b) = (a.expect("first migrate"), b.expect("second migrate"));
+    let d = cx.backend.dialect();
+    let all: Vec<i64> = migrate::migrations(d.dir(), d.files())
+        .expect("shipped migrations")
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    let mut applied: Vec<i64> = a.iter().chain(&b).map(|m| m.version).collect();
+    applied.sort_unstable();
+    assert_eq!(applied, all, "first {a:?}, second {b:?}");
+    let recorded = cx
+        .db
+        .rows("SELECT version FROM {schema}.schema_migrations ORDER BY version")
+        .await;
+    assert_eq!(recorded, all.iter().map(i64::to_string).collect::<Vec<_>>());
+    assert_eq!(tables(cx).await, TABLES);
+}
+
+/// Absent and JSON-null metadata both load as SQL NULL. On Redshift a JSON null would
+/// load into SUPER as a SUPER null, which `IS NULL` does not match: the stager omits the
+/// key instead, and this check fails if it ever stops doing so.
+pub async fn absent_and_null_metadata_load_as_sql_null(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let line = |id: &str, meta: &str| {
+        format!(r#"{{"id":"{id}","created_at":"2024-02-01T00:00:00Z","user_email":"a@x.io","event_name":"e"{meta}}}"#)
+    };
+    let text = [
+        line(X, ""),
+        line(Y, r#","metadata":null"#),
+        line(Z, r#","metadata":{}"#),
+        line(W, r#","ip":null,"metadata":{"k":null}"#),
+    ]
+    .join("\n");
+    let staged = cx.stager.stage("load-1", &[src("n/a.json", "e-1", &text)]).await;
+    load(wh, &staged, "2024-06-01 00:00:00").await;
+    let nulls = cx
+        .db
+        .rows("SELECT event_id FROM {schema}.events WHERE metadata IS NULL ORDER BY event_id")
+        .await;
+    assert_eq!(nulls, [X.to_owned(), Y.to_owned()]);
+    let ips = cx
+        .db
+        .rows("SELECT COUNT(*) FROM {schema}.events WHERE ip IS NULL")
+        .await;
+    assert_eq!(ips, ["4"]);
+}
+
 /// A second adapter can migrate (so a refused migrate released its lock).
 async fn migrate_again_elsewhere(cx: &Cx) -> Result<Vec<AppliedMigration>, WarehouseError> {
     let other = cx
@@ -1255,6 +1310,8 @@ macro_rules! every_check {
             $backend,
             [
                 migrate_creates_tables,
+                concurrent_migrates_apply_each_once,
+                absent_and_null_metadata_load_as_sql_null,
                 migrate_refuses_edited,
                 migrate_refuses_unknown_version,
                 operations_before_migrate_say_migrate,
