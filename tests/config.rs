@@ -765,11 +765,17 @@ fn config_dir(body: &str) -> (tempfile::TempDir, String) {
     (dir, path)
 }
 
-/// A TCP port nothing listens on (bound, then released).
+/// A TCP port where no PostgreSQL answers: a listener, kept for the whole test process,
+/// that closes every connection at once. (Binding a port and releasing it would be racy:
+/// anything may take the port meanwhile.)
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
     port
 }
 

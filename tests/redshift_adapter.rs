@@ -9,7 +9,7 @@ mod support;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use events_etl::clean::Cleaner;
 use events_etl::config::{RedshiftConfig, RedshiftTarget};
@@ -174,14 +174,9 @@ async fn statement_past_the_timeout_is_cancelled_and_commits_nothing() {
     let staged = f.stage("load-1", &[event(1)]).await;
 
     let wh = f.adapter(Duration::from_secs(1)).await;
-    f.api.delay_statements(Duration::from_secs(20));
-    let t0 = Instant::now();
+    // Held far past the timeout: only the cancel can end it early.
+    f.api.delay_statements(Duration::from_secs(600));
     let e = wh.load(&staged, started()).await.expect_err("times out");
-    assert!(
-        t0.elapsed() < Duration::from_secs(10),
-        "waited {:?}",
-        t0.elapsed()
-    );
     match &e {
         WarehouseError::Timeout { cancelled, secs, .. } => {
             assert!(*cancelled, "{e}");
@@ -192,8 +187,9 @@ async fn statement_past_the_timeout_is_cancelled_and_commits_nothing() {
     assert!(e.to_string().contains("nothing was committed"), "{e}");
     assert_eq!(f.api.calls("CancelStatement"), 1);
     f.api.delay_statements(Duration::ZERO);
-    // Give a (wrongly) uncancelled batch time to commit before checking it did not.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The adapter reports a timeout only once the batch is seen ABORTED: it can no
+    // longer commit.
+    assert!(f.api.log().contains("ABORTED (batch)"), "{}", f.api.log());
     f.assert_nothing_recorded().await;
 
     let row = wh.load(&staged, started()).await.expect("load").expect("row");
@@ -216,9 +212,9 @@ async fn throttling_answers_are_retried() {
         .expect("row");
     assert_eq!(row.events_loaded, 2);
     let after = f.api.call_counts().values().sum::<u64>();
-    // The load itself needs at least a batch, a describe, a query, a describe and a
-    // result page; four throttled answers come on top.
-    assert!(after - before >= 5 + 4, "calls: {:?}", f.api.call_counts());
+    // The load itself needs at least a batch, a describe and the summary's result page;
+    // four throttled answers come on top.
+    assert!(after - before >= 3 + 4, "calls: {:?}", f.api.call_counts());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,8 +444,14 @@ async fn exactly_once(f: &Fixture) -> Result<(), String> {
     if first != 1 {
         return Err("the first copy of id 1 by (key, line) was not the one kept".into());
     }
-    let recorded = one(format!("SELECT COALESCE(SUM(events_loaded), 0)::bigint FROM {s}.etl_files")).await?;
-    let in_loads = one(format!("SELECT COALESCE(SUM(events_loaded), 0)::bigint FROM {s}.etl_loads")).await?;
+    let recorded = one(format!(
+        "SELECT COALESCE(SUM(events_loaded), 0)::bigint FROM {s}.etl_files"
+    ))
+    .await?;
+    let in_loads = one(format!(
+        "SELECT COALESCE(SUM(events_loaded), 0)::bigint FROM {s}.etl_loads"
+    ))
+    .await?;
     if recorded != rows || in_loads != rows {
         return Err(format!(
             "the control tables say {recorded} (etl_files) and {in_loads} (etl_loads) events loaded; events holds {rows}"

@@ -349,12 +349,20 @@ async fn overwrite_changes_etag(store: &Arc<dyn ObjectStore>, adapter: Adapter, 
             // Only the mtime can differ, and it moves in coarse ticks: v3 may equal v2 when
             // both writes fell in one tick (documented difference). Once the clock has
             // moved on, a same-size rewrite is a new version.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            put(store, &key, "version two, LONGER\n").await;
-            let v4 = etag(list(store, p).await);
+            // Rewrite until the clock has ticked (bounded): waiting for the event, not a
+            // guessed interval.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let v4 = loop {
+                put(store, &key, "version two, LONGER\n").await;
+                let v4 = etag(list(store, p).await);
+                if v4 != v3 || std::time::Instant::now() > deadline {
+                    break v4;
+                }
+                tokio::task::yield_now().await;
+            };
             assert_ne!(
                 v3, v4,
-                "local: same-size overwrite after 50 ms must change the etag"
+                "local: a same-size overwrite once the clock has moved must change the etag"
             );
             assert_eq!(v4.split_once('-').map(|(s, _)| s), Some("14"), "size 20 in {v4}");
         }

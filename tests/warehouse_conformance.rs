@@ -271,7 +271,9 @@ pub async fn concurrent_migrates_apply_each_once(wh: &dyn Warehouse, cx: &Cx) {
 pub async fn absent_and_null_metadata_load_as_sql_null(wh: &dyn Warehouse, cx: &Cx) {
     migrated(wh).await;
     let line = |id: &str, meta: &str| {
-        format!(r#"{{"id":"{id}","created_at":"2024-02-01T00:00:00Z","user_email":"a@x.io","event_name":"e"{meta}}}"#)
+        format!(
+            r#"{{"id":"{id}","created_at":"2024-02-01T00:00:00Z","user_email":"a@x.io","event_name":"e"{meta}}}"#
+        )
     };
     let text = [
         line(X, ""),
