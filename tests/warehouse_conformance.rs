@@ -296,6 +296,35 @@ pub async fn absent_and_null_metadata_load_as_sql_null(wh: &dyn Warehouse, cx: &
     assert_eq!(ips, ["4"]);
 }
 
+/// Against the real clock: a load started now finishes at or after its start, and not
+/// in the future; `invalid_ips` counts a file's clean events whose ip was invalid and
+/// stored as NULL, duplicates included (it is counted when the file is cleaned, before
+/// deduplication).
+pub async fn times_and_invalid_ips(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let line = |id: &str, ip: &str| {
+        format!(r#"{{"id":"{id}","created_at":"2024-02-01T00:00:00Z","user_email":"a@x.io","event_name":"e","ip":"{ip}"}}"#)
+    };
+    let text = [line(X, "999.0.0.1"), line(X, "999.0.0.1"), line(Y, "10.0.0.1"), line(Z, "nope")].join("\n");
+    let staged = cx.stager.stage("load-1", &[src("i/a.json", "e-1", &text)]).await;
+    let started = Utc::now().naive_utc();
+    let row = match wh.load(&staged, started).await {
+        Ok(Some(row)) => row,
+        other => panic!("load: {other:?}"),
+    };
+    let after = Utc::now().naive_utc();
+    assert!(
+        row.started_at <= row.finished_at && row.finished_at <= after + chrono::Duration::seconds(1),
+        "started {started}, returned {row:?}, checked at {after}"
+    );
+    assert_eq!(
+        (row.events_loaded, row.duplicates, row.invalid_ips),
+        (3, 1, 3),
+        "{row:?}"
+    );
+    assert_totals_consistent(cx, &row).await;
+}
+
 /// A second adapter can migrate (so a refused migrate released its lock).
 async fn migrate_again_elsewhere(cx: &Cx) -> Result<Vec<AppliedMigration>, WarehouseError> {
     let other = cx
@@ -512,6 +541,27 @@ async fn assert_totals_consistent(cx: &Cx, row: &LoadRow) {
         "event_rejects rows of {id}"
     );
     assert!(row.finished_at >= row.started_at, "{row:?}");
+    // Every file row balances on its own, not only the totals.
+    let unbalanced = cx
+        .db
+        .rows(&format!(
+            "SELECT source_key FROM {{schema}}.etl_files WHERE load_id = '{id}' \
+             AND lines + recovered_events <> events_loaded + duplicates + rejects + blank_lines"
+        ))
+        .await;
+    assert!(unbalanced.is_empty(), "file rows that do not balance: {unbalanced:?}");
+    // Per file, the events and rejects rows are the ones the file row counts.
+    let per_file = cx
+        .db
+        .rows(&format!(
+            "SELECT f.source_key FROM {{schema}}.etl_files f \
+             WHERE f.load_id = '{id}' AND (f.events_loaded <> (SELECT COUNT(*) FROM {{schema}}.events e \
+                 WHERE e.load_id = f.load_id AND e.source_key = f.source_key) \
+             OR f.rejects <> (SELECT COUNT(*) FROM {{schema}}.event_rejects r \
+                 WHERE r.load_id = f.load_id AND r.source_key = f.source_key))"
+        ))
+        .await;
+    assert!(per_file.is_empty(), "file rows whose counts disagree with the data: {per_file:?}");
 }
 
 async fn files_rows(cx: &Cx) -> Vec<String> {
@@ -1314,6 +1364,7 @@ macro_rules! every_check {
                 migrate_creates_tables,
                 concurrent_migrates_apply_each_once,
                 absent_and_null_metadata_load_as_sql_null,
+                times_and_invalid_ips,
                 migrate_refuses_edited,
                 migrate_refuses_unknown_version,
                 operations_before_migrate_say_migrate,
