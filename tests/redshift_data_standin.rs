@@ -1108,6 +1108,38 @@ fn has_placeholder(sql: &str) -> bool {
     })
 }
 
+/// Text compares by bytes, as on Redshift (binary UTF-8 order, c_collation_sequences.html),
+/// whatever the test PostgreSQL's locale: every character column the stand-in creates
+/// has the "C" collation.
+#[tokio::test]
+async fn text_columns_sort_by_bytes() {
+    let w = World::new("rsd_collate").await;
+    w.setup(&[
+        "CREATE SCHEMA {schema}",
+        "CREATE TABLE {schema}.k (a VARCHAR(10) NOT NULL, b CHAR(3), c CHARACTER VARYING(5), n BIGINT)",
+    ])
+    .await;
+    let pg = w.pg.client().await;
+    let rows = pg
+        .query(
+            "SELECT column_name::text, collation_name::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'k' ORDER BY ordinal_position",
+            &[&w.schema],
+        )
+        .await
+        .expect("columns");
+    let got: Vec<(String, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        [
+            ("a".to_owned(), Some("C".to_owned())),
+            ("b".to_owned(), Some("C".to_owned())),
+            ("c".to_owned(), Some("C".to_owned())),
+            ("n".to_owned(), None)
+        ]
+    );
+}
+
 /// The reserved-word rule on its own: it finds names, not keywords.
 mod redshift_rules {
     use super::support::redshift_rules::{check_reserved, reserved, Lex};

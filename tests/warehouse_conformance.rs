@@ -303,9 +303,17 @@ pub async fn absent_and_null_metadata_load_as_sql_null(wh: &dyn Warehouse, cx: &
 pub async fn times_and_invalid_ips(wh: &dyn Warehouse, cx: &Cx) {
     migrated(wh).await;
     let line = |id: &str, ip: &str| {
-        format!(r#"{{"id":"{id}","created_at":"2024-02-01T00:00:00Z","user_email":"a@x.io","event_name":"e","ip":"{ip}"}}"#)
+        format!(
+            r#"{{"id":"{id}","created_at":"2024-02-01T00:00:00Z","user_email":"a@x.io","event_name":"e","ip":"{ip}"}}"#
+        )
     };
-    let text = [line(X, "999.0.0.1"), line(X, "999.0.0.1"), line(Y, "10.0.0.1"), line(Z, "nope")].join("\n");
+    let text = [
+        line(X, "999.0.0.1"),
+        line(X, "999.0.0.1"),
+        line(Y, "10.0.0.1"),
+        line(Z, "nope"),
+    ]
+    .join("\n");
     let staged = cx.stager.stage("load-1", &[src("i/a.json", "e-1", &text)]).await;
     let started = Utc::now().naive_utc();
     let row = match wh.load(&staged, started).await {
@@ -549,7 +557,10 @@ async fn assert_totals_consistent(cx: &Cx, row: &LoadRow) {
              AND lines + recovered_events <> events_loaded + duplicates + rejects + blank_lines"
         ))
         .await;
-    assert!(unbalanced.is_empty(), "file rows that do not balance: {unbalanced:?}");
+    assert!(
+        unbalanced.is_empty(),
+        "file rows that do not balance: {unbalanced:?}"
+    );
     // Per file, the events and rejects rows are the ones the file row counts.
     let per_file = cx
         .db
@@ -561,7 +572,10 @@ async fn assert_totals_consistent(cx: &Cx, row: &LoadRow) {
                  WHERE r.load_id = f.load_id AND r.source_key = f.source_key))"
         ))
         .await;
-    assert!(per_file.is_empty(), "file rows whose counts disagree with the data: {per_file:?}");
+    assert!(
+        per_file.is_empty(),
+        "file rows whose counts disagree with the data: {per_file:?}"
+    );
 }
 
 async fn files_rows(cx: &Cx) -> Vec<String> {

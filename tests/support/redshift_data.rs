@@ -1793,6 +1793,7 @@ pub fn map_statement(sql: &str, params: &[(String, String)], in_batch: bool) -> 
             Some("TABLE" | "TEMP" | "TEMPORARY") => {
                 drop_table_attributes(&mut toks);
                 drop_key_constraints(&mut toks);
+                byte_order_text(&mut toks);
             }
             other => {
                 return Err(cannot(format!(
@@ -1908,6 +1909,42 @@ fn rewrite_expressions(toks: &mut Vec<Tok>) -> Result<(), String> {
         i += 1;
     }
     Ok(())
+}
+
+/// Gives every character column of a CREATE TABLE the "C" collation: Redshift compares
+/// and sorts text by binary UTF-8 order whatever the locale (c_collation_sequences.html),
+/// so the stand-in must too, even on a PostgreSQL created with another locale.
+fn byte_order_text(toks: &mut Vec<Tok>) {
+    let mut i = 0;
+    while i < toks.len() {
+        let text_type = [
+            "VARCHAR",
+            "CHAR",
+            "CHARACTER",
+            "TEXT",
+            "NVARCHAR",
+            "NCHAR",
+            "BPCHAR",
+        ]
+        .iter()
+        .any(|t| toks[i].is_word(t));
+        // Only as a type: after a column name, not as a name itself.
+        let after_name = prev_sig(toks, i)
+            .is_some_and(|j| matches!(toks[j], Tok::Word(_) | Tok::QIdent(_)) && !toks[j].is_word("AS"));
+        if !(text_type && after_name) {
+            i += 1;
+            continue;
+        }
+        let mut end = i;
+        if let Some(j) = next_sig(toks, end + 1).filter(|&j| toks[j].is_word("VARYING")) {
+            end = j;
+        }
+        if let Some(j) = next_sig(toks, end + 1).filter(|&j| toks[j].is_punct("(")) {
+            end = matching_paren(toks, j).unwrap_or(end);
+        }
+        toks.insert(end + 1, Tok::Raw(" COLLATE \"C\"".into()));
+        i = end + 2;
+    }
 }
 
 /// Drops PRIMARY KEY and UNIQUE from a CREATE TABLE: Redshift accepts them but does not
