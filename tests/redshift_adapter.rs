@@ -599,3 +599,36 @@ async fn a_lost_batch_response_stays_exactly_once() {
     assert_eq!(f.count("etl_files").await, 1);
     assert_eq!(f.count("etl_loads").await, 1);
 }
+
+/// A migration marked `-- events-etl: no-transaction` runs its statements one at a time
+/// (Redshift refuses `ALTER COLUMN ... TYPE` in a transaction block); unmarked, the same
+/// file fails inside its batch and records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_transaction_migrations_run_outside_a_batch() {
+    const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS {schema};\nCREATE TABLE {schema}.t (v VARCHAR(10));\n";
+    const MARKED: &str =
+        "-- events-etl: no-transaction\nALTER TABLE {schema}.t ALTER COLUMN v TYPE VARCHAR(300);\n";
+    const UNMARKED: &str = "ALTER TABLE {schema}.t ALTER COLUMN v TYPE VARCHAR(300);\n";
+    for (second, ok) in [(MARKED, true), (UNMARKED, false)] {
+        let f = fixture("rs_notx").await;
+        let wh = f.adapter(Duration::from_secs(60)).await;
+        let files: [(&'static str, &'static str); 2] = [("0001_t.sql", CREATE), ("0002_widen.sql", second)];
+        let result = wh.migrate_files(&files).await;
+        if ok {
+            assert_eq!(
+                result.expect("marked: runs outside a batch").len(),
+                2,
+                "{}",
+                f.api.log()
+            );
+            assert_eq!(f.count("schema_migrations").await, 2);
+        } else {
+            let e = result.expect_err("unmarked: refused inside the batch");
+            assert!(
+                e.to_string().contains("cannot run inside a transaction block"),
+                "{e}"
+            );
+            assert_eq!(f.count("schema_migrations").await, 1);
+        }
+    }
+}

@@ -1424,3 +1424,44 @@ async fn postgres_dedupe_ignores_the_database_collation() {
         .await;
     dedupe_first_by_key_and_line_wins(&*env.wh, &env.cx).await;
 }
+
+/// A migration marked `-- events-etl: no-transaction` runs its statements outside a
+/// transaction (PostgreSQL refuses `CREATE INDEX CONCURRENTLY` inside one); unmarked,
+/// the same file fails and records nothing.
+#[tokio::test]
+async fn postgres_no_transaction_migrations_run_outside_a_transaction() {
+    const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS {schema};\nCREATE TABLE {schema}.t (v VARCHAR(10));\n";
+    const MARKED: &str =
+        "-- events-etl: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_v ON {schema}.t (v);\n";
+    const UNMARKED: &str = "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_v ON {schema}.t (v);\n";
+    let pg = support::postgres().await;
+    for (second, ok) in [(MARKED, true), (UNMARKED, false)] {
+        let schema = pg.fresh_schema("pg_notx").await;
+        let dir = tempfile::tempdir().expect("staging dir");
+        let staging = Place {
+            store: Arc::new(LocalStore::new(dir.path().to_path_buf())),
+            prefix: "staging/".into(),
+        };
+        let wh = Postgres::connect(&pg.url(), &schema, staging)
+            .await
+            .expect("connect");
+        let files: [(&'static str, &'static str); 2] = [("0001_t.sql", CREATE), ("0002_index.sql", second)];
+        let result = wh.migrate_files(&files).await;
+        let versions: i64 = pg
+            .client()
+            .await
+            .query_one(&format!("SELECT count(*) FROM {schema}.schema_migrations"), &[])
+            .await
+            .expect("count")
+            .get(0);
+        if ok {
+            let applied = result.expect("a marked migration runs outside a transaction");
+            assert_eq!(applied.len(), 2);
+            assert_eq!(versions, 2);
+        } else {
+            let e = result.expect_err("CREATE INDEX CONCURRENTLY inside a transaction fails");
+            assert!(e.to_string().contains("transaction block"), "{e}");
+            assert_eq!(versions, 1, "the failed migration is not recorded");
+        }
+    }
+}

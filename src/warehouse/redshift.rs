@@ -520,7 +520,11 @@ impl Redshift {
     }
 
     /// Applies one migration. Returns false when another `migrate` applied it first.
-    async fn apply(&self, m: &migrate::Migration) -> Result<bool, WarehouseError> {
+    async fn apply(
+        &self,
+        m: &migrate::Migration,
+        all: &[migrate::Migration],
+    ) -> Result<bool, WarehouseError> {
         let label = format!("migration {:04}_{}", m.version, m.name);
         let statements = split_statements(&with_schema(m.sql, &self.schema));
         if !m.transaction {
@@ -567,9 +571,8 @@ impl Redshift {
             Ok(_) => Ok(true),
             Err(WarehouseError::Statement { statement, message }) if statement == guard_label => {
                 // Another migrator got there first; what it applied must be this file.
-                let all = migrate::migrations(Dialect::Redshift.dir(), Dialect::Redshift.files())?;
                 let applied = self.applied().await?;
-                migrate::pending(&all, &applied)?;
+                migrate::pending(all, &applied)?;
                 if applied.iter().any(|a| a.version == m.version) {
                     tracing::info!(migration = %label, "applied meanwhile by another migrate");
                     Ok(false)
@@ -582,11 +585,14 @@ impl Redshift {
     }
 }
 
-#[async_trait]
-impl Warehouse for Redshift {
-    async fn migrate(&self) -> Result<Vec<AppliedMigration>, WarehouseError> {
-        let dialect = Dialect::Redshift;
-        let all = migrate::migrations(dialect.dir(), dialect.files())?;
+impl Redshift {
+    /// [`Warehouse::migrate`] with these migration files in place of the shipped ones
+    /// (tests exercise migration forms the shipped files do not use).
+    pub async fn migrate_files(
+        &self,
+        files: &[(&'static str, &'static str)],
+    ) -> Result<Vec<AppliedMigration>, WarehouseError> {
+        let all = migrate::migrations(Dialect::Redshift.dir(), files)?;
         let bootstrap: Vec<Labeled> = split_statements(&with_schema(BOOTSTRAP_SQL, &self.schema))
             .into_iter()
             .map(|sql| Labeled {
@@ -610,7 +616,7 @@ impl Warehouse for Redshift {
         let applied = self.applied().await?;
         let mut done = Vec::new();
         for m in migrate::pending(&all, &applied)? {
-            if self.apply(m).await? {
+            if self.apply(m, &all).await? {
                 done.push(AppliedMigration {
                     version: m.version,
                     name: m.name.clone(),
@@ -618,6 +624,13 @@ impl Warehouse for Redshift {
             }
         }
         Ok(done)
+    }
+}
+
+#[async_trait]
+impl Warehouse for Redshift {
+    async fn migrate(&self) -> Result<Vec<AppliedMigration>, WarehouseError> {
+        self.migrate_files(Dialect::Redshift.files()).await
     }
 
     async fn recorded_versions(&self, keys: &[String]) -> Result<HashSet<(String, String)>, WarehouseError> {
