@@ -110,6 +110,9 @@ impl Cleaner {
         if line_no == 1 {
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
+        // Length first: the reader keeps only a line's first MAX_LINE_BYTES (+1 for a CR),
+        // so an over-long line's content is unknown and can be neither blank nor judged as
+        // UTF-8. The README's table documents this order.
         if too_long || line.len() > MAX_LINE_BYTES + usize::from(line.ends_with(b"\r")) {
             return LineOutcome::Reject(reject_bytes(Reason::RecordTooLarge, line));
         }

@@ -352,6 +352,37 @@ fn bom_does_not_count_towards_the_line_limit() {
 }
 
 #[test]
+fn too_large_is_checked_before_blank() {
+    // Only the first 1 MiB of a line is ever read, so an over-long line is never known to
+    // be blank: whitespace that goes on past the limit is record_too_large.
+    for ws in [b' ', b'\t'] {
+        let line = vec![ws; MAX_LINE_BYTES + 1];
+        assert_eq!(reject(&line).reason, Reason::RecordTooLarge);
+        let kept = vec![ws; MAX_LINE_BYTES + 1];
+        match cleaner().clean_line(3, &kept, true) {
+            LineOutcome::Reject(r) => assert_eq!(r.reason, Reason::RecordTooLarge),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Within the limit, whitespace is blank.
+    assert!(matches!(clean(&vec![b' '; MAX_LINE_BYTES]), LineOutcome::Blank));
+}
+
+#[test]
+fn too_large_is_checked_before_utf8_even_at_the_line_start() {
+    let mut line = vec![b'x'; MAX_LINE_BYTES + 1];
+    line[0] = 0xFF;
+    assert_eq!(reject(&line).reason, Reason::RecordTooLarge);
+    match cleaner().clean_line(3, b"\xFF\xFE{", true) {
+        LineOutcome::Reject(r) => {
+            assert_eq!(r.reason, Reason::RecordTooLarge);
+            assert_eq!(r.raw, "\u{FFFD}\u{FFFD}{");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn too_large_is_checked_before_utf8_and_json() {
     let mut line = vec![b'x'; MAX_LINE_BYTES + 1];
     line[10] = 0xFF;
@@ -1535,11 +1566,10 @@ fn reason_codes_are_stable() {
     assert_eq!(
         codes,
         [
-            "invalid_utf8",
             "record_too_large",
+            "invalid_utf8",
             "malformed_json",
             "not_an_object",
-            "nesting_too_deep",
             "missing_id",
             "invalid_id",
             "missing_created_at",
@@ -1550,11 +1580,70 @@ fn reason_codes_are_stable() {
             "missing_event_name",
             "invalid_event_name",
             "invalid_metadata",
+            "nesting_too_deep",
             "metadata_value_too_long",
             "invalid_gzip",
         ]
     );
     assert_eq!(Reason::MissingUserEmail.to_string(), "missing_user_email");
+}
+
+/// The reason codes in the README's cleaning-contract table, in table order.
+fn readme_reasons() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let table = readme
+        .split("## Cleaning contract")
+        .nth(1)
+        .and_then(|s| s.split("\n\n| outcome | when |").nth(1))
+        .and_then(|s| s.split("\n\n").next())
+        .expect("the README has a cleaning-contract table");
+    let mut codes = Vec::new();
+    for row in table.lines().filter(|l| l.starts_with("| ")) {
+        let first = row.split('|').nth(1).unwrap_or_default();
+        for code in first.split('`').skip(1).step_by(2) {
+            codes.push(code.to_owned());
+        }
+    }
+    codes
+}
+
+#[test]
+fn readme_table_lists_every_reason_in_check_order() {
+    let documented: Vec<String> = readme_reasons()
+        .into_iter()
+        .filter(|c| Reason::ALL.iter().any(|r| r.as_str() == c))
+        .collect();
+    let code: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    // Every reason is documented once.
+    let mut sorted_doc = documented.clone();
+    sorted_doc.sort();
+    let mut sorted_code: Vec<String> = code.iter().map(|c| (*c).to_owned()).collect();
+    sorted_code.sort();
+    assert_eq!(sorted_doc, sorted_code);
+    // The table groups the four `missing_*` codes in one row ("absent or null"); the
+    // code checks each field's presence just before its value. Apart from that row, the
+    // table's order is the check order.
+    let not_missing = |c: &&str| !c.starts_with("missing_");
+    let doc_order: Vec<&str> = documented
+        .iter()
+        .map(String::as_str)
+        .filter(not_missing)
+        .collect();
+    let code_order: Vec<&str> = code.iter().copied().filter(not_missing).collect();
+    assert_eq!(doc_order, code_order);
+    for (missing, invalid) in [
+        (Reason::MissingId, Reason::InvalidId),
+        (Reason::MissingCreatedAt, Reason::InvalidCreatedAt),
+        (Reason::MissingUserEmail, Reason::InvalidEmail),
+        (Reason::MissingEventName, Reason::InvalidEventName),
+    ] {
+        let at = |r: Reason| Reason::ALL.iter().position(|x| *x == r);
+        assert_eq!(
+            at(missing).map(|i| i + 1),
+            at(invalid),
+            "{missing} just before {invalid}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
