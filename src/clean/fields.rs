@@ -72,8 +72,10 @@ pub fn min_created_at() -> NaiveDateTime {
         .unwrap_or(NaiveDateTime::MIN)
 }
 
-/// Parses `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]` into UTC, truncated to
-/// microseconds (the precision of both warehouses' TIMESTAMP). Naive means UTC.
+/// Parses `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]` into UTC. The fraction may
+/// have any number of digits; it is truncated to microseconds (the precision of both
+/// warehouses' TIMESTAMP), never rounded: rounding could carry into the next second, day
+/// or year, and across the accepted window's edge. Naive means UTC.
 /// `latest` is the run's start plus one day: clocks drift, but not by days.
 pub fn parse_created_at(s: &str, latest: NaiveDateTime) -> CreatedAt {
     match parse_timestamp(s.as_bytes()) {
@@ -108,10 +110,11 @@ fn parse_timestamp(b: &[u8]) -> Option<NaiveDateTime> {
     let mut micros = 0u32;
     if let Some(frac) = rest.strip_prefix(b".") {
         let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 || n > 9 {
+        if n == 0 {
             return None;
         }
-        // Keep six digits, padding short fractions: ".5" is 500000 microseconds.
+        // Keep six digits, padding short fractions: ".5" is 500000 microseconds; digits
+        // past the sixth are dropped.
         micros = frac[..n.min(6)]
             .iter()
             .chain(std::iter::repeat(&b'0'))

@@ -725,12 +725,28 @@ fn created_at_fractional_seconds_kept_to_microseconds() {
         ("2020-01-13T05:10:12.000000999", "2020-01-13 05:10:12.000000"),
         ("2020-01-13T05:10:12.250+01:00", "2020-01-13 04:10:12.250000"),
         ("2020-01-13T05:10:12.75-01:00", "2020-01-13 06:10:12.750000"),
+        // Any number of digits: ten, twelve, thirty.
+        ("2020-01-13 05:10:12.1234567891", "2020-01-13 05:10:12.123456"),
+        ("2020-01-13T05:10:12.999999999999Z", "2020-01-13 05:10:12.999999"),
+        (
+            "2020-01-13T05:10:12.123456789012345678901234567890+01:00",
+            "2020-01-13 04:10:12.123456",
+        ),
     ];
     for (input, want) in cases {
         let got = created_at(input).unwrap();
         assert_eq!(got, dt(want), "{input}");
         assert_eq!(got.and_utc().timestamp_subsec_nanos() % 1000, 0, "{input}");
     }
+    // A fraction of 10,000 nines is still the same second: truncation never carries.
+    let long = format!("2020-12-31 23:59:59.{}", "9".repeat(10_000));
+    assert_eq!(created_at(&long), Ok(dt("2020-12-31 23:59:59.999999")));
+    // Truncation happens before the window check: the last accepted microsecond stays in.
+    let edge = format!("2026-11-29 12:00:00.000000{}", "9".repeat(20));
+    assert_eq!(created_at(&edge), Ok(dt("2026-11-29 12:00:00")));
+    // The digits must still be digits.
+    let bad = format!("2020-01-13 05:10:12.{}x", "1".repeat(12));
+    assert_eq!(created_at(&bad), Err(Reason::InvalidCreatedAt));
 }
 
 #[test]
