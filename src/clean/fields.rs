@@ -22,6 +22,21 @@ fn ascii_lower(s: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
+/// Lowercases `s` fully (Unicode, as `str::to_lowercase`: `JÖRG` is `jörg`), borrowing
+/// when nothing changes. Some characters grow when lowercased (`Ⱥ`, 2 bytes, becomes
+/// `ⱥ`, 3 bytes), so byte limits are checked on the result.
+fn unicode_lower(s: Cow<'_, str>) -> Cow<'_, str> {
+    if s.is_ascii() {
+        return ascii_lower(s);
+    }
+    let lower = s.to_lowercase();
+    if lower == *s {
+        s
+    } else {
+        Cow::Owned(lower)
+    }
+}
+
 /// Trims surrounding whitespace without giving up a borrow.
 fn trim(s: Cow<'_, str>) -> Cow<'_, str> {
     match s {
@@ -150,10 +165,11 @@ pub fn latest_created_at(started: DateTime<Utc>) -> NaiveDateTime {
     (started + Duration::days(1)).naive_utc()
 }
 
-/// Trimmed, lowercased `local@domain`: non-empty local part, no whitespace, a dotted
-/// domain with no empty labels, at most [`MAX_EMAIL_BYTES`].
+/// Trimmed, lowercased (Unicode) `local@domain`: non-empty local part, no whitespace, a
+/// dotted domain with no empty labels, at most [`MAX_EMAIL_BYTES`] once lowercased (the
+/// stored value; Redshift's VARCHAR(254) counts bytes).
 pub fn normalise_email(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
-    let s = ascii_lower(trim(s));
+    let s = unicode_lower(trim(s));
     let v = s.as_ref();
     if v.len() > MAX_EMAIL_BYTES || v.chars().any(char::is_whitespace) || v.contains('\0') {
         return None;

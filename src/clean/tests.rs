@@ -890,6 +890,53 @@ fn email_is_trimmed_and_lowercased() {
 }
 
 #[test]
+fn email_is_lowercased_fully_not_only_ascii() {
+    for (input, want) in [
+        ("JÖRG@EXAMPLE.COM", "jörg@example.com"),
+        ("Jörg@Example.com", "jörg@example.com"),
+        ("ÉLODIE@BÜCHER.DE", "élodie@bücher.de"),
+        // Greek final sigma, a titlecase digraph, the Kelvin sign (which shrinks).
+        ("ΣΊΣΥΦΟΣ@EXAMPLE.GR", "σίσυφος@example.gr"),
+        ("ǅURO@EXAMPLE.COM", "ǆuro@example.com"),
+        ("\u{212A}ATE@EXAMPLE.COM", "kate@example.com"),
+        ("  МАРИЯ@ПОЧТА.РФ  ", "мария@почта.рф"),
+    ] {
+        assert_eq!(event(&with("user_email", &js(input))).user_email, want, "{input}");
+    }
+    // Already lowercase non-ASCII is kept byte for byte.
+    let line = with("user_email", &js("jörg@example.com"));
+    assert_eq!(event(&line).user_email, "jörg@example.com");
+}
+
+#[test]
+fn email_byte_limit_applies_after_lowercasing() {
+    // `Ⱥ` (U+023A) is 2 bytes; its lowercase `ⱥ` (U+2C65) is 3.
+    let domain = "@krause.com";
+    let fits = format!("Ⱥ{}{domain}", "a".repeat(MAX_EMAIL_BYTES - domain.len() - 3));
+    assert_eq!(fits.len(), MAX_EMAIL_BYTES - 1);
+    let line = with("user_email", &js(&fits));
+    let e = event(&line);
+    assert_eq!(e.user_email.len(), MAX_EMAIL_BYTES);
+    assert!(e.user_email.starts_with('ⱥ'));
+    let grows_over = format!("Ⱥ{}{domain}", "a".repeat(MAX_EMAIL_BYTES - domain.len() - 2));
+    assert_eq!(grows_over.len(), MAX_EMAIL_BYTES);
+    assert_eq!(
+        reason(&with("user_email", &js(&grows_over))),
+        Reason::InvalidEmail
+    );
+    // A character that shrinks can bring an address under the limit.
+    let shrinks = format!(
+        "\u{212A}{}{domain}",
+        "a".repeat(MAX_EMAIL_BYTES - domain.len() - 1)
+    );
+    assert_eq!(shrinks.len(), MAX_EMAIL_BYTES + 2);
+    assert_eq!(
+        event(&with("user_email", &js(&shrinks))).user_email.len(),
+        MAX_EMAIL_BYTES
+    );
+}
+
+#[test]
 fn invalid_emails_are_rejected() {
     let cases = [
         "",
