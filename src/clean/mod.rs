@@ -6,18 +6,21 @@
 //! in-memory file, for tests, benchmarks and small inputs.
 
 pub mod fields;
+mod json;
 mod reason;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use reason::Reason;
 
 use fields::CreatedAt;
+use json::{JsonKey, KeySet};
 
 /// Lines longer than this (terminator excluded) are rejected as `record_too_large`.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
@@ -68,22 +71,65 @@ pub enum LineOutcome<'a> {
     },
 }
 
-/// The fields we read; everything else in the object is skipped unparsed.
-/// `Option<&RawValue>` makes absent and `null` both `None`.
-#[derive(Deserialize)]
+/// The fields we read; everything else in the object is skipped unparsed. Absent and
+/// `null` are both `None`. A key that appears twice, known or not, fails the parse: the
+/// object is ambiguous (parsers differ on which value wins), so the line is
+/// `malformed_json`.
+#[derive(Default)]
 struct RawEvent<'a> {
-    #[serde(borrow, default)]
     id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     created_at: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     user_email: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     ip: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     event_name: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for RawEvent<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RawEventVisitor)
+    }
+}
+
+struct RawEventVisitor;
+
+impl<'de> Visitor<'de> for RawEventVisitor {
+    type Value = RawEvent<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent<'de>, A::Error> {
+        let mut ev = RawEvent::default();
+        // The six known keys by bit; any other key goes to `others`, allocated only when
+        // the line has one.
+        let mut known = 0u8;
+        let mut others = KeySet::default();
+        while let Some(JsonKey(key)) = map.next_key::<JsonKey<'de>>()? {
+            let (bit, slot) = match key.as_ref() {
+                "id" => (0, &mut ev.id),
+                "created_at" => (1, &mut ev.created_at),
+                "user_email" => (2, &mut ev.user_email),
+                "ip" => (3, &mut ev.ip),
+                "event_name" => (4, &mut ev.event_name),
+                "metadata" => (5, &mut ev.metadata),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    if !others.insert(key) {
+                        return Err(A::Error::custom("repeated key"));
+                    }
+                    continue;
+                }
+            };
+            if known & (1 << bit) != 0 {
+                return Err(A::Error::custom("repeated key"));
+            }
+            known |= 1 << bit;
+            *slot = map.next_value()?;
+        }
+        Ok(ev)
+    }
 }
 
 /// Applies the cleaning contract. Cheap to build; holds only the run's time window.
@@ -126,7 +172,7 @@ impl Cleaner {
             return LineOutcome::Blank;
         }
         if !body.starts_with('{') {
-            let reason = match serde_json::from_str::<serde::de::IgnoredAny>(body) {
+            let reason = match serde_json::from_str::<IgnoredAny>(body) {
                 Ok(_) => Reason::NotAnObject,
                 Err(_) => Reason::MalformedJson,
             };

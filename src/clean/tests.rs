@@ -573,6 +573,41 @@ fn duplicate_top_level_key_is_malformed() {
     assert_eq!(reason(&line), Reason::MalformedJson);
 }
 
+#[test]
+fn any_repeated_top_level_key_is_malformed_not_only_the_known_ones() {
+    let base = &SEED_LINE_1[..SEED_LINE_1.len() - 1];
+    for extra in [
+        r#", "x": 1, "x": 2"#,
+        r#", "x": 1, "y": 0, "x": 1"#,
+        // Keys compare decoded: "\u0078" is "x".
+        r#", "x": 1, "\u0078": 2"#,
+        r#", "x": null, "x": null"#,
+        // Escaped known keys are the same keys too.
+        r#", "\u0069d": "9ba671d6-5154-41c1-93b1-41dd647b2d55""#,
+    ] {
+        let line = format!("{base}{extra}}}");
+        let r = reject(line.as_bytes());
+        assert_eq!(r.reason, Reason::MalformedJson, "{line}");
+        assert_eq!(r.raw, line);
+    }
+    // Many distinct keys (past the small set) and one repeated at the end.
+    let many: String = (0..100).map(|i| format!(r#", "k{i}": {i}"#)).collect();
+    let line = format!("{base}{many}}}");
+    assert_base_event(&event(&line));
+    let line = format!("{base}{many}, \"k7\": 0}}");
+    assert_eq!(reason(&line), Reason::MalformedJson);
+    // The same key in nested objects of a dropped key, or in different objects, is fine.
+    let line = format!(r#"{base}, "x": {{"a": 1, "b": {{"a": 2}}}}, "y": {{"a": 3}}}}"#);
+    assert_base_event(&event(&line));
+}
+
+#[test]
+fn a_recovered_fragment_with_a_repeated_key_is_not_recovered() {
+    let fragment = format!("{}, \"x\": 1, \"x\": 2}}", &SEED_LINE_1[..SEED_LINE_1.len() - 1]);
+    let line = format!("{{\"id\": \"trunc{fragment}");
+    assert_eq!(reason(&line), Reason::MalformedJson);
+}
+
 // ---------------------------------------------------------------------------------------------
 // not_an_object
 // ---------------------------------------------------------------------------------------------
