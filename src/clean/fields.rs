@@ -7,8 +7,6 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTim
 
 /// Longest accepted `user_email`, in bytes (RFC 5321 path limit; Redshift widths are bytes).
 pub const MAX_EMAIL_BYTES: usize = 254;
-/// Longest string a Redshift SUPER value may hold (a VARCHAR's maximum), in bytes.
-pub const MAX_SUPER_STRING_BYTES: usize = 65_535;
 
 /// Longest accepted `event_name`, in bytes.
 pub const MAX_EVENT_NAME_BYTES: usize = 128;
@@ -198,105 +196,4 @@ pub fn normalise_event_name(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
 /// A valid IPv4 or IPv6 address (surrounding whitespace ignored), in canonical form.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
     s.trim().parse().ok()
-}
-
-/// Whether raw JSON text holds only strings both warehouses can store: PostgreSQL's
-/// JSONB refuses `\u0000` and unpaired surrogates, and one such value would fail the
-/// whole load's COPY. serde_json has already checked the syntax.
-pub fn storable_json_text(raw: &str) -> bool {
-    let b = raw.as_bytes();
-    let mut i = match memchr::memchr(b'\\', b) {
-        None => return true,
-        Some(i) => i,
-    };
-    while i < b.len() {
-        if b[i] != b'\\' {
-            i += 1;
-            continue;
-        }
-        let Some(&esc) = b.get(i + 1) else {
-            return false;
-        };
-        if esc != b'u' {
-            i += 2;
-            continue;
-        }
-        let Some(unit) = hex4(b, i + 2) else {
-            return false;
-        };
-        match unit {
-            0 => return false,
-            0xD800..=0xDBFF => {
-                // A high surrogate must be followed at once by an escaped low one.
-                let low = if b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u') {
-                    hex4(b, i + 8)
-                } else {
-                    None
-                };
-                match low {
-                    Some(0xDC00..=0xDFFF) => i += 12,
-                    _ => return false,
-                }
-            }
-            0xDC00..=0xDFFF => return false,
-            _ => i += 6,
-        }
-    }
-    true
-}
-
-fn hex4(b: &[u8], at: usize) -> Option<u32> {
-    let h = b.get(at..at + 4)?;
-    let s = std::str::from_utf8(h).ok()?;
-    u32::from_str_radix(s, 16).ok()
-}
-
-/// Deepest nesting of arrays and objects a Redshift SUPER value may have.
-pub const MAX_SUPER_DEPTH: usize = 1000;
-
-/// What Redshift's COPY into SUPER would refuse in a metadata object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SuperProblem {
-    /// Nested deeper than [`MAX_SUPER_DEPTH`].
-    TooDeep,
-    /// A string (key or value) longer than [`MAX_SUPER_STRING_BYTES`] once decoded.
-    StringTooLong,
-}
-
-/// Checks valid JSON text against SUPER's limits in one pass. Only strings whose raw
-/// form is longer than the limit are decoded: escapes make the raw form longer, never
-/// shorter, than the decoded one.
-pub fn super_problem(raw: &str) -> Option<SuperProblem> {
-    let b = raw.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > MAX_SUPER_DEPTH {
-                    return Some(SuperProblem::TooDeep);
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b'"' => {
-                let start = i;
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-                let end = i.min(b.len() - 1);
-                if end - start - 1 > MAX_SUPER_STRING_BYTES {
-                    let decoded =
-                        serde_json::from_str::<String>(&raw[start..=end]).map_or(usize::MAX, |s| s.len());
-                    if decoded > MAX_SUPER_STRING_BYTES {
-                        return Some(SuperProblem::StringTooLong);
-                    }
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }

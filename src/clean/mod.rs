@@ -7,6 +7,7 @@
 
 pub mod fields;
 mod json;
+pub mod metadata;
 mod reason;
 
 use std::borrow::Cow;
@@ -237,12 +238,9 @@ impl Cleaner {
 
         let metadata = match raw.metadata {
             None => None,
-            Some(m) if m.get().starts_with('{') && fields::storable_json_text(m.get()) => {
-                match fields::super_problem(m.get()) {
-                    Some(fields::SuperProblem::TooDeep) => return Err(Reason::NestingTooDeep),
-                    Some(fields::SuperProblem::StringTooLong) => return Err(Reason::MetadataValueTooLong),
-                    None => Some(m),
-                }
+            Some(m) if m.get().starts_with('{') => {
+                metadata::check(m.get()).map_err(metadata::Problem::reason)?;
+                Some(m)
             }
             Some(_) => return Err(Reason::InvalidMetadata),
         };

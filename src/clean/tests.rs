@@ -1121,7 +1121,7 @@ fn metadata_object_is_stored_byte_identical() {
         "{ }",
         r#"{"message_id": 99979}"#,
         r#"{"big": 123456789012345678901234567890, "edge": 9007199254740993, "neg": -9007199254740993}"#,
-        r#"{"f": 1.000000000000000000000001, "e": 1E+400, "z": -0.0}"#,
+        r#"{"f": 1.000000000000000000000001, "e": 1E+300, "z": -0.0}"#,
         r#"{"s": "héllo wörld ✓ 😀 中文", "esc": "\u00e9\n\t\"\\\/", "pair": "\ud83d\ude00"}"#,
         r#"{"nested": {"a": [1, {"b": null, "c": [true, false]}], "e": {}}, "arr": [[], [[]]]}"#,
         "{\"k\":1,\"id\":\"x\",\"metadata\":{\"metadata\":{}}}",
@@ -1680,6 +1680,7 @@ fn reason_codes_are_stable() {
             "invalid_metadata",
             "nesting_too_deep",
             "metadata_value_too_long",
+            "metadata_number_out_of_range",
             "invalid_gzip",
         ]
     );
@@ -1850,7 +1851,7 @@ fn check_event(e: &CleanEvent<'_>) {
     assert!(fields::normalise_email(e.user_email.clone()).is_some_and(|m| m == e.user_email));
     assert!(fields::normalise_event_name(e.event_name.clone()).is_some_and(|n| n == e.event_name));
     if let Some(m) = e.metadata {
-        assert!(m.get().starts_with('{') && fields::storable_json_text(m.get()));
+        assert!(m.get().starts_with('{') && metadata::check(m.get()).is_ok());
     }
     assert!(!(e.ip.is_some() && e.ip_was_invalid));
 }
@@ -1929,7 +1930,7 @@ fn mutated_lines_never_panic_and_the_tally_balances() {
 #[test]
 fn metadata_strings_longer_than_a_super_value_are_rejected() {
     let c = cleaner();
-    let max = crate::clean::fields::MAX_SUPER_STRING_BYTES;
+    let max = metadata::MAX_SUPER_STRING_BYTES;
     let ok_value = format!("{{\"note\": \"{}\"}}", "x".repeat(max));
     match c.clean_line(1, with("metadata", &ok_value).as_bytes(), false) {
         LineOutcome::Event(e) => assert_eq!(e.metadata.unwrap().get(), ok_value),
@@ -1958,7 +1959,7 @@ fn metadata_strings_longer_than_a_super_value_are_rejected() {
 
 #[test]
 fn nesting_deeper_than_super_allows_has_its_own_reason() {
-    let max = crate::clean::fields::MAX_SUPER_DEPTH;
+    let max = metadata::MAX_SUPER_DEPTH;
     // The metadata object is level 1: 999 arrays inside it reach the limit exactly.
     let at_limit = format!("{{\"d\": {}1{}}}", "[".repeat(max - 1), "]".repeat(max - 1));
     assert!(matches!(
@@ -1976,4 +1977,215 @@ fn nesting_deeper_than_super_allows_has_its_own_reason() {
     // Outside metadata nesting does not matter: a deep array is still just not an object.
     let deep = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
     assert_eq!(reason(&deep), Reason::NotAnObject);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata numbers, repeated keys and object size: what either warehouse would refuse
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn metadata_numbers_within_both_warehouses_ranges_are_accepted() {
+    let cases = [
+        "0".to_owned(),
+        "-0".to_owned(),
+        "0.0".to_owned(),
+        "-0.000e5".to_owned(),
+        "1".to_owned(),
+        "-1.5".to_owned(),
+        "12345e-5".to_owned(),
+        "99979".to_owned(),
+        "9223372036854775808".to_owned(),
+        "123456789012345678901234567890123456789012345678901234567890".to_owned(),
+        "1.000000000000000000000001".to_owned(),
+        "1e307".to_owned(),
+        "1E+307".to_owned(),
+        "9.999999e307".to_owned(),
+        "-9.999999E307".to_owned(),
+        "1e-307".to_owned(),
+        "-1e-307".to_owned(),
+        "0.1e-306".to_owned(),
+        "1e0000000000000000000000000000000000000307".to_owned(),
+        // 308 digits: the largest magnitude below 1e308.
+        "9".repeat(308),
+        format!("1{}", "0".repeat(307)),
+        // 1e-307 written out, and 16,383 digits after the point.
+        format!("0.{}1", "0".repeat(306)),
+        format!("1.{}", "0".repeat(16_383)),
+        format!("1.{}e5", "0".repeat(16_388)),
+    ];
+    for n in &cases {
+        assert!(metadata::number_ok(n), "{n} should be accepted");
+        let meta = format!(r#"{{"n": {n}, "a": [{n}, {{"b": {n}}}]}}"#);
+        let line = with("metadata", &meta);
+        assert_eq!(event(&line).metadata.map(RawValue::get), Some(meta.as_str()));
+    }
+}
+
+#[test]
+fn metadata_numbers_out_of_range_are_rejected_with_their_own_reason() {
+    let cases = [
+        // The issue's examples: overflow, underflow, and 140,000 digits.
+        "1e999999".to_owned(),
+        "1e-999999".to_owned(),
+        "1".repeat(140_000),
+        // Past float8's documented range (around 1E-307 to 1E+308).
+        "1e308".to_owned(),
+        "1E+400".to_owned(),
+        "-1.5e308".to_owned(),
+        format!("1{}", "0".repeat(308)),
+        "1e-308".to_owned(),
+        "9.9e-308".to_owned(),
+        format!("0.{}1", "0".repeat(307)),
+        format!("1e{}", "9".repeat(40)),
+        format!("1e-{}", "9".repeat(40)),
+        // Zero with an exponent past the range, either way.
+        "0e999999".to_owned(),
+        "0e-999999".to_owned(),
+        // More than 16,383 digits after the point (PostgreSQL's numeric scale), even
+        // when they are trailing zeros of 1, or the exponent moves the point left.
+        format!("1.{}", "0".repeat(16_384)),
+        format!("1.{}", "1".repeat(16_384)),
+        "1e-16384".to_owned(),
+        format!("1.{}e-2", "0".repeat(16_382)),
+    ];
+    for n in &cases {
+        assert!(
+            !metadata::number_ok(n),
+            "{} should be refused",
+            &n[..n.len().min(40)]
+        );
+        for meta in [
+            format!(r#"{{"n": {n}}}"#),
+            format!(r#"{{"a": [1, {{"b": [{n}]}}], "c": 2}}"#),
+        ] {
+            let line = with("metadata", &meta);
+            let r = reject(line.as_bytes());
+            assert_eq!(r.reason, Reason::MetadataNumberOutOfRange);
+            assert_eq!(r.reason.as_str(), "metadata_number_out_of_range");
+        }
+    }
+}
+
+#[test]
+fn the_issues_poison_line_is_rejected() {
+    let line = r#"{"id":"00000001-0000-4000-8000-000000000001","created_at":"2020-01-13 05:10:12","user_email":"a@b.com","event_name":"x","metadata":{"n":1e999999}}"#;
+    let r = reject(line.as_bytes());
+    assert_eq!(r.reason, Reason::MetadataNumberOutOfRange);
+    assert_eq!(r.raw, line);
+}
+
+#[test]
+fn numbers_outside_metadata_or_inside_strings_do_not_matter() {
+    // In a string, in a dropped key, as a string key: not a number SUPER stores.
+    let line = record(&[
+        ("metadata", Some(r#"{"s": "1e999999", "1e999999": true}"#)),
+        ("extra", Some("1e999999")),
+    ]);
+    assert!(matches!(clean(line.as_bytes()), LineOutcome::Event(_)));
+    // An ip that is a huge number is just not an ip.
+    let line = with("ip", "1e999999");
+    let e = event(&line);
+    assert!(e.ip_was_invalid);
+}
+
+#[test]
+fn metadata_problems_follow_the_table_order() {
+    let max = metadata::MAX_SUPER_DEPTH;
+    let deep = format!("{}1{}", "[".repeat(max), "]".repeat(max));
+    let long = js(&"x".repeat(metadata::MAX_SUPER_STRING_BYTES + 1));
+    let cases = [
+        // Unstorable text beats everything, wherever it is.
+        (
+            format!(r#"{{"n": 1e999, "l": {long}, "d": {deep}, "z": "\u0000"}}"#),
+            Reason::InvalidMetadata,
+        ),
+        (
+            format!(r#"{{"n": 1e999, "l": {long}, "d": {deep}, "n": 1}}"#),
+            Reason::InvalidMetadata,
+        ),
+        // Then nesting, then string length, then numbers.
+        (
+            format!(r#"{{"n": 1e999, "l": {long}, "d": {deep}}}"#),
+            Reason::NestingTooDeep,
+        ),
+        (
+            format!(r#"{{"n": 1e999, "l": {long}}}"#),
+            Reason::MetadataValueTooLong,
+        ),
+        (r#"{"n": 1e999}"#.to_owned(), Reason::MetadataNumberOutOfRange),
+    ];
+    for (meta, want) in cases {
+        assert_eq!(
+            reason(&with("metadata", &meta)),
+            want,
+            "{}",
+            &meta[..meta.len().min(60)]
+        );
+    }
+}
+
+#[test]
+fn metadata_with_a_key_repeated_in_one_object_is_invalid() {
+    for meta in [
+        r#"{"a": 1, "a": 2}"#,
+        r#"{"a": 1, "b": 2, "a": 1}"#,
+        r#"{"a": 1, "\u0061": 2}"#,
+        r#"{"x": {"a": {}, "a": []}}"#,
+        r#"{"x": [{"a": 1, "a": 1}]}"#,
+        r#"{"x": {"y": {"z": 1}, "a": 1, "a": 2}}"#,
+    ] {
+        assert_eq!(reason(&with("metadata", meta)), Reason::InvalidMetadata, "{meta}");
+    }
+    // Past the small-set size too.
+    let many: Vec<String> = (0..200).map(|i| format!(r#""k{i}": {i}"#)).collect();
+    let ok = format!("{{{}}}", many.join(", "));
+    assert!(matches!(
+        clean(with("metadata", &ok).as_bytes()),
+        LineOutcome::Event(_)
+    ));
+    let dup = format!("{{{}, \"k150\": 0}}", many.join(", "));
+    assert_eq!(reason(&with("metadata", &dup)), Reason::InvalidMetadata);
+    let nested = format!(r#"{{"x": {ok}, "y": {{"k1": 1, "z": {ok}}}, "k1": 2}}"#);
+    assert!(matches!(
+        clean(with("metadata", &nested).as_bytes()),
+        LineOutcome::Event(_)
+    ));
+}
+
+#[test]
+fn metadata_may_repeat_a_key_across_objects() {
+    for meta in [
+        r#"{"a": {"a": {"a": 1}}}"#,
+        r#"{"x": [{"a": 1}, {"a": 2}], "a": 3}"#,
+        r#"{"x": {"a": 1}, "y": {"a": 2}}"#,
+        r#"{"a": "a", "b": ["a", "a"], "c": {"b": "a"}}"#,
+        r#"{"\\u0061": 1, "a": 2}"#,
+    ] {
+        let line = with("metadata", meta);
+        assert_eq!(event(&line).metadata.map(RawValue::get), Some(meta), "{meta}");
+    }
+}
+
+#[test]
+fn metadata_as_large_as_a_line_allows_is_stored() {
+    // The biggest metadata a line can carry is far below SUPER's object limits (checked at
+    // compile time); it loads as sent.
+    let line = padded(MAX_LINE_BYTES);
+    let e = event(&line);
+    let m = e.metadata.unwrap().get();
+    assert!(m.len() > MAX_LINE_BYTES - 300);
+    assert!(m.len() * 2 <= metadata::MAX_COPY_JSON_OBJECT_BYTES);
+    assert!(metadata::MAX_COPY_JSON_OBJECT_BYTES <= metadata::MAX_SUPER_OBJECT_BYTES);
+}
+
+#[test]
+fn deeply_nested_metadata_is_checked_in_bounded_time() {
+    // Half a million levels: rejected as too deep, without recursion.
+    let n = (MAX_LINE_BYTES - 300) / 2;
+    let meta = format!("{{\"d\": {}{}}}", "[".repeat(n), "]".repeat(n));
+    assert_eq!(reason(&with("metadata", &meta)), Reason::NestingTooDeep);
+    // Objects all the way down, each with the same key: too deep, not a repeated key.
+    let n = (MAX_LINE_BYTES - 300) / 7;
+    let meta = format!("{}1{}", "{\"a\": ".repeat(n), "}".repeat(n));
+    assert_eq!(reason(&with("metadata", &meta)), Reason::NestingTooDeep);
 }
