@@ -2189,3 +2189,133 @@ fn deeply_nested_metadata_is_checked_in_bounded_time() {
     let meta = format!("{}1{}", "{\"a\": ".repeat(n), "}".repeat(n));
     assert_eq!(reason(&with("metadata", &meta)), Reason::NestingTooDeep);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Recovery is linear in the line's length
+// ---------------------------------------------------------------------------------------------
+
+/// Hostile lines of about `n` bytes, each built to make some step do as much as it can.
+fn hostile_lines(n: usize) -> Vec<(&'static str, Vec<u8>)> {
+    let rep = |unit: &str, head: &str, tail: &str| -> Vec<u8> {
+        let count = n.saturating_sub(head.len() + tail.len()) / unit.len();
+        format!("{head}{}{tail}", unit.repeat(count)).into_bytes()
+    };
+    let depth = n / 8;
+    vec![
+        // The issue's line: every `{"id"` a candidate, none closed.
+        ("x{\"id\": repeated", rep("{\"id\":", "x", "")),
+        ("{\"id\": repeated", rep("{\"id\":", "", "")),
+        // Closed at the end: the outermost candidate parses, deep.
+        (
+            "x{\"id\": nested and closed",
+            format!("x{}1{}", "{\"id\":".repeat(depth), "}".repeat(depth)).into_bytes(),
+        ),
+        // Closed, but with a wrong bracket at the very end.
+        (
+            "x{\"id\": nested, one ] short",
+            format!("x{}1{}]}}", "{\"id\":".repeat(depth), "}".repeat(depth - 1)).into_bytes(),
+        ),
+        // Every candidate inside a string, quotes and backslashes everywhere.
+        (
+            "strings of {\"id\"",
+            rep("\"{\\\"id\\\":\\\\\", ", "x{\"id\": [", "]}"),
+        ),
+        ("backslash runs", rep("\\\\\\\\\\\"", "x{\"id\": \"", "\"}")),
+        // Many complete records glued on one line.
+        ("glued records", rep(&format!("{SEED_LINE_1}"), "", "")),
+        ("glued {\"id\":1}", rep("{\"id\":1}", "", "")),
+        // Brackets that never balance.
+        ("closers", rep("}", "x{\"id\":", "")),
+        ("openers then one closer", rep("[", "x{\"id\":", "}")),
+        // A huge valid record whose metadata is the whole line.
+        ("large metadata", padded(n.max(400)).into_bytes()),
+        (
+            "metadata of many keys",
+            with(
+                "metadata",
+                &format!(
+                    "{{{}\"z\": 0}}",
+                    (0..n / 16)
+                        .map(|i| format!("\"k{i:07}\": 1, "))
+                        .collect::<String>()
+                ),
+            )
+            .into_bytes(),
+        ),
+        ("whitespace", vec![b' '; n]),
+        ("not json", rep("x", "", "")),
+    ]
+}
+
+fn work_of(line: &[u8]) -> usize {
+    let mut work = Work::default();
+    cleaner().clean_line_counted(2, line, false, &mut work);
+    work.bytes
+}
+
+#[test]
+fn cleaning_work_is_linear_in_the_line_length_whatever_it_holds() {
+    // Every parse and scan is counted: a line of n bytes costs at most a few n. Trying
+    // each `{"id"` in turn, as recovery once did, costs about n * n / 12 on the first line.
+    for n in [1_000, 100_000, MAX_LINE_BYTES] {
+        for (what, line) in hostile_lines(n) {
+            assert!(line.len() <= MAX_LINE_BYTES, "{what}: {}", line.len());
+            let work = work_of(&line);
+            assert!(
+                work <= 6 * line.len() + 64,
+                "{what}, {} bytes: {work} bytes of work",
+                line.len()
+            );
+        }
+    }
+}
+
+/// Recovery as it was specified and first written: the leftmost `{` (at 1 or later),
+/// whitespace, `"id"`, whose text parses as one object to the end of the line.
+fn reference_recovery_start(text: &str) -> Option<usize> {
+    (1..text.len()).find(|&start| {
+        text.as_bytes()[start] == b'{'
+            && text[start + 1..].trim_start().starts_with("\"id\"")
+            && serde_json::from_str::<RawEvent<'_>>(&text[start..]).is_ok()
+    })
+}
+
+fn linear_recovery_start(text: &str) -> Option<usize> {
+    json::recovery_start(text.as_bytes(), &mut Work::default())
+        .filter(|&start| serde_json::from_str::<RawEvent<'_>>(&text[start..]).is_ok())
+}
+
+#[test]
+fn linear_recovery_finds_what_trying_every_fragment_finds() {
+    let mut lines: Vec<String> = vec![
+        SEED_LINE_2.to_owned(),
+        format!("{{\"id\": \"a\", {{\"id\": \"b\", {SEED_LINE_1}"),
+        format!("x{{\"id\": {SEED_LINE_1}}}"),
+        format!("x{{\"id\": {{\"id\": {{\"id\": 1}}}}"),
+        format!("{SEED_LINE_1}{SEED_LINE_1}"),
+        format!("{SEED_LINE_1} {SEED_LINE_1}\t"),
+        format!("\"{{\\\"id\\\": 1}}\" {{\"id\": \"\\\\\"}}"),
+        format!("x{{\"id\": \"{{\\\"id\\\": 1}}\"}}"),
+        format!("x{{\"id\": \"\\\\\\\"{{\\\"id\\\": 1}}\"}}"),
+        format!("[{{\"id\": 1}}]{{\"id\": [1, {{\"id\": 2}}]}}"),
+        "x{\"id\": [}".to_owned(),
+        "x{\"id\": ]}".to_owned(),
+        "x{\"id\":1}}".to_owned(),
+        "{{\"id\":1}".to_owned(),
+        "{ {\"id\":1}".to_owned(),
+    ];
+    let seeds: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
+    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    for _ in 0..20_000 {
+        if let Ok(text) = String::from_utf8(mutate(&mut rng, &seeds)) {
+            lines.push(text);
+        }
+    }
+    let mut recovered = 0;
+    for text in &lines {
+        let want = reference_recovery_start(text);
+        assert_eq!(linear_recovery_start(text), want, "{text}");
+        recovered += usize::from(want.is_some());
+    }
+    assert!(recovered > 1_000, "the lines exercise recovery: {recovered}");
+}
