@@ -63,13 +63,40 @@ pub enum LineOutcome<'a> {
     Blank,
     Event(CleanEvent<'a>),
     Reject(Reject<'a>),
-    /// Unparseable line that ends in a complete `{"id"...}` object (a truncated record
-    /// glued to the next one): the broken prefix is rejected as `malformed_json`, the
-    /// fragment is cleaned like any other record.
+    /// Unparseable line that ends in a complete `{"id"...}` object (a record glued to the
+    /// next one): the fragment is cleaned like any other record, and so is the prefix
+    /// when it is itself one complete object (`{...}{...}`); otherwise the prefix is a
+    /// broken record, rejected as `malformed_json`. Stage it with
+    /// [`LineOutcome::into_rows`].
     Recovered {
-        prefix: Reject<'a>,
+        prefix: Result<CleanEvent<'a>, Reject<'a>>,
         fragment: Result<CleanEvent<'a>, Reject<'a>>,
     },
+}
+
+/// One row to stage: an event or a reject.
+pub type Row<'a> = Result<CleanEvent<'a>, Reject<'a>>;
+
+impl<'a> LineOutcome<'a> {
+    /// The rows to stage for this line, in line order. Two glued records with the same id
+    /// stage only the first: the second is a duplicate of it, as the first copy of an id
+    /// wins everywhere. It is counted among the file's events, so the warehouse counts it
+    /// as a duplicate (staged events minus loaded). It must not be staged: both rows would
+    /// share (key, line, id), which the warehouse's deduplication cannot order (Redshift's
+    /// would delete both).
+    pub fn into_rows(self) -> impl Iterator<Item = Row<'a>> {
+        let rows: [Option<Row<'a>>; 2] = match self {
+            LineOutcome::Blank => [None, None],
+            LineOutcome::Event(e) => [Some(Ok(e)), None],
+            LineOutcome::Reject(r) => [Some(Err(r)), None],
+            LineOutcome::Recovered {
+                prefix: Ok(first),
+                fragment: Ok(second),
+            } if first.id == second.id => [Some(Ok(first)), None],
+            LineOutcome::Recovered { prefix, fragment } => [Some(prefix), Some(fragment)],
+        };
+        rows.into_iter().flatten()
+    }
 }
 
 /// The fields we read; everything else in the object is skipped unparsed. Absent and
@@ -216,7 +243,20 @@ impl Cleaner {
         let start = json::recovery_start(text.as_bytes(), work)?;
         let fragment = &text[start..];
         let raw = parse::<RawEvent<'a>>(fragment, work).ok()?;
-        let prefix = reject_str(Reason::MalformedJson, &text[..start]);
+        let prefix = &text[..start];
+        // Two complete records glued together: the first loads too.
+        let glued = prefix.trim();
+        let first = if glued.starts_with('{') {
+            parse::<RawEvent<'a>>(glued, work).ok()
+        } else {
+            None
+        };
+        let prefix = match first {
+            Some(first) => self
+                .validate(first, work)
+                .map_err(|reason| reject_str(reason, prefix)),
+            None => Err(reject_str(Reason::MalformedJson, prefix)),
+        };
         let fragment = self
             .validate(raw, work)
             .map_err(|reason| reject_str(reason, fragment));
@@ -355,10 +395,12 @@ pub struct FileTally {
     /// Physical lines read.
     pub lines: u64,
     pub blank_lines: u64,
-    /// Clean events handed on to staging (before deduplication).
+    /// Clean events (before deduplication). All are staged but the second of two glued
+    /// records with one id (see [`LineOutcome::into_rows`]), which the warehouse then
+    /// counts as a duplicate.
     pub events: u64,
     pub rejects: u64,
-    /// Lines that held a broken record followed by a recovered one.
+    /// Lines that held two records: a broken or complete one followed by a recovered one.
     pub recovered: u64,
     /// Events whose `ip` was present but not an address, stored as NULL.
     pub invalid_ips: u64,
@@ -372,12 +414,13 @@ impl FileTally {
             LineOutcome::Blank => self.blank_lines += 1,
             LineOutcome::Event(e) => self.event(e),
             LineOutcome::Reject(_) => self.rejects += 1,
-            LineOutcome::Recovered { fragment, .. } => {
+            LineOutcome::Recovered { prefix, fragment } => {
                 self.recovered += 1;
-                self.rejects += 1;
-                match fragment {
-                    Ok(e) => self.event(e),
-                    Err(_) => self.rejects += 1,
+                for record in [prefix, fragment] {
+                    match record {
+                        Ok(e) => self.event(e),
+                        Err(_) => self.rejects += 1,
+                    }
                 }
             }
         }

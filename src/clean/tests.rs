@@ -181,7 +181,10 @@ fn bom_is_only_ignored_on_line_one() {
     let line = format!("\u{FEFF}{SEED_LINE_1}");
     match cleaner().clean_line(2, line.as_bytes(), false) {
         LineOutcome::Event(e) => panic!("a BOM on line 2 must not be ignored: {e:?}"),
-        LineOutcome::Recovered { prefix, fragment } => {
+        LineOutcome::Recovered {
+            prefix: Err(prefix),
+            fragment,
+        } => {
             assert_eq!(prefix.reason, Reason::MalformedJson);
             assert_eq!(prefix.raw, "\u{FEFF}");
             assert_base_event(&fragment.unwrap());
@@ -417,7 +420,13 @@ fn seed_sample_two_lines_three_records() {
         other => panic!("{other:?}"),
     }
     match &all[1] {
-        (2, LineOutcome::Recovered { prefix, fragment }) => {
+        (
+            2,
+            LineOutcome::Recovered {
+                prefix: Err(prefix),
+                fragment,
+            },
+        ) => {
             assert_eq!(prefix.reason, Reason::MalformedJson);
             assert_eq!(
                 prefix.raw,
@@ -444,7 +453,7 @@ fn recovered_fragment_that_fails_validation_gives_two_rejects() {
     let line = format!("{{\"id\": \"242279cc-4b5d-4a43-a3ec-aa52a8e87e63\", {fragment}");
     match clean(line.as_bytes()) {
         LineOutcome::Recovered {
-            prefix,
+            prefix: Err(prefix),
             fragment: Err(r),
         } => {
             assert_eq!(prefix.reason, Reason::MalformedJson);
@@ -474,7 +483,7 @@ fn recovery_allows_whitespace_after_the_brace() {
         let line = format!("{{\"id\": \"trunc{fragment}");
         match clean(line.as_bytes()) {
             LineOutcome::Recovered {
-                prefix,
+                prefix: Err(prefix),
                 fragment: Ok(e),
             } => {
                 assert_eq!(prefix.raw, "{\"id\": \"trunc");
@@ -490,7 +499,7 @@ fn recovery_works_after_a_non_object_prefix_and_with_crlf() {
     let line = format!("garbage {SEED_LINE_1}\r");
     match clean(line.as_bytes()) {
         LineOutcome::Recovered {
-            prefix,
+            prefix: Err(prefix),
             fragment: Ok(e),
         } => {
             assert_eq!(prefix.reason, Reason::MalformedJson);
@@ -509,7 +518,7 @@ fn recovery_fragment_may_start_at_the_second_byte() {
     ] {
         match clean(line.as_bytes()) {
             LineOutcome::Recovered {
-                prefix: p,
+                prefix: Err(p),
                 fragment: Ok(e),
             } => {
                 assert_eq!(p.reason, Reason::MalformedJson);
@@ -526,7 +535,7 @@ fn recovery_skips_id_fragments_that_do_not_parse_to_the_end() {
     let line = format!("{{\"id\": \"a\", {{\"id\": \"b\", {SEED_LINE_1}");
     match clean(line.as_bytes()) {
         LineOutcome::Recovered {
-            prefix,
+            prefix: Err(prefix),
             fragment: Ok(e),
         } => {
             assert_eq!(prefix.raw, "{\"id\": \"a\", {\"id\": \"b\", ");
@@ -1501,7 +1510,7 @@ fn recovered_prefix_and_fragment_raw_are_limited_too() {
     let line = format!("{prefix}{fragment}");
     match clean(line.as_bytes()) {
         LineOutcome::Recovered {
-            prefix: p,
+            prefix: Err(p),
             fragment: Err(f),
         } => {
             assert_eq!(p.reason, Reason::MalformedJson);
@@ -1897,11 +1906,11 @@ fn mutated_lines_never_panic_and_the_tally_balances() {
             }
             LineOutcome::Recovered { prefix, fragment } => {
                 kinds[3] += 1;
-                assert_eq!(prefix.reason, Reason::MalformedJson);
-                check_reject(prefix);
-                match fragment {
-                    Ok(e) => check_event(e),
-                    Err(r) => check_reject(r),
+                for record in [prefix, fragment] {
+                    match record {
+                        Ok(e) => check_event(e),
+                        Err(r) => check_reject(r),
+                    }
                 }
             }
         }
@@ -2318,4 +2327,162 @@ fn linear_recovery_finds_what_trying_every_fragment_finds() {
         recovered += usize::from(want.is_some());
     }
     assert!(recovered > 1_000, "the lines exercise recovery: {recovered}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two complete records glued on one line
+// ---------------------------------------------------------------------------------------------
+
+const OTHER_ID: &str = "10cd6e40-cab2-432d-9e62-a8466761e307";
+
+fn other_record() -> String {
+    with("id", &js(OTHER_ID))
+}
+
+/// What the warehouse would make of a file: stage each line's rows, then keep the first
+/// event per id. Returns (loaded, duplicates, staged rejects).
+fn load(bytes: &[u8]) -> (FileTally, u64, u64, u64) {
+    let mut ids = std::collections::HashSet::new();
+    let mut staged_rejects = 0u64;
+    let mut staged_events = 0u64;
+    let tally = clean_bytes(&cleaner(), bytes, |_, outcome| {
+        let mut line_ids = std::collections::HashSet::new();
+        for row in outcome.into_rows() {
+            match row {
+                Ok(e) => {
+                    // Never two rows with one (key, line, id): the warehouse cannot order them.
+                    assert!(line_ids.insert(e.id.clone().into_owned()), "{e:?}");
+                    staged_events += 1;
+                    ids.insert(e.id.into_owned());
+                }
+                Err(_) => staged_rejects += 1,
+            }
+        }
+    });
+    let loaded = ids.len() as u64;
+    assert!(staged_events <= tally.events);
+    (tally, loaded, tally.events - loaded, staged_rejects)
+}
+
+#[track_caller]
+fn assert_balances(t: &FileTally, loaded: u64, duplicates: u64, staged_rejects: u64) {
+    assert_eq!(staged_rejects, t.rejects, "{t:?}");
+    assert_eq!(
+        t.lines + t.recovered,
+        loaded + duplicates + t.rejects + t.blank_lines,
+        "{t:?}"
+    );
+}
+
+#[test]
+fn two_complete_records_glued_on_one_line_both_load() {
+    for sep in ["", " ", "\t ", "  "] {
+        let line = format!("{SEED_LINE_1}{sep}{}", other_record());
+        match clean(line.as_bytes()) {
+            LineOutcome::Recovered {
+                prefix: Ok(first),
+                fragment: Ok(second),
+            } => {
+                assert_base_event(&first);
+                assert_eq!(second.id, OTHER_ID);
+            }
+            other => panic!("{sep:?}: {other:?}"),
+        }
+        let (t, loaded, duplicates, staged_rejects) = load(format!("{line}\r\n").as_bytes());
+        assert_eq!(
+            t,
+            FileTally {
+                lines: 1,
+                events: 2,
+                recovered: 1,
+                ..FileTally::default()
+            }
+        );
+        assert_eq!((loaded, duplicates), (2, 0));
+        assert_balances(&t, loaded, duplicates, staged_rejects);
+    }
+}
+
+#[test]
+fn a_glued_first_record_that_fails_validation_is_rejected_with_its_own_reason() {
+    let first = with("user_email", "\"nobody\"");
+    let line = format!("{first}{}", other_record());
+    match clean(line.as_bytes()) {
+        LineOutcome::Recovered {
+            prefix: Err(r),
+            fragment: Ok(second),
+        } => {
+            assert_eq!(r.reason, Reason::InvalidEmail);
+            assert_eq!(r.raw, first);
+            assert_eq!(second.id, OTHER_ID);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A complete object without the fields is a record too, missing its id.
+    let line = format!("{{\"x\": 1}}{SEED_LINE_1}");
+    match clean(line.as_bytes()) {
+        LineOutcome::Recovered {
+            prefix: Err(r),
+            fragment: Ok(e),
+        } => {
+            assert_eq!(r.reason, Reason::MissingId);
+            assert_base_event(&e);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn glued_records_with_one_id_load_once_and_count_a_duplicate() {
+    for second in [SEED_LINE_1.to_owned(), with("event_name", "\"other_name\"")] {
+        let line = format!("{SEED_LINE_1}{second}");
+        let rows: Vec<_> = clean(line.as_bytes()).into_rows().collect();
+        assert_eq!(rows.len(), 1);
+        match &rows[0] {
+            Ok(e) => assert_base_event(e),
+            Err(r) => panic!("{r:?}"),
+        }
+        let (t, loaded, duplicates, staged_rejects) = load(line.as_bytes());
+        assert_eq!((t.lines, t.recovered, t.events, t.rejects), (1, 1, 2, 0));
+        assert_eq!((loaded, duplicates), (1, 1));
+        assert_balances(&t, loaded, duplicates, staged_rejects);
+    }
+    // Ids compare normalised.
+    let line = format!("{SEED_LINE_1}{}", with("id", &js(&ID.to_uppercase())));
+    assert_eq!(clean(line.as_bytes()).into_rows().count(), 1);
+}
+
+#[test]
+fn a_broken_record_before_a_complete_one_is_still_one_reject() {
+    // The seed's case is unchanged: the truncated record is malformed_json.
+    let (t, loaded, duplicates, staged_rejects) = load(SEED_LINE_2.as_bytes());
+    assert_eq!((t.lines, t.recovered, t.events, t.rejects), (1, 1, 1, 1));
+    assert_balances(&t, loaded, duplicates, staged_rejects);
+    // Two complete records before the last: only the last is recovered, the two before
+    // it are one broken prefix (recovery splits a line in two, not more).
+    let line = format!("{SEED_LINE_1}{SEED_LINE_1}{}", other_record());
+    match clean(line.as_bytes()) {
+        LineOutcome::Recovered {
+            prefix: Err(r),
+            fragment: Ok(e),
+        } => {
+            assert_eq!(r.reason, Reason::MalformedJson);
+            assert_eq!(r.raw, format!("{SEED_LINE_1}{SEED_LINE_1}"));
+            assert_eq!(e.id, OTHER_ID);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn rows_are_staged_in_line_order() {
+    let line = format!("{}{SEED_LINE_1}", other_record());
+    let ids: Vec<String> = clean(line.as_bytes())
+        .into_rows()
+        .map(|r| r.map(|e| e.id.into_owned()).unwrap_or_default())
+        .collect();
+    assert_eq!(ids, [OTHER_ID, ID]);
+    assert_eq!(clean(b"").into_rows().count(), 0);
+    assert_eq!(clean(SEED_LINE_1.as_bytes()).into_rows().count(), 1);
+    assert_eq!(clean(b"{").into_rows().count(), 1);
 }
