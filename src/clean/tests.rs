@@ -2486,3 +2486,342 @@ fn rows_are_staged_in_line_order() {
     assert_eq!(clean(SEED_LINE_1.as_bytes()).into_rows().count(), 1);
     assert_eq!(clean(b"{").into_rows().count(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Property: generated files, hostile lines included, never panic, and every line ends in
+// exactly one place
+// ---------------------------------------------------------------------------------------------
+
+fn pick<'s>(rng: &mut XorShift, from: &[&'s str]) -> &'s str {
+    from[rng.below(from.len())]
+}
+
+/// A random JSON value for metadata: numbers in and out of range, strings with storable
+/// and unstorable escapes, nesting, repeated keys.
+fn gen_value(rng: &mut XorShift, depth: usize) -> String {
+    const NUMBERS: &[&str] = &[
+        "0",
+        "-0",
+        "1",
+        "-17",
+        "99979",
+        "1.5",
+        "-0.25e-3",
+        "1e307",
+        "1e308",
+        "1E+400",
+        "1e-307",
+        "1e-308",
+        "1e999999",
+        "1e-999999",
+        "9007199254740993",
+        "123456789012345678901234567890123456789012",
+        "0e999",
+        "0.0",
+        "2.50",
+    ];
+    const STRINGS: &[&str] = &[
+        "\"\"",
+        "\"x\"",
+        "\"é ü 😀\"",
+        "\"\\u00e9\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\u0000\"",
+        "\"\\ud83d\"",
+        "\"\\ude00x\"",
+        "\"\\\\u0000\"",
+        "\"a\\\"b\"",
+        "\"{\\\"id\\\": 1}\"",
+        "\"[[[\"",
+    ];
+    let leaf = depth > 4 || rng.below(3) > 0;
+    if leaf {
+        return match rng.below(7) {
+            0..=2 => pick(rng, NUMBERS).to_owned(),
+            3..=4 => pick(rng, STRINGS).to_owned(),
+            5 => pick(rng, &["true", "false", "null"]).to_owned(),
+            _ if rng.below(40) == 0 => js(&"s".repeat(65_530 + rng.below(10))),
+            _ if rng.below(40) == 0 => format!("1.{}", "0".repeat(16_380 + rng.below(8))),
+            _ if rng.below(15) == 0 => {
+                let n = 990 + rng.below(20);
+                format!("{}0{}", "[".repeat(n), "]".repeat(n))
+            }
+            _ => "1".to_owned(),
+        };
+    }
+    let n = rng.below(4);
+    if rng.below(2) == 0 {
+        let items: Vec<String> = (0..n).map(|_| gen_value(rng, depth + 1)).collect();
+        format!("[{}]", items.join(", "))
+    } else {
+        gen_object(rng, depth, n)
+    }
+}
+
+fn gen_object(rng: &mut XorShift, depth: usize, n: usize) -> String {
+    const KEYS: &[&str] = &[
+        "\"a\"",
+        "\"b\"",
+        "\"id\"",
+        "\"\\u0061\"",
+        "\"é\"",
+        "\"metadata\"",
+        "\"n\"",
+    ];
+    let fields: Vec<String> = (0..n)
+        .map(|_| format!("{}: {}", pick(rng, KEYS), gen_value(rng, depth + 1)))
+        .collect();
+    format!("{{{}}}", fields.join(", "))
+}
+
+/// A random record: mostly valid, each field sometimes wrong, absent, or odd.
+fn gen_record(rng: &mut XorShift) -> String {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut field = |rng: &mut XorShift, key: &str, good: String, bad: &[&str]| match rng.below(40) {
+        0 => {}
+        1 => fields.push((key.to_owned(), pick(rng, bad).to_owned())),
+        2 => fields.push((key.to_owned(), "null".to_owned())),
+        _ => fields.push((key.to_owned(), good)),
+    };
+    // 2,000 ids, some sent uppercase: duplicates within and across files.
+    let id = format!("9ba671d6-5154-41c1-93b1-41dd647b{:04x}", rng.below(2_000));
+    let id = js(&if rng.below(8) == 0 { id.to_uppercase() } else { id });
+    field(rng, "id", id, &["\"nope\"", "1", "[]"]);
+    let frac = ".1234567890123"
+        .get(..rng.below(15))
+        .unwrap_or_default()
+        .to_owned();
+    let created = format!(
+        "\"2020-01-{:02}{}05:10:12{}{}\"",
+        1 + rng.below(28),
+        pick(rng, &[" ", "T"]),
+        if frac.len() == 1 { "" } else { &frac },
+        pick(rng, &["", "Z", "+02:00", "-05:30"])
+    );
+    field(
+        rng,
+        "created_at",
+        created,
+        &["\"1999-01-01 00:00:00\"", "\"2020-13-01 00:00:00\"", "1578892212"],
+    );
+    let email = js(pick(
+        rng,
+        &["a@b.com", " JÖRG@EXAMPLE.COM ", "ΣΊΣΥΦΟΣ@EXAMPLE.GR", "Ⱥ@b.co"],
+    ));
+    field(rng, "user_email", email, &["\"nobody\"", "\"a@b\"", "7"]);
+    let ip = js(pick(rng, &["10.0.0.1", "::1", "999.1.1.1"]));
+    field(rng, "ip", ip, &["1e999999", "[]"]);
+    let name = js(pick(rng, &["page_view", " Signup ", "x"]));
+    field(rng, "event_name", name, &["\"1bad\"", "\"é\""]);
+    let n = rng.below(4);
+    let meta = gen_object(rng, 0, n);
+    field(rng, "metadata", meta, &["[]", "1", "\"{}\""]);
+    if rng.below(10) == 0 {
+        fields.push(("extra".to_owned(), gen_value(rng, 0)));
+    }
+    if rng.below(30) == 0 && !fields.is_empty() {
+        let repeated = fields[rng.below(fields.len())].clone();
+        fields.push(repeated);
+    }
+    // Field order varies; "id" first is what recovery looks for, so keep it first mostly.
+    if rng.below(5) == 0 {
+        let len = fields.len();
+        fields.rotate_left(rng.below(len + 1).min(len));
+    }
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+    format!("{{{}}}", body.join(pick(rng, &[", ", ",", " , "])))
+}
+
+/// A random line: records, glued and truncated records, hostile and random bytes.
+fn gen_line(rng: &mut XorShift, seeds: &[Vec<u8>]) -> Vec<u8> {
+    match rng.below(20) {
+        0..=7 => gen_record(rng).into_bytes(),
+        8..=9 => {
+            let a = gen_record(rng);
+            let b = gen_record(rng);
+            format!("{a}{}{b}", pick(rng, &["", " ", "\t"])).into_bytes()
+        }
+        10 => {
+            let a = gen_record(rng);
+            let cut = rng.below(a.len());
+            let cut = (0..=cut).rev().find(|&i| a.is_char_boundary(i)).unwrap_or(0);
+            format!("{}{}", &a[..cut], gen_record(rng)).into_bytes()
+        }
+        11..=13 => mutate(rng, seeds),
+        14 => {
+            let n = 1 + rng.below(20_000);
+            let lines = hostile_lines(n);
+            lines[rng.below(lines.len())].1.clone()
+        }
+        15 => pick(rng, &["", " ", "\t", "\r", " \r", "\u{3000}"])
+            .as_bytes()
+            .to_vec(),
+        16 => (0..rng.below(64)).map(|_| rng.next().to_le_bytes()[0]).collect(),
+        17 => format!("[{}]", gen_record(rng)).into_bytes(),
+        18 => format!("{}\r", gen_record(rng)).into_bytes(),
+        _ => {
+            let mut line = gen_record(rng).into_bytes();
+            let at = rng.below(line.len() + 1);
+            line.insert(at, pick(rng, &["\u{0}", "\u{FEFF}", "é"]).as_bytes()[0]);
+            line
+        }
+    }
+}
+
+/// What became of every line of one load, as the warehouse would count it.
+#[derive(Debug, Default, PartialEq)]
+struct Accounted {
+    loaded: u64,
+    duplicates: u64,
+    rejects: u64,
+    blank: u64,
+}
+
+#[test]
+fn generated_files_never_panic_and_every_line_ends_in_exactly_one_place() {
+    let seeds: Vec<Vec<u8>> = vec![
+        SEED_LINE_1.as_bytes().to_vec(),
+        SEED_LINE_2.as_bytes().to_vec(),
+        format!("{SEED_LINE_1}{SEED_LINE_1}").into_bytes(),
+        with("metadata", r#"{"n": [1e5, {"a": 1}], "s": "\ud83d\ude00"}"#).into_bytes(),
+    ];
+    let cleaner = cleaner();
+    let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
+    let codes: Vec<Reason> = Reason::ALL
+        .iter()
+        .copied()
+        .filter(|r| *r != Reason::InvalidGzip)
+        .collect();
+    let mut reasons_seen = std::collections::BTreeSet::new();
+    let mut hist = std::collections::BTreeMap::new();
+    let mut kinds = [0u64; 4];
+    // One load of many files: an id loads once across all of them, first file first.
+    let mut loaded_ids = std::collections::HashSet::new();
+    let mut total = Accounted::default();
+    let mut tally_total = FileTally::default();
+    for file_no in 0..60 {
+        let mut file = Vec::new();
+        for i in 0..200 {
+            let mut line = gen_line(&mut rng, &seeds);
+            if i == 0 && rng.below(4) == 0 {
+                line.splice(0..0, *b"\xEF\xBB\xBF");
+            }
+            line.retain(|b| *b != b'\n');
+            file.extend_from_slice(&line);
+            file.push(b'\n');
+        }
+        if file_no % 20 == 0 {
+            // A few over-long lines, blank and not.
+            file.extend_from_slice(&vec![b' '; MAX_LINE_BYTES + 1]);
+            file.push(b'\n');
+            file.extend_from_slice(&padded(MAX_LINE_BYTES + 2).into_bytes());
+            file.push(b'\n');
+        }
+        let mut accounted = Accounted::default();
+        let mut staged_events = 0u64;
+        let tally = clean_bytes(&cleaner, &file, |_, outcome| {
+            // Every outcome is one kind, and its records are checked.
+            let records = match &outcome {
+                LineOutcome::Blank => {
+                    kinds[0] += 1;
+                    accounted.blank += 1;
+                    0
+                }
+                LineOutcome::Event(e) => {
+                    kinds[1] += 1;
+                    check_event(e);
+                    1
+                }
+                LineOutcome::Reject(r) => {
+                    kinds[2] += 1;
+                    check_reject(r);
+                    1
+                }
+                LineOutcome::Recovered { prefix, fragment } => {
+                    kinds[3] += 1;
+                    for record in [prefix, fragment] {
+                        match record {
+                            Ok(e) => check_event(e),
+                            Err(r) => check_reject(r),
+                        }
+                    }
+                    2
+                }
+            };
+            let events_in_line = match &outcome {
+                LineOutcome::Event(_) => 1,
+                LineOutcome::Recovered { prefix, fragment } => {
+                    u64::from(prefix.is_ok()) + u64::from(fragment.is_ok())
+                }
+                _ => 0,
+            };
+            // Staged rows: each reject once; each event once, but a glued repeat of an id.
+            let mut line_ids = std::collections::HashSet::new();
+            let mut rows = 0u64;
+            let mut line_events = 0u64;
+            for row in outcome.into_rows() {
+                rows += 1;
+                match row {
+                    Ok(e) => {
+                        line_events += 1;
+                        assert!(line_ids.insert(e.id.clone().into_owned()));
+                        if loaded_ids.insert(e.id.into_owned()) {
+                            accounted.loaded += 1;
+                        }
+                    }
+                    Err(r) => {
+                        assert!(codes.contains(&r.reason), "{r:?}");
+                        reasons_seen.insert(r.reason);
+                        *hist.entry(r.reason).or_insert(0u32) += 1;
+                        accounted.rejects += 1;
+                    }
+                }
+            }
+            staged_events += line_events;
+            assert!(rows == records || (records == 2 && rows == 1 && events_in_line == 2));
+        });
+        accounted.duplicates = tally.events - accounted.loaded;
+        assert!(staged_events <= tally.events);
+        // The file row balances: lines + recovered = loaded + duplicates + rejects + blank.
+        assert_eq!(accounted.rejects, tally.rejects);
+        assert_eq!(accounted.blank, tally.blank_lines);
+        assert_eq!(
+            tally.lines + tally.recovered,
+            accounted.loaded + accounted.duplicates + accounted.rejects + accounted.blank,
+            "file {file_no}: {tally:?} {accounted:?}"
+        );
+        assert_eq!(tally.lines, file.iter().filter(|b| **b == b'\n').count() as u64);
+        total.loaded += accounted.loaded;
+        total.duplicates += accounted.duplicates;
+        total.rejects += accounted.rejects;
+        total.blank += accounted.blank;
+        tally_total.merge(&tally);
+    }
+    assert_eq!(
+        tally_total.lines + tally_total.recovered,
+        total.loaded + total.duplicates + total.rejects + total.blank
+    );
+    println!("blank/event/reject/recovered lines: {kinds:?}; {tally_total:?}; {total:?}; {hist:?}");
+    // The generator reaches every kind of outcome and every line-level reason.
+    assert!(kinds.iter().all(|&k| k > 100), "{kinds:?}");
+    let missing: Vec<&Reason> = codes.iter().filter(|r| !reasons_seen.contains(r)).collect();
+    assert!(missing.is_empty(), "reasons never produced: {missing:?}");
+    assert!(total.duplicates > 100 && total.loaded > 0, "{total:?}");
+}
+
+#[test]
+fn generated_lines_cost_linear_work_and_clean_the_same_way_twice() {
+    let seeds: Vec<Vec<u8>> = vec![SEED_LINE_1.as_bytes().to_vec(), SEED_LINE_2.as_bytes().to_vec()];
+    let mut rng = XorShift(0x9E6C_63D0_676A_9A99);
+    for _ in 0..3_000 {
+        let line = gen_line(&mut rng, &seeds);
+        let work = work_of(&line);
+        assert!(
+            work <= 6 * line.len() + 64,
+            "{work} for {}",
+            String::from_utf8_lossy(&line)
+        );
+        let once = format!("{:?}", clean(&line));
+        assert_eq!(format!("{:?}", clean(&line)), once);
+    }
+}
