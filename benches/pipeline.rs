@@ -1,6 +1,8 @@
 //! `cargo bench --bench pipeline [-- MB]`: throughput and memory of the loader on a
 //! generated input (default 100 MB of JSON lines, ~1% bad lines, ~1% duplicates).
 //!
+//! 0. the pure cleaner on worst-case lines of 1 MiB (the longest a line may be), built to
+//!    make each step of cleaning do as much work as it can; `-- hostile` runs only this;
 //! 1. the pure cleaner over the input in memory (no IO, no compression);
 //! 2. `events-etl clean` (read, clean, gzip, write parts) as a child process;
 //! 3. `events-etl migrate` + `run` end to end into a throwaway PostgreSQL.
@@ -15,9 +17,156 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use events_etl::clean::{clean_bytes, Cleaner};
+use events_etl::clean::{clean_bytes, Cleaner, LineOutcome, MAX_LINE_BYTES};
 
 const FILES: usize = 10;
+
+/// A valid record whose metadata is `meta`.
+fn record(id: &str, meta: &str) -> String {
+    format!(
+        r#"{{"id": "{id}", "created_at": "2020-01-13 05:10:12", "user_email": "a@b.com", "event_name": "x", "metadata": {meta}}}"#
+    )
+}
+
+/// A valid record with `n` extra top-level keys (dropped, but checked for repeats).
+fn keyed(id: &str, n: usize, prefix: &str) -> String {
+    let keys: String = (0..n).map(|i| format!(r#""{prefix}k{i:06}": 1, "#)).collect();
+    format!(
+        r#"{{"id": "{id}", {keys}"created_at": "2020-01-13 05:10:12", "user_email": "a@b.com", "event_name": "x"}}"#
+    )
+}
+
+/// `unit` repeated to fill a line of at most `MAX_LINE_BYTES` with `head` and `tail`.
+fn fill(head: &str, unit: &str, tail: &str) -> String {
+    let n = (MAX_LINE_BYTES - head.len() - tail.len()) / unit.len();
+    format!("{head}{}{tail}", unit.repeat(n))
+}
+
+/// Lines of 1 MiB built to make cleaning work hardest, each aimed at one step.
+fn worst_lines() -> Vec<(&'static str, String)> {
+    let id = "9ba671d6-5154-41c1-93b1-41dd647b2d55";
+    let depth = (MAX_LINE_BYTES - 2) / 7;
+    let half = MAX_LINE_BYTES / 2 - 200;
+    let deep = 500_000;
+    let big_meta = |n: usize| {
+        format!(
+            r#"{{"s": [{}]}}"#,
+            vec![format!("\"{}\"", "x".repeat(60_000)); n / 60_004].join(", ")
+        )
+    };
+    vec![
+        // Issue 7's line: a `{"id"` every 6 bytes, none closed (was quadratic: 164 s).
+        ("x{\"id\": repeated (issue 7)", fill("x", "{\"id\":", "")),
+        // The same, closed: the one candidate parses, 150,000 levels deep.
+        (
+            "x{\"id\": nested 150k deep, closed",
+            format!("x{}1{}", "{\"id\":".repeat(depth), "}".repeat(depth)),
+        ),
+        // Two half-MiB records glued: every byte parsed and checked twice.
+        (
+            "two 512 KiB records glued",
+            format!(
+                "{}{}",
+                record(id, &big_meta(half)),
+                record("10cd6e40-cab2-432d-9e62-a8466761e307", &big_meta(half))
+            ),
+        ),
+        // One record whose metadata object has 74,000 keys (repeated-key check).
+        (
+            "metadata with 74k keys",
+            record(
+                id,
+                &format!(
+                    "{{{}\"z\": 0}}",
+                    (0..74_000)
+                        .map(|i| format!("\"k{i:06}\": 1, "))
+                        .collect::<String>()
+                ),
+            ),
+        ),
+        // Two records glued, each with 37,000 top-level keys: the keys of the first are
+        // checked for repeats twice (by the line's parse and by the glued record's).
+        (
+            "two records of 37k keys glued",
+            format!("{0}{0}", keyed(id, 37_000, "")),
+        ),
+        // The same with escaped keys: each decoded into its own string, twice.
+        (
+            "two records of 25k escaped keys glued",
+            format!("{0}{0}", keyed(id, 25_500, "\\u006b")),
+        ),
+        // 57,000 escaped keys: each one decoded into its own string.
+        (
+            "metadata with 57k escaped keys",
+            record(
+                id,
+                &format!(
+                    "{{{}\"z\": 0}}",
+                    (0..57_000)
+                        .map(|i| format!("\"\\u006b{i:05}\": 1, "))
+                        .collect::<String>()
+                ),
+            ),
+        ),
+        // Metadata nested 500,000 arrays deep (depth check, parser's skip stack).
+        (
+            "metadata nested 500k deep",
+            record(
+                id,
+                &format!("{{\"d\": {}{}}}", "[".repeat(deep), "]".repeat(deep)),
+            ),
+        ),
+        // A million digits of numbers (range check).
+        (
+            "metadata of long numbers",
+            record(
+                id,
+                &format!("{{\"n\": [{}1]}}", "1234567890.1234e-5, ".repeat(52_000)),
+            ),
+        ),
+        // Quotes and backslashes that every candidate must see through.
+        (
+            "escaped quotes and {\"id\" in strings",
+            fill("x{\"id\": [", "\"{\\\"id\\\":\\\\\", ", "]}"),
+        ),
+    ]
+}
+
+/// Step 0: the worst lines, each cleaned `reps` times; the fastest and the median run are
+/// reported (the machine is shared: the fastest is the cleaner's own cost).
+fn bench_worst_lines(cleaner: &Cleaner) {
+    let reps = 15;
+    println!("worst-case lines (at most {MAX_LINE_BYTES} bytes, {reps} runs each):");
+    println!(
+        "  {:<40} {:>9}   {:>8} {:>8} {:>9}",
+        "line", "bytes", "min ms", "med ms", "MB/s min"
+    );
+    for (what, line) in worst_lines() {
+        assert!(line.len() <= MAX_LINE_BYTES, "{what}: {}", line.len());
+        let mut kind = "";
+        let mut times: Vec<f64> = (0..reps)
+            .map(|_| {
+                let start = Instant::now();
+                kind = match cleaner.clean_line(2, line.as_bytes(), false) {
+                    LineOutcome::Blank => "blank",
+                    LineOutcome::Event(_) => "event",
+                    LineOutcome::Reject(r) => r.reason.as_str(),
+                    LineOutcome::Recovered { .. } => "recovered",
+                };
+                start.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let (min, median) = (times[0], times[reps / 2]);
+        println!(
+            "  {what:<40} {:>9}   {:>8.2} {:>8.2} {:>9.1}  -> {kind}",
+            line.len(),
+            min * 1e3,
+            median * 1e3,
+            line.len() as f64 / 1e6 / min
+        );
+    }
+}
 
 /// A realistic event line (~290 bytes), deterministic in `i`.
 fn line(i: u64) -> String {
@@ -120,10 +269,12 @@ fn report(what: &str, elapsed: Duration, bytes: u64, lines: u64, peak_kb: Option
 }
 
 fn main() {
-    let mb: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mb: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(100);
+    bench_worst_lines(&Cleaner::new(chrono::Utc::now()));
+    if args.iter().any(|a| a == "hostile") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     let (paths, bytes, lines) = generate(&source, mb);

@@ -104,18 +104,13 @@ fn emit(
         telemetry::line_rejected(key, no, r.reason, *nth);
         w.reject(key, no, r)
     };
-    match outcome {
-        LineOutcome::Blank => Ok(()),
-        LineOutcome::Event(e) => w.event(key, no, &e),
-        LineOutcome::Reject(r) => reject(w, &r),
-        LineOutcome::Recovered { prefix, fragment } => {
-            reject(w, &prefix)?;
-            match fragment {
-                Ok(e) => w.event(key, no, &e),
-                Err(r) => reject(w, &r),
-            }
+    for row in outcome.into_rows() {
+        match row {
+            Ok(e) => w.event(key, no, &e)?,
+            Err(r) => reject(w, &r)?,
         }
     }
+    Ok(())
 }
 
 /// A load id: sortable by time, unique across hosts.

@@ -7,8 +7,6 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTim
 
 /// Longest accepted `user_email`, in bytes (RFC 5321 path limit; Redshift widths are bytes).
 pub const MAX_EMAIL_BYTES: usize = 254;
-/// Longest string a Redshift SUPER value may hold (a VARCHAR's maximum), in bytes.
-pub const MAX_SUPER_STRING_BYTES: usize = 65_535;
 
 /// Longest accepted `event_name`, in bytes.
 pub const MAX_EVENT_NAME_BYTES: usize = 128;
@@ -19,6 +17,21 @@ fn ascii_lower(s: Cow<'_, str>) -> Cow<'_, str> {
         Cow::Owned(s.to_ascii_lowercase())
     } else {
         s
+    }
+}
+
+/// Lowercases `s` fully (Unicode, as `str::to_lowercase`: `JÖRG` is `jörg`), borrowing
+/// when nothing changes. Some characters grow when lowercased (`Ⱥ`, 2 bytes, becomes
+/// `ⱥ`, 3 bytes), so byte limits are checked on the result.
+fn unicode_lower(s: Cow<'_, str>) -> Cow<'_, str> {
+    if s.is_ascii() {
+        return ascii_lower(s);
+    }
+    let lower = s.to_lowercase();
+    if lower == *s {
+        s
+    } else {
+        Cow::Owned(lower)
     }
 }
 
@@ -72,8 +85,10 @@ pub fn min_created_at() -> NaiveDateTime {
         .unwrap_or(NaiveDateTime::MIN)
 }
 
-/// Parses `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]` into UTC, truncated to
-/// microseconds (the precision of both warehouses' TIMESTAMP). Naive means UTC.
+/// Parses `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]` into UTC. The fraction may
+/// have any number of digits; it is truncated to microseconds (the precision of both
+/// warehouses' TIMESTAMP), never rounded: rounding could carry into the next second, day
+/// or year, and across the accepted window's edge. Naive means UTC.
 /// `latest` is the run's start plus one day: clocks drift, but not by days.
 pub fn parse_created_at(s: &str, latest: NaiveDateTime) -> CreatedAt {
     match parse_timestamp(s.as_bytes()) {
@@ -108,10 +123,11 @@ fn parse_timestamp(b: &[u8]) -> Option<NaiveDateTime> {
     let mut micros = 0u32;
     if let Some(frac) = rest.strip_prefix(b".") {
         let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 || n > 9 {
+        if n == 0 {
             return None;
         }
-        // Keep six digits, padding short fractions: ".5" is 500000 microseconds.
+        // Keep six digits, padding short fractions: ".5" is 500000 microseconds; digits
+        // past the sixth are dropped.
         micros = frac[..n.min(6)]
             .iter()
             .chain(std::iter::repeat(&b'0'))
@@ -147,10 +163,11 @@ pub fn latest_created_at(started: DateTime<Utc>) -> NaiveDateTime {
     (started + Duration::days(1)).naive_utc()
 }
 
-/// Trimmed, lowercased `local@domain`: non-empty local part, no whitespace, a dotted
-/// domain with no empty labels, at most [`MAX_EMAIL_BYTES`].
+/// Trimmed, lowercased (Unicode) `local@domain`: non-empty local part, no whitespace, a
+/// dotted domain with no empty labels, at most [`MAX_EMAIL_BYTES`] once lowercased (the
+/// stored value; Redshift's VARCHAR(254) counts bytes).
 pub fn normalise_email(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
-    let s = ascii_lower(trim(s));
+    let s = unicode_lower(trim(s));
     let v = s.as_ref();
     if v.len() > MAX_EMAIL_BYTES || v.chars().any(char::is_whitespace) || v.contains('\0') {
         return None;
@@ -179,105 +196,4 @@ pub fn normalise_event_name(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
 /// A valid IPv4 or IPv6 address (surrounding whitespace ignored), in canonical form.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
     s.trim().parse().ok()
-}
-
-/// Whether raw JSON text holds only strings both warehouses can store: PostgreSQL's
-/// JSONB refuses `\u0000` and unpaired surrogates, and one such value would fail the
-/// whole load's COPY. serde_json has already checked the syntax.
-pub fn storable_json_text(raw: &str) -> bool {
-    let b = raw.as_bytes();
-    let mut i = match memchr::memchr(b'\\', b) {
-        None => return true,
-        Some(i) => i,
-    };
-    while i < b.len() {
-        if b[i] != b'\\' {
-            i += 1;
-            continue;
-        }
-        let Some(&esc) = b.get(i + 1) else {
-            return false;
-        };
-        if esc != b'u' {
-            i += 2;
-            continue;
-        }
-        let Some(unit) = hex4(b, i + 2) else {
-            return false;
-        };
-        match unit {
-            0 => return false,
-            0xD800..=0xDBFF => {
-                // A high surrogate must be followed at once by an escaped low one.
-                let low = if b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u') {
-                    hex4(b, i + 8)
-                } else {
-                    None
-                };
-                match low {
-                    Some(0xDC00..=0xDFFF) => i += 12,
-                    _ => return false,
-                }
-            }
-            0xDC00..=0xDFFF => return false,
-            _ => i += 6,
-        }
-    }
-    true
-}
-
-fn hex4(b: &[u8], at: usize) -> Option<u32> {
-    let h = b.get(at..at + 4)?;
-    let s = std::str::from_utf8(h).ok()?;
-    u32::from_str_radix(s, 16).ok()
-}
-
-/// Deepest nesting of arrays and objects a Redshift SUPER value may have.
-pub const MAX_SUPER_DEPTH: usize = 1000;
-
-/// What Redshift's COPY into SUPER would refuse in a metadata object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SuperProblem {
-    /// Nested deeper than [`MAX_SUPER_DEPTH`].
-    TooDeep,
-    /// A string (key or value) longer than [`MAX_SUPER_STRING_BYTES`] once decoded.
-    StringTooLong,
-}
-
-/// Checks valid JSON text against SUPER's limits in one pass. Only strings whose raw
-/// form is longer than the limit are decoded: escapes make the raw form longer, never
-/// shorter, than the decoded one.
-pub fn super_problem(raw: &str) -> Option<SuperProblem> {
-    let b = raw.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > MAX_SUPER_DEPTH {
-                    return Some(SuperProblem::TooDeep);
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b'"' => {
-                let start = i;
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-                let end = i.min(b.len() - 1);
-                if end - start - 1 > MAX_SUPER_STRING_BYTES {
-                    let decoded =
-                        serde_json::from_str::<String>(&raw[start..=end]).map_or(usize::MAX, |s| s.len());
-                    if decoded > MAX_SUPER_STRING_BYTES {
-                        return Some(SuperProblem::StringTooLong);
-                    }
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }

@@ -6,18 +6,22 @@
 //! in-memory file, for tests, benchmarks and small inputs.
 
 pub mod fields;
+mod json;
+pub mod metadata;
 mod reason;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use reason::Reason;
 
 use fields::CreatedAt;
+use json::{JsonKey, KeySet};
 
 /// Lines longer than this (terminator excluded) are rejected as `record_too_large`.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
@@ -59,31 +63,101 @@ pub enum LineOutcome<'a> {
     Blank,
     Event(CleanEvent<'a>),
     Reject(Reject<'a>),
-    /// Unparseable line that ends in a complete `{"id"...}` object (a truncated record
-    /// glued to the next one): the broken prefix is rejected as `malformed_json`, the
-    /// fragment is cleaned like any other record.
+    /// Unparseable line that ends in a complete `{"id"...}` object (a record glued to the
+    /// next one): the fragment is cleaned like any other record, and so is the prefix
+    /// when it is itself one complete object (`{...}{...}`); otherwise the prefix is a
+    /// broken record, rejected as `malformed_json`. Stage it with
+    /// [`LineOutcome::into_rows`].
     Recovered {
-        prefix: Reject<'a>,
+        prefix: Result<CleanEvent<'a>, Reject<'a>>,
         fragment: Result<CleanEvent<'a>, Reject<'a>>,
     },
 }
 
-/// The fields we read; everything else in the object is skipped unparsed.
-/// `Option<&RawValue>` makes absent and `null` both `None`.
-#[derive(Deserialize)]
+/// One row to stage: an event or a reject.
+pub type Row<'a> = Result<CleanEvent<'a>, Reject<'a>>;
+
+impl<'a> LineOutcome<'a> {
+    /// The rows to stage for this line, in line order. Two glued records with the same id
+    /// stage only the first: the second is a duplicate of it, as the first copy of an id
+    /// wins everywhere. It is counted among the file's events, so the warehouse counts it
+    /// as a duplicate (staged events minus loaded). It must not be staged: both rows would
+    /// share (key, line, id), which the warehouse's deduplication cannot order (Redshift's
+    /// would delete both).
+    pub fn into_rows(self) -> impl Iterator<Item = Row<'a>> {
+        let rows: [Option<Row<'a>>; 2] = match self {
+            LineOutcome::Blank => [None, None],
+            LineOutcome::Event(e) => [Some(Ok(e)), None],
+            LineOutcome::Reject(r) => [Some(Err(r)), None],
+            LineOutcome::Recovered {
+                prefix: Ok(first),
+                fragment: Ok(second),
+            } if first.id == second.id => [Some(Ok(first)), None],
+            LineOutcome::Recovered { prefix, fragment } => [Some(prefix), Some(fragment)],
+        };
+        rows.into_iter().flatten()
+    }
+}
+
+/// The fields we read; everything else in the object is skipped unparsed. Absent and
+/// `null` are both `None`. A key that appears twice, known or not, fails the parse: the
+/// object is ambiguous (parsers differ on which value wins), so the line is
+/// `malformed_json`.
+#[derive(Default)]
 struct RawEvent<'a> {
-    #[serde(borrow, default)]
     id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     created_at: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     user_email: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     ip: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     event_name: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for RawEvent<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RawEventVisitor)
+    }
+}
+
+struct RawEventVisitor;
+
+impl<'de> Visitor<'de> for RawEventVisitor {
+    type Value = RawEvent<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent<'de>, A::Error> {
+        let mut ev = RawEvent::default();
+        // The six known keys by bit; any other key goes to `others`, allocated only when
+        // the line has one.
+        let mut known = 0u8;
+        let mut others = KeySet::default();
+        while let Some(JsonKey(key)) = map.next_key::<JsonKey<'de>>()? {
+            let (bit, slot) = match key.as_ref() {
+                "id" => (0, &mut ev.id),
+                "created_at" => (1, &mut ev.created_at),
+                "user_email" => (2, &mut ev.user_email),
+                "ip" => (3, &mut ev.ip),
+                "event_name" => (4, &mut ev.event_name),
+                "metadata" => (5, &mut ev.metadata),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    if !others.insert(key) {
+                        return Err(A::Error::custom("repeated key"));
+                    }
+                    continue;
+                }
+            };
+            if known & (1 << bit) != 0 {
+                return Err(A::Error::custom("repeated key"));
+            }
+            known |= 1 << bit;
+            *slot = map.next_value()?;
+        }
+        Ok(ev)
+    }
 }
 
 /// Applies the cleaning contract. Cheap to build; holds only the run's time window.
@@ -104,16 +178,31 @@ impl Cleaner {
     /// Cleans one physical line. `line_no` is 1-based (line 1 may start with a BOM);
     /// `line` excludes the `\n` but may end in `\r`. When the reader stopped storing a
     /// line because it exceeded [`MAX_LINE_BYTES`], it passes the stored start and
-    /// `too_long = true`.
+    /// `too_long = true`. Time is linear in the line's length, whatever it holds.
     pub fn clean_line<'a>(&self, line_no: u64, line: &'a [u8], too_long: bool) -> LineOutcome<'a> {
+        self.clean_line_counted(line_no, line, too_long, &mut Work::default())
+    }
+
+    /// [`Cleaner::clean_line`], adding the bytes each step went over to `work`.
+    fn clean_line_counted<'a>(
+        &self,
+        line_no: u64,
+        line: &'a [u8],
+        too_long: bool,
+        work: &mut Work,
+    ) -> LineOutcome<'a> {
         let mut line = line;
         if line_no == 1 {
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
+        // Length first: the reader keeps only a line's first MAX_LINE_BYTES (+1 for a CR),
+        // so an over-long line's content is unknown and can be neither blank nor judged as
+        // UTF-8. The README's table documents this order.
         if too_long || line.len() > MAX_LINE_BYTES + usize::from(line.ends_with(b"\r")) {
             return LineOutcome::Reject(reject_bytes(Reason::RecordTooLarge, line));
         }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        work.add(line.len());
         let text = match std::str::from_utf8(line) {
             Ok(t) => t,
             Err(_) => return LineOutcome::Reject(reject_bytes(Reason::InvalidUtf8, line)),
@@ -123,53 +212,73 @@ impl Cleaner {
             return LineOutcome::Blank;
         }
         if !body.starts_with('{') {
-            let reason = match serde_json::from_str::<serde::de::IgnoredAny>(body) {
+            let reason = match parse::<IgnoredAny>(body, work) {
                 Ok(_) => Reason::NotAnObject,
                 Err(_) => Reason::MalformedJson,
             };
             if reason == Reason::MalformedJson {
-                if let Some(rec) = self.recover(text) {
+                if let Some(rec) = self.recover(text, work) {
                     return rec;
                 }
             }
             return LineOutcome::Reject(reject_str(reason, text));
         }
-        match serde_json::from_str::<RawEvent<'a>>(body) {
-            Ok(raw) => match self.validate(raw) {
+        match parse::<RawEvent<'a>>(body, work) {
+            Ok(raw) => match self.validate(raw, work) {
                 Ok(ev) => LineOutcome::Event(ev),
                 Err(reason) => LineOutcome::Reject(reject_str(reason, text)),
             },
             Err(_) => self
-                .recover(text)
+                .recover(text, work)
                 .unwrap_or_else(|| LineOutcome::Reject(reject_str(Reason::MalformedJson, text))),
         }
     }
 
-    /// Looks, after the line's start, for `{` + optional whitespace + `"id"` whose text
-    /// parses as one complete object to the end of the line; the leftmost such wins.
-    fn recover<'a>(&self, text: &'a str) -> Option<LineOutcome<'a>> {
-        let b = text.as_bytes();
-        let mut from = 1;
-        while let Some(off) = memchr::memchr(b'{', b.get(from..)?) {
-            let start = from + off;
-            from = start + 1;
-            let after = text[start + 1..].trim_start();
-            if !after.starts_with("\"id\"") {
-                continue;
-            }
-            let fragment = &text[start..];
-            let Ok(raw) = serde_json::from_str::<RawEvent<'a>>(fragment) else {
-                continue;
-            };
-            let prefix = reject_str(Reason::MalformedJson, &text[..start]);
-            let fragment = self.validate(raw).map_err(|reason| reject_str(reason, fragment));
-            return Some(LineOutcome::Recovered { prefix, fragment });
-        }
-        None
+    /// Recovery: after the line's start, a fragment `{` + optional whitespace + `"id"`
+    /// that parses as one complete object to the end of the line. At most one position
+    /// can start such a fragment, and one backward scan finds it
+    /// ([`json::recovery_start`]), so this is one scan and one parse: linear, where trying
+    /// every `{"id"` in turn was quadratic.
+    fn recover<'a>(&self, text: &'a str, work: &mut Work) -> Option<LineOutcome<'a>> {
+        let start = json::recovery_start(text.as_bytes(), work)?;
+        let fragment = &text[start..];
+        let raw = parse::<RawEvent<'a>>(fragment, work).ok()?;
+        let prefix = &text[..start];
+        // Two complete records glued together: the first loads too.
+        let glued = prefix.trim();
+        let first = if glued.starts_with('{') {
+            parse::<RawEvent<'a>>(glued, work).ok()
+        } else {
+            None
+        };
+        let prefix = match first {
+            Some(first) => self
+                .validate(first, work)
+                .map_err(|reason| reject_str(reason, prefix)),
+            None => Err(reject_str(Reason::MalformedJson, prefix)),
+        };
+        let fragment = self
+            .validate(raw, work)
+            .map_err(|reason| reject_str(reason, fragment));
+        Some(LineOutcome::Recovered { prefix, fragment })
     }
 
     /// The field checks, in a fixed order: the first failure is the reason.
-    fn validate<'a>(&self, raw: RawEvent<'a>) -> Result<CleanEvent<'a>, Reason> {
+    fn validate<'a>(&self, raw: RawEvent<'a>, work: &mut Work) -> Result<CleanEvent<'a>, Reason> {
+        // Each field is read a bounded number of times.
+        for v in [
+            raw.id,
+            raw.created_at,
+            raw.user_email,
+            raw.ip,
+            raw.event_name,
+            raw.metadata,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            work.add(v.get().len());
+        }
         let id = string(raw.id, Reason::MissingId, Reason::InvalidId)?;
         let id = fields::normalise_id(id).ok_or(Reason::InvalidId)?;
 
@@ -188,12 +297,9 @@ impl Cleaner {
 
         let metadata = match raw.metadata {
             None => None,
-            Some(m) if m.get().starts_with('{') && fields::storable_json_text(m.get()) => {
-                match fields::super_problem(m.get()) {
-                    Some(fields::SuperProblem::TooDeep) => return Err(Reason::NestingTooDeep),
-                    Some(fields::SuperProblem::StringTooLong) => return Err(Reason::MetadataValueTooLong),
-                    None => Some(m),
-                }
+            Some(m) if m.get().starts_with('{') => {
+                metadata::check(m.get()).map_err(metadata::Problem::reason)?;
+                Some(m)
             }
             Some(_) => return Err(Reason::InvalidMetadata),
         };
@@ -219,6 +325,26 @@ impl Cleaner {
             metadata,
         })
     }
+}
+
+/// How many bytes cleaning a line went over, counting every parse and scan. Tests hold
+/// it to a small multiple of the line's length, whatever the line holds: the cleaner's
+/// time is linear by construction, and this keeps it so.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Work {
+    pub bytes: usize,
+}
+
+impl Work {
+    fn add(&mut self, n: usize) {
+        self.bytes = self.bytes.saturating_add(n);
+    }
+}
+
+/// Parses JSON text, counting it as work.
+fn parse<'a, T: Deserialize<'a>>(text: &'a str, work: &mut Work) -> serde_json::Result<T> {
+    work.add(text.len());
+    serde_json::from_str(text)
 }
 
 /// Decodes a JSON string value; `None` is `missing`, a non-string is `invalid`.
@@ -269,10 +395,12 @@ pub struct FileTally {
     /// Physical lines read.
     pub lines: u64,
     pub blank_lines: u64,
-    /// Clean events handed on to staging (before deduplication).
+    /// Clean events (before deduplication). All are staged but the second of two glued
+    /// records with one id (see [`LineOutcome::into_rows`]), which the warehouse then
+    /// counts as a duplicate.
     pub events: u64,
     pub rejects: u64,
-    /// Lines that held a broken record followed by a recovered one.
+    /// Lines that held two records: a broken or complete one followed by a recovered one.
     pub recovered: u64,
     /// Events whose `ip` was present but not an address, stored as NULL.
     pub invalid_ips: u64,
@@ -286,12 +414,13 @@ impl FileTally {
             LineOutcome::Blank => self.blank_lines += 1,
             LineOutcome::Event(e) => self.event(e),
             LineOutcome::Reject(_) => self.rejects += 1,
-            LineOutcome::Recovered { fragment, .. } => {
+            LineOutcome::Recovered { prefix, fragment } => {
                 self.recovered += 1;
-                self.rejects += 1;
-                match fragment {
-                    Ok(e) => self.event(e),
-                    Err(_) => self.rejects += 1,
+                for record in [prefix, fragment] {
+                    match record {
+                        Ok(e) => self.event(e),
+                        Err(_) => self.rejects += 1,
+                    }
                 }
             }
         }

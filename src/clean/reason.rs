@@ -27,24 +27,28 @@ pub enum Reason {
     MissingEventName,
     InvalidEventName,
     /// `metadata` is present, not null, and not an object, or holds text no warehouse
-    /// can store (a `\u0000` escape or an unpaired surrogate).
+    /// can store (a `\u0000` escape or an unpaired surrogate), or repeats a key within
+    /// one of its objects (SUPER refuses that).
     InvalidMetadata,
     /// A string inside `metadata` is longer than a SUPER value may be (65,535 bytes):
     /// COPY would fail the whole load on it.
     MetadataValueTooLong,
+    /// A number inside `metadata` is out of the range both warehouses store (see
+    /// `clean::metadata`): COPY would fail the whole load on it.
+    MetadataNumberOutOfRange,
     /// The file's gzip stream is corrupt: the lines before this point were kept, the
     /// rest of the file cannot be read. Not a line-level reason; see `stage::reader`.
     InvalidGzip,
 }
 
 impl Reason {
-    /// Every reason, in the order the cleaner checks them.
-    pub const ALL: [Reason; 17] = [
-        Reason::InvalidUtf8,
+    /// Every reason, in the order the cleaner checks them (the README's table order; a
+    /// test holds the two together). `invalid_gzip` is not a line check and comes last.
+    pub const ALL: [Reason; 18] = [
         Reason::RecordTooLarge,
+        Reason::InvalidUtf8,
         Reason::MalformedJson,
         Reason::NotAnObject,
-        Reason::NestingTooDeep,
         Reason::MissingId,
         Reason::InvalidId,
         Reason::MissingCreatedAt,
@@ -55,7 +59,9 @@ impl Reason {
         Reason::MissingEventName,
         Reason::InvalidEventName,
         Reason::InvalidMetadata,
+        Reason::NestingTooDeep,
         Reason::MetadataValueTooLong,
+        Reason::MetadataNumberOutOfRange,
         Reason::InvalidGzip,
     ];
 
@@ -78,6 +84,7 @@ impl Reason {
             Reason::InvalidEventName => "invalid_event_name",
             Reason::InvalidMetadata => "invalid_metadata",
             Reason::MetadataValueTooLong => "metadata_value_too_long",
+            Reason::MetadataNumberOutOfRange => "metadata_number_out_of_range",
             Reason::InvalidGzip => "invalid_gzip",
         }
     }

@@ -181,7 +181,10 @@ fn bom_is_only_ignored_on_line_one() {
     let line = format!("\u{FEFF}{SEED_LINE_1}");
     match cleaner().clean_line(2, line.as_bytes(), false) {
         LineOutcome::Event(e) => panic!("a BOM on line 2 must not be ignored: {e:?}"),
-        LineOutcome::Recovered { prefix, fragment } => {
+        LineOutcome::Recovered {
+            prefix: Err(prefix),
+            fragment,
+        } => {
             assert_eq!(prefix.reason, Reason::MalformedJson);
             assert_eq!(prefix.raw, "\u{FEFF}");
             assert_base_event(&fragment.unwrap());
@@ -352,6 +355,37 @@ fn bom_does_not_count_towards_the_line_limit() {
 }
 
 #[test]
+fn too_large_is_checked_before_blank() {
+    // Only the first 1 MiB of a line is ever read, so an over-long line is never known to
+    // be blank: whitespace that goes on past the limit is record_too_large.
+    for ws in [b' ', b'\t'] {
+        let line = vec![ws; MAX_LINE_BYTES + 1];
+        assert_eq!(reject(&line).reason, Reason::RecordTooLarge);
+        let kept = vec![ws; MAX_LINE_BYTES + 1];
+        match cleaner().clean_line(3, &kept, true) {
+            LineOutcome::Reject(r) => assert_eq!(r.reason, Reason::RecordTooLarge),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Within the limit, whitespace is blank.
+    assert!(matches!(clean(&vec![b' '; MAX_LINE_BYTES]), LineOutcome::Blank));
+}
+
+#[test]
+fn too_large_is_checked_before_utf8_even_at_the_line_start() {
+    let mut line = vec![b'x'; MAX_LINE_BYTES + 1];
+    line[0] = 0xFF;
+    assert_eq!(reject(&line).reason, Reason::RecordTooLarge);
+    match cleaner().clean_line(3, b"\xFF\xFE{", true) {
+        LineOutcome::Reject(r) => {
+            assert_eq!(r.reason, Reason::RecordTooLarge);
+            assert_eq!(r.raw, "\u{FFFD}\u{FFFD}{");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn too_large_is_checked_before_utf8_and_json() {
     let mut line = vec![b'x'; MAX_LINE_BYTES + 1];
     line[10] = 0xFF;
@@ -386,7 +420,13 @@ fn seed_sample_two_lines_three_records() {
         other => panic!("{other:?}"),
     }
     match &all[1] {
-        (2, LineOutcome::Recovered { prefix, fragment }) => {
+        (
+            2,
+            LineOutcome::Recovered {
+                prefix: Err(prefix),
+                fragment,
+            },
+        ) => {
             assert_eq!(prefix.reason, Reason::MalformedJson);
             assert_eq!(
                 prefix.raw,
@@ -413,7 +453,7 @@ fn recovered_fragment_that_fails_validation_gives_two_rejects() {
     let line = format!("{{\"id\": \"242279cc-4b5d-4a43-a3ec-aa52a8e87e63\", {fragment}");
     match clean(line.as_bytes()) {
         LineOutcome::Recovered {
-            prefix,
+            prefix: Err(prefix),
             fragment: Err(r),
         } => {
             assert_eq!(prefix.reason, Reason::MalformedJson);
@@ -443,7 +483,7 @@ fn recovery_allows_whitespace_after_the_brace() {
         let line = format!("{{\"id\": \"trunc{fragment}");
         match clean(line.as_bytes()) {
             LineOutcome::Recovered {
-                prefix,
+                prefix: Err(prefix),
                 fragment: Ok(e),
             } => {
                 assert_eq!(prefix.raw, "{\"id\": \"trunc");
@@ -459,7 +499,7 @@ fn recovery_works_after_a_non_object_prefix_and_with_crlf() {
     let line = format!("garbage {SEED_LINE_1}\r");
     match clean(line.as_bytes()) {
         LineOutcome::Recovered {
-            prefix,
+            prefix: Err(prefix),
             fragment: Ok(e),
         } => {
             assert_eq!(prefix.reason, Reason::MalformedJson);
@@ -478,7 +518,7 @@ fn recovery_fragment_may_start_at_the_second_byte() {
     ] {
         match clean(line.as_bytes()) {
             LineOutcome::Recovered {
-                prefix: p,
+                prefix: Err(p),
                 fragment: Ok(e),
             } => {
                 assert_eq!(p.reason, Reason::MalformedJson);
@@ -495,7 +535,7 @@ fn recovery_skips_id_fragments_that_do_not_parse_to_the_end() {
     let line = format!("{{\"id\": \"a\", {{\"id\": \"b\", {SEED_LINE_1}");
     match clean(line.as_bytes()) {
         LineOutcome::Recovered {
-            prefix,
+            prefix: Err(prefix),
             fragment: Ok(e),
         } => {
             assert_eq!(prefix.raw, "{\"id\": \"a\", {\"id\": \"b\", ");
@@ -539,6 +579,41 @@ fn line_without_recoverable_fragment_is_one_malformed_reject() {
 #[test]
 fn duplicate_top_level_key_is_malformed() {
     let line = format!("{}, \"id\": \"{ID}\"}}", &SEED_LINE_1[..SEED_LINE_1.len() - 1]);
+    assert_eq!(reason(&line), Reason::MalformedJson);
+}
+
+#[test]
+fn any_repeated_top_level_key_is_malformed_not_only_the_known_ones() {
+    let base = &SEED_LINE_1[..SEED_LINE_1.len() - 1];
+    for extra in [
+        r#", "x": 1, "x": 2"#,
+        r#", "x": 1, "y": 0, "x": 1"#,
+        // Keys compare decoded: "\u0078" is "x".
+        r#", "x": 1, "\u0078": 2"#,
+        r#", "x": null, "x": null"#,
+        // Escaped known keys are the same keys too.
+        r#", "\u0069d": "9ba671d6-5154-41c1-93b1-41dd647b2d55""#,
+    ] {
+        let line = format!("{base}{extra}}}");
+        let r = reject(line.as_bytes());
+        assert_eq!(r.reason, Reason::MalformedJson, "{line}");
+        assert_eq!(r.raw, line);
+    }
+    // Many distinct keys (past the small set) and one repeated at the end.
+    let many: String = (0..100).map(|i| format!(r#", "k{i}": {i}"#)).collect();
+    let line = format!("{base}{many}}}");
+    assert_base_event(&event(&line));
+    let line = format!("{base}{many}, \"k7\": 0}}");
+    assert_eq!(reason(&line), Reason::MalformedJson);
+    // The same key in nested objects of a dropped key, or in different objects, is fine.
+    let line = format!(r#"{base}, "x": {{"a": 1, "b": {{"a": 2}}}}, "y": {{"a": 3}}}}"#);
+    assert_base_event(&event(&line));
+}
+
+#[test]
+fn a_recovered_fragment_with_a_repeated_key_is_not_recovered() {
+    let fragment = format!("{}, \"x\": 1, \"x\": 2}}", &SEED_LINE_1[..SEED_LINE_1.len() - 1]);
+    let line = format!("{{\"id\": \"trunc{fragment}");
     assert_eq!(reason(&line), Reason::MalformedJson);
 }
 
@@ -694,12 +769,28 @@ fn created_at_fractional_seconds_kept_to_microseconds() {
         ("2020-01-13T05:10:12.000000999", "2020-01-13 05:10:12.000000"),
         ("2020-01-13T05:10:12.250+01:00", "2020-01-13 04:10:12.250000"),
         ("2020-01-13T05:10:12.75-01:00", "2020-01-13 06:10:12.750000"),
+        // Any number of digits: ten, twelve, thirty.
+        ("2020-01-13 05:10:12.1234567891", "2020-01-13 05:10:12.123456"),
+        ("2020-01-13T05:10:12.999999999999Z", "2020-01-13 05:10:12.999999"),
+        (
+            "2020-01-13T05:10:12.123456789012345678901234567890+01:00",
+            "2020-01-13 04:10:12.123456",
+        ),
     ];
     for (input, want) in cases {
         let got = created_at(input).unwrap();
         assert_eq!(got, dt(want), "{input}");
         assert_eq!(got.and_utc().timestamp_subsec_nanos() % 1000, 0, "{input}");
     }
+    // A fraction of 10,000 nines is still the same second: truncation never carries.
+    let long = format!("2020-12-31 23:59:59.{}", "9".repeat(10_000));
+    assert_eq!(created_at(&long), Ok(dt("2020-12-31 23:59:59.999999")));
+    // Truncation happens before the window check: the last accepted microsecond stays in.
+    let edge = format!("2026-11-29 12:00:00.000000{}", "9".repeat(20));
+    assert_eq!(created_at(&edge), Ok(dt("2026-11-29 12:00:00")));
+    // The digits must still be digits.
+    let bad = format!("2020-01-13 05:10:12.{}x", "1".repeat(12));
+    assert_eq!(created_at(&bad), Err(Reason::InvalidCreatedAt));
 }
 
 #[test]
@@ -840,6 +931,53 @@ fn email_is_trimmed_and_lowercased() {
     let line = with("user_email", "\"first.last+tag@mail.example.co.uk\"");
     let e = event(&line);
     assert_eq!(e.user_email, "first.last+tag@mail.example.co.uk");
+}
+
+#[test]
+fn email_is_lowercased_fully_not_only_ascii() {
+    for (input, want) in [
+        ("JÖRG@EXAMPLE.COM", "jörg@example.com"),
+        ("Jörg@Example.com", "jörg@example.com"),
+        ("ÉLODIE@BÜCHER.DE", "élodie@bücher.de"),
+        // Greek final sigma, a titlecase digraph, the Kelvin sign (which shrinks).
+        ("ΣΊΣΥΦΟΣ@EXAMPLE.GR", "σίσυφος@example.gr"),
+        ("ǅURO@EXAMPLE.COM", "ǆuro@example.com"),
+        ("\u{212A}ATE@EXAMPLE.COM", "kate@example.com"),
+        ("  МАРИЯ@ПОЧТА.РФ  ", "мария@почта.рф"),
+    ] {
+        assert_eq!(event(&with("user_email", &js(input))).user_email, want, "{input}");
+    }
+    // Already lowercase non-ASCII is kept byte for byte.
+    let line = with("user_email", &js("jörg@example.com"));
+    assert_eq!(event(&line).user_email, "jörg@example.com");
+}
+
+#[test]
+fn email_byte_limit_applies_after_lowercasing() {
+    // `Ⱥ` (U+023A) is 2 bytes; its lowercase `ⱥ` (U+2C65) is 3.
+    let domain = "@krause.com";
+    let fits = format!("Ⱥ{}{domain}", "a".repeat(MAX_EMAIL_BYTES - domain.len() - 3));
+    assert_eq!(fits.len(), MAX_EMAIL_BYTES - 1);
+    let line = with("user_email", &js(&fits));
+    let e = event(&line);
+    assert_eq!(e.user_email.len(), MAX_EMAIL_BYTES);
+    assert!(e.user_email.starts_with('ⱥ'));
+    let grows_over = format!("Ⱥ{}{domain}", "a".repeat(MAX_EMAIL_BYTES - domain.len() - 2));
+    assert_eq!(grows_over.len(), MAX_EMAIL_BYTES);
+    assert_eq!(
+        reason(&with("user_email", &js(&grows_over))),
+        Reason::InvalidEmail
+    );
+    // A character that shrinks can bring an address under the limit.
+    let shrinks = format!(
+        "\u{212A}{}{domain}",
+        "a".repeat(MAX_EMAIL_BYTES - domain.len() - 1)
+    );
+    assert_eq!(shrinks.len(), MAX_EMAIL_BYTES + 2);
+    assert_eq!(
+        event(&with("user_email", &js(&shrinks))).user_email.len(),
+        MAX_EMAIL_BYTES
+    );
 }
 
 #[test]
@@ -992,7 +1130,7 @@ fn metadata_object_is_stored_byte_identical() {
         "{ }",
         r#"{"message_id": 99979}"#,
         r#"{"big": 123456789012345678901234567890, "edge": 9007199254740993, "neg": -9007199254740993}"#,
-        r#"{"f": 1.000000000000000000000001, "e": 1E+400, "z": -0.0}"#,
+        r#"{"f": 1.000000000000000000000001, "e": 1E+300, "z": -0.0}"#,
         r#"{"s": "héllo wörld ✓ 😀 中文", "esc": "\u00e9\n\t\"\\\/", "pair": "\ud83d\ude00"}"#,
         r#"{"nested": {"a": [1, {"b": null, "c": [true, false]}], "e": {}}, "arr": [[], [[]]]}"#,
         "{\"k\":1,\"id\":\"x\",\"metadata\":{\"metadata\":{}}}",
@@ -1372,7 +1510,7 @@ fn recovered_prefix_and_fragment_raw_are_limited_too() {
     let line = format!("{prefix}{fragment}");
     match clean(line.as_bytes()) {
         LineOutcome::Recovered {
-            prefix: p,
+            prefix: Err(p),
             fragment: Err(f),
         } => {
             assert_eq!(p.reason, Reason::MalformedJson);
@@ -1535,11 +1673,10 @@ fn reason_codes_are_stable() {
     assert_eq!(
         codes,
         [
-            "invalid_utf8",
             "record_too_large",
+            "invalid_utf8",
             "malformed_json",
             "not_an_object",
-            "nesting_too_deep",
             "missing_id",
             "invalid_id",
             "missing_created_at",
@@ -1550,11 +1687,71 @@ fn reason_codes_are_stable() {
             "missing_event_name",
             "invalid_event_name",
             "invalid_metadata",
+            "nesting_too_deep",
             "metadata_value_too_long",
+            "metadata_number_out_of_range",
             "invalid_gzip",
         ]
     );
     assert_eq!(Reason::MissingUserEmail.to_string(), "missing_user_email");
+}
+
+/// The reason codes in the README's cleaning-contract table, in table order.
+fn readme_reasons() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let table = readme
+        .split("## Cleaning contract")
+        .nth(1)
+        .and_then(|s| s.split("\n\n| outcome | when |").nth(1))
+        .and_then(|s| s.split("\n\n").next())
+        .expect("the README has a cleaning-contract table");
+    let mut codes = Vec::new();
+    for row in table.lines().filter(|l| l.starts_with("| ")) {
+        let first = row.split('|').nth(1).unwrap_or_default();
+        for code in first.split('`').skip(1).step_by(2) {
+            codes.push(code.to_owned());
+        }
+    }
+    codes
+}
+
+#[test]
+fn readme_table_lists_every_reason_in_check_order() {
+    let documented: Vec<String> = readme_reasons()
+        .into_iter()
+        .filter(|c| Reason::ALL.iter().any(|r| r.as_str() == c))
+        .collect();
+    let code: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    // Every reason is documented once.
+    let mut sorted_doc = documented.clone();
+    sorted_doc.sort();
+    let mut sorted_code: Vec<String> = code.iter().map(|c| (*c).to_owned()).collect();
+    sorted_code.sort();
+    assert_eq!(sorted_doc, sorted_code);
+    // The table groups the four `missing_*` codes in one row ("absent or null"); the
+    // code checks each field's presence just before its value. Apart from that row, the
+    // table's order is the check order.
+    let not_missing = |c: &&str| !c.starts_with("missing_");
+    let doc_order: Vec<&str> = documented
+        .iter()
+        .map(String::as_str)
+        .filter(not_missing)
+        .collect();
+    let code_order: Vec<&str> = code.iter().copied().filter(not_missing).collect();
+    assert_eq!(doc_order, code_order);
+    for (missing, invalid) in [
+        (Reason::MissingId, Reason::InvalidId),
+        (Reason::MissingCreatedAt, Reason::InvalidCreatedAt),
+        (Reason::MissingUserEmail, Reason::InvalidEmail),
+        (Reason::MissingEventName, Reason::InvalidEventName),
+    ] {
+        let at = |r: Reason| Reason::ALL.iter().position(|x| *x == r);
+        assert_eq!(
+            at(missing).map(|i| i + 1),
+            at(invalid),
+            "{missing} just before {invalid}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1663,7 +1860,7 @@ fn check_event(e: &CleanEvent<'_>) {
     assert!(fields::normalise_email(e.user_email.clone()).is_some_and(|m| m == e.user_email));
     assert!(fields::normalise_event_name(e.event_name.clone()).is_some_and(|n| n == e.event_name));
     if let Some(m) = e.metadata {
-        assert!(m.get().starts_with('{') && fields::storable_json_text(m.get()));
+        assert!(m.get().starts_with('{') && metadata::check(m.get()).is_ok());
     }
     assert!(!(e.ip.is_some() && e.ip_was_invalid));
 }
@@ -1709,11 +1906,11 @@ fn mutated_lines_never_panic_and_the_tally_balances() {
             }
             LineOutcome::Recovered { prefix, fragment } => {
                 kinds[3] += 1;
-                assert_eq!(prefix.reason, Reason::MalformedJson);
-                check_reject(prefix);
-                match fragment {
-                    Ok(e) => check_event(e),
-                    Err(r) => check_reject(r),
+                for record in [prefix, fragment] {
+                    match record {
+                        Ok(e) => check_event(e),
+                        Err(r) => check_reject(r),
+                    }
                 }
             }
         }
@@ -1742,7 +1939,7 @@ fn mutated_lines_never_panic_and_the_tally_balances() {
 #[test]
 fn metadata_strings_longer_than_a_super_value_are_rejected() {
     let c = cleaner();
-    let max = crate::clean::fields::MAX_SUPER_STRING_BYTES;
+    let max = metadata::MAX_SUPER_STRING_BYTES;
     let ok_value = format!("{{\"note\": \"{}\"}}", "x".repeat(max));
     match c.clean_line(1, with("metadata", &ok_value).as_bytes(), false) {
         LineOutcome::Event(e) => assert_eq!(e.metadata.unwrap().get(), ok_value),
@@ -1771,7 +1968,7 @@ fn metadata_strings_longer_than_a_super_value_are_rejected() {
 
 #[test]
 fn nesting_deeper_than_super_allows_has_its_own_reason() {
-    let max = crate::clean::fields::MAX_SUPER_DEPTH;
+    let max = metadata::MAX_SUPER_DEPTH;
     // The metadata object is level 1: 999 arrays inside it reach the limit exactly.
     let at_limit = format!("{{\"d\": {}1{}}}", "[".repeat(max - 1), "]".repeat(max - 1));
     assert!(matches!(
@@ -1789,4 +1986,841 @@ fn nesting_deeper_than_super_allows_has_its_own_reason() {
     // Outside metadata nesting does not matter: a deep array is still just not an object.
     let deep = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
     assert_eq!(reason(&deep), Reason::NotAnObject);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata numbers, repeated keys and object size: what either warehouse would refuse
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn metadata_numbers_within_both_warehouses_ranges_are_accepted() {
+    let cases = [
+        "0".to_owned(),
+        "-0".to_owned(),
+        "0.0".to_owned(),
+        "-0.000e5".to_owned(),
+        "1".to_owned(),
+        "-1.5".to_owned(),
+        "12345e-5".to_owned(),
+        "99979".to_owned(),
+        "9223372036854775808".to_owned(),
+        "123456789012345678901234567890123456789012345678901234567890".to_owned(),
+        "1.000000000000000000000001".to_owned(),
+        "1e307".to_owned(),
+        "1E+307".to_owned(),
+        "9.999999e307".to_owned(),
+        "-9.999999E307".to_owned(),
+        "1e-307".to_owned(),
+        "-1e-307".to_owned(),
+        "0.1e-306".to_owned(),
+        "1e0000000000000000000000000000000000000307".to_owned(),
+        // 308 digits: the largest magnitude below 1e308.
+        "9".repeat(308),
+        format!("1{}", "0".repeat(307)),
+        // 1e-307 written out, and 16,383 digits after the point.
+        format!("0.{}1", "0".repeat(306)),
+        format!("1.{}", "0".repeat(16_383)),
+        format!("1.{}e5", "0".repeat(16_388)),
+    ];
+    for n in &cases {
+        assert!(metadata::number_ok(n), "{n} should be accepted");
+        let meta = format!(r#"{{"n": {n}, "a": [{n}, {{"b": {n}}}]}}"#);
+        let line = with("metadata", &meta);
+        assert_eq!(event(&line).metadata.map(RawValue::get), Some(meta.as_str()));
+    }
+}
+
+#[test]
+fn metadata_numbers_out_of_range_are_rejected_with_their_own_reason() {
+    let cases = [
+        // The issue's examples: overflow, underflow, and 140,000 digits.
+        "1e999999".to_owned(),
+        "1e-999999".to_owned(),
+        "1".repeat(140_000),
+        // Past float8's documented range (around 1E-307 to 1E+308).
+        "1e308".to_owned(),
+        "1E+400".to_owned(),
+        "-1.5e308".to_owned(),
+        format!("1{}", "0".repeat(308)),
+        "1e-308".to_owned(),
+        "9.9e-308".to_owned(),
+        format!("0.{}1", "0".repeat(307)),
+        format!("1e{}", "9".repeat(40)),
+        format!("1e-{}", "9".repeat(40)),
+        // Zero with an exponent past the range, either way.
+        "0e999999".to_owned(),
+        "0e-999999".to_owned(),
+        // More than 16,383 digits after the point (PostgreSQL's numeric scale), even
+        // when they are trailing zeros of 1, or the exponent moves the point left.
+        format!("1.{}", "0".repeat(16_384)),
+        format!("1.{}", "1".repeat(16_384)),
+        "1e-16384".to_owned(),
+        format!("1.{}e-2", "0".repeat(16_382)),
+    ];
+    for n in &cases {
+        assert!(
+            !metadata::number_ok(n),
+            "{} should be refused",
+            &n[..n.len().min(40)]
+        );
+        for meta in [
+            format!(r#"{{"n": {n}}}"#),
+            format!(r#"{{"a": [1, {{"b": [{n}]}}], "c": 2}}"#),
+        ] {
+            let line = with("metadata", &meta);
+            let r = reject(line.as_bytes());
+            assert_eq!(r.reason, Reason::MetadataNumberOutOfRange);
+            assert_eq!(r.reason.as_str(), "metadata_number_out_of_range");
+        }
+    }
+}
+
+#[test]
+fn the_issues_poison_line_is_rejected() {
+    let line = r#"{"id":"00000001-0000-4000-8000-000000000001","created_at":"2020-01-13 05:10:12","user_email":"a@b.com","event_name":"x","metadata":{"n":1e999999}}"#;
+    let r = reject(line.as_bytes());
+    assert_eq!(r.reason, Reason::MetadataNumberOutOfRange);
+    assert_eq!(r.raw, line);
+}
+
+#[test]
+fn numbers_outside_metadata_or_inside_strings_do_not_matter() {
+    // In a string, in a dropped key, as a string key: not a number SUPER stores.
+    let line = record(&[
+        ("metadata", Some(r#"{"s": "1e999999", "1e999999": true}"#)),
+        ("extra", Some("1e999999")),
+    ]);
+    assert!(matches!(clean(line.as_bytes()), LineOutcome::Event(_)));
+    // An ip that is a huge number is just not an ip.
+    let line = with("ip", "1e999999");
+    let e = event(&line);
+    assert!(e.ip_was_invalid);
+}
+
+#[test]
+fn metadata_problems_follow_the_table_order() {
+    let max = metadata::MAX_SUPER_DEPTH;
+    let deep = format!("{}1{}", "[".repeat(max), "]".repeat(max));
+    let long = js(&"x".repeat(metadata::MAX_SUPER_STRING_BYTES + 1));
+    let cases = [
+        // Unstorable text beats everything, wherever it is.
+        (
+            format!(r#"{{"n": 1e999, "l": {long}, "d": {deep}, "z": "\u0000"}}"#),
+            Reason::InvalidMetadata,
+        ),
+        (
+            format!(r#"{{"n": 1e999, "l": {long}, "d": {deep}, "n": 1}}"#),
+            Reason::InvalidMetadata,
+        ),
+        // Then nesting, then string length, then numbers.
+        (
+            format!(r#"{{"n": 1e999, "l": {long}, "d": {deep}}}"#),
+            Reason::NestingTooDeep,
+        ),
+        (
+            format!(r#"{{"n": 1e999, "l": {long}}}"#),
+            Reason::MetadataValueTooLong,
+        ),
+        (r#"{"n": 1e999}"#.to_owned(), Reason::MetadataNumberOutOfRange),
+    ];
+    for (meta, want) in cases {
+        assert_eq!(
+            reason(&with("metadata", &meta)),
+            want,
+            "{}",
+            &meta[..meta.len().min(60)]
+        );
+    }
+}
+
+#[test]
+fn metadata_with_a_key_repeated_in_one_object_is_invalid() {
+    for meta in [
+        r#"{"a": 1, "a": 2}"#,
+        r#"{"a": 1, "b": 2, "a": 1}"#,
+        r#"{"a": 1, "\u0061": 2}"#,
+        r#"{"x": {"a": {}, "a": []}}"#,
+        r#"{"x": [{"a": 1, "a": 1}]}"#,
+        r#"{"x": {"y": {"z": 1}, "a": 1, "a": 2}}"#,
+    ] {
+        assert_eq!(reason(&with("metadata", meta)), Reason::InvalidMetadata, "{meta}");
+    }
+    // Past the small-set size too.
+    let many: Vec<String> = (0..200).map(|i| format!(r#""k{i}": {i}"#)).collect();
+    let ok = format!("{{{}}}", many.join(", "));
+    assert!(matches!(
+        clean(with("metadata", &ok).as_bytes()),
+        LineOutcome::Event(_)
+    ));
+    let dup = format!("{{{}, \"k150\": 0}}", many.join(", "));
+    assert_eq!(reason(&with("metadata", &dup)), Reason::InvalidMetadata);
+    let nested = format!(r#"{{"x": {ok}, "y": {{"k1": 1, "z": {ok}}}, "k1": 2}}"#);
+    assert!(matches!(
+        clean(with("metadata", &nested).as_bytes()),
+        LineOutcome::Event(_)
+    ));
+}
+
+#[test]
+fn metadata_may_repeat_a_key_across_objects() {
+    for meta in [
+        r#"{"a": {"a": {"a": 1}}}"#,
+        r#"{"x": [{"a": 1}, {"a": 2}], "a": 3}"#,
+        r#"{"x": {"a": 1}, "y": {"a": 2}}"#,
+        r#"{"a": "a", "b": ["a", "a"], "c": {"b": "a"}}"#,
+        r#"{"\\u0061": 1, "a": 2}"#,
+    ] {
+        let line = with("metadata", meta);
+        assert_eq!(event(&line).metadata.map(RawValue::get), Some(meta), "{meta}");
+    }
+}
+
+#[test]
+fn metadata_as_large_as_a_line_allows_is_stored() {
+    // The biggest metadata a line can carry is far below SUPER's object limits (checked at
+    // compile time); it loads as sent.
+    let line = padded(MAX_LINE_BYTES);
+    let e = event(&line);
+    let m = e.metadata.unwrap().get();
+    assert!(m.len() > MAX_LINE_BYTES - 300);
+    assert!(m.len() * 2 <= metadata::MAX_COPY_JSON_OBJECT_BYTES);
+}
+
+#[test]
+fn deeply_nested_metadata_is_checked_in_bounded_time() {
+    // Half a million levels: rejected as too deep, without recursion.
+    let n = (MAX_LINE_BYTES - 300) / 2;
+    let meta = format!("{{\"d\": {}{}}}", "[".repeat(n), "]".repeat(n));
+    assert_eq!(reason(&with("metadata", &meta)), Reason::NestingTooDeep);
+    // Objects all the way down, each with the same key: too deep, not a repeated key.
+    let n = (MAX_LINE_BYTES - 300) / 7;
+    let meta = format!("{}1{}", "{\"a\": ".repeat(n), "}".repeat(n));
+    assert_eq!(reason(&with("metadata", &meta)), Reason::NestingTooDeep);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery is linear in the line's length
+// ---------------------------------------------------------------------------------------------
+
+/// Hostile lines of about `n` bytes, each built to make some step do as much as it can.
+fn hostile_lines(n: usize) -> Vec<(&'static str, Vec<u8>)> {
+    let rep = |unit: &str, head: &str, tail: &str| -> Vec<u8> {
+        let count = n.saturating_sub(head.len() + tail.len()) / unit.len();
+        format!("{head}{}{tail}", unit.repeat(count)).into_bytes()
+    };
+    let depth = n / 8;
+    vec![
+        // The issue's line: every `{"id"` a candidate, none closed.
+        ("x{\"id\": repeated", rep("{\"id\":", "x", "")),
+        ("{\"id\": repeated", rep("{\"id\":", "", "")),
+        // Closed at the end: the outermost candidate parses, deep.
+        (
+            "x{\"id\": nested and closed",
+            format!("x{}1{}", "{\"id\":".repeat(depth), "}".repeat(depth)).into_bytes(),
+        ),
+        // Closed, but with a wrong bracket at the very end.
+        (
+            "x{\"id\": nested, one ] short",
+            format!("x{}1{}]}}", "{\"id\":".repeat(depth), "}".repeat(depth - 1)).into_bytes(),
+        ),
+        // Every candidate inside a string, quotes and backslashes everywhere.
+        (
+            "strings of {\"id\"",
+            rep("\"{\\\"id\\\":\\\\\", ", "x{\"id\": [", "]}"),
+        ),
+        ("backslash runs", rep("\\\\\\\\\\\"", "x{\"id\": \"", "\"}")),
+        // Many complete records glued on one line.
+        ("glued records", rep(SEED_LINE_1, "", "")),
+        ("glued {\"id\":1}", rep("{\"id\":1}", "", "")),
+        // Brackets that never balance.
+        ("closers", rep("}", "x{\"id\":", "")),
+        ("openers then one closer", rep("[", "x{\"id\":", "}")),
+        // A huge valid record whose metadata is the whole line.
+        ("large metadata", padded(n.max(400)).into_bytes()),
+        (
+            "metadata of many keys",
+            with(
+                "metadata",
+                &format!(
+                    "{{{}\"z\": 0}}",
+                    (0..n / 16)
+                        .map(|i| format!("\"k{i:07}\": 1, "))
+                        .collect::<String>()
+                ),
+            )
+            .into_bytes(),
+        ),
+        ("whitespace", vec![b' '; n]),
+        ("not json", rep("x", "", "")),
+    ]
+}
+
+fn work_of(line: &[u8]) -> usize {
+    let mut work = Work::default();
+    cleaner().clean_line_counted(2, line, false, &mut work);
+    work.bytes
+}
+
+#[test]
+fn cleaning_work_is_linear_in_the_line_length_whatever_it_holds() {
+    // Every parse and scan is counted: a line of n bytes costs at most a few n. Trying
+    // each `{"id"` in turn, as recovery once did, costs about n * n / 12 on the first line.
+    for n in [1_000, 100_000, MAX_LINE_BYTES] {
+        for (what, line) in hostile_lines(n) {
+            assert!(line.len() <= MAX_LINE_BYTES, "{what}: {}", line.len());
+            let work = work_of(&line);
+            assert!(
+                work <= 6 * line.len() + 64,
+                "{what}, {} bytes: {work} bytes of work",
+                line.len()
+            );
+        }
+    }
+}
+
+/// Recovery as it was specified and first written: the leftmost `{` (at 1 or later),
+/// whitespace, `"id"`, whose text parses as one object to the end of the line.
+fn reference_recovery_start(text: &str) -> Option<usize> {
+    (1..text.len()).find(|&start| {
+        text.as_bytes()[start] == b'{'
+            && text[start + 1..].trim_start().starts_with("\"id\"")
+            && serde_json::from_str::<RawEvent<'_>>(&text[start..]).is_ok()
+    })
+}
+
+fn linear_recovery_start(text: &str) -> Option<usize> {
+    json::recovery_start(text.as_bytes(), &mut Work::default())
+        .filter(|&start| serde_json::from_str::<RawEvent<'_>>(&text[start..]).is_ok())
+}
+
+#[test]
+fn linear_recovery_finds_what_trying_every_fragment_finds() {
+    let mut lines: Vec<String> = vec![
+        SEED_LINE_2.to_owned(),
+        format!("{{\"id\": \"a\", {{\"id\": \"b\", {SEED_LINE_1}"),
+        format!("x{{\"id\": {SEED_LINE_1}}}"),
+        format!("x{{\"id\": {{\"id\": {{\"id\": 1}}}}"),
+        format!("{SEED_LINE_1}{SEED_LINE_1}"),
+        format!("{SEED_LINE_1} {SEED_LINE_1}\t"),
+        format!("\"{{\\\"id\\\": 1}}\" {{\"id\": \"\\\\\"}}"),
+        format!("x{{\"id\": \"{{\\\"id\\\": 1}}\"}}"),
+        format!("x{{\"id\": \"\\\\\\\"{{\\\"id\\\": 1}}\"}}"),
+        format!("[{{\"id\": 1}}]{{\"id\": [1, {{\"id\": 2}}]}}"),
+        "x{\"id\": [}".to_owned(),
+        "x{\"id\": ]}".to_owned(),
+        "x{\"id\":1}}".to_owned(),
+        "{{\"id\":1}".to_owned(),
+        "{ {\"id\":1}".to_owned(),
+    ];
+    let seeds: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
+    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    for _ in 0..20_000 {
+        if let Ok(text) = String::from_utf8(mutate(&mut rng, &seeds)) {
+            lines.push(text);
+        }
+    }
+    let mut recovered = 0;
+    for text in &lines {
+        let want = reference_recovery_start(text);
+        assert_eq!(linear_recovery_start(text), want, "{text}");
+        recovered += usize::from(want.is_some());
+    }
+    assert!(recovered > 1_000, "the lines exercise recovery: {recovered}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two complete records glued on one line
+// ---------------------------------------------------------------------------------------------
+
+const OTHER_ID: &str = "10cd6e40-cab2-432d-9e62-a8466761e307";
+
+fn other_record() -> String {
+    with("id", &js(OTHER_ID))
+}
+
+/// What the warehouse would make of a file: stage each line's rows, then keep the first
+/// event per id. Returns (loaded, duplicates, staged rejects).
+fn load(bytes: &[u8]) -> (FileTally, u64, u64, u64) {
+    let mut ids = std::collections::HashSet::new();
+    let mut staged_rejects = 0u64;
+    let mut staged_events = 0u64;
+    let tally = clean_bytes(&cleaner(), bytes, |_, outcome| {
+        let mut line_ids = std::collections::HashSet::new();
+        for row in outcome.into_rows() {
+            match row {
+                Ok(e) => {
+                    // Never two rows with one (key, line, id): the warehouse cannot order them.
+                    assert!(line_ids.insert(e.id.clone().into_owned()), "{e:?}");
+                    staged_events += 1;
+                    ids.insert(e.id.into_owned());
+                }
+                Err(_) => staged_rejects += 1,
+            }
+        }
+    });
+    let loaded = ids.len() as u64;
+    assert!(staged_events <= tally.events);
+    (tally, loaded, tally.events - loaded, staged_rejects)
+}
+
+#[track_caller]
+fn assert_balances(t: &FileTally, loaded: u64, duplicates: u64, staged_rejects: u64) {
+    assert_eq!(staged_rejects, t.rejects, "{t:?}");
+    assert_eq!(
+        t.lines + t.recovered,
+        loaded + duplicates + t.rejects + t.blank_lines,
+        "{t:?}"
+    );
+}
+
+#[test]
+fn two_complete_records_glued_on_one_line_both_load() {
+    for sep in ["", " ", "\t ", "  "] {
+        let line = format!("{SEED_LINE_1}{sep}{}", other_record());
+        match clean(line.as_bytes()) {
+            LineOutcome::Recovered {
+                prefix: Ok(first),
+                fragment: Ok(second),
+            } => {
+                assert_base_event(&first);
+                assert_eq!(second.id, OTHER_ID);
+            }
+            other => panic!("{sep:?}: {other:?}"),
+        }
+        let (t, loaded, duplicates, staged_rejects) = load(format!("{line}\r\n").as_bytes());
+        assert_eq!(
+            t,
+            FileTally {
+                lines: 1,
+                events: 2,
+                recovered: 1,
+                ..FileTally::default()
+            }
+        );
+        assert_eq!((loaded, duplicates), (2, 0));
+        assert_balances(&t, loaded, duplicates, staged_rejects);
+    }
+}
+
+#[test]
+fn a_glued_first_record_that_fails_validation_is_rejected_with_its_own_reason() {
+    let first = with("user_email", "\"nobody\"");
+    let line = format!("{first}{}", other_record());
+    match clean(line.as_bytes()) {
+        LineOutcome::Recovered {
+            prefix: Err(r),
+            fragment: Ok(second),
+        } => {
+            assert_eq!(r.reason, Reason::InvalidEmail);
+            assert_eq!(r.raw, first);
+            assert_eq!(second.id, OTHER_ID);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A complete object without the fields is a record too, missing its id.
+    let line = format!("{{\"x\": 1}}{SEED_LINE_1}");
+    match clean(line.as_bytes()) {
+        LineOutcome::Recovered {
+            prefix: Err(r),
+            fragment: Ok(e),
+        } => {
+            assert_eq!(r.reason, Reason::MissingId);
+            assert_base_event(&e);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn glued_records_with_one_id_load_once_and_count_a_duplicate() {
+    for second in [SEED_LINE_1.to_owned(), with("event_name", "\"other_name\"")] {
+        let line = format!("{SEED_LINE_1}{second}");
+        let rows: Vec<_> = clean(line.as_bytes()).into_rows().collect();
+        assert_eq!(rows.len(), 1);
+        match &rows[0] {
+            Ok(e) => assert_base_event(e),
+            Err(r) => panic!("{r:?}"),
+        }
+        let (t, loaded, duplicates, staged_rejects) = load(line.as_bytes());
+        assert_eq!((t.lines, t.recovered, t.events, t.rejects), (1, 1, 2, 0));
+        assert_eq!((loaded, duplicates), (1, 1));
+        assert_balances(&t, loaded, duplicates, staged_rejects);
+    }
+    // Ids compare normalised.
+    let line = format!("{SEED_LINE_1}{}", with("id", &js(&ID.to_uppercase())));
+    assert_eq!(clean(line.as_bytes()).into_rows().count(), 1);
+}
+
+#[test]
+fn a_broken_record_before_a_complete_one_is_still_one_reject() {
+    // The seed's case is unchanged: the truncated record is malformed_json.
+    let (t, loaded, duplicates, staged_rejects) = load(SEED_LINE_2.as_bytes());
+    assert_eq!((t.lines, t.recovered, t.events, t.rejects), (1, 1, 1, 1));
+    assert_balances(&t, loaded, duplicates, staged_rejects);
+    // Two complete records before the last: only the last is recovered, the two before
+    // it are one broken prefix (recovery splits a line in two, not more).
+    let line = format!("{SEED_LINE_1}{SEED_LINE_1}{}", other_record());
+    match clean(line.as_bytes()) {
+        LineOutcome::Recovered {
+            prefix: Err(r),
+            fragment: Ok(e),
+        } => {
+            assert_eq!(r.reason, Reason::MalformedJson);
+            assert_eq!(r.raw, format!("{SEED_LINE_1}{SEED_LINE_1}"));
+            assert_eq!(e.id, OTHER_ID);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn rows_are_staged_in_line_order() {
+    let line = format!("{}{SEED_LINE_1}", other_record());
+    let ids: Vec<String> = clean(line.as_bytes())
+        .into_rows()
+        .map(|r| r.map(|e| e.id.into_owned()).unwrap_or_default())
+        .collect();
+    assert_eq!(ids, [OTHER_ID, ID]);
+    assert_eq!(clean(b"").into_rows().count(), 0);
+    assert_eq!(clean(SEED_LINE_1.as_bytes()).into_rows().count(), 1);
+    assert_eq!(clean(b"{").into_rows().count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: generated files, hostile lines included, never panic, and every line ends in
+// exactly one place
+// ---------------------------------------------------------------------------------------------
+
+fn pick<'s>(rng: &mut XorShift, from: &[&'s str]) -> &'s str {
+    from[rng.below(from.len())]
+}
+
+/// A random JSON value for metadata: numbers in and out of range, strings with storable
+/// and unstorable escapes, nesting, repeated keys.
+fn gen_value(rng: &mut XorShift, depth: usize) -> String {
+    const NUMBERS: &[&str] = &[
+        "0",
+        "-0",
+        "1",
+        "-17",
+        "99979",
+        "1.5",
+        "-0.25e-3",
+        "1e307",
+        "1e308",
+        "1E+400",
+        "1e-307",
+        "1e-308",
+        "1e999999",
+        "1e-999999",
+        "9007199254740993",
+        "123456789012345678901234567890123456789012",
+        "0e999",
+        "0.0",
+        "2.50",
+    ];
+    const STRINGS: &[&str] = &[
+        "\"\"",
+        "\"x\"",
+        "\"é ü 😀\"",
+        "\"\\u00e9\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\u0000\"",
+        "\"\\ud83d\"",
+        "\"\\ude00x\"",
+        "\"\\\\u0000\"",
+        "\"a\\\"b\"",
+        "\"{\\\"id\\\": 1}\"",
+        "\"[[[\"",
+    ];
+    let leaf = depth > 4 || rng.below(3) > 0;
+    if leaf {
+        return match rng.below(7) {
+            0..=2 => pick(rng, NUMBERS).to_owned(),
+            3..=4 => pick(rng, STRINGS).to_owned(),
+            5 => pick(rng, &["true", "false", "null"]).to_owned(),
+            _ if rng.below(40) == 0 => js(&"s".repeat(65_530 + rng.below(10))),
+            _ if rng.below(40) == 0 => format!("1.{}", "0".repeat(16_380 + rng.below(8))),
+            _ if rng.below(15) == 0 => {
+                let n = 990 + rng.below(20);
+                format!("{}0{}", "[".repeat(n), "]".repeat(n))
+            }
+            _ => "1".to_owned(),
+        };
+    }
+    let n = rng.below(4);
+    if rng.below(2) == 0 {
+        let items: Vec<String> = (0..n).map(|_| gen_value(rng, depth + 1)).collect();
+        format!("[{}]", items.join(", "))
+    } else {
+        gen_object(rng, depth, n)
+    }
+}
+
+fn gen_object(rng: &mut XorShift, depth: usize, n: usize) -> String {
+    const KEYS: &[&str] = &[
+        "\"a\"",
+        "\"b\"",
+        "\"id\"",
+        "\"\\u0061\"",
+        "\"é\"",
+        "\"metadata\"",
+        "\"n\"",
+    ];
+    let fields: Vec<String> = (0..n)
+        .map(|_| format!("{}: {}", pick(rng, KEYS), gen_value(rng, depth + 1)))
+        .collect();
+    format!("{{{}}}", fields.join(", "))
+}
+
+/// A random record: mostly valid, each field sometimes wrong, absent, or odd.
+fn gen_record(rng: &mut XorShift) -> String {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut field = |rng: &mut XorShift, key: &str, good: String, bad: &[&str]| match rng.below(40) {
+        0 => {}
+        1 => fields.push((key.to_owned(), pick(rng, bad).to_owned())),
+        2 => fields.push((key.to_owned(), "null".to_owned())),
+        _ => fields.push((key.to_owned(), good)),
+    };
+    // 2,000 ids, some sent uppercase: duplicates within and across files.
+    let id = format!("9ba671d6-5154-41c1-93b1-41dd647b{:04x}", rng.below(2_000));
+    let id = js(&if rng.below(8) == 0 { id.to_uppercase() } else { id });
+    field(rng, "id", id, &["\"nope\"", "1", "[]"]);
+    let frac = ".1234567890123"
+        .get(..rng.below(15))
+        .unwrap_or_default()
+        .to_owned();
+    let created = format!(
+        "\"2020-01-{:02}{}05:10:12{}{}\"",
+        1 + rng.below(28),
+        pick(rng, &[" ", "T"]),
+        if frac.len() == 1 { "" } else { &frac },
+        pick(rng, &["", "Z", "+02:00", "-05:30"])
+    );
+    field(
+        rng,
+        "created_at",
+        created,
+        &["\"1999-01-01 00:00:00\"", "\"2020-13-01 00:00:00\"", "1578892212"],
+    );
+    let email = js(pick(
+        rng,
+        &["a@b.com", " JÖRG@EXAMPLE.COM ", "ΣΊΣΥΦΟΣ@EXAMPLE.GR", "Ⱥ@b.co"],
+    ));
+    field(rng, "user_email", email, &["\"nobody\"", "\"a@b\"", "7"]);
+    let ip = js(pick(rng, &["10.0.0.1", "::1", "999.1.1.1"]));
+    field(rng, "ip", ip, &["1e999999", "[]"]);
+    let name = js(pick(rng, &["page_view", " Signup ", "x"]));
+    field(rng, "event_name", name, &["\"1bad\"", "\"é\""]);
+    let n = rng.below(4);
+    let meta = gen_object(rng, 0, n);
+    field(rng, "metadata", meta, &["[]", "1", "\"{}\""]);
+    if rng.below(10) == 0 {
+        fields.push(("extra".to_owned(), gen_value(rng, 0)));
+    }
+    if rng.below(30) == 0 && !fields.is_empty() {
+        let repeated = fields[rng.below(fields.len())].clone();
+        fields.push(repeated);
+    }
+    // Field order varies; "id" first is what recovery looks for, so keep it first mostly.
+    if rng.below(5) == 0 {
+        let len = fields.len();
+        fields.rotate_left(rng.below(len + 1).min(len));
+    }
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+    format!("{{{}}}", body.join(pick(rng, &[", ", ",", " , "])))
+}
+
+/// A random line: records, glued and truncated records, hostile and random bytes.
+fn gen_line(rng: &mut XorShift, seeds: &[Vec<u8>]) -> Vec<u8> {
+    match rng.below(20) {
+        0..=7 => gen_record(rng).into_bytes(),
+        8..=9 => {
+            let a = gen_record(rng);
+            let b = gen_record(rng);
+            format!("{a}{}{b}", pick(rng, &["", " ", "\t"])).into_bytes()
+        }
+        10 => {
+            let a = gen_record(rng);
+            let cut = rng.below(a.len());
+            let cut = (0..=cut).rev().find(|&i| a.is_char_boundary(i)).unwrap_or(0);
+            format!("{}{}", &a[..cut], gen_record(rng)).into_bytes()
+        }
+        11..=13 => mutate(rng, seeds),
+        14 => {
+            let n = 1 + rng.below(20_000);
+            let lines = hostile_lines(n);
+            lines[rng.below(lines.len())].1.clone()
+        }
+        15 => pick(rng, &["", " ", "\t", "\r", " \r", "\u{3000}"])
+            .as_bytes()
+            .to_vec(),
+        16 => (0..rng.below(64)).map(|_| rng.next().to_le_bytes()[0]).collect(),
+        17 => format!("[{}]", gen_record(rng)).into_bytes(),
+        18 => format!("{}\r", gen_record(rng)).into_bytes(),
+        _ => {
+            let mut line = gen_record(rng).into_bytes();
+            let at = rng.below(line.len() + 1);
+            line.insert(at, pick(rng, &["\u{0}", "\u{FEFF}", "é"]).as_bytes()[0]);
+            line
+        }
+    }
+}
+
+/// What became of every line of one load, as the warehouse would count it.
+#[derive(Debug, Default, PartialEq)]
+struct Accounted {
+    loaded: u64,
+    duplicates: u64,
+    rejects: u64,
+    blank: u64,
+}
+
+#[test]
+fn generated_files_never_panic_and_every_line_ends_in_exactly_one_place() {
+    let seeds: Vec<Vec<u8>> = vec![
+        SEED_LINE_1.as_bytes().to_vec(),
+        SEED_LINE_2.as_bytes().to_vec(),
+        format!("{SEED_LINE_1}{SEED_LINE_1}").into_bytes(),
+        with("metadata", r#"{"n": [1e5, {"a": 1}], "s": "\ud83d\ude00"}"#).into_bytes(),
+    ];
+    let cleaner = cleaner();
+    let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
+    let codes: Vec<Reason> = Reason::ALL
+        .iter()
+        .copied()
+        .filter(|r| *r != Reason::InvalidGzip)
+        .collect();
+    let mut reasons_seen = std::collections::BTreeSet::new();
+    let mut hist = std::collections::BTreeMap::new();
+    let mut kinds = [0u64; 4];
+    // One load of many files: an id loads once across all of them, first file first.
+    let mut loaded_ids = std::collections::HashSet::new();
+    let mut total = Accounted::default();
+    let mut tally_total = FileTally::default();
+    for file_no in 0..60 {
+        let mut file = Vec::new();
+        for i in 0..200 {
+            let mut line = gen_line(&mut rng, &seeds);
+            if i == 0 && rng.below(4) == 0 {
+                line.splice(0..0, *b"\xEF\xBB\xBF");
+            }
+            line.retain(|b| *b != b'\n');
+            file.extend_from_slice(&line);
+            file.push(b'\n');
+        }
+        if file_no % 20 == 0 {
+            // A few over-long lines, blank and not.
+            file.extend_from_slice(&vec![b' '; MAX_LINE_BYTES + 1]);
+            file.push(b'\n');
+            file.extend_from_slice(&padded(MAX_LINE_BYTES + 2).into_bytes());
+            file.push(b'\n');
+        }
+        let mut accounted = Accounted::default();
+        let mut staged_events = 0u64;
+        let tally = clean_bytes(&cleaner, &file, |_, outcome| {
+            // Every outcome is one kind, and its records are checked.
+            let records = match &outcome {
+                LineOutcome::Blank => {
+                    kinds[0] += 1;
+                    accounted.blank += 1;
+                    0
+                }
+                LineOutcome::Event(e) => {
+                    kinds[1] += 1;
+                    check_event(e);
+                    1
+                }
+                LineOutcome::Reject(r) => {
+                    kinds[2] += 1;
+                    check_reject(r);
+                    1
+                }
+                LineOutcome::Recovered { prefix, fragment } => {
+                    kinds[3] += 1;
+                    for record in [prefix, fragment] {
+                        match record {
+                            Ok(e) => check_event(e),
+                            Err(r) => check_reject(r),
+                        }
+                    }
+                    2
+                }
+            };
+            let events_in_line = match &outcome {
+                LineOutcome::Event(_) => 1,
+                LineOutcome::Recovered { prefix, fragment } => {
+                    u64::from(prefix.is_ok()) + u64::from(fragment.is_ok())
+                }
+                _ => 0,
+            };
+            // Staged rows: each reject once; each event once, but a glued repeat of an id.
+            let mut line_ids = std::collections::HashSet::new();
+            let mut rows = 0u64;
+            let mut line_events = 0u64;
+            for row in outcome.into_rows() {
+                rows += 1;
+                match row {
+                    Ok(e) => {
+                        line_events += 1;
+                        assert!(line_ids.insert(e.id.clone().into_owned()));
+                        if loaded_ids.insert(e.id.into_owned()) {
+                            accounted.loaded += 1;
+                        }
+                    }
+                    Err(r) => {
+                        assert!(codes.contains(&r.reason), "{r:?}");
+                        reasons_seen.insert(r.reason);
+                        *hist.entry(r.reason).or_insert(0u32) += 1;
+                        accounted.rejects += 1;
+                    }
+                }
+            }
+            staged_events += line_events;
+            assert!(rows == records || (records == 2 && rows == 1 && events_in_line == 2));
+        });
+        accounted.duplicates = tally.events - accounted.loaded;
+        assert!(staged_events <= tally.events);
+        // The file row balances: lines + recovered = loaded + duplicates + rejects + blank.
+        assert_eq!(accounted.rejects, tally.rejects);
+        assert_eq!(accounted.blank, tally.blank_lines);
+        assert_eq!(
+            tally.lines + tally.recovered,
+            accounted.loaded + accounted.duplicates + accounted.rejects + accounted.blank,
+            "file {file_no}: {tally:?} {accounted:?}"
+        );
+        assert_eq!(tally.lines, file.iter().filter(|b| **b == b'\n').count() as u64);
+        total.loaded += accounted.loaded;
+        total.duplicates += accounted.duplicates;
+        total.rejects += accounted.rejects;
+        total.blank += accounted.blank;
+        tally_total.merge(&tally);
+    }
+    assert_eq!(
+        tally_total.lines + tally_total.recovered,
+        total.loaded + total.duplicates + total.rejects + total.blank
+    );
+    println!("blank/event/reject/recovered lines: {kinds:?}; {tally_total:?}; {total:?}; {hist:?}");
+    // The generator reaches every kind of outcome and every line-level reason.
+    assert!(kinds.iter().all(|&k| k > 100), "{kinds:?}");
+    let missing: Vec<&Reason> = codes.iter().filter(|r| !reasons_seen.contains(r)).collect();
+    assert!(missing.is_empty(), "reasons never produced: {missing:?}");
+    assert!(total.duplicates > 100 && total.loaded > 0, "{total:?}");
+}
+
+#[test]
+fn generated_lines_cost_linear_work_and_clean_the_same_way_twice() {
+    let seeds: Vec<Vec<u8>> = vec![SEED_LINE_1.as_bytes().to_vec(), SEED_LINE_2.as_bytes().to_vec()];
+    let mut rng = XorShift(0x9E6C_63D0_676A_9A99);
+    for _ in 0..3_000 {
+        let line = gen_line(&mut rng, &seeds);
+        let work = work_of(&line);
+        assert!(
+            work <= 6 * line.len() + 64,
+            "{work} for {}",
+            String::from_utf8_lossy(&line)
+        );
+        let once = format!("{:?}", clean(&line));
+        assert_eq!(format!("{:?}", clean(&line)), once);
+    }
 }
