@@ -728,3 +728,72 @@ async fn a_killed_run_then_a_rerun_equals_one_clean_run() {
     assert_eq!(got, want, "the rerun differs from one clean run");
     assert_books_balance(pg, &schema).await;
 }
+
+/// Everything left under a directory (files and directories), relative to it.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A source directory that does not exist is an error naming it (exit 3), for `run` and
+/// `status`, whether written as a path or a file:// URL: a typo must not look like
+/// "nothing to load".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_source_directory_is_an_error_naming_it() {
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = pg.fresh_schema("e2e_nosrc").await;
+    let missing = dir.path().join("no/such/events");
+    for source in ["no/such/events/".to_owned(), format!("file://{}/", missing.display())] {
+        let cfg = write_config(dir.path(), &source, "staging/", pg, &schema, "");
+        check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+        for cmd in ["run", "status"] {
+            let out = run_bin(&["--config", &cfg, cmd], &[], dir.path());
+            assert_eq!(out.code(), Some(3), "{source} {cmd}: {out}");
+            assert!(
+                out.stderr.contains(&format!(
+                    "source: cannot list file://{}/: the directory {} does not exist",
+                    missing.display(),
+                    missing.display()
+                )),
+                "{source} {cmd}: {out}"
+            );
+            assert!(!out.stdout.contains("nothing to load"), "{out}");
+        }
+    }
+    // An existing but empty source is still "nothing to load".
+    std::fs::create_dir_all(&missing).unwrap();
+    let cfg = write_config(dir.path(), "no/such/events/", "staging/", pg, &schema, "");
+    let out = check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    assert!(out.stdout.contains("nothing to load: 0 event files"), "{out}");
+}
+
+/// A local load deletes its staged objects and the directories that held them: no
+/// empty `<load_id>/{events,rejects,files}/` is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_load_leaves_no_empty_directories_in_staging() {
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = sample_source(dir.path());
+    let schema = pg.fresh_schema("e2e_tidy").await;
+    let cfg = write_config(dir.path(), &src.display().to_string(), "staging/", pg, &schema, "");
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    let out = check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    assert!(out.stdout.contains("loaded 3 of 3 event files"), "{out}");
+    assert_eq!(leftovers(&dir.path().join("staging")), Vec::<String>::new());
+    assert_books_balance(pg, &schema).await;
+}
