@@ -29,8 +29,16 @@ pub struct StagedLoad {
 struct Stream {
     name: &'static str,
     current: GzPart,
-    manifest: Manifest,
+    /// Closed parts, in order: what the manifest will list.
+    closed: Vec<ClosedPart>,
     next_part: u32,
+}
+
+/// A part that was closed and handed to the store.
+struct ClosedPart {
+    key: String,
+    url: String,
+    len: u64,
     rows: u64,
 }
 
@@ -47,11 +55,44 @@ impl Stream {
         Stream {
             name,
             current: GzPart::default(),
-            manifest: Manifest::default(),
+            closed: Vec::new(),
             next_part: 0,
-            rows: 0,
         }
     }
+
+    fn rows(&self) -> u64 {
+        self.closed.iter().map(|p| p.rows).sum()
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            closed: self.closed.len(),
+            rows_in_current: self.current.rows(),
+        }
+    }
+
+    fn manifest(&self) -> Manifest {
+        let mut m = Manifest::default();
+        for p in &self.closed {
+            m.push(p.url.clone(), p.len);
+        }
+        m
+    }
+}
+
+/// Where one stream stood at a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    /// Parts closed by then.
+    closed: usize,
+    /// Rows in the part that was current then.
+    rows_in_current: u64,
+}
+
+/// Where every stream stood: [`StageWriter::rollback`] returns to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    marks: [Mark; 3],
 }
 
 /// Error while staging: the store's, or a local IO error compressing.
@@ -67,6 +108,8 @@ pub enum StageError {
     },
     #[error("staging upload task failed: {0}")]
     Join(String),
+    #[error("cannot read back staged part {url} to roll it back: {message}")]
+    Rollback { url: String, message: String },
 }
 
 /// Collects one load's rows and writes its parts and manifests.
@@ -143,7 +186,7 @@ impl StageWriter {
         }
         let key = format!("{prefix}{}/part-{:05}.jsonl.gz", s.name, s.next_part);
         s.next_part += 1;
-        s.rows += s.current.rows();
+        let rows = s.current.rows();
         let bytes = std::mem::take(&mut s.current)
             .finish()
             .map_err(|source| StageError::Compress {
@@ -151,7 +194,12 @@ impl StageWriter {
                 source,
             })?;
         let url = self.place.store.url(&key);
-        self.stream(which).manifest.push(url, bytes.len() as u64);
+        self.stream(which).closed.push(ClosedPart {
+            key: key.clone(),
+            url,
+            len: bytes.len() as u64,
+            rows,
+        });
         while self.uploads.len() >= MAX_IN_FLIGHT {
             self.join_one().await?;
         }
@@ -168,6 +216,81 @@ impl StageWriter {
         }
     }
 
+    /// Where every stream stands now; see [`StageWriter::rollback`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            marks: [self.events.mark(), self.rejects.mark(), self.files.mark()],
+        }
+    }
+
+    /// Removes every row written since `checkpoint`, as if it had never been written
+    /// (a file whose gzip data turned out corrupt). The rows of a file are contiguous
+    /// in each stream, so this truncates each stream: parts closed since are dropped
+    /// from the manifest and deleted, and the part that was current at the checkpoint
+    /// is rebuilt with its rows from before (read back from the store if it was closed
+    /// meanwhile). Memory stays bounded by a part: nothing is held back to make this
+    /// possible, which is why it costs a re-read, and only when it is used.
+    pub async fn rollback(&mut self, checkpoint: Checkpoint) -> Result<(), StageError> {
+        for (which, mark) in checkpoint.marks.into_iter().enumerate() {
+            let s = self.stream(which);
+            if s.mark() == mark {
+                continue;
+            }
+            if s.closed.len() == mark.closed {
+                // Still the same part: rebuild it in memory.
+                let bytes =
+                    std::mem::take(&mut s.current)
+                        .finish()
+                        .map_err(|source| StageError::Compress {
+                            key: format!("{}/part-{:05}", s.name, s.next_part),
+                            source,
+                        })?;
+                s.current = GzPart::first_rows_of(&bytes, mark.rows_in_current).map_err(|source| {
+                    StageError::Compress {
+                        key: format!("{}/part-{:05}", s.name, s.next_part),
+                        source,
+                    }
+                })?;
+                continue;
+            }
+            // Parts were closed since: let their uploads finish, then drop them.
+            while !self.uploads.is_empty() {
+                self.join_one().await?;
+            }
+            let s = self.stream(which);
+            let dropped = s.closed.split_off(mark.closed);
+            s.current = GzPart::default();
+            if mark.rows_in_current > 0 {
+                let first = &dropped[0];
+                let bytes = self.read_back(&first.key, &first.url).await?;
+                let rebuilt = GzPart::first_rows_of(&bytes, mark.rows_in_current).map_err(|e| {
+                    StageError::Rollback {
+                        url: first.url.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                self.stream(which).current = rebuilt;
+            }
+            for part in &dropped {
+                // The manifest no longer names it; deleting keeps the output tidy.
+                self.place.store.delete_prefix(&part.key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_back(&self, key: &str, url: &str) -> Result<Vec<u8>, StageError> {
+        let mut body = self.place.store.get(key).await?;
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut body, &mut bytes)
+            .await
+            .map_err(|e| StageError::Rollback {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(bytes)
+    }
+
     /// Uploads the last parts and the three manifests. Manifests go last: a manifest
     /// only ever names parts that exist.
     pub async fn finish(mut self) -> Result<StagedLoad, StageError> {
@@ -182,7 +305,7 @@ impl StageWriter {
             let prefix = self.prefix.clone();
             let s = self.stream(which);
             let key = format!("{prefix}{}.manifest", s.name);
-            let body = s.manifest.to_json();
+            let body = s.manifest().to_json();
             self.place.store.put(&key, body).await?;
             keys.push(key);
         }
@@ -195,9 +318,9 @@ impl StageWriter {
             events_manifest,
             rejects_manifest,
             files_manifest,
-            events_staged: self.events.rows,
-            rejects_staged: self.rejects.rows,
-            files_staged: self.files.rows,
+            events_staged: self.events.rows(),
+            rejects_staged: self.rejects.rows(),
+            files_staged: self.files.rows(),
         })
     }
 }
