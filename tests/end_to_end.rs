@@ -1163,3 +1163,83 @@ fn a_bom_starting_a_later_gzip_member_is_ignored() {
         "{out}"
     );
 }
+
+// ---- lines at the size limit ----
+
+/// A valid event line of exactly `len` bytes, its metadata padded in strings SUPER
+/// can hold (at most 65,535 bytes each).
+fn event_of_len(id: u32, len: usize) -> String {
+    let head = format!(
+        r#"{{"id":"{id:08x}-0000-4000-8000-{id:012x}","created_at":"2020-01-03 10:00:00","user_email":"big@example.com","event_name":"big","metadata":{{"#
+    );
+    let mut line = head;
+    let mut k = 0;
+    while line.len() + 40 + 60_000 < len {
+        line.push_str(&format!("\"k{k}\":\"{}\",", "x".repeat(60_000)));
+        k += 1;
+    }
+    let fixed = format!("\"k{k}\":\"\"}}}}").len();
+    let pad = len - line.len() - fixed;
+    line.push_str(&format!("\"k{k}\":\"{}\"}}}}", "y".repeat(pad)));
+    assert_eq!(line.len(), len);
+    line
+}
+
+/// Lines within a few bytes of the 1 MiB limit load into PostgreSQL. Their staged rows
+/// are longer than the lines (the id, timestamp, source key and line number are added),
+/// and reading the staged parts back cut them at 1 MiB + 1: every `run` exited 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_at_the_size_limit_load_into_postgres() {
+    const MAX: usize = events_etl::clean::MAX_LINE_BYTES;
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A long key, as real ones are (the staged row repeats it).
+    let src = dir
+        .path()
+        .join("src/events/2020/01/03/app-server-eu-west-1-production-0f6e0555e9f34063b711a676d13e38f9");
+    std::fs::create_dir_all(&src).unwrap();
+    let body = [
+        event_of_len(1, MAX),
+        event_of_len(2, MAX - 3) + "\r",
+        event_of_len(3, MAX - 110),
+        event_of_len(4, MAX + 1),
+    ]
+    .join("\n");
+    std::fs::write(src.join("big.json"), body).unwrap();
+    let schema = pg.fresh_schema("e2e_big").await;
+    let cfg = write_config(dir.path(), "src/", "staging/", pg, &schema, "");
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    let out = run_bin(&["--config", &cfg, "run"], &[], dir.path());
+    assert_eq!(out.code(), Some(0), "{out}");
+    let q = |s: &str| s.replace("{s}", &schema);
+    assert_eq!(
+        scalar(pg, &q("SELECT count(*) FROM {s}.events")).await,
+        3,
+        "{}",
+        pg.dump(&schema).await
+    );
+    assert_eq!(
+        scalar(pg, &q("SELECT count(*) FROM {s}.event_rejects WHERE reason = 'record_too_large' AND source_line = 4")).await,
+        1
+    );
+    // Loaded whole: every metadata string of the longest line, to the last byte.
+    let line: serde_json::Value = serde_json::from_str(&event_of_len(1, MAX)).unwrap();
+    let want: i64 = line["metadata"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap().len() as i64)
+        .sum();
+    assert_eq!(
+        scalar(
+            pg,
+            &q(
+                "SELECT sum(length(m.value))::bigint FROM {s}.events e, jsonb_each_text(e.metadata) m \
+                WHERE e.event_id = '00000001-0000-4000-8000-000000000001'"
+            )
+        )
+        .await,
+        want
+    );
+    assert_books_balance(pg, &schema).await;
+}

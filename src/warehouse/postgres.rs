@@ -17,7 +17,8 @@ use tokio_postgres::{Client, GenericClient, NoTls, Row};
 use super::statements::{with_schema, Statements};
 use super::{AppliedMigration, LoadRow, Warehouse, WarehouseError};
 use crate::migrate::{self, AppliedRow, Dialect};
-use crate::read::LineReader;
+use crate::read::{GzipEnd, LineReader};
+use crate::stage::rows::MAX_STAGED_ROW_BYTES;
 use crate::stage::{Manifest, StagedLoad};
 use crate::store::Place;
 
@@ -233,13 +234,35 @@ impl Postgres {
                 url: entry.url.clone(),
                 message: e.to_string(),
             };
-            let mut lines = LineReader::open(part, &key).await.map_err(bad)?;
+            // Staged rows are longer than the source lines they came from: read them
+            // with the staging limit, and never load a row cut short.
+            let mut lines = LineReader::with_limit(part, &key, MAX_STAGED_ROW_BYTES)
+                .await
+                .map_err(bad)?;
             while let Some(line) = lines.next_line().await.map_err(bad)? {
+                if line.too_long {
+                    return Err(WarehouseError::StagedData {
+                        url: entry.url.clone(),
+                        message: format!(
+                            "row {} is longer than {MAX_STAGED_ROW_BYTES} bytes, the most staging writes",
+                            line.no
+                        ),
+                    });
+                }
                 writer
                     .as_mut()
                     .write(&[&RawJsonb(line.bytes)])
                     .await
                     .map_err(|e| self.stmt_err("copy_raw", &e))?;
+            }
+            if let Some(end) = lines
+                .gzip_end()
+                .filter(|e| !matches!(e, GzipEnd::Verified { .. }))
+            {
+                return Err(WarehouseError::StagedData {
+                    url: entry.url.clone(),
+                    message: format!("the staged part is damaged: {end:?}"),
+                });
             }
         }
         let copied = writer.finish().await.map_err(|e| self.stmt_err("copy_raw", &e))?;
