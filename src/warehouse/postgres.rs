@@ -133,6 +133,7 @@ impl Postgres {
                 tracing::error!(error = %pg_message(&e), "PostgreSQL connection closed");
             }
         });
+        check_server_version(&client, &target).await?;
         Ok(Postgres {
             client: Mutex::new(client),
             schema: schema.to_owned(),
@@ -277,6 +278,40 @@ impl Postgres {
             });
         }
         Ok(())
+    }
+}
+
+/// The oldest server the dialect's SQL runs on: `sql/postgres/load.sql` uses MERGE.
+const MIN_SERVER_VERSION_NUM: u32 = 150_000;
+const MIN_SERVER_VERSION: &str = "15";
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`] on connect, rather than failing
+/// every load at its MERGE. A simple query, which any PostgreSQL answers.
+async fn check_server_version(client: &Client, target: &str) -> Result<(), WarehouseError> {
+    let messages = client
+        .simple_query("SELECT current_setting('server_version_num'), current_setting('server_version')")
+        .await
+        .map_err(|e| WarehouseError::Connect {
+            target: target.to_owned(),
+            message: format!("cannot read the server version: {}", pg_message(&e)),
+        })?;
+    let row = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    });
+    let num = row.and_then(|r| r.get(0)).unwrap_or_default();
+    let text = row.and_then(|r| r.get(1)).unwrap_or(num);
+    match num.parse::<u32>() {
+        Ok(n) if n >= MIN_SERVER_VERSION_NUM => Ok(()),
+        _ => Err(WarehouseError::UnsupportedVersion {
+            target: target.to_owned(),
+            found: if text.is_empty() {
+                "(unknown version)".to_owned()
+            } else {
+                text.to_owned()
+            },
+            needed: MIN_SERVER_VERSION,
+        }),
     }
 }
 
