@@ -324,3 +324,89 @@ impl StageWriter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clean::Reason;
+    use crate::store::local::LocalStore;
+
+    fn reject(n: u64) -> Reject<'static> {
+        Reject {
+            reason: Reason::MalformedJson,
+            raw: format!("row {n}").into(),
+        }
+    }
+
+    /// The rows of every part a finished stream's manifest lists.
+    async fn rows_listed(place: &Place, manifest_key: &str) -> Vec<String> {
+        let mut body = place.store.get(manifest_key).await.unwrap();
+        let mut text = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut body, &mut text)
+            .await
+            .unwrap();
+        let manifest: Manifest = serde_json::from_slice(&text).unwrap();
+        let mut out = Vec::new();
+        for e in manifest.entries {
+            let key = place.store.key_of(&e.url).unwrap();
+            let mut body = place.store.get(&key).await.unwrap();
+            let mut gz = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut body, &mut gz)
+                .await
+                .unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
+            out.extend(text.lines().map(str::to_owned));
+        }
+        out
+    }
+
+    /// Rolling back removes exactly the rows written since the checkpoint, whether they
+    /// sit in the current part or in parts closed and uploaded since, and the parts it
+    /// drops are deleted.
+    #[tokio::test]
+    async fn rollback_removes_exactly_the_rows_since_the_checkpoint() {
+        for (before, during) in [(0u64, 3u64), (10, 3), (10, 5_000), (0, 5_000), (3_000, 0)] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("st")).unwrap();
+            let place = Place {
+                store: Arc::new(LocalStore::new(dir.path().join("st"))),
+                prefix: String::new(),
+            };
+            // Parts of ~8 KiB: thousands of rows span many of them.
+            let mut w = StageWriter::new(place.clone(), "L", 8 * 1024);
+            for n in 0..before {
+                w.reject("kept.json", n + 1, &reject(n)).unwrap();
+                w.flush_full().await.unwrap();
+            }
+            let cp = w.checkpoint();
+            for n in 0..during {
+                w.reject("bad.json.gz", n + 1, &reject(n)).unwrap();
+                w.flush_full().await.unwrap();
+            }
+            w.rollback(cp).await.unwrap();
+            assert_eq!(w.checkpoint(), cp, "{before} {during}");
+            w.reject("after.json", 1, &reject(0)).unwrap();
+            let staged = w.finish().await.unwrap();
+            assert_eq!(staged.rejects_staged, before + 1, "{before} {during}");
+            let rows = rows_listed(&place, &staged.rejects_manifest).await;
+            assert_eq!(rows.len() as u64, before + 1);
+            assert!(
+                rows.iter().all(|r| !r.contains("bad.json.gz")),
+                "{before} {during}"
+            );
+            assert!(rows[rows.len() - 1].contains("after.json"));
+            // Only the parts the manifest lists are left.
+            let parts = std::fs::read_dir(dir.path().join("st/L/rejects"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            let listed: Manifest = serde_json::from_slice(
+                &std::fs::read(dir.path().join("st").join(&staged.rejects_manifest)).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(parts, listed.entries.len(), "{before} {during}");
+        }
+    }
+}
