@@ -64,8 +64,8 @@ pub struct RawSource {
 #[serde(deny_unknown_fields)]
 pub struct RawStaging {
     pub url: Option<String>,
-    pub part_size_mb: Option<u64>,
-    pub keep: Option<bool>,
+    pub part_size_mb: Option<Scalar>,
+    pub keep: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -89,8 +89,8 @@ pub struct RawRedshift {
     pub secret_arn: Option<String>,
     pub iam_role: Option<String>,
     pub copy_region: Option<String>,
-    pub statement_timeout_secs: Option<u64>,
-    pub max_poll_interval_ms: Option<u64>,
+    pub statement_timeout_secs: Option<Scalar>,
+    pub max_poll_interval_ms: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -102,13 +102,97 @@ pub struct RawPostgres {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawS3 {
-    pub force_path_style: Option<bool>,
+    pub force_path_style: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawLoad {
-    pub max_files: Option<u64>,
+    pub max_files: Option<Scalar>,
+}
+
+/// A number or boolean as written: typed in TOML, text from the environment. Phase 1
+/// keeps it as it came; [`Config::validate`] reads it strictly, naming the key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Integer(i128),
+    Bool(bool),
+    Text(String),
+    /// Anything else (a float, a table, an array): always refused by validation.
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a whole number or a boolean")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Integer(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Integer(v.into()))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<Scalar, E> {
+                Ok(Scalar::Integer(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Other(format!("the number {v}")))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Scalar, A::Error> {
+                Ok(Scalar::Other("a table".into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Scalar, A::Error> {
+                Ok(Scalar::Other("an array".into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Scalar {
+    /// A whole number: a TOML integer, or text of ASCII digits only (environment).
+    fn whole(&self, key: &'static str) -> Result<u64, ConfigError> {
+        let bad = |what: String| invalid(key, format!("{what} is not a whole number"));
+        match self {
+            Scalar::Integer(n) => u64::try_from(*n).map_err(|_| bad(n.to_string())),
+            Scalar::Text(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+                t.parse().map_err(|_| bad(format!("`{t}`")))
+            }
+            Scalar::Text(t) => Err(bad(format!("`{t}`"))),
+            Scalar::Bool(b) => Err(bad(b.to_string())),
+            Scalar::Other(what) => Err(bad(what.clone())),
+        }
+    }
+
+    /// A boolean: a TOML boolean, or exactly `true` / `false` (environment).
+    fn boolean(&self, key: &'static str) -> Result<bool, ConfigError> {
+        match self {
+            Scalar::Bool(b) => Ok(*b),
+            Scalar::Text(t) if t == "true" => Ok(true),
+            Scalar::Text(t) if t == "false" => Ok(false),
+            Scalar::Text(t) => Err(invalid(key, format!("`{t}` is not true or false"))),
+            Scalar::Integer(n) => Err(invalid(key, format!("{n} is not true or false"))),
+            Scalar::Other(what) => Err(invalid(key, format!("{what} is not true or false"))),
+        }
+    }
+}
+
+fn whole(key: &'static str, v: Option<Scalar>, default: u64) -> Result<u64, ConfigError> {
+    v.map_or(Ok(default), |v| v.whole(key))
+}
+
+fn boolean(key: &'static str, v: Option<Scalar>, default: bool) -> Result<bool, ConfigError> {
+    v.map_or(Ok(default), |v| v.boolean(key))
 }
 
 impl RawConfig {
@@ -124,11 +208,13 @@ impl RawConfig {
                     .format(config::FileFormat::Toml)
                     .required(true),
             )
+            // Environment values stay the strings they are (no `try_parsing`): a schema
+            // named `1e3` or `007` must not turn into a number, nor `True` into `true`.
+            // Numbers and booleans are read from text in phase 2, naming the key.
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator(ENV_SEPARATOR)
                     .separator(ENV_SEPARATOR)
-                    .try_parsing(true)
                     .source(Some(env)),
             )
             .build()
@@ -389,16 +475,22 @@ impl RedshiftConfig {
                 ));
             }
         }
-        let secs = raw
-            .statement_timeout_secs
-            .unwrap_or(DEFAULT_STATEMENT_TIMEOUT_SECS);
+        let secs = whole(
+            "warehouse.redshift.statement_timeout_secs",
+            raw.statement_timeout_secs,
+            DEFAULT_STATEMENT_TIMEOUT_SECS,
+        )?;
         if secs == 0 {
             return Err(invalid(
                 "warehouse.redshift.statement_timeout_secs",
                 "must be at least 1",
             ));
         }
-        let poll_ms = raw.max_poll_interval_ms.unwrap_or(DEFAULT_MAX_POLL_INTERVAL_MS);
+        let poll_ms = whole(
+            "warehouse.redshift.max_poll_interval_ms",
+            raw.max_poll_interval_ms,
+            DEFAULT_MAX_POLL_INTERVAL_MS,
+        )?;
         if !(10..=60_000).contains(&poll_ms) {
             return Err(invalid(
                 "warehouse.redshift.max_poll_interval_ms",
@@ -469,7 +561,11 @@ impl Config {
             ));
         }
 
-        let part_mb = raw.staging.part_size_mb.unwrap_or(DEFAULT_PART_SIZE_MB);
+        let part_mb = whole(
+            "staging.part_size_mb",
+            raw.staging.part_size_mb,
+            DEFAULT_PART_SIZE_MB,
+        )?;
         if !(1..=4096).contains(&part_mb) {
             return Err(invalid(
                 "staging.part_size_mb",
@@ -513,19 +609,22 @@ impl Config {
             ));
         }
 
-        let max_files = raw.load.max_files.unwrap_or(DEFAULT_MAX_FILES);
+        let max_files = whole("load.max_files", raw.load.max_files, DEFAULT_MAX_FILES)?;
         if max_files == 0 {
             return Err(invalid("load.max_files", "must be at least 1"));
         }
+
+        let keep_staging = boolean("staging.keep", raw.staging.keep, false)?;
+        let s3_force_path_style = boolean("s3.force_path_style", raw.s3.force_path_style, false)?;
 
         Ok(Config {
             source,
             staging,
             part_size_bytes: part_mb * 1024 * 1024,
-            keep_staging: raw.staging.keep.unwrap_or(false),
+            keep_staging,
             warehouse,
             schema,
-            s3_force_path_style: raw.s3.force_path_style.unwrap_or(false),
+            s3_force_path_style,
             max_files_per_load: usize::try_from(max_files).unwrap_or(usize::MAX),
         })
     }

@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use crate::clean::{Cleaner, FileTally, LineOutcome, Reason, Reject};
 use crate::discover;
-use crate::read::{is_corrupt_data, LineReader};
+use crate::read::{At, GzipEnd, LineReader};
 use crate::stage::writer::StageError;
 use crate::stage::{FileRow, StageWriter, StagedLoad};
 use crate::store::{Body, ObjectMeta, Place, StoreError};
@@ -43,10 +43,19 @@ pub struct CleanedFile {
     pub tally: FileTally,
 }
 
-/// Cleans one object's lines into `w`, recording rows and rejects. A corrupt gzip
-/// stream becomes an `invalid_gzip` reject at the line where reading stopped (the lines
-/// before it are kept); a transport failure is an error, so nothing of the file is
-/// recorded and the next run retries it.
+/// Cleans one object's lines into `w`, recording rows and rejects.
+///
+/// Damaged gzip input (see the README's cleaning contract):
+/// - cut short ([`GzipEnd::Truncated`]): the complete lines load; a line the data ends
+///   inside is that line's `invalid_gzip` reject;
+/// - corrupt ([`GzipEnd::Corrupt`]: a deflate error, a CRC-32 or length mismatch, a bad
+///   header): none of the file's lines can be trusted, so every row written for it is
+///   rolled back and the file becomes one `invalid_gzip` reject (counted as its one
+///   line), naming the member and offset. It is recorded like any file, so it is not
+///   retried; a new version (new ETag) loads again.
+///
+/// A transport failure reading the body is an error: nothing of the file is recorded
+/// and the next run retries it.
 pub async fn clean_object(
     cleaner: &Cleaner,
     key: &str,
@@ -58,36 +67,59 @@ pub async fn clean_object(
         url: url.to_owned(),
         message: e.to_string(),
     };
+    let checkpoint = w.checkpoint();
     let mut reader = LineReader::open(body, key).await.map_err(read_err)?;
     let mut tally = FileTally::default();
     let mut rejects_logged = 0u64;
-    let gzip = reader.is_gzip();
-    let mut last_line = 0u64;
-    loop {
-        let line = match reader.next_line().await {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(e) if gzip && is_corrupt_data(&e) => {
-                let no = last_line + 1;
-                let message = format!("gzip data is corrupt after line {}: {e}", no - 1);
-                let outcome = LineOutcome::Reject(Reject {
-                    reason: Reason::InvalidGzip,
-                    raw: message.into(),
-                });
-                tally.add(&outcome);
-                emit(w, key, no, outcome, &mut rejects_logged)?;
-                break;
-            }
-            Err(e) => return Err(read_err(e)),
+    while let Some(line) = reader.next_line().await.map_err(read_err)? {
+        let outcome = match line.cut {
+            Some(at) => LineOutcome::Reject(Reject {
+                reason: Reason::InvalidGzip,
+                raw: cut_line_message(&at, line.bytes).into(),
+            }),
+            None => cleaner.clean_line(line.no, line.bytes, line.too_long),
         };
-        last_line = line.no;
-        let outcome = cleaner.clean_line(line.no, line.bytes, line.too_long);
         tally.add(&outcome);
         emit(w, key, line.no, outcome, &mut rejects_logged)?;
         w.flush_full().await?;
     }
+    match reader.gzip_end() {
+        Some(GzipEnd::Corrupt { at, detail }) => {
+            let read = tally.lines;
+            w.rollback(checkpoint).await?;
+            telemetry::gzip_corrupt(key, at, detail, read);
+            let outcome = LineOutcome::Reject(Reject {
+                reason: Reason::InvalidGzip,
+                raw: format!(
+                    "gzip data is corrupt in member {} at or before compressed byte {}: {detail}; \
+                     no line of this file was loaded ({read} lines had been read)",
+                    at.member, at.offset
+                )
+                .into(),
+            });
+            tally = FileTally::default();
+            tally.add(&outcome);
+            emit(w, key, 1, outcome, &mut 0)?;
+        }
+        Some(GzipEnd::Truncated(at)) => telemetry::gzip_truncated(key, at, tally.lines),
+        Some(GzipEnd::Verified { .. }) | None => {}
+    }
     telemetry::file_cleaned(key, &tally);
     Ok(CleanedFile { tally })
+}
+
+/// The `raw` text of the reject for a line that gzip data ended inside: what happened,
+/// then the start of what was read of the line.
+fn cut_line_message(at: &At, bytes: &[u8]) -> String {
+    const SHOWN: usize = 1024;
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN)]).replace('\0', "\u{FFFD}");
+    format!(
+        "gzip data ends early in member {} at compressed byte {}, inside this line \
+         ({} bytes of it were read): {head}",
+        at.member,
+        at.offset,
+        bytes.len()
+    )
 }
 
 /// Writes one line's outcome to staging. `nth` counts the file's rejects, for

@@ -2,6 +2,7 @@
 //! habit): operators grep for these names, tests do not depend on them.
 
 use crate::clean::{FileTally, Reason};
+use crate::read::At;
 use crate::warehouse::LoadRow;
 
 /// How many rejects of one file are logged line by line; the rest are only counted
@@ -28,6 +29,27 @@ pub fn line_rejected(key: &str, line: u64, reason: Reason, nth_in_file: u64) {
             "more rejects in this file; see event_rejects for all of them"
         );
     }
+}
+
+pub fn gzip_corrupt(key: &str, at: &At, detail: &str, lines_read: u64) {
+    tracing::warn!(
+        file = key,
+        member = at.member,
+        offset = at.offset,
+        detail,
+        lines_read,
+        "gzip data is corrupt: no line of the file is loaded; it is recorded with one invalid_gzip reject"
+    );
+}
+
+pub fn gzip_truncated(key: &str, at: &At, lines: u64) {
+    tracing::warn!(
+        file = key,
+        member = at.member,
+        offset = at.offset,
+        lines,
+        "gzip data ends early (the file was cut short): its complete lines load"
+    );
 }
 
 pub fn file_cleaned(key: &str, t: &FileTally) {

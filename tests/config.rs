@@ -312,11 +312,152 @@ fn env_override_can_supply_a_key_the_file_lacks() {
     );
 }
 
+/// Environment values are text; numbers and booleans are read from it in phase 2,
+/// strictly, and a bad one is named by its key.
 #[test]
-fn env_override_of_the_wrong_type_is_an_error() {
-    let e = load_env(BASE, &[("EVENTS_ETL__STAGING__PART_SIZE_MB", "lots")]).unwrap_err();
-    assert!(matches!(e, ConfigError::Parse(_)), "{e:?}");
-    assert!(e.to_string().contains("part_size_mb"), "{e}");
+fn env_override_of_the_wrong_type_is_named() {
+    let cases = [
+        (
+            "EVENTS_ETL__STAGING__PART_SIZE_MB",
+            "lots",
+            "staging.part_size_mb",
+            "`lots` is not a whole number",
+        ),
+        (
+            "EVENTS_ETL__STAGING__PART_SIZE_MB",
+            "1e3",
+            "staging.part_size_mb",
+            "`1e3` is not a whole number",
+        ),
+        (
+            "EVENTS_ETL__STAGING__PART_SIZE_MB",
+            "-5",
+            "staging.part_size_mb",
+            "`-5` is not a whole number",
+        ),
+        (
+            "EVENTS_ETL__STAGING__PART_SIZE_MB",
+            "",
+            "staging.part_size_mb",
+            "`` is not a whole number",
+        ),
+        (
+            "EVENTS_ETL__LOAD__MAX_FILES",
+            "10.0",
+            "load.max_files",
+            "`10.0` is not a whole number",
+        ),
+        (
+            "EVENTS_ETL__STAGING__KEEP",
+            "True",
+            "staging.keep",
+            "`True` is not true or false",
+        ),
+        (
+            "EVENTS_ETL__S3__FORCE_PATH_STYLE",
+            "1",
+            "s3.force_path_style",
+            "`1` is not true or false",
+        ),
+    ];
+    for (var, value, key, needle) in cases {
+        let e = load_env(BASE, &[(var, value)]).unwrap_err();
+        match &e {
+            ConfigError::Invalid { key: k, .. } => assert_eq!(*k, key, "{e}"),
+            other => panic!("{var}={value}: expected Invalid naming {key}, got {other:?}"),
+        }
+        assert!(e.to_string().contains(needle), "{var}={value}: {e}");
+    }
+}
+
+/// Numbers and booleans still come from the environment, for every such key.
+#[test]
+fn env_numbers_and_booleans_are_read_from_text() {
+    let c = load_env(
+        &redshift(&format!("workgroup_name = \"wg\"\ndatabase = \"dev\"\n{ROLE}")),
+        &[
+            ("EVENTS_ETL__STAGING__PART_SIZE_MB", "007"),
+            ("EVENTS_ETL__STAGING__KEEP", "true"),
+            ("EVENTS_ETL__S3__FORCE_PATH_STYLE", "false"),
+            ("EVENTS_ETL__LOAD__MAX_FILES", "12"),
+            ("EVENTS_ETL__WAREHOUSE__REDSHIFT__STATEMENT_TIMEOUT_SECS", "90"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.part_size_bytes, 7 * 1024 * 1024);
+    assert!(c.keep_staging);
+    assert!(!c.s3_force_path_style);
+    assert_eq!(c.max_files_per_load, 12);
+    let WarehouseTarget::Redshift(r) = &c.warehouse else {
+        panic!("{c:?}")
+    };
+    assert_eq!(r.statement_timeout.as_secs(), 90);
+}
+
+/// A string key set from the environment is the string as written: no number or
+/// boolean is read into it (`1e3` once became `1000`, `True` became `true`, `007`
+/// became `7`).
+#[test]
+fn env_string_values_are_taken_as_written() {
+    let c = load_env(
+        &redshift(&format!("workgroup_name = \"wg\"\ndatabase = \"dev\"\n{ROLE}")),
+        &[
+            ("EVENTS_ETL__WAREHOUSE__REDSHIFT__DATABASE", "007"),
+            ("EVENTS_ETL__WAREHOUSE__REDSHIFT__WORKGROUP_NAME", "True"),
+            ("EVENTS_ETL__WAREHOUSE__REDSHIFT__COPY_REGION", "1e3"),
+        ],
+    )
+    .unwrap();
+    let WarehouseTarget::Redshift(r) = &c.warehouse else {
+        panic!("{c:?}")
+    };
+    assert_eq!(r.database, "007");
+    assert_eq!(
+        r.target,
+        events_etl::config::RedshiftTarget::Workgroup {
+            workgroup_name: "True".into(),
+            secret_arn: None
+        }
+    );
+    assert_eq!(r.copy_region.as_deref(), Some("1e3"));
+    for (value, shown) in [("1e3", "`1e3`"), ("True", "`True`"), ("007", "`007`")] {
+        let e = load_env(BASE, &[("EVENTS_ETL__WAREHOUSE__SCHEMA", value)]).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "invalid configuration key `warehouse.schema`: {shown} is not a plain identifier"
+            )),
+            "{value}: {e}"
+        );
+    }
+}
+
+#[test]
+fn toml_numbers_and_booleans_of_the_wrong_type_are_named() {
+    invalid(
+        &edit("part_size_mb = 64", "part_size_mb = 6.4"),
+        "staging.part_size_mb",
+        &["the number 6.4 is not a whole number"],
+    );
+    invalid(
+        &edit("part_size_mb = 64", "part_size_mb = true"),
+        "staging.part_size_mb",
+        &["true is not a whole number"],
+    );
+    invalid(
+        &edit("keep = false", "keep = 0"),
+        "staging.keep",
+        &["0 is not true or false"],
+    );
+    invalid(
+        &edit("keep = false", "keep = \"yes\""),
+        "staging.keep",
+        &["`yes` is not true or false"],
+    );
+    invalid(
+        &edit("max_files = 100", "max_files = [1]"),
+        "load.max_files",
+        &["an array is not a whole number"],
+    );
 }
 
 #[test]
@@ -817,6 +958,36 @@ fn binary_unknown_env_override_exits_2_naming_it() {
     );
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("unknown field `max_filez`"), "{out}");
+}
+
+#[test]
+fn binary_env_values_are_shown_as_written() {
+    let (dir, path) = config_dir(&local_config("in/", "analytics", 1));
+    for (value, shown) in [("1e3", "`1e3`"), ("True", "`True`"), ("007", "`007`")] {
+        let out = support::run_bin(
+            &["--config", &path, "run"],
+            &env(&[("EVENTS_ETL__WAREHOUSE__SCHEMA", value)]),
+            dir.path(),
+        );
+        assert_eq!(out.code(), Some(2), "{out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "invalid configuration key `warehouse.schema`: {shown} is not a plain identifier"
+            )),
+            "{out}"
+        );
+    }
+    let out = support::run_bin(
+        &["--config", &path, "run"],
+        &env(&[("EVENTS_ETL__LOAD__MAX_FILES", "many")]),
+        dir.path(),
+    );
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr
+            .contains("invalid configuration key `load.max_files`: `many` is not a whole number"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -728,3 +728,518 @@ async fn a_killed_run_then_a_rerun_equals_one_clean_run() {
     assert_eq!(got, want, "the rerun differs from one clean run");
     assert_books_balance(pg, &schema).await;
 }
+
+/// Everything left under a directory (files and directories), relative to it.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A source directory that does not exist is an error naming it (exit 3), for `run` and
+/// `status`, whether written as a path or a file:// URL: a typo must not look like
+/// "nothing to load".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_source_directory_is_an_error_naming_it() {
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = pg.fresh_schema("e2e_nosrc").await;
+    let missing = dir.path().join("no/such/events");
+    for source in [
+        "no/such/events/".to_owned(),
+        format!("file://{}/", missing.display()),
+    ] {
+        let cfg = write_config(dir.path(), &source, "staging/", pg, &schema, "");
+        check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+        for cmd in ["run", "status"] {
+            let out = run_bin(&["--config", &cfg, cmd], &[], dir.path());
+            assert_eq!(out.code(), Some(3), "{source} {cmd}: {out}");
+            assert!(
+                out.stderr.contains(&format!(
+                    "source: cannot list file://{}/: the directory {} does not exist",
+                    missing.display(),
+                    missing.display()
+                )),
+                "{source} {cmd}: {out}"
+            );
+            assert!(!out.stdout.contains("nothing to load"), "{out}");
+        }
+    }
+    // An existing but empty source is still "nothing to load".
+    std::fs::create_dir_all(&missing).unwrap();
+    let cfg = write_config(dir.path(), "no/such/events/", "staging/", pg, &schema, "");
+    let out = check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    assert!(out.stdout.contains("nothing to load: 0 event files"), "{out}");
+}
+
+/// A local load deletes its staged objects and the directories that held them: no
+/// empty `<load_id>/{events,rejects,files}/` is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_load_leaves_no_empty_directories_in_staging() {
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = sample_source(dir.path());
+    let schema = pg.fresh_schema("e2e_tidy").await;
+    let cfg = write_config(
+        dir.path(),
+        &src.display().to_string(),
+        "staging/",
+        pg,
+        &schema,
+        "",
+    );
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    let out = check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    assert!(out.stdout.contains("loaded 3 of 3 event files"), "{out}");
+    assert_eq!(leftovers(&dir.path().join("staging")), Vec::<String>::new());
+    assert_books_balance(pg, &schema).await;
+}
+
+// ---- damaged gzip input ----
+
+/// `text` gzipped at `level` as one member.
+fn gz_level(text: &str, level: u32) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+/// `n` event lines, ids `first..first + n`, each ending in `\n`.
+fn events_text(first: u32, n: u32) -> String {
+    (first..first + n)
+        .map(|i| event(i, 2, "page_visit") + "\n")
+        .collect()
+}
+
+/// The rows of every part a staged manifest lists (under `out`), as JSON.
+fn staged_rows(out: &Path, table: &str) -> Vec<serde_json::Value> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("{table}.manifest"))).unwrap()).unwrap();
+    let mut rows = Vec::new();
+    for entry in manifest["entries"].as_array().unwrap() {
+        let path = entry["url"].as_str().unwrap().strip_prefix("file://").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::MultiGzDecoder::new(&std::fs::read(path).unwrap()[..]),
+            &mut text,
+        )
+        .unwrap();
+        rows.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+        );
+    }
+    rows
+}
+
+/// The `clean` summary line of one file.
+fn summary<'a>(out: &'a CmdOutput, file: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{file}: ")))
+        .unwrap_or_else(|| panic!("no summary for {file}\n{out}"))
+}
+
+/// A valid member followed by a member whose deflate data holds a reserved block type.
+/// flate2 reports that as `ErrorKind::Other`, which passed for a transport error: `run`
+/// exited 3 on every run, forever. Now the file is quarantined as one `invalid_gzip`
+/// reject and recorded, everything else loads, and reruns do nothing; a new version of
+/// the file loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
+    let pg = support::postgres().await;
+    let s3 = support::s3().await;
+    s3.create_bucket(BUCKET).await;
+    let schema = pg.fresh_schema("e2e_deflate").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("s3://{BUCKET}/deflate/events/"),
+        &format!("s3://{BUCKET}/deflate/staging/"),
+        pg,
+        &schema,
+        "",
+    );
+    let env = s3.env();
+    let cli = |args: &[&str]| {
+        let mut full = vec!["--config", config.as_str()];
+        full.extend_from_slice(args);
+        run_bin(&full, &env, dir.path())
+    };
+    let mut bad = gz(&events_text(100, 3));
+    let mut second = gz(&events_text(200, 3));
+    second[10] = 0b111; // first block: BFINAL = 1, BTYPE = 11 (reserved)
+    bad.extend(second);
+    s3.put(BUCKET, "deflate/events/2020/02/02/bad.json.gz", bad).await;
+    s3.put(BUCKET, "deflate/events/2020/02/02/good.json", events_text(300, 4))
+        .await;
+
+    check(cli(&["migrate"]));
+    let out = cli(&["run"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("loaded 2 of 2 event files"), "{out}");
+    let q = |s: &str| s.replace("{s}", &schema);
+    assert_eq!(
+        scalar(
+            pg,
+            &q("SELECT count(*) FROM {s}.events WHERE source_key LIKE '%bad.json.gz'")
+        )
+        .await,
+        0,
+        "{}",
+        pg.dump(&schema).await
+    );
+    assert_eq!(
+        scalar(
+            pg,
+            &q("SELECT count(*) FROM {s}.events WHERE source_key LIKE '%good.json'")
+        )
+        .await,
+        4
+    );
+    let raw: String = pg
+        .client()
+        .await
+        .query_one(
+            &q("SELECT raw FROM {s}.event_rejects WHERE reason = 'invalid_gzip' AND source_key LIKE '%bad.json.gz' AND source_line = 1"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(raw.contains("corrupt in member 2"), "{raw}");
+    let row = pg
+        .client()
+        .await
+        .query_one(
+            &q("SELECT lines, events_loaded, rejects FROM {s}.etl_files WHERE source_key LIKE '%bad.json.gz'"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)),
+        (1, 0, 1)
+    );
+    assert_books_balance(pg, &schema).await;
+
+    // Quarantined: the next runs do not retry it.
+    let out = check(cli(&["run"]));
+    assert!(out.stdout.contains("nothing to load"), "{out}");
+    // A repaired upload is a new version and loads.
+    s3.put(
+        BUCKET,
+        "deflate/events/2020/02/02/bad.json.gz",
+        gz(&events_text(100, 3)),
+    )
+    .await;
+    let out = check(cli(&["run"]));
+    assert!(out.stdout.contains("loaded 1 of 2 event files"), "{out}");
+    assert_eq!(
+        scalar(
+            pg,
+            &q("SELECT count(*) FROM {s}.events WHERE source_key LIKE '%bad.json.gz'")
+        )
+        .await,
+        3
+    );
+    assert_books_balance(pg, &schema).await;
+}
+
+/// No row of a file whose gzip data is corrupt is staged, by `clean` or `run`: a flipped
+/// byte in a stored block (only the CRC-32 notices), random bytes inside a deflate
+/// stream, and damage found after several parts of the file were already uploaded.
+/// The files around them load in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_gzip_data_stages_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src/events/2020/02/03");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut damaged = Vec::new();
+
+    // A stored (uncompressed) block with one byte changed: it decodes to a modified event.
+    let mut stored = gz_level(&events_text(1_000, 40), 0);
+    let i = stored.len() / 2;
+    stored[i] = if stored[i] == b'7' { b'8' } else { b'7' };
+    damaged.push(("stored.json.gz", stored));
+    // Random bytes over the deflate data, in the middle and near its end.
+    let deflated = gz_level(&events_text(2_000, 1000), 6);
+    let data_end = deflated.len() - 8;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for (n, at) in [
+        deflated.len() / 3,
+        deflated.len() / 2,
+        data_end - 400,
+        data_end - 40,
+        data_end - 9,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut bytes = deflated.clone();
+        for b in bytes.iter_mut().skip(at).take(8).take(data_end - at) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        damaged.push((
+            [
+                "random0.json.gz",
+                "random1.json.gz",
+                "random2.json.gz",
+                "random3.json.gz",
+                "random4.json.gz",
+            ][n],
+            bytes,
+        ));
+    }
+    // Big enough to fill several 1 MiB parts before the damage near its end is found.
+    let big = gz_level(&events_text(10_000, 8_000), 6);
+    let mut big_bad = big.clone();
+    let at = big_bad.len() - 8 - 200;
+    big_bad[at..at + 8].copy_from_slice(b"\xde\xad\xbe\xef\xde\xad\xbe\xef");
+    damaged.push(("big.json.gz", big_bad));
+    for (name, bytes) in &damaged {
+        std::fs::write(src.join(name), bytes).unwrap();
+    }
+    std::fs::write(src.join("a-first.json"), events_text(50_000, 3000)).unwrap();
+    std::fs::write(src.join("z-last.json"), events_text(60_000, 5)).unwrap();
+
+    // `clean`, 1 MiB parts: a good file, every damaged one, a good one.
+    let mut files = vec![src.join("a-first.json").display().to_string()];
+    files.extend(damaged.iter().map(|(n, _)| src.join(n).display().to_string()));
+    files.push(src.join("z-last.json").display().to_string());
+    let mut args = vec!["clean", "--out", "out", "--part-size-mb", "1"];
+    args.extend(files.iter().map(String::as_str));
+    let out = check(run_bin(&args, &[], dir.path()));
+    for (name, _) in &damaged {
+        let key = src.join(name).display().to_string();
+        assert!(
+            summary(&out, &key).starts_with(&format!("{key}: 1 lines, 0 events, 1 rejects")),
+            "{name}\n{out}"
+        );
+    }
+    let events = staged_rows(&dir.path().join("out"), "events");
+    assert_eq!(events.len(), 3005, "{out}");
+    assert!(
+        events.iter().all(|e| {
+            let key = e["source_key"].as_str().unwrap();
+            key.ends_with("a-first.json") || key.ends_with("z-last.json")
+        }),
+        "a row of a damaged file was staged"
+    );
+    let rejects = staged_rows(&dir.path().join("out"), "rejects");
+    assert_eq!(rejects.len(), damaged.len(), "{rejects:?}");
+    assert!(rejects
+        .iter()
+        .all(|r| r["reason"] == "invalid_gzip" && r["source_line"] == 1));
+    // The parts rolled back are gone: every part left is one the manifests list.
+    let parts: Vec<String> = leftovers(&dir.path().join("out/events"));
+    let listed: Vec<String> = {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("out/events.manifest")).unwrap()).unwrap();
+        let mut v: Vec<String> = m["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(parts, listed);
+    // Parts of big.json.gz had been closed and uploaded before its damage was found
+    // (the part numbers went on past them), yet a-first.json's rows, which shared the
+    // first of them, are all there.
+    assert!(
+        listed.last().is_some_and(|p| p.as_str() >= "part-00002.jsonl.gz"),
+        "{listed:?}"
+    );
+
+    // `run` into PostgreSQL: the same, and the books balance.
+    let pg = support::postgres().await;
+    let schema = pg.fresh_schema("e2e_gzbad").await;
+    let cfg = write_config(dir.path(), "src/", "staging/", pg, &schema, "");
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    let out = check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    assert!(out.stdout.contains("loaded 9 of 9 event files"), "{out}");
+    let q = |s: &str| s.replace("{s}", &schema);
+    assert_eq!(
+        scalar(pg, &q("SELECT count(*) FROM {s}.events")).await,
+        3005,
+        "{}",
+        pg.dump(&schema).await
+    );
+    assert_eq!(
+        scalar(
+            pg,
+            &q("SELECT count(*) FROM {s}.event_rejects WHERE reason = 'invalid_gzip'")
+        )
+        .await,
+        damaged.len() as i64
+    );
+    assert_books_balance(pg, &schema).await;
+    let out = check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
+    assert!(out.stdout.contains("nothing to load"), "{out}");
+}
+
+/// A gzip file cut short loads its complete lines; the line the data ends inside is its
+/// `invalid_gzip` reject, and no line is added: a 3-line file reports 3 lines however
+/// it is cut.
+#[test]
+fn a_cut_gzip_file_reports_the_lines_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = events_text(1, 3);
+    let full = gz(&text);
+    let trailer_cut = &full[..full.len() - 4];
+    // Find a cut that ends the data inside line 3.
+    let third_start = text.len() - text.lines().last().unwrap().len() - 1;
+    let mid_line3 = (11..full.len() - 8)
+        .find(|&n| {
+            let mut got = Vec::new();
+            let _ =
+                std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(&full[10..n]), &mut got);
+            let got = got.len();
+            got > third_start + 10 && got < text.len() - 10
+        })
+        .expect("a cut inside line 3");
+    std::fs::write(dir.path().join("trailer.json.gz"), trailer_cut).unwrap();
+    std::fs::write(dir.path().join("midline.json.gz"), &full[..mid_line3]).unwrap();
+    let out = check(run_bin(
+        &["clean", "--out", "out", "trailer.json.gz", "midline.json.gz"],
+        &[],
+        dir.path(),
+    ));
+    assert!(
+        summary(&out, "trailer.json.gz").starts_with("trailer.json.gz: 3 lines, 3 events, 0 rejects"),
+        "{out}"
+    );
+    assert!(
+        summary(&out, "midline.json.gz").starts_with("midline.json.gz: 3 lines, 2 events, 1 rejects"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("gzip data ends early"), "{out}");
+    let rejects = staged_rows(&dir.path().join("out"), "rejects");
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["reason"], "invalid_gzip");
+    assert_eq!(rejects[0]["source_line"], 3);
+    assert!(
+        rejects[0]["raw"].as_str().unwrap().contains("inside this line"),
+        "{}",
+        rejects[0]["raw"]
+    );
+}
+
+/// Concatenated gzip members are one file; a BOM at the start of a later member (as `cat
+/// a.gz b.gz` makes of two files that each begin with one) is ignored like the file's
+/// own.
+#[test]
+fn a_bom_starting_a_later_gzip_member_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = gz(&format!("\u{feff}{}", events_text(1, 2)));
+    bytes.extend(gz(&format!("\u{feff}{}", events_text(3, 2))));
+    std::fs::write(dir.path().join("cat.json.gz"), bytes).unwrap();
+    let out = check(run_bin(
+        &["clean", "--out", "out", "cat.json.gz"],
+        &[],
+        dir.path(),
+    ));
+    assert!(
+        summary(&out, "cat.json.gz").starts_with("cat.json.gz: 4 lines, 4 events, 0 rejects"),
+        "{out}"
+    );
+}
+
+// ---- lines at the size limit ----
+
+/// A valid event line of exactly `len` bytes, its metadata padded in strings SUPER
+/// can hold (at most 65,535 bytes each).
+fn event_of_len(id: u32, len: usize) -> String {
+    let head = format!(
+        r#"{{"id":"{id:08x}-0000-4000-8000-{id:012x}","created_at":"2020-01-03 10:00:00","user_email":"big@example.com","event_name":"big","metadata":{{"#
+    );
+    let mut line = head;
+    let mut k = 0;
+    while line.len() + 40 + 60_000 < len {
+        line.push_str(&format!("\"k{k}\":\"{}\",", "x".repeat(60_000)));
+        k += 1;
+    }
+    let fixed = format!("\"k{k}\":\"\"}}}}").len();
+    let pad = len - line.len() - fixed;
+    line.push_str(&format!("\"k{k}\":\"{}\"}}}}", "y".repeat(pad)));
+    assert_eq!(line.len(), len);
+    line
+}
+
+/// Lines within a few bytes of the 1 MiB limit load into PostgreSQL. Their staged rows
+/// are longer than the lines (the id, timestamp, source key and line number are added),
+/// and reading the staged parts back cut them at 1 MiB + 1: every `run` exited 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_at_the_size_limit_load_into_postgres() {
+    const MAX: usize = events_etl::clean::MAX_LINE_BYTES;
+    let pg = support::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A long key, as real ones are (the staged row repeats it).
+    let src = dir
+        .path()
+        .join("src/events/2020/01/03/app-server-eu-west-1-production-0f6e0555e9f34063b711a676d13e38f9");
+    std::fs::create_dir_all(&src).unwrap();
+    let body = [
+        event_of_len(1, MAX),
+        event_of_len(2, MAX - 3) + "\r",
+        event_of_len(3, MAX - 110),
+        event_of_len(4, MAX + 1),
+    ]
+    .join("\n");
+    std::fs::write(src.join("big.json"), body).unwrap();
+    let schema = pg.fresh_schema("e2e_big").await;
+    let cfg = write_config(dir.path(), "src/", "staging/", pg, &schema, "");
+    check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
+    let out = run_bin(&["--config", &cfg, "run"], &[], dir.path());
+    assert_eq!(out.code(), Some(0), "{out}");
+    let q = |s: &str| s.replace("{s}", &schema);
+    assert_eq!(
+        scalar(pg, &q("SELECT count(*) FROM {s}.events")).await,
+        3,
+        "{}",
+        pg.dump(&schema).await
+    );
+    assert_eq!(
+        scalar(pg, &q("SELECT count(*) FROM {s}.event_rejects WHERE reason = 'record_too_large' AND source_line = 4")).await,
+        1
+    );
+    // Loaded whole: every metadata string of the longest line, to the last byte.
+    let line: serde_json::Value = serde_json::from_str(&event_of_len(1, MAX)).unwrap();
+    let want: i64 = line["metadata"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap().len() as i64)
+        .sum();
+    assert_eq!(
+        scalar(
+            pg,
+            &q(
+                "SELECT sum(length(m.value))::bigint FROM {s}.events e, jsonb_each_text(e.metadata) m \
+                WHERE e.event_id = '00000001-0000-4000-8000-000000000001'"
+            )
+        )
+        .await,
+        want
+    );
+    assert_books_balance(pg, &schema).await;
+}

@@ -60,6 +60,7 @@ async fn pipeline(ghosts: &[&str], files: &[(&str, String)]) -> (Pipeline, Strin
     let pg = support::postgres().await;
     let schema = pg.fresh_schema("pipeline").await;
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
     for (key, body) in files {
         let p = dir.path().join("src").join(key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

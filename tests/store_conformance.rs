@@ -55,6 +55,8 @@ impl Fixture {
             .prefix("etl-store-")
             .tempdir_in(support::scratch_base())
             .expect("create local store dir");
+        // The root is the store, as the bucket is on S3: it exists before use.
+        std::fs::create_dir(dir.path().join("root")).expect("create the store's root");
         Fixture {
             store: Arc::new(LocalStore::new(dir.path().join("root"))),
             adapter: Adapter::Local,
@@ -535,6 +537,66 @@ async fn list_spans_more_than_one_page(store: &Arc<dyn ObjectStore>, _: Adapter,
     // DeleteObjects takes 1,000 keys a call: this needs two.
     assert_eq!(store.delete_prefix(&format!("{p}many/")).await.unwrap(), N as u64);
     assert_eq!(keys(store, p).await, [format!("{p}other")]);
+}
+
+// ---- a store that does not exist ----
+
+/// Listing a directory that does not exist is an error naming it, as listing a bucket
+/// that does not exist is on S3: a typo in `source.url` must not read as "nothing to
+/// load".
+#[tokio::test]
+async fn local_listing_a_missing_root_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("no/such/dir");
+    let store = LocalStore::new(root.clone());
+    let e = store.list("").await.unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, StoreError::Io { op: "list", .. }), "{e:?}");
+    assert!(
+        msg.contains(&format!("the directory {} does not exist", root.display())),
+        "{msg}"
+    );
+    std::fs::write(dir.path().join("file"), "x").unwrap();
+    let e = LocalStore::new(dir.path().join("file"))
+        .list("")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("is not a directory"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_listing_a_missing_bucket_is_an_error_naming_it() {
+    let server = support::s3().await;
+    let store = S3Store::with_client(server.client().await, "no-such-bucket");
+    let e = store.list("events/").await.unwrap_err();
+    assert!(matches!(e, StoreError::Io { op: "list", .. }), "{e:?}");
+    assert!(e.to_string().contains("s3://no-such-bucket/events/"), "{e}");
+}
+
+/// Deleting a prefix leaves no empty directories behind under it (a local load's
+/// `<load_id>/events/`, `rejects/`, `files/`), and keeps the root.
+#[tokio::test]
+async fn local_delete_prefix_leaves_no_empty_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("staging");
+    std::fs::create_dir(&root).unwrap();
+    let store = LocalStore::new(root.clone());
+    for key in [
+        "L/events/part-00000.jsonl.gz",
+        "L/rejects/part-00000.jsonl.gz",
+        "L/files/x/y/part",
+        "L/events.manifest",
+        "M/keep",
+    ] {
+        store.put(key, b"x".to_vec()).await.unwrap();
+    }
+    std::fs::create_dir_all(root.join("L/empty/deeper")).unwrap();
+    assert_eq!(store.delete_prefix("L/").await.unwrap(), 4);
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["M"], "{left:?}");
 }
 
 // ---- unit level ----

@@ -36,8 +36,9 @@ pub enum Reason {
     /// A number inside `metadata` is out of the range both warehouses store (see
     /// `clean::metadata`): COPY would fail the whole load on it.
     MetadataNumberOutOfRange,
-    /// The file's gzip stream is corrupt: the lines before this point were kept, the
-    /// rest of the file cannot be read. Not a line-level reason; see `stage::reader`.
+    /// The file's gzip data is damaged: a cut file's incomplete last line (its complete
+    /// lines load), or the whole of a corrupt file (no row of it is staged). Not a
+    /// line-level reason; see `read::gzip` and the README's "Damaged gzip input".
     InvalidGzip,
 }
 

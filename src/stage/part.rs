@@ -62,6 +62,30 @@ impl GzPart {
         Ok(())
     }
 
+    /// A part holding the first `rows` rows of a finished part's bytes (`finish`'s
+    /// output): how a stream is truncated back to a checkpoint. Reads the old part as a
+    /// stream, so memory holds the two compressed parts, not the rows.
+    pub fn first_rows_of(bytes: &[u8], rows: u64) -> std::io::Result<GzPart> {
+        let mut part = GzPart::default();
+        let mut reader = std::io::BufReader::new(flate2::read::GzDecoder::new(bytes));
+        let mut row = Vec::new();
+        while part.rows < rows {
+            row.clear();
+            let n = std::io::BufRead::read_until(&mut reader, b'\n', &mut row)?;
+            if n == 0 || !row.ends_with(b"\n") {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the part holds {} complete rows, not {rows}", part.rows),
+                ));
+            }
+            part.push_row(|b| {
+                b.extend_from_slice(&row);
+                Ok(())
+            })?;
+        }
+        Ok(part)
+    }
+
     /// Closes the gzip stream and returns the part's bytes.
     pub fn finish(mut self) -> std::io::Result<Vec<u8>> {
         self.enc.write_all(&self.block)?;
@@ -133,6 +157,28 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn first_rows_of_keeps_exactly_the_first_rows() {
+        let mut part = GzPart::default();
+        let rows: Vec<String> = (0..30_000u32).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+        for r in &rows {
+            part.push_row(|b| b.write_all(r.as_bytes())).unwrap();
+        }
+        let bytes = part.finish().unwrap();
+        for keep in [0u64, 1, 17_000, 30_000] {
+            let cut = GzPart::first_rows_of(&bytes, keep).unwrap();
+            assert_eq!(cut.rows(), keep);
+            let want: String = rows[..keep as usize].concat();
+            assert_eq!(cut.raw_bytes(), want.len() as u64);
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(&cut.finish().unwrap()[..])
+                .read_to_string(&mut out)
+                .unwrap();
+            assert_eq!(out, want);
+        }
+        assert!(GzPart::first_rows_of(&bytes, 30_001).is_err());
     }
 
     #[test]

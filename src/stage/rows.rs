@@ -8,7 +8,18 @@ use chrono::{Datelike, NaiveDateTime, Timelike};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::clean::{CleanEvent, FileTally, Reject};
+use crate::clean::{CleanEvent, FileTally, Reject, MAX_LINE_BYTES};
+
+/// The longest row staging writes, and so the limit for reading staged parts back. An
+/// event row re-serialises the fields of a line of at most [`MAX_LINE_BYTES`]: the
+/// strings come out no longer than they came in (serde_json escapes only what JSON
+/// requires, normalising only trims and lowercases within the field limits) and
+/// metadata is passed through as sent. To that it adds the column names and fixed-size
+/// values (id, timestamp, line number: under 200 bytes) and the source key, at most
+/// 1,024 bytes on S3 or a 4,096-byte path locally, up to 6 bytes each once escaped
+/// (24 KiB). A reject row holds at most 4 KiB of raw text (24 KiB escaped) and the key.
+/// 64 KiB of slack covers both with room to spare.
+pub const MAX_STAGED_ROW_BYTES: usize = MAX_LINE_BYTES + 64 * 1024;
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff`, the form both warehouses read as a TIMESTAMP.
 pub struct Timestamp(pub NaiveDateTime);
@@ -132,4 +143,53 @@ pub fn write_reject(
 pub fn write_file(out: &mut (impl Write + ?Sized), f: &FileRow) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, f)?;
     out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clean::{Cleaner, LineOutcome, Reason, MAX_RAW_BYTES};
+
+    /// A line of exactly `len` bytes whose every string is at its limit and made of
+    /// characters that stay escaped, so its event row is as long as rows get.
+    fn widest_line(len: usize) -> String {
+        let head = r#"{"id":"00000001-0000-4000-8000-000000000001","created_at":"2020-01-02 03:04:05.123456789+01:00","user_email":"a@b.co","ip":"2001:db8::1","event_name":"e","metadata":{"#;
+        let mut line = head.to_owned();
+        let mut k = 0;
+        // Strings of `\u0001` escapes, each within SUPER's 65,535 decoded bytes.
+        while line.len() + 40 + 6 * 10_000 < len {
+            line.push_str(&format!("\"k{k}\":\"{}\",", "\\u0001".repeat(10_000)));
+            k += 1;
+        }
+        let tail = format!("\"k{k}\":\"\"}}}}");
+        let pad = len - line.len() - tail.len();
+        line.push_str(&format!("\"k{k}\":\"{}\"}}}}", "x".repeat(pad)));
+        assert_eq!(line.len(), len);
+        line
+    }
+
+    #[test]
+    fn the_longest_rows_fit_the_staged_row_limit() {
+        let cleaner = Cleaner::new(chrono::Utc::now());
+        // S3 keys are at most 1,024 bytes; local paths, 4,096. Control characters escape
+        // to six bytes each.
+        let key = "\u{1}".repeat(4096);
+        let line = widest_line(MAX_LINE_BYTES);
+        let LineOutcome::Event(e) = cleaner.clean_line(1, line.as_bytes(), false) else {
+            panic!("the widest line must load")
+        };
+        let mut row = Vec::new();
+        write_event(&mut row, &key, u64::MAX, &e).unwrap();
+        assert!(row.len() > MAX_LINE_BYTES, "{}", row.len());
+        assert!(row.len() <= MAX_STAGED_ROW_BYTES, "{}", row.len());
+
+        let raw = "\u{1}".repeat(MAX_RAW_BYTES);
+        let mut row = Vec::new();
+        let r = Reject {
+            reason: Reason::MalformedJson,
+            raw: raw.as_str().into(),
+        };
+        write_reject(&mut row, &key, u64::MAX, &r).unwrap();
+        assert!(row.len() <= MAX_STAGED_ROW_BYTES, "{}", row.len());
+    }
 }

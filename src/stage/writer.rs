@@ -29,8 +29,16 @@ pub struct StagedLoad {
 struct Stream {
     name: &'static str,
     current: GzPart,
-    manifest: Manifest,
+    /// Closed parts, in order: what the manifest will list.
+    closed: Vec<ClosedPart>,
     next_part: u32,
+}
+
+/// A part that was closed and handed to the store.
+struct ClosedPart {
+    key: String,
+    url: String,
+    len: u64,
     rows: u64,
 }
 
@@ -47,11 +55,44 @@ impl Stream {
         Stream {
             name,
             current: GzPart::default(),
-            manifest: Manifest::default(),
+            closed: Vec::new(),
             next_part: 0,
-            rows: 0,
         }
     }
+
+    fn rows(&self) -> u64 {
+        self.closed.iter().map(|p| p.rows).sum()
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            closed: self.closed.len(),
+            rows_in_current: self.current.rows(),
+        }
+    }
+
+    fn manifest(&self) -> Manifest {
+        let mut m = Manifest::default();
+        for p in &self.closed {
+            m.push(p.url.clone(), p.len);
+        }
+        m
+    }
+}
+
+/// Where one stream stood at a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    /// Parts closed by then.
+    closed: usize,
+    /// Rows in the part that was current then.
+    rows_in_current: u64,
+}
+
+/// Where every stream stood: [`StageWriter::rollback`] returns to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    marks: [Mark; 3],
 }
 
 /// Error while staging: the store's, or a local IO error compressing.
@@ -67,6 +108,8 @@ pub enum StageError {
     },
     #[error("staging upload task failed: {0}")]
     Join(String),
+    #[error("cannot read back staged part {url} to roll it back: {message}")]
+    Rollback { url: String, message: String },
 }
 
 /// Collects one load's rows and writes its parts and manifests.
@@ -143,7 +186,7 @@ impl StageWriter {
         }
         let key = format!("{prefix}{}/part-{:05}.jsonl.gz", s.name, s.next_part);
         s.next_part += 1;
-        s.rows += s.current.rows();
+        let rows = s.current.rows();
         let bytes = std::mem::take(&mut s.current)
             .finish()
             .map_err(|source| StageError::Compress {
@@ -151,7 +194,12 @@ impl StageWriter {
                 source,
             })?;
         let url = self.place.store.url(&key);
-        self.stream(which).manifest.push(url, bytes.len() as u64);
+        self.stream(which).closed.push(ClosedPart {
+            key: key.clone(),
+            url,
+            len: bytes.len() as u64,
+            rows,
+        });
         while self.uploads.len() >= MAX_IN_FLIGHT {
             self.join_one().await?;
         }
@@ -168,6 +216,81 @@ impl StageWriter {
         }
     }
 
+    /// Where every stream stands now; see [`StageWriter::rollback`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            marks: [self.events.mark(), self.rejects.mark(), self.files.mark()],
+        }
+    }
+
+    /// Removes every row written since `checkpoint`, as if it had never been written
+    /// (a file whose gzip data turned out corrupt). The rows of a file are contiguous
+    /// in each stream, so this truncates each stream: parts closed since are dropped
+    /// from the manifest and deleted, and the part that was current at the checkpoint
+    /// is rebuilt with its rows from before (read back from the store if it was closed
+    /// meanwhile). Memory stays bounded by a part: nothing is held back to make this
+    /// possible, which is why it costs a re-read, and only when it is used.
+    pub async fn rollback(&mut self, checkpoint: Checkpoint) -> Result<(), StageError> {
+        for (which, mark) in checkpoint.marks.into_iter().enumerate() {
+            let s = self.stream(which);
+            if s.mark() == mark {
+                continue;
+            }
+            if s.closed.len() == mark.closed {
+                // Still the same part: rebuild it in memory.
+                let bytes =
+                    std::mem::take(&mut s.current)
+                        .finish()
+                        .map_err(|source| StageError::Compress {
+                            key: format!("{}/part-{:05}", s.name, s.next_part),
+                            source,
+                        })?;
+                s.current = GzPart::first_rows_of(&bytes, mark.rows_in_current).map_err(|source| {
+                    StageError::Compress {
+                        key: format!("{}/part-{:05}", s.name, s.next_part),
+                        source,
+                    }
+                })?;
+                continue;
+            }
+            // Parts were closed since: let their uploads finish, then drop them.
+            while !self.uploads.is_empty() {
+                self.join_one().await?;
+            }
+            let s = self.stream(which);
+            let dropped = s.closed.split_off(mark.closed);
+            s.current = GzPart::default();
+            if mark.rows_in_current > 0 {
+                let first = &dropped[0];
+                let bytes = self.read_back(&first.key, &first.url).await?;
+                let rebuilt = GzPart::first_rows_of(&bytes, mark.rows_in_current).map_err(|e| {
+                    StageError::Rollback {
+                        url: first.url.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                self.stream(which).current = rebuilt;
+            }
+            for part in &dropped {
+                // The manifest no longer names it; deleting keeps the output tidy.
+                self.place.store.delete_prefix(&part.key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_back(&self, key: &str, url: &str) -> Result<Vec<u8>, StageError> {
+        let mut body = self.place.store.get(key).await?;
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut body, &mut bytes)
+            .await
+            .map_err(|e| StageError::Rollback {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(bytes)
+    }
+
     /// Uploads the last parts and the three manifests. Manifests go last: a manifest
     /// only ever names parts that exist.
     pub async fn finish(mut self) -> Result<StagedLoad, StageError> {
@@ -182,7 +305,7 @@ impl StageWriter {
             let prefix = self.prefix.clone();
             let s = self.stream(which);
             let key = format!("{prefix}{}.manifest", s.name);
-            let body = s.manifest.to_json();
+            let body = s.manifest().to_json();
             self.place.store.put(&key, body).await?;
             keys.push(key);
         }
@@ -195,9 +318,95 @@ impl StageWriter {
             events_manifest,
             rejects_manifest,
             files_manifest,
-            events_staged: self.events.rows,
-            rejects_staged: self.rejects.rows,
-            files_staged: self.files.rows,
+            events_staged: self.events.rows(),
+            rejects_staged: self.rejects.rows(),
+            files_staged: self.files.rows(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clean::Reason;
+    use crate::store::local::LocalStore;
+
+    fn reject(n: u64) -> Reject<'static> {
+        Reject {
+            reason: Reason::MalformedJson,
+            raw: format!("row {n}").into(),
+        }
+    }
+
+    /// The rows of every part a finished stream's manifest lists.
+    async fn rows_listed(place: &Place, manifest_key: &str) -> Vec<String> {
+        let mut body = place.store.get(manifest_key).await.unwrap();
+        let mut text = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut body, &mut text)
+            .await
+            .unwrap();
+        let manifest: Manifest = serde_json::from_slice(&text).unwrap();
+        let mut out = Vec::new();
+        for e in manifest.entries {
+            let key = place.store.key_of(&e.url).unwrap();
+            let mut body = place.store.get(&key).await.unwrap();
+            let mut gz = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut body, &mut gz)
+                .await
+                .unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
+            out.extend(text.lines().map(str::to_owned));
+        }
+        out
+    }
+
+    /// Rolling back removes exactly the rows written since the checkpoint, whether they
+    /// sit in the current part or in parts closed and uploaded since, and the parts it
+    /// drops are deleted.
+    #[tokio::test]
+    async fn rollback_removes_exactly_the_rows_since_the_checkpoint() {
+        for (before, during) in [(0u64, 3u64), (10, 3), (10, 5_000), (0, 5_000), (3_000, 0)] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("st")).unwrap();
+            let place = Place {
+                store: Arc::new(LocalStore::new(dir.path().join("st"))),
+                prefix: String::new(),
+            };
+            // Parts of ~8 KiB: thousands of rows span many of them.
+            let mut w = StageWriter::new(place.clone(), "L", 8 * 1024);
+            for n in 0..before {
+                w.reject("kept.json", n + 1, &reject(n)).unwrap();
+                w.flush_full().await.unwrap();
+            }
+            let cp = w.checkpoint();
+            for n in 0..during {
+                w.reject("bad.json.gz", n + 1, &reject(n)).unwrap();
+                w.flush_full().await.unwrap();
+            }
+            w.rollback(cp).await.unwrap();
+            assert_eq!(w.checkpoint(), cp, "{before} {during}");
+            w.reject("after.json", 1, &reject(0)).unwrap();
+            let staged = w.finish().await.unwrap();
+            assert_eq!(staged.rejects_staged, before + 1, "{before} {during}");
+            let rows = rows_listed(&place, &staged.rejects_manifest).await;
+            assert_eq!(rows.len() as u64, before + 1);
+            assert!(
+                rows.iter().all(|r| !r.contains("bad.json.gz")),
+                "{before} {during}"
+            );
+            assert!(rows[rows.len() - 1].contains("after.json"));
+            // Only the parts the manifest lists are left.
+            let parts = std::fs::read_dir(dir.path().join("st/L/rejects"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            let listed: Manifest = serde_json::from_slice(
+                &std::fs::read(dir.path().join("st").join(&staged.rejects_manifest)).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(parts, listed.entries.len(), "{before} {during}");
+        }
     }
 }

@@ -65,9 +65,44 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
     Ok(())
 }
 
+/// Removes the empty directories below `dir` (not `dir` itself), deepest first.
+fn remove_empty_dirs_under(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let sub = entry.path();
+            remove_empty_dirs_under(&sub);
+            let _ = std::fs::remove_dir(&sub);
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        // The directory is the store, as a bucket is on S3: listing a missing one is an
+        // error (a typo in the URL), not an empty listing. A missing prefix under it
+        // lists empty, as on S3.
+        match tokio::fs::metadata(&self.root).await {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => {
+                return Err(StoreError::io(
+                    "list",
+                    self.url(prefix),
+                    format!("{} is not a directory", self.root.display()),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::io(
+                    "list",
+                    self.url(prefix),
+                    format!("the directory {} does not exist", self.root.display()),
+                ))
+            }
+            Err(e) => return Err(StoreError::io("list", self.url(prefix), e)),
+        }
         let root = self.root.clone();
         let p = prefix.to_owned();
         let mut out = tokio::task::spawn_blocking(move || {
@@ -122,9 +157,14 @@ impl ObjectStore for LocalStore {
                 .await
                 .map_err(|e| StoreError::io("delete", self.url(&o.key), e))?;
         }
-        // Tidy the directories the prefix named, if now empty; failure is harmless.
+        // Tidy the directories the prefix named, if now empty: the empty directories
+        // under it first (a load's events/, rejects/, files/), then it and its empty
+        // parents up to the root. Only empty directories go; failure is harmless.
         if let Some(dir) = prefix.strip_suffix('/') {
             let mut p = self.path(dir);
+            if p.starts_with(&self.root) && p != self.root {
+                remove_empty_dirs_under(&p);
+            }
             while p.starts_with(&self.root) && p != self.root && std::fs::remove_dir(&p).is_ok() {
                 p.pop();
             }

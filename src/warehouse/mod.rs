@@ -45,6 +45,12 @@ pub struct AppliedMigration {
 pub enum WarehouseError {
     #[error("cannot connect to the warehouse at {target}: {message} (check warehouse.postgres.url and that the server is running)")]
     Connect { target: String, message: String },
+    #[error("the warehouse at {target} runs PostgreSQL {found}; events-etl needs PostgreSQL {needed} or newer (its loads use MERGE): upgrade the server, or point warehouse.postgres.url at one that is")]
+    UnsupportedVersion {
+        target: String,
+        found: String,
+        needed: &'static str,
+    },
     #[error("the warehouse schema `{schema}` is missing tables ({message}): run `events-etl migrate` first")]
     NotMigrated { schema: String, message: String },
     #[error("statement `{statement}` failed: {message}")]

@@ -17,7 +17,8 @@ use tokio_postgres::{Client, GenericClient, NoTls, Row};
 use super::statements::{split_statements, with_schema, Statements};
 use super::{AppliedMigration, LoadRow, Warehouse, WarehouseError};
 use crate::migrate::{self, AppliedRow, Dialect};
-use crate::read::LineReader;
+use crate::read::{GzipEnd, LineReader};
+use crate::stage::rows::MAX_STAGED_ROW_BYTES;
 use crate::stage::{Manifest, StagedLoad};
 use crate::store::Place;
 
@@ -132,6 +133,7 @@ impl Postgres {
                 tracing::error!(error = %pg_message(&e), "PostgreSQL connection closed");
             }
         });
+        check_server_version(&client, &target).await?;
         Ok(Postgres {
             client: Mutex::new(client),
             schema: schema.to_owned(),
@@ -233,13 +235,35 @@ impl Postgres {
                 url: entry.url.clone(),
                 message: e.to_string(),
             };
-            let mut lines = LineReader::open(part, &key).await.map_err(bad)?;
+            // Staged rows are longer than the source lines they came from: read them
+            // with the staging limit, and never load a row cut short.
+            let mut lines = LineReader::with_limit(part, &key, MAX_STAGED_ROW_BYTES)
+                .await
+                .map_err(bad)?;
             while let Some(line) = lines.next_line().await.map_err(bad)? {
+                if line.too_long {
+                    return Err(WarehouseError::StagedData {
+                        url: entry.url.clone(),
+                        message: format!(
+                            "row {} is longer than {MAX_STAGED_ROW_BYTES} bytes, the most staging writes",
+                            line.no
+                        ),
+                    });
+                }
                 writer
                     .as_mut()
                     .write(&[&RawJsonb(line.bytes)])
                     .await
                     .map_err(|e| self.stmt_err("copy_raw", &e))?;
+            }
+            if let Some(end) = lines
+                .gzip_end()
+                .filter(|e| !matches!(e, GzipEnd::Verified { .. }))
+            {
+                return Err(WarehouseError::StagedData {
+                    url: entry.url.clone(),
+                    message: format!("the staged part is damaged: {end:?}"),
+                });
             }
         }
         let copied = writer.finish().await.map_err(|e| self.stmt_err("copy_raw", &e))?;
@@ -254,6 +278,40 @@ impl Postgres {
             });
         }
         Ok(())
+    }
+}
+
+/// The oldest server the dialect's SQL runs on: `sql/postgres/load.sql` uses MERGE.
+const MIN_SERVER_VERSION_NUM: u32 = 150_000;
+const MIN_SERVER_VERSION: &str = "15";
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`] on connect, rather than failing
+/// every load at its MERGE. A simple query, which any PostgreSQL answers.
+async fn check_server_version(client: &Client, target: &str) -> Result<(), WarehouseError> {
+    let messages = client
+        .simple_query("SELECT current_setting('server_version_num'), current_setting('server_version')")
+        .await
+        .map_err(|e| WarehouseError::Connect {
+            target: target.to_owned(),
+            message: format!("cannot read the server version: {}", pg_message(&e)),
+        })?;
+    let row = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    });
+    let num = row.and_then(|r| r.get(0)).unwrap_or_default();
+    let text = row.and_then(|r| r.get(1)).unwrap_or(num);
+    match num.parse::<u32>() {
+        Ok(n) if n >= MIN_SERVER_VERSION_NUM => Ok(()),
+        _ => Err(WarehouseError::UnsupportedVersion {
+            target: target.to_owned(),
+            found: if text.is_empty() {
+                "(unknown version)".to_owned()
+            } else {
+                text.to_owned()
+            },
+            needed: MIN_SERVER_VERSION,
+        }),
     }
 }
 

@@ -1,0 +1,153 @@
+//! Reads one object as lines: gzip detected by extension or magic bytes (every member
+//! checked, see [`gzip`]), lines split on `\n`, and no line stored past a limit, so one
+//! huge line cannot exhaust memory.
+//!
+//! Errors and damage are kept apart: [`LineReader::next_line`] fails only when reading
+//! the body fails (a transport error, worth a retry); damaged gzip data ends the lines
+//! and is reported by [`LineReader::gzip_end`].
+
+pub mod gzip;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::clean::MAX_LINE_BYTES;
+use crate::store::Body;
+
+pub use gzip::{At, GzipEnd};
+
+const BUF: usize = 256 * 1024;
+/// Bytes kept of a source line: the cleaner's limit plus one for a trailing `\r`.
+pub const SOURCE_LINE_KEEP: usize = MAX_LINE_BYTES + 1;
+
+/// One line, borrowed from the reader until the next call.
+pub struct Line<'a> {
+    /// 1-based physical line number.
+    pub no: u64,
+    /// Without the `\n`; at most the reader's limit.
+    pub bytes: &'a [u8],
+    /// The line was longer than what `bytes` holds.
+    pub too_long: bool,
+    /// Where the gzip data ended, when it ended inside this line
+    /// ([`GzipEnd::Truncated`]): the line is incomplete.
+    pub cut: Option<At>,
+}
+
+enum Source {
+    Plain(BufReader<Body>),
+    Gzip(Box<gzip::GzipDecoder>),
+}
+
+impl Source {
+    async fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        match self {
+            Source::Plain(r) => r.fill_buf().await,
+            Source::Gzip(g) => g.fill_buf().await,
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        match self {
+            Source::Plain(r) => r.consume(n),
+            Source::Gzip(g) => g.consume(n),
+        }
+    }
+}
+
+/// Streams lines out of one object.
+pub struct LineReader {
+    src: Source,
+    keep: usize,
+    buf: Vec<u8>,
+    line_no: u64,
+}
+
+impl LineReader {
+    /// Wraps a source object's body, decompressing when the key ends in `.gz` or the
+    /// bytes start with the gzip magic number; concatenated gzip members are read as one
+    /// stream. Lines keep at most [`SOURCE_LINE_KEEP`] bytes.
+    pub async fn open(body: Body, key: &str) -> std::io::Result<LineReader> {
+        Self::with_limit(body, key, SOURCE_LINE_KEEP).await
+    }
+
+    /// Like [`LineReader::open`], keeping at most `keep` bytes of a line.
+    pub async fn with_limit(body: Body, key: &str, keep: usize) -> std::io::Result<LineReader> {
+        let mut raw = BufReader::with_capacity(BUF, body);
+        let head = raw.fill_buf().await?;
+        let gzip = key.ends_with(".gz") || head.starts_with(&[0x1f, 0x8b]);
+        let src = if gzip {
+            Source::Gzip(Box::new(gzip::GzipDecoder::new(raw)))
+        } else {
+            Source::Plain(raw)
+        };
+        Ok(LineReader {
+            src,
+            keep,
+            buf: Vec::new(),
+            line_no: 0,
+        })
+    }
+
+    /// Whether the object is being decompressed.
+    pub fn is_gzip(&self) -> bool {
+        matches!(self.src, Source::Gzip(_))
+    }
+
+    /// How the gzip stream ended: `None` for a plain object, or before the end.
+    pub fn gzip_end(&self) -> Option<&GzipEnd> {
+        match &self.src {
+            Source::Gzip(g) => g.end(),
+            Source::Plain(_) => None,
+        }
+    }
+
+    /// The next line, or `None` at the end. A final line without `\n` is a line; a
+    /// file ending in `\n` has no extra empty line. When gzip data turns out corrupt the
+    /// lines stop (an unfinished line is dropped): see [`LineReader::gzip_end`]. An error
+    /// is always the body's (transport), never the data's.
+    pub async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
+        self.buf.clear();
+        let mut too_long = false;
+        let mut any = false;
+        let mut terminated = false;
+        loop {
+            let avail = self.src.fill_buf().await?;
+            if avail.is_empty() {
+                break;
+            }
+            any = true;
+            let (chunk, used, end) = match memchr::memchr(b'\n', avail) {
+                Some(i) => (&avail[..i], i + 1, true),
+                None => (avail, avail.len(), false),
+            };
+            let room = self.keep - self.buf.len();
+            if chunk.len() > room {
+                too_long = true;
+            }
+            self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.src.consume(used);
+            if end {
+                terminated = true;
+                break;
+            }
+        }
+        if !any {
+            return Ok(None);
+        }
+        let cut = match self.gzip_end() {
+            _ if terminated => None,
+            Some(GzipEnd::Truncated(at)) => Some(*at),
+            Some(GzipEnd::Corrupt { .. }) => return Ok(None),
+            _ => None,
+        };
+        self.line_no += 1;
+        Ok(Some(Line {
+            no: self.line_no,
+            bytes: &self.buf,
+            too_long,
+            cut,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
