@@ -914,7 +914,7 @@ async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
         .client()
         .await
         .query_one(
-            &q("SELECT raw FROM {s}.event_rejects WHERE reason = 'invalid_gzip' AND source_key LIKE '%bad.json.gz' AND source_line = 1"),
+            &q("SELECT raw_line FROM {s}.event_rejects WHERE reason = 'invalid_gzip' AND source_key LIKE '%bad.json.gz' AND source_line = 1"),
             &[],
         )
         .await
@@ -1138,9 +1138,9 @@ fn a_cut_gzip_file_reports_the_lines_it_has() {
     assert_eq!(rejects[0]["reason"], "invalid_gzip");
     assert_eq!(rejects[0]["source_line"], 3);
     assert!(
-        rejects[0]["raw"].as_str().unwrap().contains("inside this line"),
+        rejects[0]["raw_line"].as_str().unwrap().contains("inside this line"),
         "{}",
-        rejects[0]["raw"]
+        rejects[0]["raw_line"]
     );
 }
 
