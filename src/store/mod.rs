@@ -1,6 +1,6 @@
 //! Object stores: where source files are listed and read, and staged parts written.
 //! One small trait, two adapters (S3 and a local directory), one conformance suite
-//! (`tests/store_conformance.rs`) that both pass.
+//! (`tests/it/store_conformance.rs`) that both pass.
 
 pub mod local;
 pub mod s3;

@@ -1,6 +1,6 @@
 //! Warehouses: where staged loads are COPYed, MERGEd and recorded. One small trait;
 //! adapters per engine (PostgreSQL, the Redshift Data API); one conformance
-//! suite (`tests/warehouse_conformance.rs`) that every adapter passes.
+//! suite (`tests/it/warehouse_conformance.rs`) that every adapter passes.
 
 pub mod postgres;
 pub mod redshift;

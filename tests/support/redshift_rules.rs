@@ -5,7 +5,7 @@
 //! wording where the adapter or a person would read them.
 //!
 //! The same reserved-word check runs over every statement the adapter sends in the
-//! grammar gate (`tests/redshift_grammar.rs`).
+//! grammar gate (`tests/it/redshift_adapter.rs`).
 
 use std::collections::HashSet;
 use std::sync::OnceLock;

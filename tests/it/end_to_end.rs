@@ -2,7 +2,7 @@
 //! server, the throwaway PostgreSQL as the warehouse. migrate, run, run again, add
 //! files, run; an interrupted load rerun; corrupt input; the offline `clean` command.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::Path;
@@ -1138,7 +1138,10 @@ fn a_cut_gzip_file_reports_the_lines_it_has() {
     assert_eq!(rejects[0]["reason"], "invalid_gzip");
     assert_eq!(rejects[0]["source_line"], 3);
     assert!(
-        rejects[0]["raw_line"].as_str().unwrap().contains("inside this line"),
+        rejects[0]["raw_line"]
+            .as_str()
+            .unwrap()
+            .contains("inside this line"),
         "{}",
         rejects[0]["raw_line"]
     );

@@ -4,7 +4,7 @@
 //! error, limits and throttling behave like the service, unmappable SQL fails loudly,
 //! COPY loads gzipped JSON through a manifest, and CancelStatement aborts.
 
-mod support;
+use crate::support;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -1283,7 +1283,7 @@ async fn the_stand_in_refuses_what_redshift_refuses() {
         let subs: Vec<&str> = d.sub_statements().iter().filter_map(|s| s.error()).collect();
         let error = format!("{} {}", d.error().unwrap_or_default(), subs.join(" "));
         assert!(error.contains(says), "{sql}: {error} should say {says:?}");
-        let rules = include_str!("support/redshift_rules.rs");
+        let rules = include_str!("../support/redshift_rules.rs");
         assert!(rules.contains(page), "the rule for {sql} must cite {page}");
     }
     // The same words quoted are names Redshift accepts.

@@ -2,7 +2,7 @@
 //! reading is skipped (not recorded, the run goes on), and a run whose every pending
 //! file vanished commits no load.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

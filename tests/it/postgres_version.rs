@@ -3,7 +3,7 @@
 //! the warehouse exit code; the real binary against a stand-in server that speaks just
 //! enough of the wire protocol to say it is PostgreSQL 14.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -5,7 +5,7 @@
 // The helpers pass the library's `ConfigError` through unchanged; its size is the library's.
 #![allow(clippy::result_large_err)]
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

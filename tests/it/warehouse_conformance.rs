@@ -18,7 +18,7 @@
 //!   PostgreSQL, so the same trigger serves;
 //! * Redshift stages through S3 (COPY reads it), PostgreSQL through a local directory.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::io::{Cursor, Write as _};

@@ -23,7 +23,7 @@
 //!   both. Listing and `get` otherwise behave the same: a key that is only a prefix of
 //!   other keys is not an object.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

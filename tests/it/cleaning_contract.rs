@@ -3,7 +3,7 @@
 //! records, Unicode emails, long fractions); what it rejects never reaches COPY (the
 //! issue-7 poison numbers, repeated keys); and the books balance.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

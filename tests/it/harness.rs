@@ -1,6 +1,6 @@
 //! Self-test of the shared test harness in `tests/support`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

@@ -5,7 +5,7 @@
 //! (What every warehouse must do is in `warehouse_conformance.rs`, which runs this
 //! adapter too.)
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

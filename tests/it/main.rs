@@ -1,0 +1,29 @@
+//! The integration tests, as one test crate: one binary links the AWS SDKs once, and the
+//! tests share one throwaway PostgreSQL (each test works in a schema of its own).
+//!
+//! - `cleaning_contract`: poison and edge values through the real binary into PostgreSQL;
+//! - `config`: configuration, environment overrides and exit codes through the binary;
+//! - `dialects`: both SQL dialects end with the same tables; no TRUNCATE;
+//! - `end_to_end`: the real binary on S3 and PostgreSQL (and Redshift through the stand-in);
+//! - `harness`: the test harness itself (throwaway PostgreSQL, in-process S3);
+//! - `pipeline`: the pipeline library on local files;
+//! - `postgres_version`: a server older than 15 is refused;
+//! - `redshift_adapter`: the Data API adapter's failure modes, the Redshift grammar gate,
+//!   SQL mutations that would break Redshift;
+//! - `redshift_data_standin`: the Data API stand-in is at least as strict as Redshift;
+//! - `store_conformance`, `warehouse_conformance`: one suite per trait, every adapter.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cleaning_contract;
+mod config;
+mod dialects;
+mod end_to_end;
+mod harness;
+mod pipeline;
+mod postgres_version;
+mod redshift_adapter;
+mod redshift_data_standin;
+mod store_conformance;
+mod warehouse_conformance;
