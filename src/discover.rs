@@ -37,6 +37,7 @@ mod tests {
             key: key.into(),
             etag: etag.into(),
             size: 1,
+            archived: false,
         }
     }
 

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use events_etl::config::{Config, ConfigError, WarehouseTarget};
 use events_etl::pipeline::{PipelineError, RunReport};
 use events_etl::store::{s3::S3Factory, Place};
-use events_etl::warehouse::{postgres::Postgres, redshift::Redshift, LoadRow, Warehouse, WarehouseError};
+use events_etl::warehouse::{
+    postgres::Postgres, redshift::Redshift, LoadRow, Quarantined, Warehouse, WarehouseError,
+};
 
 mod offline;
 
@@ -18,6 +20,8 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_STORE: u8 = 3;
 const EXIT_WAREHOUSE: u8 = 4;
+/// The run loaded everything else, but set files aside: see `status`.
+const EXIT_QUARANTINED: u8 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -118,7 +122,8 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Attention) => ExitCode::from(EXIT_QUARANTINED),
         Err(f) => {
             eprintln!("error: {}", f.error);
             for cause in f.error.chain().skip(1) {
@@ -129,14 +134,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<(), Failure> {
+/// How a command that did its work ended.
+enum Outcome {
+    Done,
+    /// Done, with files quarantined that someone must look at.
+    Attention,
+}
+
+async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
     if let Command::Clean {
         files,
         out,
         part_size_mb,
     } = cli.command
     {
-        return offline::clean(files, out, part_size_mb).await;
+        offline::clean(files, out, part_size_mb).await?;
+        return Ok(Outcome::Done);
     }
     // Configuration is validated whole before any IO.
     let config = Config::from_file(&cli.config)?;
@@ -172,6 +185,14 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Run => {
             let report = pipeline.run(chrono::Utc::now()).await?;
             print_run(&report);
+            if !report.quarantined.is_empty() {
+                println!(
+                    "quarantined {} file(s) (not loaded until a new version is uploaded):",
+                    report.quarantined.len()
+                );
+                print_quarantined(&report.quarantined);
+                return Ok(Outcome::Attention);
+            }
         }
         Command::Status { limit } => {
             let loads = warehouse.recent_loads(limit).await?;
@@ -189,10 +210,24 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             println!("recent loads:");
             print_loads(&loads);
+            let quarantined = warehouse.quarantined(limit).await?;
+            if !quarantined.is_empty() {
+                println!("quarantined files (not loaded until a new version is uploaded):");
+                print_quarantined(&quarantined);
+            }
         }
         Command::Clean { .. } => {}
     }
-    Ok(())
+    Ok(Outcome::Done)
+}
+
+fn print_quarantined(files: &[Quarantined]) {
+    for q in files {
+        println!(
+            "  {} (etag {}, {} bytes) {} at {}: {}",
+            q.source_key, q.etag, q.size_bytes, q.reason, q.quarantined_at, q.detail
+        );
+    }
 }
 
 fn print_run(r: &RunReport) {

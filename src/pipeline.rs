@@ -13,7 +13,7 @@ use crate::stage::writer::StageError;
 use crate::stage::{FileRow, StageWriter, StagedLoad};
 use crate::store::{Body, ObjectMeta, Place, StoreError};
 use crate::telemetry;
-use crate::warehouse::{LoadRow, Warehouse, WarehouseError};
+use crate::warehouse::{LoadRow, QuarantineReason, Quarantined, Warehouse, WarehouseError};
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -36,6 +36,8 @@ pub struct RunReport {
     pub pending: usize,
     /// The committed loads, in order.
     pub loads: Vec<LoadRow>,
+    /// File versions this run quarantined instead of loading.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// The result of cleaning one file into a stage writer.
@@ -185,47 +187,121 @@ impl Pipeline {
 
     /// Loads every pending file, `max_files_per_load` files per transaction. `now` is
     /// the run's start: it bounds `created_at` for the whole run.
+    ///
+    /// What fails the same way on every rerun is quarantined, not retried: an archived
+    /// or unreadable object, or a file whose staged row the warehouse refuses. That file
+    /// version is recorded in `etl_quarantine` and the rest of its load is staged again
+    /// and loaded. Anything else (throttling, a dropped connection, a full disk) fails the
+    /// run with nothing of the load recorded; the next run retries it.
     pub async fn run(&self, now: DateTime<Utc>) -> Result<RunReport, PipelineError> {
         let (event_files, pending) = self.discover().await?;
         let mut report = RunReport {
             event_files,
             pending: pending.len(),
-            loads: Vec::new(),
+            ..RunReport::default()
         };
         let cleaner = Cleaner::new(now);
         for chunk in pending.chunks(self.max_files_per_load) {
-            let started = Utc::now();
-            let load_id = new_load_id(started);
-            let staged = self.stage(&cleaner, &load_id, chunk).await?;
-            let committed = if staged.files_staged == 0 {
-                None // every file of the chunk vanished
-            } else {
-                self.warehouse.load(&staged, started.naive_utc()).await?
-            };
-            if let Some(row) = committed {
-                telemetry::load_committed(&row);
-                report.loads.push(row);
-            }
-            if !self.keep_staging {
-                // The load is committed: a failure here only leaves objects behind.
-                if let Err(e) = self.staging.store.delete_prefix(&staged.prefix).await {
-                    tracing::warn!(error = %e, prefix = %staged.prefix, "could not delete staged objects");
+            let mut files: Vec<ObjectMeta> = chunk.to_vec();
+            // Each pass quarantines at least one file or ends: at most len + 1 passes.
+            loop {
+                let started = Utc::now();
+                let load_id = new_load_id(started);
+                let (staged, set_aside) = self.stage(&cleaner, &load_id, &files).await?;
+                self.quarantine(&set_aside, &mut report).await?;
+                let committed = if staged.files_staged == 0 {
+                    None // every file of the chunk vanished or was set aside
+                } else {
+                    match self.warehouse.load(&staged, started.naive_utc()).await {
+                        Ok(row) => row,
+                        Err(WarehouseError::Refused {
+                            statement,
+                            source_key,
+                            message,
+                        }) => {
+                            let Some(at) = files.iter().position(|f| f.key == source_key) else {
+                                return Err(WarehouseError::Refused {
+                                    statement,
+                                    source_key,
+                                    message,
+                                }
+                                .into());
+                            };
+                            let f = files.remove(at);
+                            let detail = format!("{statement}: {message}");
+                            telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &detail);
+                            let q = Quarantined::new(
+                                &f.key,
+                                &f.etag,
+                                f.size,
+                                QuarantineReason::Refused,
+                                &detail,
+                                Utc::now().naive_utc(),
+                            );
+                            self.quarantine(&[q], &mut report).await?;
+                            // The failed load's staged objects stay for inspection.
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                if let Some(row) = committed {
+                    telemetry::load_committed(&row);
+                    report.loads.push(row);
                 }
+                if !self.keep_staging {
+                    // The load is committed: a failure here only leaves objects behind.
+                    if let Err(e) = self.staging.store.delete_prefix(&staged.prefix).await {
+                        tracing::warn!(error = %e, prefix = %staged.prefix, "could not delete staged objects");
+                    }
+                }
+                break;
             }
         }
         Ok(report)
     }
 
+    /// Records quarantined file versions (their own transaction) and reports them.
+    async fn quarantine(&self, files: &[Quarantined], report: &mut RunReport) -> Result<(), PipelineError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        self.warehouse.quarantine(files).await?;
+        report.quarantined.extend_from_slice(files);
+        Ok(())
+    }
+
     /// Steps 2 and 3: clean each file into staged parts and write the manifests.
+    /// Also returns the files set aside: archived or unreadable objects.
     async fn stage(
         &self,
         cleaner: &Cleaner,
         load_id: &str,
         files: &[ObjectMeta],
-    ) -> Result<StagedLoad, PipelineError> {
+    ) -> Result<(StagedLoad, Vec<Quarantined>), PipelineError> {
         let mut w = StageWriter::new(self.staging.clone(), load_id, self.part_size);
+        let mut set_aside = Vec::new();
+        let mut aside = |obj: &ObjectMeta, reason: QuarantineReason, detail: String| {
+            telemetry::file_quarantined(&obj.key, reason, &detail);
+            set_aside.push(Quarantined::new(
+                &obj.key,
+                &obj.etag,
+                obj.size,
+                reason,
+                &detail,
+                Utc::now().naive_utc(),
+            ));
+        };
         for obj in files {
             let url = self.source.store.url(&obj.key);
+            if obj.archived {
+                aside(
+                    obj,
+                    QuarantineReason::Archived,
+                    format!("{url} is in an archive storage class (GLACIER or DEEP_ARCHIVE); restore it, then reload it"),
+                );
+                continue;
+            }
             let body = match self.source.store.get(&obj.key).await {
                 Ok(body) => body,
                 // Listed, then expired (S3 deletes after 28 days) or removed: there is
@@ -234,13 +310,21 @@ impl Pipeline {
                     telemetry::file_vanished(&url);
                     continue;
                 }
+                Err(StoreError::Unreadable { url, message }) => {
+                    aside(obj, QuarantineReason::Unreadable, format!("{url}: {message}"));
+                    continue;
+                }
                 Err(e) => return Err(PipelineError::Source(e)),
             };
             let cleaned = clean_object(cleaner, &obj.key, &url, body, &mut w).await?;
+            #[cfg(debug_assertions)]
+            if std::env::var("EVENTS_ETL_TEST_POISON_KEY").is_ok_and(|k| k == obj.key) {
+                w.poison_event(&obj.key)?;
+            }
             w.file(&FileRow::new(&obj.key, &obj.etag, obj.size, &cleaned.tally))?;
         }
         let staged = w.finish().await?;
         telemetry::load_staged(load_id, files.len(), staged.events_staged, staged.rejects_staged);
-        Ok(staged)
+        Ok((staged, set_aside))
     }
 }

@@ -81,3 +81,13 @@ pub fn load_committed(r: &LoadRow) {
         "load committed"
     );
 }
+
+/// A file version set aside: archived, unreadable, or refused by the warehouse.
+pub fn file_quarantined(key: &str, reason: crate::warehouse::QuarantineReason, detail: &str) {
+    tracing::warn!(
+        key,
+        reason = reason.as_str(),
+        detail,
+        "file quarantined: it is not loaded until a new version is uploaded (see `events-etl status`)"
+    );
+}

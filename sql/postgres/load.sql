@@ -126,4 +126,21 @@ ORDER BY started_at DESC, load_id DESC
 LIMIT $1;
 
 -- name: recorded_versions
-SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = ANY($1);
+-- Settled versions: loaded, or quarantined (a new version of a quarantined file loads).
+SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = ANY($1)
+UNION
+SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key = ANY($1);
+
+-- name: quarantine
+-- One file version set aside, unless it is already loaded or quarantined. Run under the
+-- loaders' lock, in a transaction of its own.
+INSERT INTO {schema}.etl_quarantine (source_key, etag, size_bytes, reason, detail, quarantined_at)
+SELECT $1::varchar, $2::varchar, $3::bigint, $4::varchar, $5::varchar, $6::timestamp
+WHERE NOT EXISTS (SELECT 1 FROM {schema}.etl_quarantine q WHERE q.source_key = $1 AND q.etag = $2)
+  AND NOT EXISTS (SELECT 1 FROM {schema}.etl_files f WHERE f.source_key = $1 AND f.etag = $2);
+
+-- name: quarantined
+SELECT source_key, etag, size_bytes, reason, detail, quarantined_at
+FROM {schema}.etl_quarantine
+ORDER BY quarantined_at DESC, source_key
+LIMIT $1;

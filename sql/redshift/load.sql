@@ -190,10 +190,35 @@ LIMIT {limit};
 -- could exceed the 100 KB statement limit. Paged with LIMIT/OFFSET in a stable order,
 -- since Data API results are capped in size; the adapter keeps only the listed keys.
 -- AWS: r_range_condition.html (BETWEEN), r_ORDER_BY_clause.html (LIMIT, OFFSET)
-SELECT source_key, etag FROM {schema}.etl_files
-WHERE {key_range}
+-- Settled versions: loaded, or quarantined (a new version of a quarantined file loads).
+-- AWS: r_UNION.html
+SELECT source_key, etag FROM (
+    SELECT source_key, etag FROM {schema}.etl_files WHERE {key_range}
+    UNION
+    SELECT source_key, etag FROM {schema}.etl_quarantine WHERE {key_range}
+) settled
 ORDER BY source_key, etag
 LIMIT {limit} OFFSET {offset};
+
+-- name: quarantine
+-- One file version set aside, unless it is already loaded or quarantined; sent in a
+-- batch after `lock`, so loaders and quarantines are serialised.
+-- AWS: r_INSERT_30.html, r_exists_condition.html
+INSERT INTO {schema}.etl_quarantine (source_key, etag, size_bytes, reason, detail, quarantined_at)
+SELECT {source_key}, {etag}, {size_bytes}, {reason}, {detail}, CAST({quarantined_at} AS TIMESTAMP)
+WHERE NOT EXISTS (
+    SELECT 1 FROM {schema}.etl_quarantine q WHERE q.source_key = {source_key} AND q.etag = {etag}
+)
+  AND NOT EXISTS (
+    SELECT 1 FROM {schema}.etl_files f WHERE f.source_key = {source_key} AND f.etag = {etag}
+);
+
+-- name: quarantined
+-- AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
+SELECT source_key, etag, size_bytes, reason, detail, quarantined_at
+FROM {schema}.etl_quarantine
+ORDER BY quarantined_at DESC, source_key
+LIMIT {limit};
 
 -- name: load_errors
 -- After a COPY failed: what Redshift logged for this load's staged parts (the COPY error

@@ -7,6 +7,8 @@ use super::part::{GzPart, Manifest};
 use super::rows::{self, FileRow};
 use crate::clean::{CleanEvent, Reject};
 use crate::store::{Place, StoreError};
+#[cfg(debug_assertions)]
+use std::io::Write as _;
 
 /// Parts being uploaded while cleaning goes on.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -151,6 +153,22 @@ impl StageWriter {
 
     pub fn reject(&mut self, key: &str, line: u64, r: &Reject<'_>) -> Result<(), StageError> {
         self.rejects.write(|w| rows::write_reject(w, key, line, r))
+    }
+
+    /// Test hook, compiled into debug builds only: stages one event row for `key` that
+    /// the cleaner would never produce and both warehouses refuse (a metadata number out
+    /// of every range), to prove a refused row quarantines its file and no more.
+    #[cfg(debug_assertions)]
+    pub fn poison_event(&mut self, key: &str) -> Result<(), StageError> {
+        self.events.write(|w| {
+            let key = serde_json::to_string(key)?;
+            writeln!(
+                w,
+                "{{\"event_id\":\"ffffffff-ffff-4fff-8fff-ffffffffffff\",\"created_at\":\"2020-01-01 00:00:00.000000\",\
+                 \"user_email\":\"poison@example.com\",\"event_name\":\"poison\",\"metadata\":{{\"n\":1e999999}},\
+                 \"source_key\":{key},\"source_line\":0}}"
+            )
+        })
     }
 
     pub fn file(&mut self, f: &FileRow) -> Result<(), StageError> {

@@ -59,6 +59,7 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
                 key,
                 etag: format!("{:x}-{mtime:x}", md.len()),
                 size: md.len(),
+                archived: false,
             });
         }
     }
@@ -126,6 +127,11 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(StoreError::NotFound { url: self.url(key) })
             }
+            // Permanent for this file until someone changes its permissions.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(StoreError::Unreadable {
+                url: self.url(key),
+                message: e.to_string(),
+            }),
             Err(e) => Err(StoreError::io("read", self.url(key), e)),
         }
     }

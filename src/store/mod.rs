@@ -22,6 +22,9 @@ pub struct ObjectMeta {
     /// A key seen with a new ETag is a new file version and is loaded again.
     pub etag: String,
     pub size: u64,
+    /// Listed in an archive storage class (S3 GLACIER, DEEP_ARCHIVE): not readable until
+    /// restored, so it is quarantined rather than read.
+    pub archived: bool,
 }
 
 /// A streaming object body.
@@ -32,6 +35,11 @@ pub type Body = Box<dyn AsyncRead + Send + Unpin>;
 pub enum StoreError {
     #[error("object {url} not found")]
     NotFound { url: String },
+    /// The store will not give this object's bytes, and asking again will not change
+    /// that: access denied (a KMS key or object ownership the tool lacks), or an object
+    /// in an archive tier (`InvalidObjectState`). The object is quarantined.
+    #[error("object {url} cannot be read: {message}")]
+    Unreadable { url: String, message: String },
     #[error("cannot {op} {url}: {message}")]
     Io {
         op: &'static str,

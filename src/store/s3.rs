@@ -99,6 +99,9 @@ impl ObjectStore for S3Store {
                     key: key.to_owned(),
                     etag: o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
                     size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    archived: o
+                        .storage_class()
+                        .is_some_and(|c| matches!(c.as_str(), "GLACIER" | "DEEP_ARCHIVE")),
                 });
             }
         }
@@ -118,6 +121,15 @@ impl ObjectStore for S3Store {
             Ok(r) => Ok(Box::new(r.body.into_async_read())),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 Err(StoreError::NotFound { url: self.url(key) })
+            }
+            // Permanent for this object (GetObject's documented errors): an archived
+            // object (`InvalidObjectState`) or one this identity may list but not read
+            // (`AccessDenied`, e.g. a KMS key or object ownership it lacks).
+            Err(e) if matches!(e.code(), Some("InvalidObjectState" | "AccessDenied")) => {
+                Err(StoreError::Unreadable {
+                    url: self.url(key),
+                    message: describe(&e),
+                })
             }
             Err(e) => Err(StoreError::io("read", self.url(key), describe(&e))),
         }

@@ -13,7 +13,10 @@ use chrono::NaiveDateTime;
 use thiserror::Error;
 
 use crate::migrate::MigrateError;
+use crate::read::LineReader;
+use crate::stage::rows::MAX_STAGED_ROW_BYTES;
 use crate::stage::StagedLoad;
+use crate::store::Place;
 use crate::store::StoreError;
 
 /// A row of `etl_loads`.
@@ -31,6 +34,70 @@ pub struct LoadRow {
     pub blank_lines: i64,
     pub recovered_events: i64,
     pub invalid_ips: i64,
+}
+
+/// A file version set aside instead of loaded (`etl_quarantine`): its failure is
+/// permanent for that object, so retrying it would stall every run. A new version of the
+/// file (new ETag) loads normally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub source_key: String,
+    pub etag: String,
+    pub size_bytes: i64,
+    /// `archived`, `unreadable` or `refused` (see [`QuarantineReason`]).
+    pub reason: String,
+    /// What happened, in the words of the store or the warehouse.
+    pub detail: String,
+    pub quarantined_at: NaiveDateTime,
+}
+
+/// Why a file version was quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineReason {
+    /// Listed in an archive storage class (GLACIER, DEEP_ARCHIVE): not readable until
+    /// restored.
+    Archived,
+    /// The store refuses to read it (access denied, invalid object state).
+    Unreadable,
+    /// The warehouse refused one of its staged rows.
+    Refused,
+}
+
+impl QuarantineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineReason::Archived => "archived",
+            QuarantineReason::Unreadable => "unreadable",
+            QuarantineReason::Refused => "refused",
+        }
+    }
+}
+
+/// Longest `detail` kept (the column holds 4096 bytes).
+pub const MAX_QUARANTINE_DETAIL: usize = 2000;
+
+impl Quarantined {
+    pub fn new(
+        source_key: &str,
+        etag: &str,
+        size: u64,
+        reason: QuarantineReason,
+        detail: &str,
+        at: NaiveDateTime,
+    ) -> Self {
+        let mut end = detail.len().min(MAX_QUARANTINE_DETAIL);
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        Quarantined {
+            source_key: source_key.to_owned(),
+            etag: etag.to_owned(),
+            size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            reason: reason.as_str().to_owned(),
+            detail: detail[..end].to_owned(),
+            quarantined_at: at,
+        }
+    }
 }
 
 /// A migration applied by [`Warehouse::migrate`].
@@ -79,6 +146,13 @@ pub enum WarehouseError {
         id: String,
         message: String,
     },
+    #[error("statement `{statement}` failed on a staged row of {source_key}: {message}")]
+    Refused {
+        statement: String,
+        /// The source file whose staged row the warehouse refused.
+        source_key: String,
+        message: String,
+    },
     #[error("COPY of {table} loaded {loaded} rows but staging wrote {staged}: the staged parts and manifest disagree; nothing was committed, rerun the load")]
     CountMismatch {
         table: &'static str,
@@ -93,7 +167,8 @@ pub trait Warehouse: Send + Sync {
     /// Creates or upgrades the tables; returns what it applied (empty when current).
     async fn migrate(&self) -> Result<Vec<AppliedMigration>, WarehouseError>;
 
-    /// The (key, ETag) pairs among `keys` that `etl_files` already holds.
+    /// The (key, ETag) pairs among `keys` that are settled: loaded (`etl_files`) or
+    /// quarantined (`etl_quarantine`).
     async fn recorded_versions(&self, keys: &[String]) -> Result<HashSet<(String, String)>, WarehouseError>;
 
     /// In one transaction: COPY the staged load, MERGE new events, insert rejects, file
@@ -107,4 +182,38 @@ pub trait Warehouse: Send + Sync {
 
     /// The most recent loads, newest first.
     async fn recent_loads(&self, limit: i64) -> Result<Vec<LoadRow>, WarehouseError>;
+
+    /// Records these file versions as quarantined, in a transaction of its own; a
+    /// version already recorded (loaded or quarantined) is left as it is.
+    async fn quarantine(&self, files: &[Quarantined]) -> Result<(), WarehouseError>;
+
+    /// The quarantined file versions, newest first.
+    async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, WarehouseError>;
+}
+
+/// The `source_key` of row `n` (1-based) of the staged parts `part_urls`, read in order:
+/// which source file a row the warehouse refused came from. Every staged row (event,
+/// reject, file) carries its `source_key`.
+pub async fn staged_row_source(staging: &Place, part_urls: &[&str], n: u64) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        source_key: String,
+    }
+    let mut seen = 0u64;
+    for url in part_urls {
+        let key = staging.store.key_of(url)?;
+        let part = staging.store.get(&key).await.ok()?;
+        let mut lines = LineReader::with_limit(part, &key, MAX_STAGED_ROW_BYTES)
+            .await
+            .ok()?;
+        while let Some(line) = lines.next_line().await.ok()? {
+            seen += 1;
+            if seen == n {
+                return serde_json::from_slice::<Row>(line.bytes)
+                    .ok()
+                    .map(|r| r.source_key);
+            }
+        }
+    }
+    None
 }

@@ -15,7 +15,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use super::statements::{split_statements, with_schema, Statements};
-use super::{AppliedMigration, LoadRow, Warehouse, WarehouseError};
+use super::{AppliedMigration, LoadRow, Quarantined, Warehouse, WarehouseError};
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::read::{GzipEnd, LineReader};
 use crate::stage::rows::MAX_STAGED_ROW_BYTES;
@@ -26,7 +26,7 @@ const LOAD_SQL: &str = include_str!("../../sql/postgres/load.sql");
 const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 17] = [
+pub const STATEMENTS: [&str; 19] = [
     "lock",
     "clear_stage",
     "create_raw",
@@ -44,6 +44,8 @@ pub const STATEMENTS: [&str; 17] = [
     "load_summary",
     "recent_loads",
     "recorded_versions",
+    "quarantine",
+    "quarantined",
 ];
 
 /// One connection; loads are serialised on it (and across processes by the table lock).
@@ -250,11 +252,9 @@ impl Postgres {
                         ),
                     });
                 }
-                writer
-                    .as_mut()
-                    .write(&[&RawJsonb(line.bytes)])
-                    .await
-                    .map_err(|e| self.stmt_err("copy_raw", &e))?;
+                if let Err(e) = writer.as_mut().write(&[&RawJsonb(line.bytes)]).await {
+                    return Err(self.copy_err(&manifest, &e).await);
+                }
             }
             if let Some(end) = lines
                 .gzip_end()
@@ -266,7 +266,10 @@ impl Postgres {
                 });
             }
         }
-        let copied = writer.finish().await.map_err(|e| self.stmt_err("copy_raw", &e))?;
+        let copied = match writer.finish().await {
+            Ok(n) => n,
+            Err(e) => return Err(self.copy_err(&manifest, &e).await),
+        };
         tracing::debug!(table, rows = copied, "copied");
         let mapped = self.exec(tx, statement, &[]).await?;
         self.batch(tx, "clear_raw").await?;
@@ -312,6 +315,31 @@ async fn check_server_version(client: &Client, target: &str) -> Result<(), Wareh
             },
             needed: MIN_SERVER_VERSION,
         }),
+    }
+}
+
+impl Postgres {
+    /// A failed COPY: when the server names the row (`COPY stage_raw, line N`), the
+    /// source file it came from, so that the pipeline can quarantine that file and load
+    /// the others.
+    async fn copy_err(&self, manifest: &Manifest, e: &tokio_postgres::Error) -> WarehouseError {
+        let line = e
+            .as_db_error()
+            .and_then(|db| db.where_())
+            .and_then(|w| w.split("COPY stage_raw, line ").nth(1))
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u64>().ok());
+        let err = self.stmt_err("copy_raw", e);
+        let Some(line) = line else { return err };
+        let parts: Vec<&str> = manifest.entries.iter().map(|e| e.url.as_str()).collect();
+        match super::staged_row_source(&self.staging, &parts, line).await {
+            Some(source_key) => WarehouseError::Refused {
+                statement: "copy_raw".into(),
+                source_key,
+                message: format!("{} (staged row {line})", pg_message(e)),
+            },
+            None => err,
+        }
     }
 }
 
@@ -492,6 +520,53 @@ impl Warehouse for Postgres {
             .map_err(|e| self.stmt_err("load_summary", &e))?;
         tx.commit().await.map_err(|e| self.stmt_err("commit", &e))?;
         Ok(row.as_ref().map(load_row))
+    }
+
+    async fn quarantine(&self, files: &[Quarantined]) -> Result<(), WarehouseError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client.lock().await;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.stmt_err("begin", &e))?;
+        self.batch(&tx, "lock").await?;
+        for q in files {
+            self.exec(
+                &tx,
+                "quarantine",
+                &[
+                    &q.source_key,
+                    &q.etag,
+                    &q.size_bytes,
+                    &q.reason,
+                    &q.detail,
+                    &q.quarantined_at,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(|e| self.stmt_err("commit", &e))
+    }
+
+    async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, WarehouseError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(self.sql.get("quarantined"), &[&limit])
+            .await
+            .map_err(|e| self.stmt_err("quarantined", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Quarantined {
+                source_key: r.get(0),
+                etag: r.get(1),
+                size_bytes: r.get(2),
+                reason: r.get(3),
+                detail: r.get(4),
+                quarantined_at: r.get(5),
+            })
+            .collect())
     }
 
     async fn recent_loads(&self, limit: i64) -> Result<Vec<LoadRow>, WarehouseError> {

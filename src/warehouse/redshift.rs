@@ -16,7 +16,7 @@ use chrono::{NaiveDateTime, Utc};
 use tokio::time::Instant;
 
 use super::statements::{split_statements, with_schema, Statements};
-use super::{AppliedMigration, LoadRow, Warehouse, WarehouseError};
+use super::{AppliedMigration, LoadRow, Quarantined, Warehouse, WarehouseError};
 use crate::config::{RedshiftConfig, RedshiftTarget};
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::stage::StagedLoad;
@@ -341,42 +341,33 @@ impl Redshift {
         self.result(d.id()).await
     }
 
-    /// After a failed COPY: what SYS_LOAD_ERROR_DETAIL logged for this load's parts, as
-    /// `file line N, column C: reason` lines. Best effort: the COPY's own error stands
-    /// if the lookup fails.
-    async fn load_errors(&self, parts_prefix: &str) -> Option<String> {
+    /// After a failed COPY: what SYS_LOAD_ERROR_DETAIL logged for this load's parts,
+    /// newest first. Best effort: empty if the lookup fails (the COPY's own error stands).
+    async fn load_errors(&self, parts_prefix: &str) -> Vec<LoadError> {
         let sql = self
             .sql
             .get("load_errors")
             .replace("{prefix_len}", &parts_prefix.chars().count().to_string())
             .replace("{parts_prefix}", &lit(parts_prefix));
-        let rows = match self.query("load_errors", &sql).await {
-            Ok(rows) => rows,
+        match self.query("load_errors", &sql).await {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| {
+                    let get = |i: usize| r.get(i).and_then(text).unwrap_or_default();
+                    LoadError {
+                        file: get(0),
+                        line: r.get(1).map(long).unwrap_or(0),
+                        column: get(2),
+                        code: get(3),
+                        message: get(4),
+                    }
+                })
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read SYS_LOAD_ERROR_DETAIL after the COPY failed");
-                return None;
+                Vec::new()
             }
-        };
-        let details: Vec<String> = rows
-            .iter()
-            .map(|r| {
-                let get = |i: usize| r.get(i).and_then(text).unwrap_or_default();
-                let column = get(2);
-                format!(
-                    "{} line {}{}: {} (error {})",
-                    get(0),
-                    get(1),
-                    if column.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", column {column}")
-                    },
-                    get(4),
-                    get(3)
-                )
-            })
-            .collect();
-        (!details.is_empty()).then(|| details.join("; "))
+        }
     }
 
     fn statement(&self, name: &str) -> Labeled {
@@ -384,6 +375,25 @@ impl Redshift {
             label: name.to_owned(),
             sql: self.sql.get(name).to_owned(),
         }
+    }
+}
+
+/// One row of SYS_LOAD_ERROR_DETAIL (SYS_LOAD_ERROR_DETAIL.html).
+struct LoadError {
+    file: String,
+    line: i64,
+    column: String,
+    code: String,
+    message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} line {}", self.file, self.line)?;
+        if !self.column.is_empty() {
+            write!(f, ", column {}", self.column)?;
+        }
+        write!(f, ": {} (error {})", self.message, self.code)
     }
 }
 
@@ -721,13 +731,31 @@ impl Warehouse for Redshift {
         let done = match self.batch(stmts).await {
             Ok(done) => done,
             Err(WarehouseError::Statement { statement, message }) if statement.starts_with("copy_") => {
-                // COPY's own error points at the load error tables: look there.
+                // COPY's own error points at the load error tables: look there, and name
+                // the source file of the refused row, so that the pipeline can quarantine
+                // it and load the others.
                 let prefix = store.url(&staged.prefix);
-                let message = match self.load_errors(&prefix).await {
-                    Some(details) => format!("{message}; SYS_LOAD_ERROR_DETAIL: {details}"),
-                    None => message,
+                let errors = self.load_errors(&prefix).await;
+                if errors.is_empty() {
+                    return Err(WarehouseError::Statement { statement, message });
+                }
+                let details: Vec<String> = errors.iter().map(LoadError::to_string).collect();
+                let message = format!("{message}; SYS_LOAD_ERROR_DETAIL: {}", details.join("; "));
+                let first = &errors[0];
+                let source = match u64::try_from(first.line) {
+                    Ok(line) if line > 0 => {
+                        super::staged_row_source(&self.staging, &[first.file.as_str()], line).await
+                    }
+                    _ => None,
                 };
-                return Err(WarehouseError::Statement { statement, message });
+                return Err(match source {
+                    Some(source_key) => WarehouseError::Refused {
+                        statement,
+                        source_key,
+                        message,
+                    },
+                    None => WarehouseError::Statement { statement, message },
+                });
             }
             Err(e) => return Err(e),
         };
@@ -755,6 +783,63 @@ impl Warehouse for Redshift {
         }
     }
 
+    async fn quarantine(&self, files: &[Quarantined]) -> Result<(), WarehouseError> {
+        // Redshift reads backslashes in literals as escapes: keep them out of the SQL.
+        if let Some(q) = files
+            .iter()
+            .find(|q| q.source_key.contains('\\') || q.etag.contains('\\'))
+        {
+            return Err(WarehouseError::Statement {
+                statement: "quarantine".into(),
+                message: format!(
+                    "cannot quarantine {}: its key or ETag holds a backslash; move or rename the object",
+                    q.source_key
+                ),
+            });
+        }
+        // One batch per 39 files: the lock, then one INSERT each.
+        for chunk in files.chunks(MAX_BATCH_STATEMENTS - 1) {
+            let mut stmts = vec![self.statement("lock")];
+            for q in chunk {
+                let mut s = self.statement("quarantine");
+                s.sql = s
+                    .sql
+                    .replace("{source_key}", &lit(&q.source_key))
+                    .replace("{etag}", &lit(&q.etag))
+                    .replace("{size_bytes}", &q.size_bytes.to_string())
+                    .replace("{reason}", &lit(&q.reason))
+                    .replace("{detail}", &lit(&q.detail.replace('\\', "/")))
+                    .replace(
+                        "{quarantined_at}",
+                        &lit(&q.quarantined_at.format(TIME_FORMAT).to_string()),
+                    );
+                stmts.push(s);
+            }
+            self.batch(stmts).await?;
+        }
+        Ok(())
+    }
+
+    async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, WarehouseError> {
+        let sql = self
+            .sql
+            .get("quarantined")
+            .replace("{limit}", &limit.max(0).to_string());
+        let rows = self.query("quarantined", &sql).await?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.len() >= 6)
+            .map(|r| Quarantined {
+                source_key: text(&r[0]).unwrap_or_default(),
+                etag: text(&r[1]).unwrap_or_default(),
+                size_bytes: long(&r[2]),
+                reason: text(&r[3]).unwrap_or_default(),
+                detail: text(&r[4]).unwrap_or_default(),
+                quarantined_at: timestamp(&r[5]),
+            })
+            .collect())
+    }
+
     async fn recent_loads(&self, limit: i64) -> Result<Vec<LoadRow>, WarehouseError> {
         let sql = self
             .sql
@@ -770,7 +855,7 @@ mod tests {
     use super::*;
 
     /// The other statements: COPYs and their checks (added per non-empty stream), queries.
-    const OTHER_STATEMENTS: [&str; 7] = [
+    const OTHER_STATEMENTS: [&str; 9] = [
         "copy_files",
         "copy_events",
         "copy_rejects",
@@ -778,6 +863,8 @@ mod tests {
         "recent_loads",
         "recorded_versions",
         "load_errors",
+        "quarantine",
+        "quarantined",
     ];
 
     #[test]

@@ -29,6 +29,7 @@ impl ObjectStore for Expiring {
             key: k.clone(),
             etag: "gone".into(),
             size: 10,
+            archived: false,
         }));
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)

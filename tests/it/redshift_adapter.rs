@@ -348,6 +348,16 @@ async fn every_statement_sent_parses_as_redshift() {
         .await
         .expect("recorded_versions");
     wh.recent_loads(10).await.expect("recent_loads");
+    let q = events_etl::warehouse::Quarantined::new(
+        "events/q'.json",
+        "etag-q",
+        10,
+        events_etl::warehouse::QuarantineReason::Unreadable,
+        "AccessDenied: it's C:\\path",
+        started(),
+    );
+    wh.quarantine(&[q]).await.expect("quarantine");
+    assert_eq!(wh.quarantined(10).await.expect("quarantined").len(), 1);
     // A failing COPY, for the error lookup.
     let staged = f.stage("load-2", &[event(3)]).await;
     let manifest: serde_json::Value =

@@ -171,9 +171,10 @@ async fn load(wh: &dyn Warehouse, staged: &StagedLoad, started: &str) -> LoadRow
 // ---------------------------------------------------------------------------------------
 
 /// In byte order, as `ORDER BY` in a bytewise collation sorts them.
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "etl_files",
     "etl_loads",
+    "etl_quarantine",
     "event_rejects",
     "events",
     "schema_migrations",
@@ -331,6 +332,41 @@ pub async fn times_and_invalid_ips(wh: &dyn Warehouse, cx: &Cx) {
         "{row:?}"
     );
     assert_totals_consistent(cx, &row).await;
+}
+
+/// A quarantined version is settled (discovery skips it) and listed; another version of
+/// the same key is not; quarantining a loaded version, or one twice, changes nothing.
+pub async fn quarantine_settles_a_version(wh: &dyn Warehouse, cx: &Cx) {
+    use events_etl::warehouse::{QuarantineReason, Quarantined};
+    migrated(wh).await;
+    let staged = cx.stager.stage("load-1", &[sample_b()]).await;
+    load(wh, &staged, "2024-06-01 00:00:00").await;
+    let q = |key: &str, etag: &str| {
+        Quarantined::new(
+            key,
+            etag,
+            7,
+            QuarantineReason::Refused,
+            "copy_raw: it's refused",
+            at("2024-06-02 00:00:00"),
+        )
+    };
+    let bad = q("q/bad.json", "e-1");
+    wh.quarantine(&[bad.clone(), bad.clone()])
+        .await
+        .expect("quarantine");
+    // A loaded version is not quarantined.
+    wh.quarantine(&[q(&sample_b().key, &sample_b().etag)])
+        .await
+        .expect("quarantine loaded");
+    let keys = vec!["q/bad.json".to_owned(), sample_b().key];
+    let settled = wh.recorded_versions(&keys).await.expect("recorded_versions");
+    assert!(
+        settled.contains(&("q/bad.json".to_owned(), "e-1".to_owned())),
+        "{settled:?}"
+    );
+    assert!(!settled.contains(&("q/bad.json".to_owned(), "e-2".to_owned())));
+    assert_eq!(wh.quarantined(10).await.expect("quarantined"), [bad]);
 }
 
 /// A second adapter can migrate (so a refused migrate released its lock).
@@ -1379,6 +1415,7 @@ macro_rules! every_check {
                 concurrent_migrates_apply_each_once,
                 absent_and_null_metadata_load_as_sql_null,
                 times_and_invalid_ips,
+                quarantine_settles_a_version,
                 migrate_refuses_edited,
                 migrate_refuses_unknown_version,
                 operations_before_migrate_say_migrate,

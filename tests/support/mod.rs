@@ -21,6 +21,7 @@ use std::net::TcpListener as StdTcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
@@ -594,7 +595,11 @@ pub async fn s3() -> S3Server {
     // Removed on drop; registered too so a killed test process does not leak it.
     cleanup_at_exit(root.path());
     let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
-    let mut builder = S3ServiceBuilder::new(EtagFs { fs });
+    let policies: Policies = Arc::default();
+    let mut builder = S3ServiceBuilder::new(EtagFs {
+        fs,
+        policies: policies.clone(),
+    });
     builder.set_auth(SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
     let service = builder.build();
 
@@ -621,6 +626,7 @@ pub async fn s3() -> S3Server {
 
     S3Server {
         endpoint: format!("http://127.0.0.1:{port}"),
+        policies,
         port,
         client: OnceCell::new(),
         stop: Some(stop_tx),
@@ -663,6 +669,7 @@ async fn serve_s3(
 /// An in-process S3 server. See [`s3`].
 pub struct S3Server {
     endpoint: String,
+    policies: Policies,
     port: u16,
     client: OnceCell<aws_sdk_s3::Client>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -683,6 +690,16 @@ impl Drop for S3Server {
 }
 
 impl S3Server {
+    /// From now on, `bucket/key` is served per `policy` (`None`: normally).
+    pub fn set_policy(&self, bucket: &str, key: &str, policy: Option<ObjectPolicy>) {
+        let mut p = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        let k = format!("{bucket}/{key}");
+        match policy {
+            Some(v) => p.insert(k, v),
+            None => p.remove(&k),
+        };
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         self.endpoint.clone()
@@ -817,6 +834,28 @@ pub fn err_text<E: fmt::Debug>(e: &E) -> String {
 /// HeadObject to each listed object.
 struct EtagFs {
     fs: s3s_fs::FileSystem,
+    policies: Policies,
+}
+
+/// How the test S3 server treats particular objects, by `bucket/key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectPolicy {
+    /// Listed with storage class DEEP_ARCHIVE; GetObject answers `InvalidObjectState`,
+    /// as S3 does for an archived object that was not restored.
+    Archived,
+    /// GetObject answers `AccessDenied` (403), as for an object whose KMS key or
+    /// ownership the reader lacks; listing still shows it.
+    Denied,
+}
+
+type Policies = Arc<std::sync::Mutex<std::collections::HashMap<String, ObjectPolicy>>>;
+
+fn policy(policies: &Policies, bucket: &str, key: &str) -> Option<ObjectPolicy> {
+    policies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&format!("{bucket}/{key}"))
+        .copied()
 }
 
 impl EtagFs {
@@ -869,7 +908,6 @@ delegate_s3! {
         delete_object(DeleteObjectInput) -> DeleteObjectOutput;
         delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
         get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
-        get_object(GetObjectInput) -> GetObjectOutput;
         head_bucket(HeadBucketInput) -> HeadBucketOutput;
         head_object(HeadObjectInput) -> HeadObjectOutput;
         list_buckets(ListBucketsInput) -> ListBucketsOutput;
@@ -901,8 +939,30 @@ delegate_s3! {
         let mut resp = self.fs.list_objects_v2(req).await?;
         if let Some(objects) = resp.output.contents.as_mut() {
             self.fill_etags(&meta, &bucket, objects).await;
+            for o in objects.iter_mut() {
+                let key = o.key.clone().unwrap_or_default();
+                if policy(&self.policies, &bucket, &key) == Some(ObjectPolicy::Archived) {
+                    o.storage_class = Some(s3s::dto::ObjectStorageClass::from_static(
+                        s3s::dto::ObjectStorageClass::DEEP_ARCHIVE,
+                    ));
+                }
+            }
         }
         Ok(resp)
+    }
+
+    async fn get_object(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetObjectInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectOutput>> {
+        match policy(&self.policies, &req.input.bucket, &req.input.key) {
+            Some(ObjectPolicy::Archived) => Err(s3s::s3_error!(
+                InvalidObjectState,
+                "The operation is not valid for the object's storage class"
+            )),
+            Some(ObjectPolicy::Denied) => Err(s3s::s3_error!(AccessDenied, "Access Denied")),
+            None => self.fs.get_object(req).await,
+        }
     }
 }
 
