@@ -147,6 +147,20 @@ impl Redshift {
         }
     }
 
+    /// The SDK's retry backoff starting at `initial` instead of the standard second:
+    /// lets tests drive the SDK past its retries quickly.
+    #[doc(hidden)]
+    pub fn with_initial_backoff(mut self, initial: Duration) -> Redshift {
+        let conf = self
+            .client
+            .config()
+            .to_builder()
+            .retry_config(crate::aws::retry_config().with_initial_backoff(initial))
+            .build();
+        self.client = Client::from_conf(conf);
+        self
+    }
+
     /// The load SQL as shipped in `sql/redshift/load.sql`.
     pub fn load_sql() -> &'static str {
         LOAD_SQL

@@ -66,6 +66,8 @@ async fn fixture(label: &str) -> Fixture {
 }
 
 impl Fixture {
+    /// The adapter, with the SDK's retry backoff shortened so that throttling and lost
+    /// responses cost milliseconds (the retry policy itself is the product's).
     async fn adapter(&self, timeout: Duration) -> Redshift {
         Redshift::with_client(
             self.api.client().await,
@@ -73,6 +75,7 @@ impl Fixture {
             &self.schema,
             self.staging.clone(),
         )
+        .with_initial_backoff(Duration::from_millis(1))
     }
 
     async fn stage(&self, load_id: &str, lines: &[String]) -> StagedLoad {
@@ -641,4 +644,32 @@ async fn no_transaction_migrations_run_outside_a_batch() {
             assert_eq!(f.count("schema_migrations").await, 1);
         }
     }
+}
+
+/// DescribeStatement failing for a while (past the SDK's own retries) does not abandon a
+/// batch that may still commit: the adapter keeps describing until the statement ends,
+/// and reports the committed load as the success it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_failures_do_not_abandon_a_running_batch() {
+    let f = fixture("rs_describe").await;
+    let wh = f.adapter(Duration::from_secs(60)).await;
+    wh.migrate().await.expect("migrate");
+    let staged = f.stage("load-1", &[event(1), event(2)]).await;
+    // More than the SDK's 6 attempts of one call.
+    for _ in 0..12 {
+        f.api.lose_next_response("DescribeStatement");
+    }
+    let before = f.api.calls("DescribeStatement");
+    let row = wh
+        .load(&staged, started())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.api.log()))
+        .expect("row");
+    assert!(
+        f.api.calls("DescribeStatement") - before > 12,
+        "{:?}",
+        f.api.call_counts()
+    );
+    assert_eq!(row.events_loaded, 2);
+    assert_eq!(f.count("etl_loads").await, 1);
 }
