@@ -206,7 +206,30 @@ fn line(i: u64) -> String {
     )
 }
 
+/// A valid event whose metadata is ~2 KB of pseudo-random text: gzip cannot shrink it,
+/// so staged parts in memory are as large as their uncompressed size.
+fn incompressible_line(i: u64) -> String {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let blob: String = (0..2000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(x % 64) as usize])
+        })
+        .collect();
+    format!(
+        r#"{{"id": "{:08x}-0000-4000-8000-{:012x}", "created_at": "2020-01-13 05:10:12", "user_email": "u{i}@example.com", "event_name": "blob", "metadata": {{"blob": "{blob}"}}}}"#,
+        i >> 32,
+        i & 0xffff_ffff_ffff
+    )
+}
+
 fn generate(dir: &Path, total_mb: u64) -> (Vec<PathBuf>, u64, u64) {
+    generate_with(dir, total_mb, line)
+}
+
+fn generate_with(dir: &Path, total_mb: u64, line: fn(u64) -> String) -> (Vec<PathBuf>, u64, u64) {
     let per_file = total_mb * 1024 * 1024 / FILES as u64;
     let mut paths = Vec::new();
     let (mut bytes, mut lines) = (0u64, 0u64);
@@ -226,6 +249,61 @@ fn generate(dir: &Path, total_mb: u64) -> (Vec<PathBuf>, u64, u64) {
         paths.push(p);
     }
     (paths, bytes, lines)
+}
+
+/// Peak RSS at default settings on input gzip cannot compress (`-- incompressible`):
+/// `events-etl clean` and `run` into PostgreSQL, no part size given.
+fn bench_incompressible(mb: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let (paths, bytes, lines) = generate_with(&source, mb, incompressible_line);
+    println!(
+        "incompressible input: {FILES} files, {:.1} MB, {lines} lines",
+        bytes as f64 / 1e6
+    );
+    let bin = support::bin();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("clean")
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .args(&paths);
+    let (t, peak, _) = measure(&mut cmd);
+    report(
+        "events-etl clean, defaults, incompressible",
+        t,
+        bytes,
+        lines,
+        Some(peak),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (url, schema) = rt.block_on(async {
+        let pg = support::postgres().await;
+        (pg.url(), pg.fresh_schema("bench_inc").await)
+    });
+    let cfg = dir.path().join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nurl = \"{}\"\n[staging]\nurl = \"{}\"\n[warehouse]\nschema = \"{schema}\"\n\
+             [warehouse.postgres]\nurl = \"{url}\"\n",
+            source.display(),
+            dir.path().join("staging").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--config").arg(&cfg).arg("migrate");
+    measure(&mut cmd);
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--config").arg(&cfg).arg("run");
+    let (t, peak, _) = measure(&mut cmd);
+    report(
+        "events-etl run, defaults, incompressible",
+        t,
+        bytes,
+        lines,
+        Some(peak),
+    );
 }
 
 /// Runs a command, polling its peak RSS; returns (elapsed, peak KiB, stdout).
@@ -275,6 +353,10 @@ fn main() {
     if args.iter().any(|a| a == "hostile") {
         return;
     }
+    if args.iter().any(|a| a == "incompressible") {
+        bench_incompressible(mb);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     let (paths, bytes, lines) = generate(&source, mb);
@@ -300,7 +382,12 @@ fn main() {
     // 2. `events-etl clean`: read, clean, gzip, write.
     let out = dir.path().join("out");
     let mut cmd = Command::new(&bin);
-    cmd.arg("clean").arg("--out").arg(&out).args(&paths);
+    cmd.arg("clean")
+        .arg("--part-size-mb")
+        .arg("128")
+        .arg("--out")
+        .arg(&out)
+        .args(&paths);
     let (t, peak, _) = measure(&mut cmd);
     report("events-etl clean (part 128 MiB)", t, bytes, lines, Some(peak));
     let mut cmd = Command::new(&bin);

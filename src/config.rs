@@ -535,9 +535,12 @@ pub struct Config {
     pub max_files_per_load: usize,
 }
 
-/// Default uncompressed part size: Redshift suggests 1 MB-1 GB per file after
-/// compression; 128 MiB of JSON is roughly 15-25 MiB gzipped.
-pub const DEFAULT_PART_SIZE_MB: u64 = 128;
+/// Default uncompressed part size. Staging holds up to three parts in memory (the one
+/// being filled and two uploading), compressed; on input gzip cannot shrink that is
+/// three times the part size, so 16 MiB keeps a run under 64 MiB whatever the data.
+/// Redshift suggests 1 MB-1 GB per file after compression: 16 MiB of typical event JSON
+/// is about 2-3 MiB gzipped, and more parts let COPY spread them over more slices.
+pub const DEFAULT_PART_SIZE_MB: u64 = 16;
 pub const DEFAULT_SCHEMA: &str = "analytics";
 pub const DEFAULT_MAX_FILES: u64 = 5000;
 

@@ -145,7 +145,7 @@ fn example_config_parses_and_validates() {
             prefix: "8uht6u8bh/staging/".into()
         }
     );
-    assert_eq!(c.part_size_bytes, 128 * 1024 * 1024);
+    assert_eq!(c.part_size_bytes, 16 * 1024 * 1024);
     assert!(!c.keep_staging);
     assert_eq!(
         c.warehouse,
@@ -187,7 +187,7 @@ url = "s3://in-bucket/staging/"
 [warehouse.postgres]
 url = "host=db user=etl"
 "#);
-    assert_eq!(c.part_size_bytes, 128 * 1024 * 1024);
+    assert_eq!(c.part_size_bytes, 16 * 1024 * 1024);
     assert!(!c.keep_staging);
     assert_eq!(
         c.warehouse,
