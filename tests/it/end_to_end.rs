@@ -668,16 +668,50 @@ async fn concurrent_runs_load_each_file_once() {
         schema,
         cfg,
     } = busy_twin("e2e_conc").await;
+    let q = |s: &str| s.replace("{s}", &schema);
+    // Make them really overlap: hold the loaders' lock until both runs have discovered,
+    // cleaned and staged everything and wait for it; then let them race.
+    let mut holder = pg.client().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute(&q("LOCK TABLE {s}.etl_files IN SHARE ROW EXCLUSIVE MODE"))
+        .await
+        .unwrap();
     let runs: Vec<_> = (0..2)
         .map(|_| {
             let (cfg, cwd) = (cfg.clone(), dir.path().to_path_buf());
             std::thread::spawn(move || run_bin(&["--config", &cfg, "run"], &[], &cwd))
         })
         .collect();
-    for r in runs {
-        check(r.join().unwrap());
+    let watcher = pg.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE 'LOCK TABLE %etl_files%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two runs never both waited for the lock"
+        );
+        tokio::task::yield_now().await;
     }
-    let q = |s: &str| s.replace("{s}", &schema);
+    tx.commit().await.unwrap();
+    let outs: Vec<_> = runs.into_iter().map(|r| check(r.join().unwrap())).collect();
+    assert_eq!(
+        outs.iter()
+            .filter(|o| o.stdout.contains("recorded by a concurrent run"))
+            .count(),
+        1,
+        "exactly one run found every file taken: {outs:?}"
+    );
     assert_eq!(
         scalar(pg, &q("SELECT count(*) FROM {s}.etl_files")).await,
         40,
@@ -690,7 +724,7 @@ async fn concurrent_runs_load_each_file_once() {
     let without_loads = |v: &[String], n: usize| v[..v.len() - n].to_vec();
     let ref_loads = scalar(pg, &format!("SELECT count(*) FROM {reference}.etl_loads")).await as usize;
     let loads = scalar(pg, &q("SELECT count(*) FROM {s}.etl_loads")).await as usize;
-    assert!((1..=2).contains(&loads), "{loads} loads");
+    assert_eq!(loads, 1, "the second loader must record nothing");
     assert_eq!(without_loads(&got, loads), without_loads(&want, ref_loads));
     assert_books_balance(pg, &schema).await;
 }

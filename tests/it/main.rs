@@ -23,6 +23,7 @@ mod end_to_end;
 mod harness;
 mod pipeline;
 mod postgres_version;
+mod promises;
 mod quarantine;
 mod redshift_adapter;
 mod redshift_data_standin;

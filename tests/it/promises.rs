@@ -1,0 +1,207 @@
+//! README promises, each through the real binary on local files and PostgreSQL:
+//! `load.max_files` splits a run into several loads (an id repeated across them loads
+//! once); `staging.keep` keeps a committed load's staged objects; a failed load keeps its
+//! `<staging>/<load_id>/`; a missing bucket exits 3 with nothing recorded.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::{self, run_bin, CmdOutput, PgServer};
+
+fn event(id: u32, name: &str) -> String {
+    format!(
+        r#"{{"id":"{id:08x}-0000-4000-8000-000000000000","created_at":"2020-01-13 10:00:00","user_email":"u{id}@x.io","event_name":"{name}"}}"#
+    )
+}
+
+struct World {
+    pg: &'static PgServer,
+    dir: tempfile::TempDir,
+    schema: String,
+    config: String,
+}
+
+impl World {
+    /// `files`: (key under events/, lines). `extra`: more TOML.
+    async fn new(label: &str, files: &[(&str, Vec<String>)], extra: &str) -> World {
+        let pg = support::postgres().await;
+        let dir = tempfile::tempdir().unwrap();
+        for (key, lines) in files {
+            let p = dir.path().join("src/events").join(key);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, lines.join("\n") + "\n").unwrap();
+        }
+        let schema = pg.fresh_schema(label).await;
+        let config = dir.path().join("etl.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\nurl = \"src/events/\"\n[staging]\nurl = \"staging/\"\n[warehouse]\nschema = \"{schema}\"\n\
+                 [warehouse.postgres]\nurl = \"{}\"\n{extra}",
+                pg.url()
+            ),
+        )
+        .unwrap();
+        let w = World {
+            pg,
+            dir,
+            schema,
+            config: config.display().to_string(),
+        };
+        let out = w.cli(&["migrate"]);
+        assert_eq!(out.code(), Some(0), "{out}");
+        w
+    }
+
+    fn cli(&self, args: &[&str]) -> CmdOutput {
+        let mut full = vec!["--config", self.config.as_str()];
+        full.extend_from_slice(args);
+        run_bin(&full, &[], self.dir.path())
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<String> {
+        self.pg
+            .client()
+            .await
+            .query(&sql.replace("{s}", &self.schema), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    }
+
+    fn staging(&self) -> PathBuf {
+        self.dir.path().join("staging")
+    }
+}
+
+/// Load directories under staging (each `<load_id>/` with its manifests).
+fn load_dirs(staging: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(staging) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = rd
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_files_splits_a_run_into_loads_and_an_id_repeated_across_them_loads_once() {
+    let w = World::new(
+        "pr_split",
+        &[
+            ("2020/01/13/a.json", vec![event(1, "a"), event(2, "a")]),
+            ("2020/01/13/b.json", vec![event(3, "b")]),
+            // Id 1 again, in a later load of the same run: a duplicate, never loaded twice.
+            ("2020/01/13/c.json", vec![event(1, "c"), event(4, "c")]),
+        ],
+        "[load]\nmax_files = 2\n",
+    )
+    .await;
+    let out = w.cli(&["run"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stdout.contains("loaded 3 of 3 event files in 2 load(s)"),
+        "{out}"
+    );
+    let loads = w
+        .rows("SELECT files::text || ' ' || events_loaded::text || ' ' || duplicates::text FROM {s}.etl_loads ORDER BY load_id")
+        .await;
+    assert_eq!(loads, ["2 3 0", "1 1 1"]);
+    let ones = w
+        .rows("SELECT source_key || ' ' || event_name FROM {s}.events WHERE event_id LIKE '00000001-%'")
+        .await;
+    assert_eq!(ones, ["2020/01/13/a.json a"], "the first copy by key order wins");
+    // Committed loads leave nothing staged (staging.keep is false by default).
+    assert_eq!(load_dirs(&w.staging()), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_keep_keeps_a_committed_loads_objects() {
+    let w = World::new("pr_keep", &[("2020/01/13/a.json", vec![event(1, "a")])], "").await;
+    let out = run_bin(
+        &["--config", w.config.as_str(), "run"],
+        &[("EVENTS_ETL__STAGING__KEEP".into(), "true".into())],
+        w.dir.path(),
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
+    let loads = w.rows("SELECT load_id FROM {s}.etl_loads").await;
+    assert_eq!(
+        load_dirs(&w.staging()),
+        loads,
+        "the committed load's staging prefix stays"
+    );
+    let kept: Vec<String> = load_dirs(&w.staging().join(&loads[0]));
+    assert!(kept.iter().any(|f| f.ends_with(".manifest")), "{kept:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_load_keeps_its_staged_objects_and_records_nothing() {
+    let w = World::new("pr_fail", &[("2020/01/13/a.json", vec![event(1, "a")])], "").await;
+    w.pg.client()
+        .await
+        .batch_execute(&format!(
+            "CREATE FUNCTION {s}.boom() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; \
+             CREATE TRIGGER boom BEFORE INSERT ON {s}.etl_loads FOR EACH ROW EXECUTE FUNCTION {s}.boom();",
+            s = w.schema
+        ))
+        .await
+        .unwrap();
+    let out = w.cli(&["run"]);
+    assert_eq!(out.code(), Some(4), "{out}");
+    let dirs = load_dirs(&w.staging());
+    assert_eq!(
+        dirs.len(),
+        1,
+        "the failed load's <load_id>/ stays for inspection: {dirs:?}"
+    );
+    let staged: Vec<String> = std::fs::read_dir(w.staging().join(&dirs[0]))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!staged.is_empty(), "{staged:?}");
+    assert_eq!(w.rows("SELECT count(*)::text FROM {s}.events").await, ["0"]);
+    assert_eq!(w.rows("SELECT count(*)::text FROM {s}.etl_files").await, ["0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_exits_3_with_nothing_recorded() {
+    let pg = support::postgres().await;
+    let s3 = support::s3().await;
+    let schema = pg.fresh_schema("pr_bucket").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("etl.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nurl = \"s3://no-such-bucket/events/\"\n[staging]\nurl = \"staging/\"\n\
+             [warehouse]\nschema = \"{schema}\"\n[warehouse.postgres]\nurl = \"{}\"\n[s3]\nforce_path_style = true\n",
+            pg.url()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let env = s3.env();
+    let out = run_bin(&["--config", &cfg, "migrate"], &env, dir.path());
+    assert_eq!(out.code(), Some(0), "{out}");
+    let out = run_bin(&["--config", &cfg, "run"], &env, dir.path());
+    assert_eq!(out.code(), Some(3), "{out}");
+    assert!(out.stderr.contains("no-such-bucket"), "names the bucket: {out}");
+    let n: i64 = pg
+        .client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {schema}.etl_files) + (SELECT count(*) FROM {schema}.etl_loads) \
+                 + (SELECT count(*) FROM {schema}.etl_quarantine)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing recorded");
+}
