@@ -387,3 +387,24 @@ async fn lines_past_the_limit_are_cut_and_flagged() {
     let l = r.next_line().await.unwrap().unwrap();
     assert_eq!((l.bytes, l.too_long), (&b"short"[..], false));
 }
+
+/// A line of 3 MiB spans many 256 KiB read buffers, plain and gzipped: it is kept to the
+/// limit and flagged, nothing of it leaks into the next line, and line numbers hold.
+#[tokio::test]
+async fn a_line_over_the_limit_across_read_buffers_is_cut_once() {
+    let huge = vec![b'y'; 3 * 1024 * 1024 + 17];
+    let mut text = b"first\n".to_vec();
+    text.extend(&huge);
+    text.extend(b"\nlast\n");
+    for (bytes, key) in [(text.clone(), "k.json"), (gz(&text), "k.json")] {
+        let mut r = LineReader::open(body(bytes), key).await.unwrap();
+        let l = r.next_line().await.unwrap().unwrap();
+        assert_eq!((l.no, l.bytes, l.too_long), (1, &b"first"[..], false));
+        let l = r.next_line().await.unwrap().unwrap();
+        assert_eq!((l.no, l.bytes.len(), l.too_long), (2, SOURCE_LINE_KEEP, true));
+        assert!(l.bytes.iter().all(|&b| b == b'y'));
+        let l = r.next_line().await.unwrap().unwrap();
+        assert_eq!((l.no, l.bytes, l.too_long), (3, &b"last"[..], false));
+        assert!(r.next_line().await.unwrap().is_none());
+    }
+}
