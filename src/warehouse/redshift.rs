@@ -523,6 +523,7 @@ fn key_range(keys: &[String]) -> String {
 impl Redshift {
     /// The migration's applied rows, read again.
     async fn applied(&self) -> Result<Vec<AppliedRow>, WarehouseError> {
+        // AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
         let rows = self
             .query(
                 "read schema_migrations",
@@ -561,7 +562,8 @@ impl Redshift {
         // LOCK serialises concurrent migrators (Redshift has no advisory locks); the
         // guard then fails the batch (division by zero) when another migrator applied
         // this version while this one waited, and the bookkeeping row commits with the
-        // migration's statements or not at all. AWS: r_LOCK.html.
+        // migration's statements or not at all. AWS: r_LOCK.html; the guard:
+        // r_CASE_function.html, r_COUNT.html.
         let mut stmts = vec![
             Labeled {
                 label: label.clone(),
@@ -581,6 +583,7 @@ impl Redshift {
                 sql,
             }));
         }
+        // AWS: r_INSERT_30.html, r_GETDATE.html (one statement: its start is the time).
         stmts.push(Labeled {
             label: label.clone(),
             sql: format!(

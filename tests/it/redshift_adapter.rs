@@ -673,3 +673,26 @@ async fn describe_failures_do_not_abandon_a_running_batch() {
     assert_eq!(row.events_loaded, 2);
     assert_eq!(f.count("etl_loads").await, 1);
 }
+
+/// The batch committed but its summary cannot be read back: the load is still reported
+/// as committed (a rerun must not be told it failed), marked as summary unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_load_whose_summary_is_lost_is_still_a_success() {
+    let f = fixture("rs_summary").await;
+    let wh = f.adapter(Duration::from_secs(60)).await;
+    wh.migrate().await.expect("migrate");
+    let staged = f.stage("load-1", &[event(1), event(2)]).await;
+    // More than the SDK's 6 attempts: every try of GetStatementResult is lost.
+    for _ in 0..6 {
+        f.api.lose_next_response("GetStatementResult");
+    }
+    let row = wh
+        .load(&staged, started())
+        .await
+        .unwrap_or_else(|e| panic!("a committed load must not fail the run: {e}"))
+        .expect("row");
+    assert_eq!(row.load_id, "load-1");
+    assert!(row.status.contains("summary unavailable"), "{row:?}");
+    assert_eq!(f.count("etl_loads").await, 1);
+    assert_eq!(f.count("events").await, 2);
+}

@@ -248,6 +248,31 @@ async fn product_ddl_runs_as_batches() {
         .expect("metadata column")
         .get(0);
     assert_eq!(metadata_type, "jsonb", "SUPER maps to JSONB");
+    // Redshift enforces no PRIMARY KEY or UNIQUE, so the stand-in keeps none: a broken
+    // dedupe must show as duplicate rows (which the suites count), not as an error.
+    let keys: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.table_constraints \
+             WHERE table_schema = $1 AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+            &[&w.schema],
+        )
+        .await
+        .expect("constraints")
+        .get(0);
+    assert_eq!(keys, 0, "{}", w.evidence().await);
+    let d = run_batch(
+        &w.client,
+        &[
+            w.sql("INSERT INTO {schema}.etl_loads VALUES ('x', GETDATE(), GETDATE(), 'committed', 0, 0, 0, 0, 0, 0, 0, 0)"),
+            w.sql("INSERT INTO {schema}.etl_loads VALUES ('x', GETDATE(), GETDATE(), 'committed', 0, 0, 0, 0, 0, 0, 0, 0)"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        d.status(),
+        Some(&StatusString::Finished),
+        "a duplicate key is accepted, as on Redshift"
+    );
 
     // Describe of a finished batch: every sub-statement FINISHED, with its own id.
     let statements = [
@@ -1290,4 +1315,81 @@ async fn the_stand_in_refuses_what_redshift_refuses() {
     // The same words quoted are names Redshift accepts.
     let d = run_one(&w.client, &w.sql("CREATE TABLE {schema}.q (\"raw\" VARCHAR(10))")).await;
     assert_eq!(d.status(), Some(&StatusString::Finished), "{}", w.api.log());
+}
+
+/// VARCHAR(n) holds n bytes on Redshift (r_Character_types.html), n characters on
+/// PostgreSQL: the stand-in's COPY refuses a value over n bytes even when it has fewer
+/// than n characters, and logs it in sys_load_error_detail as Redshift does.
+#[tokio::test]
+async fn copy_counts_varchar_length_in_bytes() {
+    let w = World::new("rsd_bytes").await;
+    w.setup(&[
+        "CREATE SCHEMA {schema}",
+        "CREATE TABLE {schema}.v (id BIGINT, name VARCHAR(12))",
+    ])
+    .await;
+    // 8 characters, 16 bytes.
+    let part = w
+        .put_gz(
+            "bytes/part-0.jsonl.gz",
+            "{\"id\": 1, \"name\": \"abc\"}\n{\"id\": 2, \"name\": \"éééééééé\"}\n",
+        )
+        .await;
+    let manifest = w.put_manifest("bytes/v.manifest", &[(&part, true)]).await;
+    let d = run_one(
+        &w.client,
+        &w.sql(&format!(
+            "COPY {{schema}}.v FROM '{manifest}' IAM_ROLE {ROLE} FORMAT AS JSON 'auto' GZIP MANIFEST"
+        )),
+    )
+    .await;
+    assert_eq!(d.status(), Some(&StatusString::Failed), "{}", w.evidence().await);
+    assert!(
+        d.error().unwrap_or_default().contains("Check 'stl_load_errors'"),
+        "{:?}",
+        d.error()
+    );
+    assert_eq!(w.count("v").await, 0);
+    let logged: Vec<(String, i64, String, String)> =
+        w.pg.client()
+            .await
+            .query(
+                "SELECT TRIM(file_name), line_number, TRIM(column_name), TRIM(error_message) \
+             FROM public.sys_load_error_detail WHERE TRIM(file_name) = $1",
+                &[&part],
+            )
+            .await
+            .expect("sys_load_error_detail")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!((logged[0].1, logged[0].2.as_str()), (2, "name"));
+    assert!(
+        logged[0].3.contains("String length exceeds DDL length"),
+        "{logged:?}"
+    );
+}
+
+/// COPY of a manifest that lists no file fails on Redshift; the adapter never sends one
+/// (the warehouse suite's load without events proves the skip on this stand-in).
+#[tokio::test]
+async fn copy_of_an_empty_manifest_fails() {
+    let w = World::new("rsd_empty").await;
+    w.setup(&["CREATE SCHEMA {schema}", "CREATE TABLE {schema}.v (id BIGINT)"])
+        .await;
+    let manifest = w.put_manifest("empty/v.manifest", &[]).await;
+    let d = run_one(
+        &w.client,
+        &w.sql(&format!(
+            "COPY {{schema}}.v FROM '{manifest}' IAM_ROLE {ROLE} FORMAT AS JSON 'auto' GZIP MANIFEST"
+        )),
+    )
+    .await;
+    assert_eq!(d.status(), Some(&StatusString::Failed), "{}", w.evidence().await);
+    assert!(
+        d.error().unwrap_or_default().contains("lists no files"),
+        "{:?}",
+        d.error()
+    );
 }
