@@ -18,7 +18,7 @@ use events_etl::stage::{FileRow, StageWriter, StagedLoad};
 use events_etl::store::s3::S3Store;
 use events_etl::store::Place;
 use events_etl::warehouse::redshift::Redshift;
-use events_etl::warehouse::{Warehouse, WarehouseError};
+use events_etl::warehouse::{LoadRow, Warehouse, WarehouseError};
 use support::redshift_data::{redshift_data, DataApiServer, TEST_CLUSTER, TEST_DATABASE, TEST_DB_USER};
 
 const BUCKET: &str = "adapter-staging";
@@ -646,30 +646,35 @@ async fn no_transaction_migrations_run_outside_a_batch() {
     }
 }
 
+/// Loads two events with the next `lost` responses to `operation` lost (each request
+/// carried out, its answer never arriving); returns the fixture, the calls of
+/// `operation` the load made, and what the load returned.
+async fn load_losing(label: &str, operation: &str, lost: usize) -> (Fixture, u64, LoadRow) {
+    let f = fixture(label).await;
+    let wh = f.adapter(Duration::from_secs(60)).await;
+    wh.migrate().await.expect("migrate");
+    let staged = f.stage("load-1", &[event(1), event(2)]).await;
+    for _ in 0..lost {
+        f.api.lose_next_response(operation);
+    }
+    let before = f.api.calls(operation);
+    let row = wh
+        .load(&staged, started())
+        .await
+        .unwrap_or_else(|e| panic!("a committed load must not fail the run: {e}\n{}", f.api.log()))
+        .expect("row");
+    let calls = f.api.calls(operation) - before;
+    (f, calls, row)
+}
+
 /// DescribeStatement failing for a while (past the SDK's own retries) does not abandon a
 /// batch that may still commit: the adapter keeps describing until the statement ends,
 /// and reports the committed load as the success it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_failures_do_not_abandon_a_running_batch() {
-    let f = fixture("rs_describe").await;
-    let wh = f.adapter(Duration::from_secs(60)).await;
-    wh.migrate().await.expect("migrate");
-    let staged = f.stage("load-1", &[event(1), event(2)]).await;
-    // More than the SDK's 6 attempts of one call.
-    for _ in 0..12 {
-        f.api.lose_next_response("DescribeStatement");
-    }
-    let before = f.api.calls("DescribeStatement");
-    let row = wh
-        .load(&staged, started())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", f.api.log()))
-        .expect("row");
-    assert!(
-        f.api.calls("DescribeStatement") - before > 12,
-        "{:?}",
-        f.api.call_counts()
-    );
+    // Twice the SDK's 6 attempts of one call.
+    let (f, calls, row) = load_losing("rs_describe", "DescribeStatement", 12).await;
+    assert!(calls > 12, "{:?}", f.api.call_counts());
     assert_eq!(row.events_loaded, 2);
     assert_eq!(f.count("etl_loads").await, 1);
 }
@@ -678,19 +683,8 @@ async fn describe_failures_do_not_abandon_a_running_batch() {
 /// as committed (a rerun must not be told it failed), marked as summary unavailable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_load_whose_summary_is_lost_is_still_a_success() {
-    let f = fixture("rs_summary").await;
-    let wh = f.adapter(Duration::from_secs(60)).await;
-    wh.migrate().await.expect("migrate");
-    let staged = f.stage("load-1", &[event(1), event(2)]).await;
-    // More than the SDK's 6 attempts: every try of GetStatementResult is lost.
-    for _ in 0..6 {
-        f.api.lose_next_response("GetStatementResult");
-    }
-    let row = wh
-        .load(&staged, started())
-        .await
-        .unwrap_or_else(|e| panic!("a committed load must not fail the run: {e}"))
-        .expect("row");
+    // The SDK's 6 attempts: every try of GetStatementResult is lost.
+    let (f, _, row) = load_losing("rs_summary", "GetStatementResult", 6).await;
     assert_eq!(row.load_id, "load-1");
     assert!(row.status.contains("summary unavailable"), "{row:?}");
     assert_eq!(f.count("etl_loads").await, 1);

@@ -126,6 +126,27 @@ impl World {
         format!("s3://{BUCKET}/{key}")
     }
 
+    /// COPYs a manifest of `entries` into `{schema}.table` and asserts the COPY failed.
+    async fn copy_failing(&self, table: &str, entries: &[(&str, bool)]) -> DescribeStatementOutput {
+        let manifest = self
+            .put_manifest(&format!("{table}/copy.manifest"), entries)
+            .await;
+        let d = run_one(
+            &self.client,
+            &self.sql(&format!(
+                "COPY {{schema}}.{table} FROM '{manifest}' IAM_ROLE {ROLE} FORMAT AS JSON 'auto' GZIP MANIFEST"
+            )),
+        )
+        .await;
+        assert_eq!(
+            d.status(),
+            Some(&StatusString::Failed),
+            "{}",
+            self.evidence().await
+        );
+        d
+    }
+
     /// Writes a COPY manifest listing `entries` (url, mandatory) and returns its URL.
     async fn put_manifest(&self, key: &str, entries: &[(&str, bool)]) -> String {
         let entries: Vec<_> = entries
@@ -1335,15 +1356,7 @@ async fn copy_counts_varchar_length_in_bytes() {
             "{\"id\": 1, \"name\": \"abc\"}\n{\"id\": 2, \"name\": \"éééééééé\"}\n",
         )
         .await;
-    let manifest = w.put_manifest("bytes/v.manifest", &[(&part, true)]).await;
-    let d = run_one(
-        &w.client,
-        &w.sql(&format!(
-            "COPY {{schema}}.v FROM '{manifest}' IAM_ROLE {ROLE} FORMAT AS JSON 'auto' GZIP MANIFEST"
-        )),
-    )
-    .await;
-    assert_eq!(d.status(), Some(&StatusString::Failed), "{}", w.evidence().await);
+    let d = w.copy_failing("v", &[(&part, true)]).await;
     assert!(
         d.error().unwrap_or_default().contains("Check 'stl_load_errors'"),
         "{:?}",
@@ -1378,15 +1391,7 @@ async fn copy_of_an_empty_manifest_fails() {
     let w = World::new("rsd_empty").await;
     w.setup(&["CREATE SCHEMA {schema}", "CREATE TABLE {schema}.v (id BIGINT)"])
         .await;
-    let manifest = w.put_manifest("empty/v.manifest", &[]).await;
-    let d = run_one(
-        &w.client,
-        &w.sql(&format!(
-            "COPY {{schema}}.v FROM '{manifest}' IAM_ROLE {ROLE} FORMAT AS JSON 'auto' GZIP MANIFEST"
-        )),
-    )
-    .await;
-    assert_eq!(d.status(), Some(&StatusString::Failed), "{}", w.evidence().await);
+    let d = w.copy_failing("v", &[]).await;
     assert!(
         d.error().unwrap_or_default().contains("lists no files"),
         "{:?}",
