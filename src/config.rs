@@ -52,12 +52,21 @@ pub struct RawConfig {
     pub s3: RawS3,
     #[serde(default)]
     pub load: RawLoad,
+    #[serde(default)]
+    pub monitor: RawMonitor,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMonitor {
+    pub max_pending_age_hours: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub url: Option<String>,
+    pub retention_days: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -533,6 +542,11 @@ pub struct Config {
     /// At most this many files go into one load (one transaction); a run makes as many
     /// loads as it needs.
     pub max_files_per_load: usize,
+    /// Days after which the source deletes a file (S3 lifecycle): `status` says how many
+    /// are left for each pending file.
+    pub retention_days: u64,
+    /// `status --check` fails when a pending file is older than this.
+    pub max_pending_age_hours: u64,
 }
 
 /// Default uncompressed part size. Staging holds up to three parts in memory (the one
@@ -543,6 +557,8 @@ pub struct Config {
 pub const DEFAULT_PART_SIZE_MB: u64 = 16;
 pub const DEFAULT_SCHEMA: &str = "analytics";
 pub const DEFAULT_MAX_FILES: u64 = 5000;
+pub const DEFAULT_RETENTION_DAYS: u64 = 28;
+pub const DEFAULT_MAX_PENDING_AGE_HOURS: u64 = 24;
 
 impl Config {
     /// Phase 2: defaults, value checks and cross-field rules. No IO.
@@ -617,6 +633,26 @@ impl Config {
             return Err(invalid("load.max_files", "must be at least 1"));
         }
 
+        let retention_days = whole(
+            "source.retention_days",
+            raw.source.retention_days,
+            DEFAULT_RETENTION_DAYS,
+        )?;
+        if !(1..=3650).contains(&retention_days) {
+            return Err(invalid(
+                "source.retention_days",
+                format!("{retention_days} is outside 1..=3650"),
+            ));
+        }
+        let max_pending_age_hours = whole(
+            "monitor.max_pending_age_hours",
+            raw.monitor.max_pending_age_hours,
+            DEFAULT_MAX_PENDING_AGE_HOURS,
+        )?;
+        if max_pending_age_hours == 0 {
+            return Err(invalid("monitor.max_pending_age_hours", "must be at least 1"));
+        }
+
         let keep_staging = boolean("staging.keep", raw.staging.keep, false)?;
         let s3_force_path_style = boolean("s3.force_path_style", raw.s3.force_path_style, false)?;
 
@@ -629,6 +665,8 @@ impl Config {
             schema,
             s3_force_path_style,
             max_files_per_load: usize::try_from(max_files).unwrap_or(usize::MAX),
+            retention_days,
+            max_pending_age_hours,
         })
     }
 

@@ -38,6 +38,7 @@ mod tests {
             etag: etag.into(),
             size: 1,
             archived: false,
+            last_modified: None,
         }
     }
 

@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 
 use events_etl::config::{Config, ConfigError, WarehouseTarget};
 use events_etl::pipeline::{PipelineError, RunReport};
-use events_etl::store::{s3::S3Factory, Place};
+use events_etl::store::{s3::S3Factory, ObjectMeta, Place};
 use events_etl::warehouse::{
-    postgres::Postgres, redshift::Redshift, LoadRow, Quarantined, Warehouse, WarehouseError,
+    postgres::Postgres, redshift::Redshift, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError,
 };
 
 mod offline;
@@ -38,8 +38,18 @@ struct Cli {
         env = "EVENTS_ETL_CONFIG"
     )]
     config: PathBuf,
+    /// Log format on stderr: `text` for people, `json` (one object per line, with
+    /// `run_id` and, inside a load, `load_id`) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -48,11 +58,16 @@ enum Command {
     Migrate,
     /// Load every new file under the source prefix, once.
     Run,
-    /// Show recent loads and the files still pending.
+    /// Show recent loads, the last success and failure, pending files with their age
+    /// and the days before the source deletes them, and quarantined files.
     Status {
         /// How many recent loads to show.
         #[arg(long, default_value_t = 10)]
         limit: i64,
+        /// Exit 5 when a pending file is older than monitor.max_pending_age_hours or a
+        /// file is quarantined (for cron or any monitor), 0 otherwise.
+        #[arg(long)]
+        check: bool,
     },
     /// Clean local files offline (no warehouse): staged parts, rejects and a summary.
     Clean {
@@ -105,15 +120,32 @@ impl From<PipelineError> for Failure {
     }
 }
 
+/// Logs go to stderr. Colour only for a person at a terminal: never when stderr is a
+/// file or pipe, or when `NO_COLOR` is set (no-color.org).
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .flatten_event(true)
+            .init(),
+        LogFormat::Text => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(color).init()
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -183,7 +215,12 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             }
         }
         Command::Run => {
-            let report = pipeline.run(chrono::Utc::now()).await?;
+            let started = chrono::Utc::now();
+            let run_id = events_etl::pipeline::new_load_id(started);
+            let span = tracing::info_span!("run", run_id = %run_id);
+            let result = tracing::Instrument::instrument(pipeline.run(started), span).await;
+            record_run(warehouse.as_ref(), &run_id, started, &result).await;
+            let report = result?;
             print_run(&report);
             if !report.quarantined.is_empty() {
                 println!(
@@ -194,31 +231,151 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 return Ok(Outcome::Attention);
             }
         }
-        Command::Status { limit } => {
+        Command::Status { limit, check } => {
             let loads = warehouse.recent_loads(limit).await?;
             let (event_files, pending) = pipeline.discover().await?;
-            println!(
-                "source {}: {event_files} event files, {} pending",
-                config.source,
-                pending.len()
-            );
-            for p in pending.iter().take(20) {
-                println!("  pending {} ({} bytes)", p.key, p.size);
-            }
-            if pending.len() > 20 {
-                println!("  ... and {} more", pending.len() - 20);
-            }
-            println!("recent loads:");
-            print_loads(&loads);
             let quarantined = warehouse.quarantined(limit).await?;
-            if !quarantined.is_empty() {
-                println!("quarantined files (not loaded until a new version is uploaded):");
-                print_quarantined(&quarantined);
+            let runs = [
+                warehouse.last_run("succeeded").await?,
+                warehouse.last_run("failed").await?,
+            ];
+            let oldest = print_status(&config, event_files, &pending, &runs, &loads, &quarantined);
+            if check {
+                let max =
+                    chrono::Duration::hours(i64::try_from(config.max_pending_age_hours).unwrap_or(i64::MAX));
+                let mut failed = Vec::new();
+                if oldest.is_some_and(|a| a > max) {
+                    failed.push(format!(
+                        "a pending file is older than {} hours",
+                        config.max_pending_age_hours
+                    ));
+                }
+                if !quarantined.is_empty() {
+                    failed.push(format!("{} file(s) quarantined", quarantined.len()));
+                }
+                if !failed.is_empty() {
+                    println!("check: FAILED ({})", failed.join("; "));
+                    return Ok(Outcome::Attention);
+                }
+                println!("check: ok");
             }
         }
         Command::Clean { .. } => {}
     }
     Ok(Outcome::Done)
+}
+
+/// Prints `status`; returns the age of the oldest pending file, when known.
+fn print_status(
+    config: &Config,
+    event_files: usize,
+    pending: &[ObjectMeta],
+    runs: &[Option<RunRow>],
+    loads: &[LoadRow],
+    quarantined: &[Quarantined],
+) -> Option<chrono::Duration> {
+    let now = chrono::Utc::now();
+    let hours = |d: chrono::Duration| d.num_seconds() as f64 / 3600.0;
+    println!(
+        "source {}: {event_files} event files, {} pending",
+        config.source,
+        pending.len()
+    );
+    let age = |p: &ObjectMeta| p.last_modified.map(|t| now - t);
+    for p in pending.iter().take(20) {
+        match age(p) {
+            Some(a) => println!(
+                "  pending {} ({} bytes), {:.1} hours old, {:.1} days before the source deletes it",
+                p.key,
+                p.size,
+                hours(a),
+                config.retention_days as f64 - hours(a) / 24.0
+            ),
+            None => println!("  pending {} ({} bytes), age unknown", p.key, p.size),
+        }
+    }
+    if pending.len() > 20 {
+        println!("  ... and {} more", pending.len() - 20);
+    }
+    let oldest = pending.iter().filter_map(age).max();
+    if let Some(a) = oldest {
+        println!(
+            "oldest pending file: {:.1} hours old (alert above {} hours; the source deletes files after {} days)",
+            hours(a),
+            config.max_pending_age_hours,
+            config.retention_days
+        );
+    }
+    for (status, run) in ["succeeded", "failed"].iter().zip(runs) {
+        match run {
+            Some(r) => println!(
+                "last {status} run: {} finished {} ({} loads, {} files, {} events){}",
+                r.run_id,
+                r.finished_at,
+                r.loads,
+                r.files,
+                r.events_loaded,
+                r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+            None => println!("last {status} run: none recorded"),
+        }
+    }
+    println!("recent loads:");
+    print_loads(loads);
+    if !quarantined.is_empty() {
+        println!("quarantined files (not loaded until a new version is uploaded):");
+        print_quarantined(quarantined);
+    }
+    oldest
+}
+
+/// Records the run in `etl_runs`, succeeded or failed, in its own statement: a failed
+/// run leaves a trace whenever the warehouse is reachable. Best effort: a run's own
+/// outcome is never changed by a failure to record it.
+async fn record_run(
+    warehouse: &dyn Warehouse,
+    run_id: &str,
+    started: chrono::DateTime<chrono::Utc>,
+    result: &Result<RunReport, PipelineError>,
+) {
+    let (status, error, loads, files, events, rejects) = match result {
+        Ok(r) => (
+            "succeeded",
+            None,
+            r.loads.len() as i64,
+            r.loads.iter().map(|l| l.files).sum(),
+            r.loads.iter().map(|l| l.events_loaded).sum(),
+            r.loads.iter().map(|l| l.rejects).sum(),
+        ),
+        Err(e) => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            let mut end = text.len().min(events_etl::warehouse::MAX_RUN_ERROR);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            ("failed", Some(text), 0, 0, 0, 0)
+        }
+    };
+    let row = RunRow {
+        run_id: run_id.to_owned(),
+        started_at: started.naive_utc(),
+        finished_at: chrono::Utc::now().naive_utc(),
+        status: status.to_owned(),
+        error,
+        loads,
+        files,
+        events_loaded: events,
+        rejects,
+    };
+    if let Err(e) = warehouse.record_run(&row).await {
+        tracing::warn!(run_id, error = %e, "could not record the run in etl_runs");
+    }
 }
 
 fn print_quarantined(files: &[Quarantined]) {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use thiserror::Error;
+use tracing::Instrument as _;
 
 use crate::clean::{Cleaner, FileTally, LineOutcome, Reason, Reject};
 use crate::discover;
@@ -207,12 +208,22 @@ impl Pipeline {
             loop {
                 let started = Utc::now();
                 let load_id = new_load_id(started);
-                let (staged, set_aside) = self.stage(&cleaner, &load_id, &files).await?;
+                // Every log line of this load carries its id (JSON logs: in `spans`).
+                let span = tracing::info_span!("load", load_id = %load_id);
+                let (staged, set_aside) = self
+                    .stage(&cleaner, &load_id, &files)
+                    .instrument(span.clone())
+                    .await?;
                 self.quarantine(&set_aside, &mut report).await?;
                 let committed = if staged.files_staged == 0 {
                     None // every file of the chunk vanished or was set aside
                 } else {
-                    match self.warehouse.load(&staged, started.naive_utc()).await {
+                    match self
+                        .warehouse
+                        .load(&staged, started.naive_utc())
+                        .instrument(span.clone())
+                        .await
+                    {
                         Ok(row) => row,
                         Err(WarehouseError::Refused {
                             statement,
@@ -246,7 +257,7 @@ impl Pipeline {
                     }
                 };
                 if let Some(row) = committed {
-                    telemetry::load_committed(&row);
+                    span.in_scope(|| telemetry::load_committed(&row));
                     report.loads.push(row);
                 }
                 if !self.keep_staging {

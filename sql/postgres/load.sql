@@ -144,3 +144,15 @@ SELECT source_key, etag, size_bytes, reason, detail, quarantined_at
 FROM {schema}.etl_quarantine
 ORDER BY quarantined_at DESC, source_key
 LIMIT $1;
+
+-- name: record_run
+INSERT INTO {schema}.etl_runs
+    (run_id, started_at, finished_at, status, error, loads, files, events_loaded, rejects)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
+
+-- name: last_run
+SELECT run_id, started_at, finished_at, status, error, loads, files, events_loaded, rejects
+FROM {schema}.etl_runs
+WHERE status = $1
+ORDER BY started_at DESC, run_id DESC
+LIMIT 1;

@@ -230,3 +230,19 @@ FROM sys_load_error_detail
 WHERE LEFT(TRIM(file_name), {prefix_len}) = {parts_prefix}
 ORDER BY start_time DESC
 LIMIT 20;
+
+-- name: record_run
+-- One run, succeeded or failed; its own statement, outside any load's transaction.
+-- AWS: r_INSERT_30.html, r_CAST_function.html
+INSERT INTO {schema}.etl_runs
+    (run_id, started_at, finished_at, status, error, loads, files, events_loaded, rejects)
+VALUES ({run_id}, CAST({started_at} AS TIMESTAMP), CAST({finished_at} AS TIMESTAMP), {status}, {error},
+        {loads}, {files}, {events_loaded}, {rejects});
+
+-- name: last_run
+-- AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
+SELECT run_id, started_at, finished_at, status, error, loads, files, events_loaded, rejects
+FROM {schema}.etl_runs
+WHERE status = {status}
+ORDER BY started_at DESC, run_id DESC
+LIMIT 1;

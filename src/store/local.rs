@@ -60,6 +60,7 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
                 etag: format!("{:x}-{mtime:x}", md.len()),
                 size: md.len(),
                 archived: false,
+                last_modified: md.modified().ok().map(chrono::DateTime::<chrono::Utc>::from),
             });
         }
     }

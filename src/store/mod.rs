@@ -25,6 +25,9 @@ pub struct ObjectMeta {
     /// Listed in an archive storage class (S3 GLACIER, DEEP_ARCHIVE): not readable until
     /// restored, so it is quarantined rather than read.
     pub archived: bool,
+    /// When the object was written (S3 LastModified, the file's mtime): how old a
+    /// pending file is, and how long before the source deletes it.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A streaming object body.

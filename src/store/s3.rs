@@ -102,6 +102,9 @@ impl ObjectStore for S3Store {
                     archived: o
                         .storage_class()
                         .is_some_and(|c| matches!(c.as_str(), "GLACIER" | "DEEP_ARCHIVE")),
+                    last_modified: o
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
                 });
             }
         }

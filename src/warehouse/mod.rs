@@ -100,6 +100,25 @@ impl Quarantined {
     }
 }
 
+/// A row of `etl_runs`: one `events-etl run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    pub run_id: String,
+    pub started_at: NaiveDateTime,
+    pub finished_at: NaiveDateTime,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    /// What failed, for a failed run.
+    pub error: Option<String>,
+    pub loads: i64,
+    pub files: i64,
+    pub events_loaded: i64,
+    pub rejects: i64,
+}
+
+/// Longest `etl_runs.error` kept (the column holds 4096 bytes).
+pub const MAX_RUN_ERROR: usize = 3000;
+
 /// A migration applied by [`Warehouse::migrate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedMigration {
@@ -189,6 +208,12 @@ pub trait Warehouse: Send + Sync {
 
     /// The quarantined file versions, newest first.
     async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, WarehouseError>;
+
+    /// Records one run in `etl_runs`, in a transaction of its own.
+    async fn record_run(&self, run: &RunRow) -> Result<(), WarehouseError>;
+
+    /// The latest run with this status (`succeeded` or `failed`), if any.
+    async fn last_run(&self, status: &str) -> Result<Option<RunRow>, WarehouseError>;
 }
 
 /// The `source_key` of row `n` (1-based) of the staged parts `part_urls`, read in order:

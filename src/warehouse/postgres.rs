@@ -15,7 +15,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use super::statements::{split_statements, with_schema, Statements};
-use super::{AppliedMigration, LoadRow, Quarantined, Warehouse, WarehouseError};
+use super::{AppliedMigration, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError};
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::read::{GzipEnd, LineReader};
 use crate::stage::rows::MAX_STAGED_ROW_BYTES;
@@ -26,7 +26,7 @@ const LOAD_SQL: &str = include_str!("../../sql/postgres/load.sql");
 const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 19] = [
+pub const STATEMENTS: [&str; 21] = [
     "lock",
     "clear_stage",
     "create_raw",
@@ -46,6 +46,8 @@ pub const STATEMENTS: [&str; 19] = [
     "recorded_versions",
     "quarantine",
     "quarantined",
+    "record_run",
+    "last_run",
 ];
 
 /// One connection; loads are serialised on it (and across processes by the table lock).
@@ -567,6 +569,46 @@ impl Warehouse for Postgres {
                 quarantined_at: r.get(5),
             })
             .collect())
+    }
+
+    async fn record_run(&self, r: &RunRow) -> Result<(), WarehouseError> {
+        let client = self.client.lock().await;
+        self.exec(
+            &*client,
+            "record_run",
+            &[
+                &r.run_id,
+                &r.started_at,
+                &r.finished_at,
+                &r.status,
+                &r.error,
+                &r.loads,
+                &r.files,
+                &r.events_loaded,
+                &r.rejects,
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn last_run(&self, status: &str) -> Result<Option<RunRow>, WarehouseError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(self.sql.get("last_run"), &[&status])
+            .await
+            .map_err(|e| self.stmt_err("last_run", &e))?;
+        Ok(row.map(|r| RunRow {
+            run_id: r.get(0),
+            started_at: r.get(1),
+            finished_at: r.get(2),
+            status: r.get(3),
+            error: r.get(4),
+            loads: r.get(5),
+            files: r.get(6),
+            events_loaded: r.get(7),
+            rejects: r.get(8),
+        }))
     }
 
     async fn recent_loads(&self, limit: i64) -> Result<Vec<LoadRow>, WarehouseError> {

@@ -16,7 +16,7 @@ use chrono::{NaiveDateTime, Utc};
 use tokio::time::Instant;
 
 use super::statements::{split_statements, with_schema, Statements};
-use super::{AppliedMigration, LoadRow, Quarantined, Warehouse, WarehouseError};
+use super::{AppliedMigration, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError};
 use crate::config::{RedshiftConfig, RedshiftTarget};
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::stage::StagedLoad;
@@ -857,6 +857,49 @@ impl Warehouse for Redshift {
             .collect())
     }
 
+    async fn record_run(&self, r: &RunRow) -> Result<(), WarehouseError> {
+        // Error text may hold anything: no backslash reaches a Redshift literal.
+        let error = r
+            .error
+            .as_deref()
+            .map_or_else(|| "NULL".to_owned(), |e| lit(&e.replace('\\', "/")));
+        let sql = self
+            .sql
+            .get("record_run")
+            .replace("{run_id}", &lit(&r.run_id))
+            .replace(
+                "{started_at}",
+                &lit(&r.started_at.format(TIME_FORMAT).to_string()),
+            )
+            .replace(
+                "{finished_at}",
+                &lit(&r.finished_at.format(TIME_FORMAT).to_string()),
+            )
+            .replace("{status}", &lit(&r.status))
+            .replace("{loads}", &r.loads.to_string())
+            .replace("{files}", &r.files.to_string())
+            .replace("{events_loaded}", &r.events_loaded.to_string())
+            .replace("{rejects}", &r.rejects.to_string())
+            .replace("{error}", &error);
+        self.execute("record_run", &sql).await.map(|_| ())
+    }
+
+    async fn last_run(&self, status: &str) -> Result<Option<RunRow>, WarehouseError> {
+        let sql = self.sql.get("last_run").replace("{status}", &lit(status));
+        let rows = self.query("last_run", &sql).await?;
+        Ok(rows.first().filter(|r| r.len() >= 9).map(|r| RunRow {
+            run_id: text(&r[0]).unwrap_or_default(),
+            started_at: timestamp(&r[1]),
+            finished_at: timestamp(&r[2]),
+            status: text(&r[3]).unwrap_or_default(),
+            error: text(&r[4]),
+            loads: long(&r[5]),
+            files: long(&r[6]),
+            events_loaded: long(&r[7]),
+            rejects: long(&r[8]),
+        }))
+    }
+
     async fn recent_loads(&self, limit: i64) -> Result<Vec<LoadRow>, WarehouseError> {
         let sql = self
             .sql
@@ -872,7 +915,7 @@ mod tests {
     use super::*;
 
     /// The other statements: COPYs and their checks (added per non-empty stream), queries.
-    const OTHER_STATEMENTS: [&str; 9] = [
+    const OTHER_STATEMENTS: [&str; 11] = [
         "copy_files",
         "copy_events",
         "copy_rejects",
@@ -882,6 +925,8 @@ mod tests {
         "load_errors",
         "quarantine",
         "quarantined",
+        "record_run",
+        "last_run",
     ];
 
     #[test]

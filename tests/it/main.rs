@@ -21,6 +21,7 @@ mod config;
 mod dialects;
 mod end_to_end;
 mod harness;
+mod operations;
 mod pipeline;
 mod postgres_version;
 mod promises;

@@ -30,6 +30,7 @@ impl ObjectStore for Expiring {
             etag: "gone".into(),
             size: 10,
             archived: false,
+            last_modified: None,
         }));
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)

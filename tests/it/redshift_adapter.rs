@@ -361,6 +361,19 @@ async fn every_statement_sent_parses_as_redshift() {
     );
     wh.quarantine(&[q]).await.expect("quarantine");
     assert_eq!(wh.quarantined(10).await.expect("quarantined").len(), 1);
+    let run = events_etl::warehouse::RunRow {
+        run_id: "run-1".into(),
+        started_at: started(),
+        finished_at: started(),
+        status: "failed".into(),
+        error: Some("it's C:\\broken".into()),
+        loads: 0,
+        files: 0,
+        events_loaded: 0,
+        rejects: 0,
+    };
+    wh.record_run(&run).await.expect("record_run");
+    assert!(wh.last_run("failed").await.expect("last_run").is_some());
     // A failing COPY, for the error lookup.
     let staged = f.stage("load-2", &[event(3)]).await;
     let manifest: serde_json::Value =

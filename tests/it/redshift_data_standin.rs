@@ -249,6 +249,7 @@ async fn product_ddl_runs_as_batches() {
             "etl_files",
             "etl_loads",
             "etl_quarantine",
+            "etl_runs",
             "event_rejects",
             "events",
             "schema_migrations",

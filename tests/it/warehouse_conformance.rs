@@ -171,10 +171,11 @@ async fn load(wh: &dyn Warehouse, staged: &StagedLoad, started: &str) -> LoadRow
 // ---------------------------------------------------------------------------------------
 
 /// In byte order, as `ORDER BY` in a bytewise collation sorts them.
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "etl_files",
     "etl_loads",
     "etl_quarantine",
+    "etl_runs",
     "event_rejects",
     "events",
     "schema_migrations",
@@ -367,6 +368,47 @@ pub async fn quarantine_settles_a_version(wh: &dyn Warehouse, cx: &Cx) {
     );
     assert!(!settled.contains(&("q/bad.json".to_owned(), "e-2".to_owned())));
     assert_eq!(wh.quarantined(10).await.expect("quarantined"), [bad]);
+}
+
+/// Runs are recorded and read back: the latest of each status, with the error text of a
+/// failed one exactly as given (quotes and backslashes included).
+pub async fn runs_are_recorded(wh: &dyn Warehouse, cx: &Cx) {
+    use events_etl::warehouse::RunRow;
+    migrated(wh).await;
+    let run = |id: &str, at: &str, status: &str, error: Option<&str>| RunRow {
+        run_id: id.into(),
+        started_at: self::at(at),
+        finished_at: self::at(at),
+        status: status.into(),
+        error: error.map(str::to_owned),
+        loads: 1,
+        files: 2,
+        events_loaded: 3,
+        rejects: 4,
+    };
+    assert_eq!(wh.last_run("failed").await.expect("last_run"), None);
+    let failed = run(
+        "r1",
+        "2024-06-01 00:00:00",
+        "failed",
+        Some("statement `x` failed: it's 'quoted'"),
+    );
+    wh.record_run(&failed).await.expect("record");
+    wh.record_run(&run("r2", "2024-06-02 00:00:00", "succeeded", None))
+        .await
+        .expect("record");
+    wh.record_run(&run("r3", "2024-06-03 00:00:00", "succeeded", None))
+        .await
+        .expect("record");
+    assert_eq!(wh.last_run("failed").await.expect("last_run"), Some(failed));
+    assert_eq!(
+        wh.last_run("succeeded")
+            .await
+            .expect("last_run")
+            .map(|r| r.run_id),
+        Some("r3".to_owned())
+    );
+    let _ = cx;
 }
 
 /// A second adapter can migrate (so a refused migrate released its lock).
@@ -1416,6 +1458,7 @@ macro_rules! every_check {
                 absent_and_null_metadata_load_as_sql_null,
                 times_and_invalid_ips,
                 quarantine_settles_a_version,
+                runs_are_recorded,
                 migrate_refuses_edited,
                 migrate_refuses_unknown_version,
                 operations_before_migrate_say_migrate,

@@ -1,0 +1,234 @@
+//! Operating it unattended, through the real binary: every run is recorded in
+//! `etl_runs` (a failure too, outside the failed load's transaction); `status` shows
+//! pending files' age and the days before the source deletes them, the last success and
+//! failure; `status --check` exits 5 on an old pending file or a quarantined one; JSON
+//! logs carry the run and load ids; redirected logs carry no ANSI codes; passwords never
+//! appear.
+
+use std::time::{Duration, SystemTime};
+
+use crate::support::{self, run_bin, CmdOutput, PgServer};
+
+fn event(n: u32) -> String {
+    format!(
+        r#"{{"id":"{n:08x}-0000-4000-8000-000000000000","created_at":"2020-01-13 10:00:00","user_email":"u{n}@x.io","event_name":"e"}}"#
+    )
+}
+
+struct World {
+    pg: &'static PgServer,
+    dir: tempfile::TempDir,
+    schema: String,
+    config: String,
+}
+
+impl World {
+    async fn new(label: &str) -> World {
+        let pg = support::postgres().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src/events/2020/01/13")).unwrap();
+        let schema = pg.fresh_schema(label).await;
+        let config = dir.path().join("etl.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\nurl = \"src/events/\"\n[staging]\nurl = \"staging/\"\n[warehouse]\nschema = \"{schema}\"\n\
+                 [warehouse.postgres]\nurl = \"{}\"\n",
+                pg.url()
+            ),
+        )
+        .unwrap();
+        let w = World {
+            pg,
+            dir,
+            schema,
+            config: config.display().to_string(),
+        };
+        assert_eq!(w.cli(&["migrate"], &[]).code(), Some(0));
+        w
+    }
+
+    /// Writes a source file, last modified `age` ago.
+    fn file(&self, name: &str, lines: &[String], age: Duration) {
+        let p = self.dir.path().join("src/events/2020/01/13").join(name);
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> CmdOutput {
+        let mut full = vec!["--config", self.config.as_str()];
+        full.extend_from_slice(args);
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        run_bin(&full, &env, self.dir.path())
+    }
+
+    async fn runs(&self) -> Vec<(String, Option<String>)> {
+        self.pg
+            .client()
+            .await
+            .query(
+                &format!(
+                    "SELECT status, error FROM {}.etl_runs ORDER BY started_at",
+                    self.schema
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_run_is_recorded_and_status_shows_the_last_success_and_failure() {
+    let w = World::new("ops_runs").await;
+    w.file("a.json", &[event(1)], Duration::ZERO);
+    w.pg.client()
+        .await
+        .batch_execute(&format!(
+            "CREATE FUNCTION {s}.boom() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; \
+             CREATE TRIGGER boom BEFORE INSERT ON {s}.etl_loads FOR EACH ROW EXECUTE FUNCTION {s}.boom();",
+            s = w.schema
+        ))
+        .await
+        .unwrap();
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(4), "{out}");
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].0, "failed");
+    assert!(
+        runs[0]
+            .1
+            .as_deref()
+            .unwrap_or_default()
+            .contains("simulated failure"),
+        "{runs:?}"
+    );
+    let out = w.cli(&["status"], &[]);
+    assert!(out.stdout.contains("last succeeded run: none recorded"), "{out}");
+    assert!(
+        out.stdout.contains("last failed run") && out.stdout.contains("simulated failure"),
+        "{out}"
+    );
+
+    w.pg.client()
+        .await
+        .batch_execute(&format!("DROP TRIGGER boom ON {}.etl_loads", w.schema))
+        .await
+        .unwrap();
+    assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!((runs[1].0.as_str(), runs[1].1.as_deref()), ("succeeded", None));
+    let out = w.cli(&["status"], &[]);
+    assert!(
+        out.stdout.contains("last succeeded run") && out.stdout.contains("(1 loads, 1 files, 1 events)"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_check_alerts_on_old_pending_files_and_quarantined_ones() {
+    let w = World::new("ops_check").await;
+    // Two days old: past the 24-hour alert, 26 days before a 28-day source deletes it.
+    w.file("old.json", &[event(1)], Duration::from_secs(48 * 3600));
+    let out = w.cli(&["status", "--check"], &[]);
+    assert_eq!(out.code(), Some(5), "{out}");
+    assert!(
+        out.stdout
+            .contains("48.0 hours old, 26.0 days before the source deletes it"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("check: FAILED (a pending file is older than 24 hours)"),
+        "{out}"
+    );
+    // A new file is no alarm; the old one loaded, all is well.
+    w.file("new.json", &[event(2)], Duration::ZERO);
+    assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
+    let out = w.cli(&["status", "--check"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("check: ok"), "{out}");
+    // A quarantined file is an alarm until a new version loads.
+    w.file("poison.json", &[event(3)], Duration::ZERO);
+    let key = "2020/01/13/poison.json";
+    assert_eq!(
+        w.cli(&["run"], &[("EVENTS_ETL_TEST_POISON_KEY", key)]).code(),
+        Some(5)
+    );
+    let out = w.cli(&["status", "--check"], &[]);
+    assert_eq!(out.code(), Some(5), "{out}");
+    assert!(out.stdout.contains("1 file(s) quarantined"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_run_and_load_ids_and_text_logs_no_ansi() {
+    let w = World::new("ops_logs").await;
+    w.file("a.json", &[event(1), "not json".into()], Duration::ZERO);
+    let out = w.cli(&["--log-format", "json", "run"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let lines: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    assert!(!lines.is_empty(), "{out}");
+    let with = |field: &str| {
+        lines
+            .iter()
+            .filter(|l| {
+                l["spans"]
+                    .as_array()
+                    .is_some_and(|spans| spans.iter().any(|s| s.get(field).is_some()))
+            })
+            .count()
+    };
+    assert!(with("run_id") > 0, "no line carries run_id: {out}");
+    assert!(with("load_id") > 0, "no line carries load_id: {out}");
+    // Redirected (not a terminal): no colour codes.
+    w.file("b.json", &[event(2), "not json".into()], Duration::ZERO);
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(!out.stderr.is_empty());
+    assert!(
+        !out.stderr.contains('\u{1b}'),
+        "ANSI codes in redirected logs: {:?}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_password_in_the_warehouse_url_never_appears() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    let cfg = dir.path().join("etl.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nurl = \"src/\"\n[staging]\nurl = \"staging/\"\n[warehouse.postgres]\n\
+             url = \"postgresql://etl:Sup3rSecretPw@127.0.0.1:{port}/postgres?connect_timeout=5\"\n"
+        ),
+    )
+    .unwrap();
+    for cmd in ["migrate", "run", "status"] {
+        let out = run_bin(&["--config", &cfg.display().to_string(), cmd], &[], dir.path());
+        assert_eq!(out.code(), Some(4), "{out}");
+        assert!(
+            !out.stderr.contains("Sup3rSecretPw") && !out.stdout.contains("Sup3rSecretPw"),
+            "{out}"
+        );
+    }
+}
