@@ -14,6 +14,7 @@ pub mod discover;
 pub mod migrate;
 pub mod pipeline;
 pub mod read;
+pub mod report;
 pub mod stage;
 pub mod store;
 pub mod telemetry;

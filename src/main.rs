@@ -57,7 +57,16 @@ enum Command {
     /// Create or upgrade the warehouse tables.
     Migrate,
     /// Load every new file under the source prefix, once.
-    Run,
+    Run {
+        /// Write Prometheus metrics here at the end of every run, failed or not
+        /// (atomically, for node_exporter's textfile collector).
+        #[arg(long, value_name = "PATH")]
+        metrics_file: Option<PathBuf>,
+        /// Write a JSON report of the run here: run and load ids, per-file counts,
+        /// rejects by reason, seconds per step.
+        #[arg(long, value_name = "PATH")]
+        report_json: Option<PathBuf>,
+    },
     /// Show recent loads, the last success and failure, pending files with their age
     /// and the days before the source deletes them, and quarantined files.
     Status {
@@ -157,9 +166,16 @@ fn main() -> ExitCode {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Attention) => ExitCode::from(EXIT_QUARANTINED),
         Err(f) => {
-            eprintln!("error: {}", f.error);
+            // Each cause once: a wrapper often repeats its source's words.
+            let mut said = vec![f.error.to_string()];
+            eprintln!("error: {}", said[0]);
             for cause in f.error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if said.iter().any(|s| s.contains(&text)) {
+                    continue;
+                }
+                eprintln!("  caused by: {text}");
+                said.push(text);
             }
             ExitCode::from(f.code)
         }
@@ -214,12 +230,36 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 println!("applied migration {:04}_{}", m.version, m.name);
             }
         }
-        Command::Run => {
+        Command::Run {
+            metrics_file,
+            report_json,
+        } => {
             let started = chrono::Utc::now();
             let run_id = events_etl::pipeline::new_load_id(started);
             let span = tracing::info_span!("run", run_id = %run_id);
             let result = tracing::Instrument::instrument(pipeline.run(started), span).await;
             record_run(warehouse.as_ref(), &run_id, started, &result).await;
+            if metrics_file.is_some() || report_json.is_some() {
+                let summary = summarise(
+                    &pipeline,
+                    warehouse.as_ref(),
+                    &run_id,
+                    started,
+                    &result,
+                    metrics_file.is_some(),
+                )
+                .await;
+                for (path, text) in [
+                    (metrics_file, events_etl::report::prometheus(&summary)),
+                    (report_json, events_etl::report::json(&summary)),
+                ] {
+                    if let Some(path) = path {
+                        if let Err(e) = events_etl::report::write_atomically(&path, &text) {
+                            tracing::error!(path = %path.display(), error = %e, "could not write the run's metrics or report");
+                        }
+                    }
+                }
+            }
             let report = result?;
             print_run(&report);
             if !report.quarantined.is_empty() {
@@ -329,6 +369,66 @@ fn print_status(
     oldest
 }
 
+/// An error and its causes on one line, each message once.
+fn error_chain(e: &PipelineError) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// What the metrics and the report say about a finished run. The listing (for pending
+/// files) is only redone when metrics were asked for; what cannot be learned (the
+/// warehouse or the source unreachable after a failure) is left out.
+async fn summarise<'a>(
+    pipeline: &events_etl::pipeline::Pipeline,
+    warehouse: &dyn Warehouse,
+    run_id: &'a str,
+    started: chrono::DateTime<chrono::Utc>,
+    result: &'a Result<RunReport, PipelineError>,
+    list_pending: bool,
+) -> events_etl::report::RunSummary<'a> {
+    let finished = chrono::Utc::now();
+    let last_success = match result {
+        Ok(_) => Some(finished),
+        Err(_) => warehouse
+            .last_run("succeeded")
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.finished_at.and_utc()),
+    };
+    let pending = if list_pending {
+        pipeline.discover().await.ok().map(|(_, files)| {
+            let oldest = files
+                .iter()
+                .filter_map(|f| f.last_modified)
+                .min()
+                .map(|t| finished - t);
+            (files.len(), oldest)
+        })
+    } else {
+        None
+    };
+    let quarantined = warehouse.quarantined(1_000_000).await.ok().map(|q| q.len());
+    events_etl::report::RunSummary {
+        run_id,
+        started,
+        finished,
+        report: result.as_ref().ok(),
+        error: result.as_ref().err().map(error_chain),
+        last_success,
+        pending,
+        quarantined,
+    }
+}
+
 /// Records the run in `etl_runs`, succeeded or failed, in its own statement: a failed
 /// run leaves a trace whenever the warehouse is reachable. Best effort: a run's own
 /// outcome is never changed by a failure to record it.
@@ -348,12 +448,7 @@ async fn record_run(
             r.loads.iter().map(|l| l.rejects).sum(),
         ),
         Err(e) => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
+            let mut text = error_chain(e);
             let mut end = text.len().min(events_etl::warehouse::MAX_RUN_ERROR);
             while !text.is_char_boundary(end) {
                 end -= 1;

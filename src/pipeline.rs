@@ -1,7 +1,9 @@
 //! One run, step by step: discover -> clean -> stage -> load (COPY + MERGE) -> record.
 //! Nothing but orchestration: each step lives in its own module.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use thiserror::Error;
@@ -39,11 +41,27 @@ pub struct RunReport {
     pub loads: Vec<LoadRow>,
     /// File versions this run quarantined instead of loading.
     pub quarantined: Vec<Quarantined>,
+    /// The files of the committed loads, as cleaned and staged.
+    pub files: Vec<FileRow>,
+    /// Rejects of the committed loads' files, by reason.
+    pub rejects_by_reason: BTreeMap<Reason, u64>,
+    /// Seconds spent per step: `discover`, `stage` (read, clean, stage), `load`.
+    pub seconds: BTreeMap<&'static str, f64>,
+}
+
+/// What staging one load produced.
+struct Staged {
+    load: StagedLoad,
+    set_aside: Vec<Quarantined>,
+    files: Vec<FileRow>,
+    reasons: BTreeMap<Reason, u64>,
 }
 
 /// The result of cleaning one file into a stage writer.
 pub struct CleanedFile {
     pub tally: FileTally,
+    /// Rejects staged for the file, by reason.
+    pub reasons: BTreeMap<Reason, u64>,
 }
 
 /// Cleans one object's lines into `w`, recording rows and rejects.
@@ -73,6 +91,7 @@ pub async fn clean_object(
     let checkpoint = w.checkpoint();
     let mut reader = LineReader::open(body, key).await.map_err(read_err)?;
     let mut tally = FileTally::default();
+    let mut reasons = BTreeMap::new();
     let mut rejects_logged = 0u64;
     while let Some(line) = reader.next_line().await.map_err(read_err)? {
         let outcome = match line.cut {
@@ -83,7 +102,7 @@ pub async fn clean_object(
             None => cleaner.clean_line(line.no, line.bytes, line.too_long),
         };
         tally.add(&outcome);
-        emit(w, key, line.no, outcome, &mut rejects_logged)?;
+        emit(w, key, line.no, outcome, &mut rejects_logged, &mut reasons)?;
         w.flush_full().await?;
     }
     match reader.gzip_end() {
@@ -102,13 +121,14 @@ pub async fn clean_object(
             });
             tally = FileTally::default();
             tally.add(&outcome);
-            emit(w, key, 1, outcome, &mut 0)?;
+            reasons.clear();
+            emit(w, key, 1, outcome, &mut 0, &mut reasons)?;
         }
         Some(GzipEnd::Truncated(at)) => telemetry::gzip_truncated(key, at, tally.lines),
         Some(GzipEnd::Verified { .. }) | None => {}
     }
     telemetry::file_cleaned(key, &tally);
-    Ok(CleanedFile { tally })
+    Ok(CleanedFile { tally, reasons })
 }
 
 /// The `raw` text of the reject for a line that gzip data ended inside: what happened,
@@ -133,9 +153,11 @@ fn emit(
     no: u64,
     outcome: LineOutcome<'_>,
     nth: &mut u64,
+    reasons: &mut BTreeMap<Reason, u64>,
 ) -> Result<(), StageError> {
     let mut reject = |w: &mut StageWriter, r: &Reject<'_>| {
         *nth += 1;
+        *reasons.entry(r.reason).or_insert(0) += 1;
         telemetry::line_rejected(key, no, r.reason, *nth);
         w.reject(key, no, r)
     };
@@ -195,11 +217,16 @@ impl Pipeline {
     /// and loaded. Anything else (throttling, a dropped connection, a full disk) fails the
     /// run with nothing of the load recorded; the next run retries it.
     pub async fn run(&self, now: DateTime<Utc>) -> Result<RunReport, PipelineError> {
+        let t = Instant::now();
         let (event_files, pending) = self.discover().await?;
         let mut report = RunReport {
             event_files,
             pending: pending.len(),
             ..RunReport::default()
+        };
+        report.seconds.insert("discover", t.elapsed().as_secs_f64());
+        let timed = |report: &mut RunReport, step: &'static str, t: Instant| {
+            *report.seconds.entry(step).or_insert(0.0) += t.elapsed().as_secs_f64();
         };
         let cleaner = Cleaner::new(now);
         for chunk in pending.chunks(self.max_files_per_load) {
@@ -210,11 +237,19 @@ impl Pipeline {
                 let load_id = new_load_id(started);
                 // Every log line of this load carries its id (JSON logs: in `spans`).
                 let span = tracing::info_span!("load", load_id = %load_id);
-                let (staged, set_aside) = self
+                let t = Instant::now();
+                let Staged {
+                    load: staged,
+                    set_aside,
+                    files: file_rows,
+                    reasons,
+                } = self
                     .stage(&cleaner, &load_id, &files)
                     .instrument(span.clone())
                     .await?;
+                timed(&mut report, "stage", t);
                 self.quarantine(&set_aside, &mut report).await?;
+                let t = Instant::now();
                 let committed = if staged.files_staged == 0 {
                     None // every file of the chunk vanished or was set aside
                 } else {
@@ -250,14 +285,20 @@ impl Pipeline {
                                 Utc::now().naive_utc(),
                             );
                             self.quarantine(&[q], &mut report).await?;
+                            timed(&mut report, "load", t);
                             // The failed load's staged objects stay for inspection.
                             continue;
                         }
                         Err(e) => return Err(e.into()),
                     }
                 };
+                timed(&mut report, "load", t);
                 if let Some(row) = committed {
                     span.in_scope(|| telemetry::load_committed(&row));
+                    report.files.extend(file_rows);
+                    for (reason, n) in reasons {
+                        *report.rejects_by_reason.entry(reason).or_insert(0) += n;
+                    }
                     report.loads.push(row);
                 }
                 if !self.keep_staging {
@@ -289,9 +330,11 @@ impl Pipeline {
         cleaner: &Cleaner,
         load_id: &str,
         files: &[ObjectMeta],
-    ) -> Result<(StagedLoad, Vec<Quarantined>), PipelineError> {
+    ) -> Result<Staged, PipelineError> {
         let mut w = StageWriter::new(self.staging.clone(), load_id, self.part_size);
         let mut set_aside = Vec::new();
+        let mut file_rows = Vec::new();
+        let mut reasons: BTreeMap<Reason, u64> = BTreeMap::new();
         let mut aside = |obj: &ObjectMeta, reason: QuarantineReason, detail: String| {
             telemetry::file_quarantined(&obj.key, reason, &detail);
             set_aside.push(Quarantined::new(
@@ -332,10 +375,20 @@ impl Pipeline {
             if std::env::var("EVENTS_ETL_TEST_POISON_KEY").is_ok_and(|k| k == obj.key) {
                 w.poison_event(&obj.key)?;
             }
-            w.file(&FileRow::new(&obj.key, &obj.etag, obj.size, &cleaned.tally))?;
+            let row = FileRow::new(&obj.key, &obj.etag, obj.size, &cleaned.tally);
+            w.file(&row)?;
+            file_rows.push(row);
+            for (reason, n) in cleaned.reasons {
+                *reasons.entry(reason).or_insert(0) += n;
+            }
         }
         let staged = w.finish().await?;
         telemetry::load_staged(load_id, files.len(), staged.events_staged, staged.rejects_staged);
-        Ok((staged, set_aside))
+        Ok(Staged {
+            load: staged,
+            set_aside,
+            files: file_rows,
+            reasons,
+        })
     }
 }

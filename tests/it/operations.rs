@@ -232,3 +232,98 @@ fn a_password_in_the_warehouse_url_never_appears() {
         );
     }
 }
+
+/// `run --metrics-file` and `--report-json`: written at the end of every run, failed or
+/// not, with what the tables say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_report_match_the_tables_failed_runs_included() {
+    let w = World::new("ops_metrics").await;
+    w.file(
+        "a.json",
+        &[event(1), event(1), "not json".into(), "".into()],
+        Duration::ZERO,
+    );
+    let metrics = w.dir.path().join("metrics/events_etl.prom");
+    std::fs::create_dir_all(metrics.parent().unwrap()).unwrap();
+    let report = w.dir.path().join("report.json");
+    let (m, r) = (metrics.display().to_string(), report.display().to_string());
+    let out = w.cli(&["run", "--metrics-file", &m, "--report-json", &r], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let value = |line: &str| {
+        text.lines()
+            .find(|l| l.starts_with(line) && l[line.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no `{line}` in\n{text}"))[line.len() + 1..]
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(value("events_etl_last_run_success"), 1.0);
+    assert_eq!(value("events_etl_events_loaded"), 1.0);
+    assert_eq!(value("events_etl_duplicates"), 1.0);
+    assert_eq!(value("events_etl_rejects{reason=\"malformed_json\"}"), 1.0);
+    assert_eq!(value("events_etl_files_pending"), 0.0);
+    assert_eq!(value("events_etl_files_quarantined"), 0.0);
+    assert!(value("events_etl_last_success_timestamp_seconds") > 1.7e9);
+    for step in ["discover", "stage", "load", "total"] {
+        assert!(value(&format!("events_etl_run_duration_seconds{{step=\"{step}\"}}")) >= 0.0);
+    }
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            l.starts_with("events_etl_") && l.split(' ').count() == 2,
+            "not Prometheus text: {l:?}"
+        );
+    }
+    let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let load_id: String =
+        w.pg.client()
+            .await
+            .query_one(&format!("SELECT load_id FROM {}.etl_loads", w.schema), &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(rep["status"], "succeeded");
+    assert_eq!(rep["load_ids"], serde_json::json!([load_id]));
+    assert_eq!(rep["files"][0]["key"], "2020/01/13/a.json");
+    assert_eq!(rep["files"][0]["lines"], 4);
+    assert_eq!(rep["files"][0]["blank_lines"], 1);
+    assert_eq!(rep["rejects_by_reason"]["malformed_json"], 1);
+    assert!(rep["duration_seconds"]["total"].as_f64().is_some());
+
+    // A failed run writes them too: success 0, the last success kept, the error named.
+    w.file("b.json", &[event(2)], Duration::ZERO);
+    w.pg.client()
+        .await
+        .batch_execute(&format!(
+            "CREATE FUNCTION {s}.boom() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; \
+             CREATE TRIGGER boom BEFORE INSERT ON {s}.etl_loads FOR EACH ROW EXECUTE FUNCTION {s}.boom();",
+            s = w.schema
+        ))
+        .await
+        .unwrap();
+    let before = value("events_etl_last_success_timestamp_seconds");
+    let out = w.cli(&["run", "--metrics-file", &m, "--report-json", &r], &[]);
+    assert_eq!(out.code(), Some(4), "{out}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let value = |line: &str| {
+        text.lines()
+            .find(|l| l.starts_with(line) && l[line.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no `{line}` in\n{text}"))[line.len() + 1..]
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(value("events_etl_last_run_success"), 0.0);
+    assert!((value("events_etl_last_success_timestamp_seconds") - before).abs() < 1.0);
+    assert_eq!(value("events_etl_files_pending"), 1.0);
+    let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(rep["status"], "failed");
+    assert!(
+        rep["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("simulated failure"),
+        "{rep}"
+    );
+    // Each cause printed once.
+    assert_eq!(out.stderr.matches("simulated failure").count(), 1, "{out}");
+}
