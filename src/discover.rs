@@ -16,6 +16,15 @@ pub fn is_event_file(key: &str) -> bool {
         .any(|ext| k.ends_with(ext) && k.len() > ext.len() && !k.ends_with(&format!("/{ext}")))
 }
 
+/// The listing prefixes of the date partitions `from..=to` under `prefix`
+/// (`<prefix>YYYY/MM/DD/`), so that a date range lists only those days.
+pub fn day_prefixes(prefix: &str, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Vec<String> {
+    from.iter_days()
+        .take_while(|d| *d <= to)
+        .map(|d| format!("{prefix}{}/", d.format("%Y/%m/%d")))
+        .collect()
+}
+
 /// The listed event files whose (key, ETag) is not in `recorded`, in key order: the
 /// order that decides which copy of a duplicated event wins.
 pub fn pending(listed: Vec<ObjectMeta>, recorded: &HashSet<(String, String)>) -> Vec<ObjectMeta> {
@@ -31,6 +40,19 @@ pub fn pending(listed: Vec<ObjectMeta>, recorded: &HashSet<(String, String)>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn day_prefixes_cover_the_range_inclusive() {
+        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            day_prefixes("events/", d("2020-01-31"), d("2020-02-01")),
+            ["events/2020/01/31/", "events/2020/02/01/"]
+        );
+        assert_eq!(
+            day_prefixes("", d("2020-01-02"), d("2020-01-01")),
+            Vec::<String>::new()
+        );
+    }
 
     fn meta(key: &str, etag: &str) -> ObjectMeta {
         ObjectMeta {

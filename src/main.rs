@@ -66,6 +66,17 @@ enum Command {
         /// rejects by reason, seconds per step.
         #[arg(long, value_name = "PATH")]
         report_json: Option<PathBuf>,
+        /// List the pending files and what cleaning would make of them (counts by outcome
+        /// and reject reason); write nothing to staging or the warehouse.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only the date partitions from this day (YYYY-MM-DD, with --to): lists only the
+        /// `events/YYYY/MM/DD/` prefixes of the range.
+        #[arg(long, value_name = "YYYY-MM-DD", requires = "to", value_parser = parse_day)]
+        from: Option<chrono::NaiveDate>,
+        /// The last day of the range, included.
+        #[arg(long, value_name = "YYYY-MM-DD", requires = "from", value_parser = parse_day)]
+        to: Option<chrono::NaiveDate>,
     },
     /// Show recent loads, the last success and failure, pending files with their age
     /// and the days before the source deletes them, and quarantined files.
@@ -233,11 +244,33 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         Command::Run {
             metrics_file,
             report_json,
+            dry_run,
+            from,
+            to,
         } => {
+            let days = match (from, to) {
+                (Some(from), Some(to)) if from <= to && (to - from).num_days() < 3660 => {
+                    Some(events_etl::pipeline::Days { from, to })
+                }
+                (Some(_), Some(_)) => {
+                    return Err(Failure {
+                        code: EXIT_CONFIG,
+                        error: anyhow::anyhow!(
+                            "--from must not be after --to, and the range at most 10 years"
+                        ),
+                    })
+                }
+                _ => None,
+            };
             let started = chrono::Utc::now();
+            if dry_run {
+                let files = pipeline.dry_run(started, days).await?;
+                print_dry_run(&files);
+                return Ok(Outcome::Done);
+            }
             let run_id = events_etl::pipeline::new_load_id(started);
             let span = tracing::info_span!("run", run_id = %run_id);
-            let result = tracing::Instrument::instrument(pipeline.run(started), span).await;
+            let result = tracing::Instrument::instrument(pipeline.run(started, days), span).await;
             record_run(warehouse.as_ref(), &run_id, started, &result).await;
             if metrics_file.is_some() || report_json.is_some() {
                 let summary = summarise(
@@ -470,6 +503,44 @@ async fn record_run(
     };
     if let Err(e) = warehouse.record_run(&row).await {
         tracing::warn!(run_id, error = %e, "could not record the run in etl_runs");
+    }
+}
+
+/// `YYYY-MM-DD`.
+fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| format!("`{s}` is not a YYYY-MM-DD date: {e}"))
+}
+
+fn print_dry_run(files: &[events_etl::pipeline::DryFile]) {
+    let mut reasons: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let (mut lines, mut events, mut rejects, mut blank) = (0, 0, 0, 0);
+    println!("dry run: {} pending file(s); nothing is written", files.len());
+    println!(
+        "{:<60} {:>12} {:>8} {:>8} {:>8} {:>6}",
+        "file", "bytes", "lines", "events", "rejects", "blank"
+    );
+    for f in files {
+        let t = &f.tally;
+        println!(
+            "{:<60} {:>12} {:>8} {:>8} {:>8} {:>6}",
+            f.file.key, f.file.size, t.lines, t.events, t.rejects, t.blank_lines
+        );
+        (lines, events, rejects, blank) = (
+            lines + t.lines,
+            events + t.events,
+            rejects + t.rejects,
+            blank + t.blank_lines,
+        );
+        for (r, n) in &f.reasons {
+            *reasons.entry(r.as_str()).or_insert(0) += n;
+        }
+    }
+    println!(
+        "total: {lines} lines, {events} events (before deduplication), {rejects} rejects, {blank} blank"
+    );
+    for (r, n) in reasons {
+        println!("  rejects {r}: {n}");
     }
 }
 

@@ -176,6 +176,48 @@ pub fn new_load_id(now: DateTime<Utc>) -> String {
     format!("{}-{}", now.format("%Y%m%dT%H%M%S%.3fZ"), &rand[..8])
 }
 
+/// A range of date partitions, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Days {
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+}
+
+/// What cleaning would make of one pending file (`run --dry-run`).
+#[derive(Debug)]
+pub struct DryFile {
+    pub file: ObjectMeta,
+    pub tally: FileTally,
+    pub reasons: BTreeMap<Reason, u64>,
+}
+
+/// An object store that keeps nothing: a dry run cleans and compresses as a run would,
+/// and writes nothing anywhere.
+#[derive(Debug)]
+struct Discard;
+
+#[async_trait::async_trait]
+impl crate::store::ObjectStore for Discard {
+    async fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn get(&self, key: &str) -> Result<Body, StoreError> {
+        Err(StoreError::NotFound { url: self.url(key) })
+    }
+    async fn put(&self, _key: &str, _bytes: Vec<u8>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn delete_prefix(&self, _prefix: &str) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    fn url(&self, key: &str) -> String {
+        format!("discard:{key}")
+    }
+    fn key_of(&self, url: &str) -> Option<String> {
+        url.strip_prefix("discard:").map(str::to_owned)
+    }
+}
+
 /// The scheduled job: everything a run needs, built once.
 pub struct Pipeline {
     pub source: Place,
@@ -189,12 +231,26 @@ pub struct Pipeline {
 impl Pipeline {
     /// Step 1: the event files under the source prefix that are not recorded yet.
     pub async fn discover(&self) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
-        let listed = self
-            .source
-            .store
-            .list(&self.source.prefix)
-            .await
-            .map_err(PipelineError::Source)?;
+        self.discover_in(None).await
+    }
+
+    /// [`Pipeline::discover`], limited to the date partitions `from..=to` when given:
+    /// only the `<prefix>YYYY/MM/DD/` prefixes of those days are listed.
+    pub async fn discover_in(&self, days: Option<Days>) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
+        let prefixes = match days {
+            Some(Days { from, to }) => discover::day_prefixes(&self.source.prefix, from, to),
+            None => vec![self.source.prefix.clone()],
+        };
+        let mut listed = Vec::new();
+        for prefix in &prefixes {
+            listed.extend(
+                self.source
+                    .store
+                    .list(prefix)
+                    .await
+                    .map_err(PipelineError::Source)?,
+            );
+        }
         let listed_n = listed.len();
         let event_files: Vec<ObjectMeta> = listed
             .into_iter()
@@ -216,9 +272,9 @@ impl Pipeline {
     /// version is recorded in `etl_quarantine` and the rest of its load is staged again
     /// and loaded. Anything else (throttling, a dropped connection, a full disk) fails the
     /// run with nothing of the load recorded; the next run retries it.
-    pub async fn run(&self, now: DateTime<Utc>) -> Result<RunReport, PipelineError> {
+    pub async fn run(&self, now: DateTime<Utc>, days: Option<Days>) -> Result<RunReport, PipelineError> {
         let t = Instant::now();
-        let (event_files, pending) = self.discover().await?;
+        let (event_files, pending) = self.discover_in(days).await?;
         let mut report = RunReport {
             event_files,
             pending: pending.len(),
@@ -311,6 +367,39 @@ impl Pipeline {
             }
         }
         Ok(report)
+    }
+
+    /// `run --dry-run`: what cleaning would make of each pending file. Reads the source
+    /// and the control tables; writes nothing to staging or the warehouse. Each file is
+    /// cleaned on its own, so memory stays bounded by one file's parts.
+    pub async fn dry_run(
+        &self,
+        now: DateTime<Utc>,
+        days: Option<Days>,
+    ) -> Result<Vec<DryFile>, PipelineError> {
+        let (_, pending) = self.discover_in(days).await?;
+        let cleaner = Cleaner::new(now);
+        let discard = Place {
+            store: Arc::new(Discard),
+            prefix: String::new(),
+        };
+        let mut out = Vec::new();
+        for obj in pending {
+            let url = self.source.store.url(&obj.key);
+            let body = match self.source.store.get(&obj.key).await {
+                Ok(body) => body,
+                Err(StoreError::NotFound { .. } | StoreError::Unreadable { .. }) => continue,
+                Err(e) => return Err(PipelineError::Source(e)),
+            };
+            let mut w = StageWriter::new(discard.clone(), "dry-run", self.part_size);
+            let cleaned = clean_object(&cleaner, &obj.key, &url, body, &mut w).await?;
+            out.push(DryFile {
+                file: obj,
+                tally: cleaned.tally,
+                reasons: cleaned.reasons,
+            });
+        }
+        Ok(out)
     }
 
     /// Records quarantined file versions (their own transaction) and reports them.

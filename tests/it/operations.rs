@@ -327,3 +327,51 @@ async fn metrics_and_report_match_the_tables_failed_runs_included() {
     // Each cause printed once.
     assert_eq!(out.stderr.matches("simulated failure").count(), 1, "{out}");
 }
+
+/// `run --dry-run` lists the pending files and what cleaning would make of them, and
+/// writes nothing; `run --from --to` loads only the date partitions of that range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_writes_nothing_and_a_date_range_loads_only_its_days() {
+    let w = World::new("ops_dry").await;
+    w.file("a.json", &[event(1), "oops".into(), "".into()], Duration::ZERO);
+    let other_day = w.dir.path().join("src/events/2020/01/14");
+    std::fs::create_dir_all(&other_day).unwrap();
+    std::fs::write(other_day.join("b.json"), event(2) + "\n").unwrap();
+
+    let out = w.cli(&["run", "--dry-run"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("dry run: 2 pending file(s)"), "{out}");
+    assert!(
+        out.stdout
+            .contains("total: 4 lines, 2 events (before deduplication), 1 rejects, 1 blank"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("rejects malformed_json: 1"), "{out}");
+    let count = |t: &'static str| {
+        let (pg, schema) = (w.pg, w.schema.clone());
+        async move {
+            pg.client()
+                .await
+                .query_one(&format!("SELECT count(*) FROM {schema}.{t}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    for t in ["events", "etl_files", "etl_loads", "event_rejects", "etl_runs"] {
+        assert_eq!(count(t).await, 0, "the dry run wrote to {t}");
+    }
+    assert!(
+        !w.dir.path().join("staging").exists(),
+        "the dry run staged something"
+    );
+
+    let out = w.cli(&["run", "--from", "2020-01-14", "--to", "2020-01-14"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("loaded 1 of 1 event files"), "{out}");
+    assert_eq!(count("events").await, 1);
+    let out = w.cli(&["run", "--from", "2020-01-15", "--to", "2020-01-14"], &[]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    let out = w.cli(&["run", "--from", "2020-01-14"], &[]);
+    assert_eq!(out.code(), Some(2), "--from needs --to: {out}");
+}

@@ -111,7 +111,7 @@ async fn a_file_gone_between_list_and_read_is_skipped_not_recorded() {
         &[("events/2020/01/02/a.json", event(1) + "\n" + &event(2))],
     )
     .await;
-    let report = p.run(chrono::Utc::now()).await.expect("the run goes on");
+    let report = p.run(chrono::Utc::now(), None).await.expect("the run goes on");
     assert_eq!(report.pending, 2);
     assert_eq!(report.loads.len(), 1);
     assert_eq!((report.loads[0].files, report.loads[0].events_loaded), (1, 2));
@@ -127,7 +127,7 @@ async fn a_file_gone_between_list_and_read_is_skipped_not_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_files_all_vanished_commits_no_load() {
     let (p, schema, dir) = pipeline(&["events/x.json", "events/y.json.gz"], &[]).await;
-    let report = p.run(chrono::Utc::now()).await.expect("run");
+    let report = p.run(chrono::Utc::now(), None).await.expect("run");
     assert_eq!(report.pending, 2);
     assert!(report.loads.is_empty(), "{report:?}");
     assert_eq!(count(&schema, "etl_loads").await, 0);
