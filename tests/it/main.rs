@@ -18,6 +18,7 @@ mod support;
 
 mod cleaning_contract;
 mod config;
+mod deploy;
 mod dialects;
 mod end_to_end;
 mod harness;
