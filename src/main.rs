@@ -118,10 +118,19 @@ impl From<ConfigError> for Failure {
     }
 }
 
+/// Reading staged objects back (PostgreSQL loads read them) is a store failure, exit 3,
+/// as the README's table says; everything else the warehouse reports is 4.
+fn warehouse_code(e: &WarehouseError) -> u8 {
+    match e {
+        WarehouseError::Staging(_) | WarehouseError::StagedData { .. } => EXIT_STORE,
+        _ => EXIT_WAREHOUSE,
+    }
+}
+
 impl From<WarehouseError> for Failure {
     fn from(e: WarehouseError) -> Self {
         Failure {
-            code: EXIT_WAREHOUSE,
+            code: warehouse_code(&e),
             error: e.into(),
         }
     }
@@ -130,7 +139,7 @@ impl From<WarehouseError> for Failure {
 impl From<PipelineError> for Failure {
     fn from(e: PipelineError) -> Self {
         let code = match &e {
-            PipelineError::Warehouse(_) => EXIT_WAREHOUSE,
+            PipelineError::Warehouse(w) => warehouse_code(w),
             PipelineError::Source(_) | PipelineError::Read { .. } | PipelineError::Stage(_) => EXIT_STORE,
         };
         Failure {
@@ -587,5 +596,26 @@ fn print_loads(loads: &[LoadRow]) {
             "{:<32} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
             l.load_id, l.files, l.lines, l.events_loaded, l.duplicates, l.rejects, l.blank_lines
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_objects_unreadable_is_a_store_error() {
+        let staged = WarehouseError::StagedData {
+            url: "s3://b/staging/l/events/part-00000.jsonl.gz".into(),
+            message: "gone".into(),
+        };
+        assert_eq!(Failure::from(PipelineError::Warehouse(staged)).code, EXIT_STORE);
+        let missing = WarehouseError::Staging(events_etl::store::StoreError::NotFound { url: "x".into() });
+        assert_eq!(Failure::from(missing).code, EXIT_STORE);
+        let statement = WarehouseError::Statement {
+            statement: "merge_events".into(),
+            message: "boom".into(),
+        };
+        assert_eq!(Failure::from(PipelineError::Warehouse(statement)).code, EXIT_WAREHOUSE);
     }
 }
