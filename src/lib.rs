@@ -8,6 +8,7 @@
 //! ([`warehouse`]). An interrupted run leaves nothing recorded, so the next run redoes it.
 
 pub mod aws;
+pub mod check;
 pub mod clean;
 pub mod config;
 pub mod discover;

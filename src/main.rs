@@ -22,6 +22,8 @@ const EXIT_STORE: u8 = 3;
 const EXIT_WAREHOUSE: u8 = 4;
 /// The run loaded everything else, but set files aside: see `status`.
 const EXIT_QUARANTINED: u8 = 5;
+/// `check` found something that would fail.
+const EXIT_CHECK: u8 = 6;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +58,10 @@ enum LogFormat {
 enum Command {
     /// Create or upgrade the warehouse tables.
     Migrate,
+    /// Check that this configuration can work here, one line per check with what to fix:
+    /// the configuration, the source, staging, the warehouse and its migrations, and on
+    /// Redshift a COPY from staging. Exits 0 when all pass, 6 otherwise.
+    Check,
     /// Load every new file under the source prefix, once.
     Run {
         /// Write Prometheus metrics here at the end of every run, failed or not
@@ -185,6 +191,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Attention) => ExitCode::from(EXIT_QUARANTINED),
+        Ok(Outcome::CheckFailed) => ExitCode::from(EXIT_CHECK),
         Err(f) => {
             // Each cause once: a wrapper often repeats its source's words.
             let mut said = vec![f.error.to_string()];
@@ -207,6 +214,8 @@ enum Outcome {
     Done,
     /// Done, with files quarantined that someone must look at.
     Attention,
+    /// `check` found a problem.
+    CheckFailed,
 }
 
 async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
@@ -217,6 +226,16 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
     } = cli.command
     {
         offline::clean(files, out, part_size_mb).await?;
+        return Ok(Outcome::Done);
+    }
+    if let Command::Check = cli.command {
+        let lines = events_etl::check::run(&cli.config, |l| println!("{l}")).await;
+        let failed = lines.iter().filter(|l| l.failure.is_some()).count();
+        if failed > 0 {
+            println!("check: {failed} of {} failed", lines.len());
+            return Ok(Outcome::CheckFailed);
+        }
+        println!("check: all {} passed", lines.len());
         return Ok(Outcome::Done);
     }
     // Configuration is validated whole before any IO.
@@ -342,7 +361,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 println!("check: ok");
             }
         }
-        Command::Clean { .. } => {}
+        Command::Clean { .. } | Command::Check => {}
     }
     Ok(Outcome::Done)
 }
@@ -616,6 +635,9 @@ mod tests {
             statement: "merge_events".into(),
             message: "boom".into(),
         };
-        assert_eq!(Failure::from(PipelineError::Warehouse(statement)).code, EXIT_WAREHOUSE);
+        assert_eq!(
+            Failure::from(PipelineError::Warehouse(statement)).code,
+            EXIT_WAREHOUSE
+        );
     }
 }

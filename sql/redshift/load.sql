@@ -246,3 +246,13 @@ FROM {schema}.etl_runs
 WHERE status = {status}
 ORDER BY started_at DESC, run_id DESC
 LIMIT 1;
+
+-- name: probe_table
+-- `events-etl check`: a temporary table for the COPY probe (this session only).
+-- AWS: r_CREATE_TABLE_NEW.html (TEMP)
+CREATE TEMP TABLE events_etl_probe (probe BIGINT);
+
+-- name: probe_copy
+-- `events-etl check`: COPY can read staging through iam_role, as a load's COPY does.
+-- AWS: r_COPY.html, copy-parameters-authorization.html, copy-parameters-data-format.html
+COPY events_etl_probe FROM {manifest} IAM_ROLE {iam_role} FORMAT AS JSON 'auto' GZIP MANIFEST{region};

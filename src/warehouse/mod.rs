@@ -209,6 +209,17 @@ pub trait Warehouse: Send + Sync {
     /// The quarantined file versions, newest first.
     async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, WarehouseError>;
 
+    /// The migrations recorded in `schema_migrations` (for `check`).
+    async fn applied_migrations(&self) -> Result<Vec<crate::migrate::AppliedRow>, WarehouseError>;
+
+    /// `check`: that the warehouse can COPY the staged probe whose manifest is at
+    /// `manifest_key` in staging (Redshift: through `iam_role`, into a temporary table).
+    /// PostgreSQL reads staged objects itself, so there is nothing more to probe.
+    async fn probe_copy(&self, manifest_key: &str) -> Result<(), WarehouseError> {
+        let _ = manifest_key;
+        Ok(())
+    }
+
     /// Records one run in `etl_runs`, in a transaction of its own.
     async fn record_run(&self, run: &RunRow) -> Result<(), WarehouseError>;
 

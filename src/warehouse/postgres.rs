@@ -571,6 +571,28 @@ impl Warehouse for Postgres {
             .collect())
     }
 
+    async fn applied_migrations(&self) -> Result<Vec<AppliedRow>, WarehouseError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                &with_schema(
+                    "SELECT version, name, checksum FROM {schema}.schema_migrations ORDER BY version",
+                    &self.schema,
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| self.stmt_err("read schema_migrations", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| AppliedRow {
+                version: r.get(0),
+                name: r.get(1),
+                checksum: r.get(2),
+            })
+            .collect())
+    }
+
     async fn record_run(&self, r: &RunRow) -> Result<(), WarehouseError> {
         let client = self.client.lock().await;
         self.exec(

@@ -857,6 +857,37 @@ impl Warehouse for Redshift {
             .collect())
     }
 
+    async fn applied_migrations(&self) -> Result<Vec<AppliedRow>, WarehouseError> {
+        self.applied().await
+    }
+
+    async fn probe_copy(&self, manifest_key: &str) -> Result<(), WarehouseError> {
+        let iam = if self.cfg.iam_role == "default" {
+            "default".to_owned()
+        } else {
+            lit(&self.cfg.iam_role)
+        };
+        let region = self
+            .cfg
+            .copy_region
+            .as_ref()
+            .map(|r| format!(" REGION {}", lit(r)))
+            .unwrap_or_default();
+        let manifest = lit(&self.staging.store.url(manifest_key));
+        let fill = |name: &str| {
+            let mut s = self.statement(name);
+            s.sql = s
+                .sql
+                .replace("{manifest}", &manifest)
+                .replace("{iam_role}", &iam)
+                .replace("{region}", &region);
+            s
+        };
+        self.batch(vec![fill("probe_table"), fill("probe_copy")])
+            .await
+            .map(|_| ())
+    }
+
     async fn record_run(&self, r: &RunRow) -> Result<(), WarehouseError> {
         // Error text may hold anything: no backslash reaches a Redshift literal.
         let error = r
@@ -915,7 +946,7 @@ mod tests {
     use super::*;
 
     /// The other statements: COPYs and their checks (added per non-empty stream), queries.
-    const OTHER_STATEMENTS: [&str; 11] = [
+    const OTHER_STATEMENTS: [&str; 13] = [
         "copy_files",
         "copy_events",
         "copy_rejects",
@@ -927,6 +958,8 @@ mod tests {
         "quarantined",
         "record_run",
         "last_run",
+        "probe_table",
+        "probe_copy",
     ];
 
     #[test]

@@ -375,3 +375,43 @@ async fn dry_run_writes_nothing_and_a_date_range_loads_only_its_days() {
     let out = w.cli(&["run", "--from", "2020-01-14"], &[]);
     assert_eq!(out.code(), Some(2), "--from needs --to: {out}");
 }
+
+/// `check`: one line per check; exit 0 when all pass, 6 otherwise, naming the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_check_and_exits_6_on_a_problem() {
+    let w = World::new("ops_check_cmd").await;
+    w.file("a.json", &[event(1)], Duration::ZERO);
+    let out = w.cli(&["check"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    for what in [
+        "ok    configuration",
+        "ok    list source",
+        "ok    read source object",
+        "ok    write and read a probe under staging",
+        "ok    warehouse reachable",
+        "ok    delete the staging probe",
+    ] {
+        assert!(out.stdout.contains(what), "{what} missing: {out}");
+    }
+    assert!(out.stdout.contains("check: all 6 passed"), "{out}");
+    assert!(!w
+        .dir
+        .path()
+        .join("staging/_events_etl_check")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some()));
+
+    // Not migrated: named, with the fix.
+    let fresh = w.pg.fresh_schema("ops_check_new").await;
+    let out = w.cli(&["check"], &[("EVENTS_ETL__WAREHOUSE__SCHEMA", fresh.as_str())]);
+    assert_eq!(out.code(), Some(6), "{out}");
+    assert!(out.stdout.contains("FAIL  warehouse reachable"), "{out}");
+    assert!(out.stdout.contains("events-etl migrate"), "{out}");
+    // A bad configuration is a failed check too.
+    let out = w.cli(&["check"], &[("EVENTS_ETL__LOAD__MAX_FILES", "0")]);
+    assert_eq!(out.code(), Some(6), "{out}");
+    assert!(
+        out.stdout.contains("FAIL  configuration") && out.stdout.contains("load.max_files"),
+        "{out}"
+    );
+}

@@ -198,3 +198,30 @@ async fn archived_and_unreadable_objects_are_quarantined() {
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 5);
 }
+
+/// `check` on Redshift (the Data API stand-in): COPY reads a probe from staging through
+/// `iam_role`; when that COPY fails, `check` exits 6 and says what the role needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_redshift_probes_copy_from_staging() {
+    let w = World::new("q_check_rs", true).await;
+    assert_eq!(w.cli(&["migrate"], &[]).code(), Some(0));
+    w.s3.put(BUCKET, "events/2020/01/13/a.json", lines(0..1)).await;
+    let out = w.cli(&["check"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains("ok    COPY reads staging through warehouse.redshift.iam_role"),
+        "{out}"
+    );
+    let api = w._api.as_ref().expect("stand-in");
+    api.fail_when_sql_contains(
+        "COPY events_etl_probe",
+        "ERROR: Not authorized to get credentials of role",
+    );
+    let out = w.cli(&["check"], &[]);
+    assert_eq!(out.code(), Some(6), "{out}");
+    assert!(
+        out.stdout.contains("FAIL  COPY reads staging") && out.stdout.contains("s3:GetObject"),
+        "{out}"
+    );
+}
