@@ -163,7 +163,7 @@ fn init_logs(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(events_etl::telemetry::LogWriter);
     match format {
         LogFormat::Json => builder
             .json()

@@ -281,10 +281,23 @@ impl Pipeline {
             ..RunReport::default()
         };
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
+        let cleaner = Cleaner::new(now);
+        telemetry::progress_begin(pending.len(), pending.iter().map(|f| f.size).sum());
+        let result = self.load_all(&cleaner, &pending, &mut report).await;
+        telemetry::progress_end();
+        result.map(|()| report)
+    }
+
+    /// The loads of a run, `max_files_per_load` files each.
+    async fn load_all(
+        &self,
+        cleaner: &Cleaner,
+        pending: &[ObjectMeta],
+        report: &mut RunReport,
+    ) -> Result<(), PipelineError> {
         let timed = |report: &mut RunReport, step: &'static str, t: Instant| {
             *report.seconds.entry(step).or_insert(0.0) += t.elapsed().as_secs_f64();
         };
-        let cleaner = Cleaner::new(now);
         for chunk in pending.chunks(self.max_files_per_load) {
             let mut files: Vec<ObjectMeta> = chunk.to_vec();
             // Each pass quarantines at least one file or ends: at most len + 1 passes.
@@ -300,11 +313,11 @@ impl Pipeline {
                     files: file_rows,
                     reasons,
                 } = self
-                    .stage(&cleaner, &load_id, &files)
+                    .stage(cleaner, &load_id, &files)
                     .instrument(span.clone())
                     .await?;
-                timed(&mut report, "stage", t);
-                self.quarantine(&set_aside, &mut report).await?;
+                timed(report, "stage", t);
+                self.quarantine(&set_aside, report).await?;
                 let t = Instant::now();
                 let committed = if staged.files_staged == 0 {
                     None // every file of the chunk vanished or was set aside
@@ -340,15 +353,15 @@ impl Pipeline {
                                 &detail,
                                 Utc::now().naive_utc(),
                             );
-                            self.quarantine(&[q], &mut report).await?;
-                            timed(&mut report, "load", t);
+                            self.quarantine(&[q], report).await?;
+                            timed(report, "load", t);
                             // The failed load's staged objects stay for inspection.
                             continue;
                         }
                         Err(e) => return Err(e.into()),
                     }
                 };
-                timed(&mut report, "load", t);
+                timed(report, "load", t);
                 if let Some(row) = committed {
                     span.in_scope(|| telemetry::load_committed(&row));
                     report.files.extend(file_rows);
@@ -366,7 +379,7 @@ impl Pipeline {
                 break;
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// `run --dry-run`: what cleaning would make of each pending file. Reads the source
@@ -464,6 +477,7 @@ impl Pipeline {
             if std::env::var("EVENTS_ETL_TEST_POISON_KEY").is_ok_and(|k| k == obj.key) {
                 w.poison_event(&obj.key)?;
             }
+            telemetry::progress_file(obj.size, cleaned.tally.events);
             let row = FileRow::new(&obj.key, &obj.etag, obj.size, &cleaned.tally);
             w.file(&row)?;
             file_rows.push(row);

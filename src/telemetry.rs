@@ -91,3 +91,88 @@ pub fn file_quarantined(key: &str, reason: crate::warehouse::QuarantineReason, d
         "file quarantined: it is not loaded until a new version is uploaded (see `events-etl status`)"
     );
 }
+
+/// A progress bar on stderr for `run` and `clean`, drawn only when stderr is a terminal
+/// (indicatif hides it otherwise, so redirected output gets nothing extra). Log lines
+/// are written through [`LogWriter`], which lifts the bar while they print.
+mod progress {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use indicatif::ProgressBar;
+
+    pub(super) struct Progress {
+        pub bar: ProgressBar,
+        pub started: Instant,
+        pub bytes: u64,
+        pub events: u64,
+    }
+
+    pub(super) static CURRENT: Mutex<Option<Progress>> = Mutex::new(None);
+}
+
+/// Starts the progress bar over `files` files of `bytes` bytes.
+pub fn progress_begin(files: usize, bytes: u64) {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(files as u64), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}") {
+        bar.set_style(style);
+    }
+    bar.set_message(format!("0 of {:.1} MB", bytes as f64 / 1e6));
+    let mut cur = progress::CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    *cur = Some(progress::Progress {
+        bar,
+        started: std::time::Instant::now(),
+        bytes: 0,
+        events: 0,
+    });
+}
+
+/// One more file read and cleaned.
+pub fn progress_file(bytes: u64, events: u64) {
+    let mut cur = progress::CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = cur.as_mut() {
+        p.bytes += bytes;
+        p.events += events;
+        let secs = p.started.elapsed().as_secs_f64().max(1e-3);
+        p.bar.inc(1);
+        p.bar.set_message(format!(
+            "{:.1} MB, {:.0} events/s",
+            p.bytes as f64 / 1e6,
+            p.events as f64 / secs
+        ));
+    }
+}
+
+/// Removes the progress bar.
+pub fn progress_end() {
+    let mut cur = progress::CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = cur.take() {
+        p.bar.finish_and_clear();
+    }
+}
+
+/// The log writer: stderr, with the progress bar (if any) lifted while a line prints.
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let cur = progress::CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+        match cur.as_ref() {
+            Some(p) => p.bar.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}

@@ -347,7 +347,9 @@ async fn every_statement_sent_parses_as_redshift() {
     wh.migrate().await.expect("migrate");
     let staged = f.stage("load-1", &[event(1), event(2), "junk".into()]).await;
     wh.load(&staged, started()).await.expect("load").expect("row");
-    wh.probe_copy(&staged.files_manifest).await.expect("check's COPY probe");
+    wh.probe_copy(&staged.files_manifest)
+        .await
+        .expect("check's COPY probe");
     wh.recorded_versions(&["events/load-1.json".into(), "events/z'.json".into()])
         .await
         .expect("recorded_versions");
