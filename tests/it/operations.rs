@@ -5,9 +5,10 @@
 //! logs carry the run and load ids; redirected logs carry no ANSI codes; passwords never
 //! appear.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::support::{self, run_bin, CmdOutput, PgServer};
+use crate::support::local_world::LocalWorld;
+use crate::support::run_bin;
 
 fn event(n: u32) -> String {
     format!(
@@ -15,90 +16,32 @@ fn event(n: u32) -> String {
     )
 }
 
-struct World {
-    pg: &'static PgServer,
-    dir: tempfile::TempDir,
-    schema: String,
-    config: String,
-}
-
-impl World {
-    async fn new(label: &str) -> World {
-        let pg = support::postgres().await;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("src/events/2020/01/13")).unwrap();
-        let schema = pg.fresh_schema(label).await;
-        let config = dir.path().join("etl.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[source]\nurl = \"src/events/\"\n[staging]\nurl = \"staging/\"\n[warehouse]\nschema = \"{schema}\"\n\
-                 [warehouse.postgres]\nurl = \"{}\"\n",
-                pg.url()
+/// `(status, error)` of every recorded run, oldest first.
+async fn recorded_runs(w: &LocalWorld) -> Vec<(String, Option<String>)> {
+    w.pg.client()
+        .await
+        .query(
+            &format!(
+                "SELECT status, error FROM {}.etl_runs ORDER BY started_at",
+                w.schema
             ),
+            &[],
         )
-        .unwrap();
-        let w = World {
-            pg,
-            dir,
-            schema,
-            config: config.display().to_string(),
-        };
-        assert_eq!(w.cli(&["migrate"], &[]).code(), Some(0));
-        w
-    }
-
-    /// Writes a source file, last modified `age` ago.
-    fn file(&self, name: &str, lines: &[String], age: Duration) {
-        let p = self.dir.path().join("src/events/2020/01/13").join(name);
-        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
-        let f = std::fs::File::options().write(true).open(&p).unwrap();
-        f.set_modified(SystemTime::now() - age).unwrap();
-    }
-
-    fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> CmdOutput {
-        let mut full = vec!["--config", self.config.as_str()];
-        full.extend_from_slice(args);
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        run_bin(&full, &env, self.dir.path())
-    }
-
-    async fn runs(&self) -> Vec<(String, Option<String>)> {
-        self.pg
-            .client()
-            .await
-            .query(
-                &format!(
-                    "SELECT status, error FROM {}.etl_runs ORDER BY started_at",
-                    self.schema
-                ),
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
-    }
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_run_is_recorded_and_status_shows_the_last_success_and_failure() {
-    let w = World::new("ops_runs").await;
-    w.file("a.json", &[event(1)], Duration::ZERO);
-    w.pg.client()
-        .await
-        .batch_execute(&format!(
-            "CREATE FUNCTION {s}.boom() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; \
-             CREATE TRIGGER boom BEFORE INSERT ON {s}.etl_loads FOR EACH ROW EXECUTE FUNCTION {s}.boom();",
-            s = w.schema
-        ))
-        .await
-        .unwrap();
+    let w = LocalWorld::new("ops_runs", "").await;
+    w.file("2020/01/13/a.json", &[event(1)], Duration::ZERO);
+    w.break_loads().await;
     let out = w.cli(&["run"], &[]);
     assert_eq!(out.code(), Some(4), "{out}");
-    let runs = w.runs().await;
+    let runs = recorded_runs(&w).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].0, "failed");
     assert!(
@@ -116,13 +59,9 @@ async fn every_run_is_recorded_and_status_shows_the_last_success_and_failure() {
         "{out}"
     );
 
-    w.pg.client()
-        .await
-        .batch_execute(&format!("DROP TRIGGER boom ON {}.etl_loads", w.schema))
-        .await
-        .unwrap();
+    w.repair_loads().await;
     assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
-    let runs = w.runs().await;
+    let runs = recorded_runs(&w).await;
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!((runs[1].0.as_str(), runs[1].1.as_deref()), ("succeeded", None));
     let out = w.cli(&["status"], &[]);
@@ -134,9 +73,9 @@ async fn every_run_is_recorded_and_status_shows_the_last_success_and_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_check_alerts_on_old_pending_files_and_quarantined_ones() {
-    let w = World::new("ops_check").await;
+    let w = LocalWorld::new("ops_check", "").await;
     // Two days old: past the 24-hour alert, 26 days before a 28-day source deletes it.
-    w.file("old.json", &[event(1)], Duration::from_secs(48 * 3600));
+    w.file("2020/01/13/old.json", &[event(1)], Duration::from_secs(48 * 3600));
     let out = w.cli(&["status", "--check"], &[]);
     assert_eq!(out.code(), Some(5), "{out}");
     assert!(
@@ -150,13 +89,13 @@ async fn status_check_alerts_on_old_pending_files_and_quarantined_ones() {
         "{out}"
     );
     // A new file is no alarm; the old one loaded, all is well.
-    w.file("new.json", &[event(2)], Duration::ZERO);
+    w.file("2020/01/13/new.json", &[event(2)], Duration::ZERO);
     assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
     let out = w.cli(&["status", "--check"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stdout.contains("check: ok"), "{out}");
     // A quarantined file is an alarm until a new version loads.
-    w.file("poison.json", &[event(3)], Duration::ZERO);
+    w.file("2020/01/13/poison.json", &[event(3)], Duration::ZERO);
     let key = "2020/01/13/poison.json";
     assert_eq!(
         w.cli(&["run"], &[("EVENTS_ETL_TEST_POISON_KEY", key)]).code(),
@@ -169,8 +108,12 @@ async fn status_check_alerts_on_old_pending_files_and_quarantined_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_run_and_load_ids_and_text_logs_no_ansi() {
-    let w = World::new("ops_logs").await;
-    w.file("a.json", &[event(1), "not json".into()], Duration::ZERO);
+    let w = LocalWorld::new("ops_logs", "").await;
+    w.file(
+        "2020/01/13/a.json",
+        &[event(1), "not json".into()],
+        Duration::ZERO,
+    );
     let out = w.cli(&["--log-format", "json", "run"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     let lines: Vec<serde_json::Value> = out
@@ -192,7 +135,11 @@ async fn json_logs_carry_run_and_load_ids_and_text_logs_no_ansi() {
     assert!(with("run_id") > 0, "no line carries run_id: {out}");
     assert!(with("load_id") > 0, "no line carries load_id: {out}");
     // Redirected (not a terminal): no colour codes.
-    w.file("b.json", &[event(2), "not json".into()], Duration::ZERO);
+    w.file(
+        "2020/01/13/b.json",
+        &[event(2), "not json".into()],
+        Duration::ZERO,
+    );
     let out = w.cli(&["run"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(!out.stderr.is_empty());
@@ -237,9 +184,9 @@ fn a_password_in_the_warehouse_url_never_appears() {
 /// not, with what the tables say.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_report_match_the_tables_failed_runs_included() {
-    let w = World::new("ops_metrics").await;
+    let w = LocalWorld::new("ops_metrics", "").await;
     w.file(
-        "a.json",
+        "2020/01/13/a.json",
         &[event(1), event(1), "not json".into(), "".into()],
         Duration::ZERO,
     );
@@ -290,17 +237,8 @@ async fn metrics_and_report_match_the_tables_failed_runs_included() {
     assert!(rep["duration_seconds"]["total"].as_f64().is_some());
 
     // A failed run writes them too: success 0, the last success kept, the error named.
-    w.file("b.json", &[event(2)], Duration::ZERO);
-    w.pg.client()
-        .await
-        .batch_execute(&format!(
-            "CREATE FUNCTION {s}.boom() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; \
-             CREATE TRIGGER boom BEFORE INSERT ON {s}.etl_loads FOR EACH ROW EXECUTE FUNCTION {s}.boom();",
-            s = w.schema
-        ))
-        .await
-        .unwrap();
+    w.file("2020/01/13/b.json", &[event(2)], Duration::ZERO);
+    w.break_loads().await;
     let before = value("events_etl_last_success_timestamp_seconds");
     let out = w.cli(&["run", "--metrics-file", &m, "--report-json", &r], &[]);
     assert_eq!(out.code(), Some(4), "{out}");
@@ -332,11 +270,13 @@ async fn metrics_and_report_match_the_tables_failed_runs_included() {
 /// writes nothing; `run --from --to` loads only the date partitions of that range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_writes_nothing_and_a_date_range_loads_only_its_days() {
-    let w = World::new("ops_dry").await;
-    w.file("a.json", &[event(1), "oops".into(), "".into()], Duration::ZERO);
-    let other_day = w.dir.path().join("src/events/2020/01/14");
-    std::fs::create_dir_all(&other_day).unwrap();
-    std::fs::write(other_day.join("b.json"), event(2) + "\n").unwrap();
+    let w = LocalWorld::new("ops_dry", "").await;
+    w.file(
+        "2020/01/13/a.json",
+        &[event(1), "oops".into(), "".into()],
+        Duration::ZERO,
+    );
+    w.file("2020/01/14/b.json", &[event(2)], Duration::ZERO);
 
     let out = w.cli(&["run", "--dry-run"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");
@@ -347,19 +287,8 @@ async fn dry_run_writes_nothing_and_a_date_range_loads_only_its_days() {
         "{out}"
     );
     assert!(out.stdout.contains("rejects malformed_json: 1"), "{out}");
-    let count = |t: &'static str| {
-        let (pg, schema) = (w.pg, w.schema.clone());
-        async move {
-            pg.client()
-                .await
-                .query_one(&format!("SELECT count(*) FROM {schema}.{t}"), &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
-    };
     for t in ["events", "etl_files", "etl_loads", "event_rejects", "etl_runs"] {
-        assert_eq!(count(t).await, 0, "the dry run wrote to {t}");
+        assert_eq!(w.count(t).await, 0, "the dry run wrote to {t}");
     }
     assert!(
         !w.dir.path().join("staging").exists(),
@@ -369,7 +298,7 @@ async fn dry_run_writes_nothing_and_a_date_range_loads_only_its_days() {
     let out = w.cli(&["run", "--from", "2020-01-14", "--to", "2020-01-14"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stdout.contains("loaded 1 of 1 event files"), "{out}");
-    assert_eq!(count("events").await, 1);
+    assert_eq!(w.count("events").await, 1);
     let out = w.cli(&["run", "--from", "2020-01-15", "--to", "2020-01-14"], &[]);
     assert_eq!(out.code(), Some(2), "{out}");
     let out = w.cli(&["run", "--from", "2020-01-14"], &[]);
@@ -379,8 +308,8 @@ async fn dry_run_writes_nothing_and_a_date_range_loads_only_its_days() {
 /// `check`: one line per check; exit 0 when all pass, 6 otherwise, naming the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_each_check_and_exits_6_on_a_problem() {
-    let w = World::new("ops_check_cmd").await;
-    w.file("a.json", &[event(1)], Duration::ZERO);
+    let w = LocalWorld::new("ops_check_cmd", "").await;
+    w.file("2020/01/13/a.json", &[event(1)], Duration::ZERO);
     let out = w.cli(&["check"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     for what in [

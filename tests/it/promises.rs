@@ -3,76 +3,16 @@
 //! once); `staging.keep` keeps a committed load's staged objects; a failed load keeps its
 //! `<staging>/<load_id>/`; a missing bucket exits 3 with nothing recorded.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
-use crate::support::{self, run_bin, CmdOutput, PgServer};
+use crate::support::local_world::LocalWorld;
+use crate::support::{self, run_bin};
 
 fn event(id: u32, name: &str) -> String {
     format!(
         r#"{{"id":"{id:08x}-0000-4000-8000-000000000000","created_at":"2020-01-13 10:00:00","user_email":"u{id}@x.io","event_name":"{name}"}}"#
     )
-}
-
-struct World {
-    pg: &'static PgServer,
-    dir: tempfile::TempDir,
-    schema: String,
-    config: String,
-}
-
-impl World {
-    /// `files`: (key under events/, lines). `extra`: more TOML.
-    async fn new(label: &str, files: &[(&str, Vec<String>)], extra: &str) -> World {
-        let pg = support::postgres().await;
-        let dir = tempfile::tempdir().unwrap();
-        for (key, lines) in files {
-            let p = dir.path().join("src/events").join(key);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, lines.join("\n") + "\n").unwrap();
-        }
-        let schema = pg.fresh_schema(label).await;
-        let config = dir.path().join("etl.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[source]\nurl = \"src/events/\"\n[staging]\nurl = \"staging/\"\n[warehouse]\nschema = \"{schema}\"\n\
-                 [warehouse.postgres]\nurl = \"{}\"\n{extra}",
-                pg.url()
-            ),
-        )
-        .unwrap();
-        let w = World {
-            pg,
-            dir,
-            schema,
-            config: config.display().to_string(),
-        };
-        let out = w.cli(&["migrate"]);
-        assert_eq!(out.code(), Some(0), "{out}");
-        w
-    }
-
-    fn cli(&self, args: &[&str]) -> CmdOutput {
-        let mut full = vec!["--config", self.config.as_str()];
-        full.extend_from_slice(args);
-        run_bin(&full, &[], self.dir.path())
-    }
-
-    async fn rows(&self, sql: &str) -> Vec<String> {
-        self.pg
-            .client()
-            .await
-            .query(&sql.replace("{s}", &self.schema), &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect()
-    }
-
-    fn staging(&self) -> PathBuf {
-        self.dir.path().join("staging")
-    }
 }
 
 /// Load directories under staging (each `<load_id>/` with its manifests).
@@ -89,18 +29,20 @@ fn load_dirs(staging: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_files_splits_a_run_into_loads_and_an_id_repeated_across_them_loads_once() {
-    let w = World::new(
-        "pr_split",
-        &[
-            ("2020/01/13/a.json", vec![event(1, "a"), event(2, "a")]),
-            ("2020/01/13/b.json", vec![event(3, "b")]),
-            // Id 1 again, in a later load of the same run: a duplicate, never loaded twice.
-            ("2020/01/13/c.json", vec![event(1, "c"), event(4, "c")]),
-        ],
-        "[load]\nmax_files = 2\n",
-    )
-    .await;
-    let out = w.cli(&["run"]);
+    let w = LocalWorld::new("pr_split", "[load]\nmax_files = 2\n").await;
+    w.file(
+        "2020/01/13/a.json",
+        &[event(1, "a"), event(2, "a")],
+        Duration::ZERO,
+    );
+    w.file("2020/01/13/b.json", &[event(3, "b")], Duration::ZERO);
+    // Id 1 again, in a later load of the same run: a duplicate, never loaded twice.
+    w.file(
+        "2020/01/13/c.json",
+        &[event(1, "c"), event(4, "c")],
+        Duration::ZERO,
+    );
+    let out = w.cli(&["run"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(
         out.stdout.contains("loaded 3 of 3 event files in 2 load(s)"),
@@ -120,7 +62,8 @@ async fn max_files_splits_a_run_into_loads_and_an_id_repeated_across_them_loads_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staging_keep_keeps_a_committed_loads_objects() {
-    let w = World::new("pr_keep", &[("2020/01/13/a.json", vec![event(1, "a")])], "").await;
+    let w = LocalWorld::new("pr_keep", "").await;
+    w.file("2020/01/13/a.json", &[event(1, "a")], Duration::ZERO);
     let out = run_bin(
         &["--config", w.config.as_str(), "run"],
         &[("EVENTS_ETL__STAGING__KEEP".into(), "true".into())],
@@ -139,18 +82,10 @@ async fn staging_keep_keeps_a_committed_loads_objects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_load_keeps_its_staged_objects_and_records_nothing() {
-    let w = World::new("pr_fail", &[("2020/01/13/a.json", vec![event(1, "a")])], "").await;
-    w.pg.client()
-        .await
-        .batch_execute(&format!(
-            "CREATE FUNCTION {s}.boom() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; \
-             CREATE TRIGGER boom BEFORE INSERT ON {s}.etl_loads FOR EACH ROW EXECUTE FUNCTION {s}.boom();",
-            s = w.schema
-        ))
-        .await
-        .unwrap();
-    let out = w.cli(&["run"]);
+    let w = LocalWorld::new("pr_fail", "").await;
+    w.file("2020/01/13/a.json", &[event(1, "a")], Duration::ZERO);
+    w.break_loads().await;
+    let out = w.cli(&["run"], &[]);
     assert_eq!(out.code(), Some(4), "{out}");
     let dirs = load_dirs(&w.staging());
     assert_eq!(

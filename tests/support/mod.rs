@@ -12,6 +12,7 @@
 //! Each test binary compiles this module separately, so not every helper is used in each.
 #![allow(dead_code)]
 
+pub mod local_world;
 pub mod redshift_data;
 pub mod redshift_rules;
 
