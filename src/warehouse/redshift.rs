@@ -384,6 +384,22 @@ impl Redshift {
         }
     }
 
+    /// COPY's `IAM_ROLE` value and its ` REGION '...'` clause (empty without one).
+    fn copy_auth(&self) -> (String, String) {
+        let iam = if self.cfg.iam_role == "default" {
+            "default".to_owned()
+        } else {
+            lit(&self.cfg.iam_role)
+        };
+        let region = self
+            .cfg
+            .copy_region
+            .as_ref()
+            .map(|r| format!(" REGION {}", lit(r)))
+            .unwrap_or_default();
+        (iam, region)
+    }
+
     fn statement(&self, name: &str) -> Labeled {
         Labeled {
             label: name.to_owned(),
@@ -695,17 +711,7 @@ impl Warehouse for Redshift {
         started_at: NaiveDateTime,
     ) -> Result<Option<LoadRow>, WarehouseError> {
         let store = &self.staging.store;
-        let iam = if self.cfg.iam_role == "default" {
-            "default".to_owned()
-        } else {
-            lit(&self.cfg.iam_role)
-        };
-        let region = self
-            .cfg
-            .copy_region
-            .as_ref()
-            .map(|r| format!(" REGION {}", lit(r)))
-            .unwrap_or_default();
+        let (iam, region) = self.copy_auth();
         // One time for every row this load writes (GETDATE() differs per statement).
         let loaded_at = Utc::now().naive_utc().max(started_at);
         let fill = |name: &str| {
@@ -862,17 +868,7 @@ impl Warehouse for Redshift {
     }
 
     async fn probe_copy(&self, manifest_key: &str) -> Result<(), WarehouseError> {
-        let iam = if self.cfg.iam_role == "default" {
-            "default".to_owned()
-        } else {
-            lit(&self.cfg.iam_role)
-        };
-        let region = self
-            .cfg
-            .copy_region
-            .as_ref()
-            .map(|r| format!(" REGION {}", lit(r)))
-            .unwrap_or_default();
+        let (iam, region) = self.copy_auth();
         let manifest = lit(&self.staging.store.url(manifest_key));
         let fill = |name: &str| {
             let mut s = self.statement(name);
