@@ -162,3 +162,47 @@ async fn edge_lines_load_or_reject_and_never_block_the_load() {
     assert!(out.stdout.contains("nothing to load"), "{out}");
     assert_eq!(scalar(pg, &q("SELECT count(*) FROM {s}.etl_files")).await, 1);
 }
+
+/// Issue 7's hostile line (`x{"id":{"id":...`, 1 MiB, once quadratic: minutes of CPU)
+/// and a 2 MiB whitespace-only line go through `events-etl clean` beside a good line:
+/// the run ends (under the harness's time limit) with both rejected, in the README's
+/// order (an over-long line is `record_too_large` whatever it holds).
+#[test]
+fn hostile_lines_through_the_binary_are_rejected_without_stalling() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = events_etl::clean::MAX_LINE_BYTES;
+    let hostile = format!("x{}", "{\"id\":".repeat((max - 1) / 6));
+    let blank = " ".repeat(2 * max);
+    let file = dir.path().join("hostile.json");
+    std::fs::write(&file, format!("{hostile}\n{blank}\n{}\n", record(ID_A, ""))).unwrap();
+    let out = check(run_bin(
+        &["clean", "--out", "out", &file.display().to_string()],
+        &[],
+        dir.path(),
+    ));
+    assert!(
+        out.stdout.contains("3 lines, 1 events, 2 rejects, 0 blank"),
+        "{out}"
+    );
+    let rejects = std::fs::read_dir(dir.path().join("out/rejects")).unwrap().count();
+    assert!(rejects > 0, "{out}");
+    let mut reasons = String::new();
+    for part in std::fs::read_dir(dir.path().join("out/rejects")).unwrap() {
+        let bytes = std::fs::read(part.unwrap().path()).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::MultiGzDecoder::new(bytes.as_slice()),
+            &mut text,
+        )
+        .unwrap();
+        reasons.push_str(&text);
+    }
+    assert!(
+        reasons.contains("\"reason\":\"malformed_json\""),
+        "{reasons:.300}"
+    );
+    assert!(
+        reasons.contains("\"reason\":\"record_too_large\""),
+        "{reasons:.300}"
+    );
+}
