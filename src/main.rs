@@ -95,6 +95,20 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Make the next `run` read these files again while the source still has them (after a
+    /// cleaning-contract change, or a fixed quarantined file). Ids already in `events` are
+    /// never overwritten; the previous ledger rows move to `etl_files_history`.
+    Reload {
+        /// Source keys to read again (as `status` and `etl_files` show them).
+        #[arg(long = "key", value_name = "KEY", required_unless_present = "from")]
+        keys: Vec<String>,
+        /// Every file of the date partitions from this day (YYYY-MM-DD, with --to).
+        #[arg(long, value_name = "YYYY-MM-DD", requires = "to", conflicts_with = "keys", value_parser = parse_day)]
+        from: Option<chrono::NaiveDate>,
+        /// The last day of the range, included.
+        #[arg(long, value_name = "YYYY-MM-DD", requires = "from", value_parser = parse_day)]
+        to: Option<chrono::NaiveDate>,
+    },
     /// Clean local files offline (no warehouse): staged parts, rejects and a summary.
     Clean {
         /// Event files (JSON lines, optionally gzipped).
@@ -360,6 +374,38 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 }
                 println!("check: ok");
             }
+        }
+        Command::Reload { keys, from, to } => {
+            let keys = match (from, to) {
+                (Some(from), Some(to)) if from <= to && (to - from).num_days() < 3660 => pipeline
+                    .event_files(Some(events_etl::pipeline::Days { from, to }))
+                    .await?
+                    .1
+                    .into_iter()
+                    .map(|o| o.key)
+                    .collect(),
+                (Some(_), Some(_)) => {
+                    return Err(Failure {
+                        code: EXIT_CONFIG,
+                        error: anyhow::anyhow!(
+                            "--from must not be after --to, and the range at most 10 years"
+                        ),
+                    })
+                }
+                _ => keys,
+            };
+            let now = chrono::Utc::now().naive_utc();
+            let mut requested = 0;
+            for key in &keys {
+                let n = warehouse.request_reload(key, now).await?;
+                if n == 0 {
+                    println!("{key}: nothing to reload (not loaded nor quarantined, or a reload is already requested)");
+                } else {
+                    println!("{key}: {n} version(s) will be read again by the next run");
+                }
+                requested += n;
+            }
+            println!("reload requested for {requested} file version(s); run `events-etl run` to load them");
         }
         Command::Clean { .. } | Command::Check => {}
     }

@@ -237,6 +237,18 @@ impl Pipeline {
     /// [`Pipeline::discover`], limited to the date partitions `from..=to` when given:
     /// only the `<prefix>YYYY/MM/DD/` prefixes of those days are listed.
     pub async fn discover_in(&self, days: Option<Days>) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
+        let (listed_n, event_files) = self.event_files(days).await?;
+        let keys: Vec<String> = event_files.iter().map(|o| o.key.clone()).collect();
+        let recorded = self.warehouse.recorded_versions(&keys).await?;
+        let n = event_files.len();
+        let pending = discover::pending(event_files, &recorded);
+        telemetry::files_discovered(listed_n, n, pending.len());
+        Ok((n, pending))
+    }
+
+    /// The event files under the source prefix (only the partitions of `days`, when
+    /// given), and how many objects were listed in all.
+    pub async fn event_files(&self, days: Option<Days>) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
         let prefixes = match days {
             Some(Days { from, to }) => discover::day_prefixes(&self.source.prefix, from, to),
             None => vec![self.source.prefix.clone()],
@@ -252,16 +264,13 @@ impl Pipeline {
             );
         }
         let listed_n = listed.len();
-        let event_files: Vec<ObjectMeta> = listed
-            .into_iter()
-            .filter(|o| discover::is_event_file(&o.key))
-            .collect();
-        let keys: Vec<String> = event_files.iter().map(|o| o.key.clone()).collect();
-        let recorded = self.warehouse.recorded_versions(&keys).await?;
-        let n = event_files.len();
-        let pending = discover::pending(event_files, &recorded);
-        telemetry::files_discovered(listed_n, n, pending.len());
-        Ok((n, pending))
+        Ok((
+            listed_n,
+            listed
+                .into_iter()
+                .filter(|o| discover::is_event_file(&o.key))
+                .collect(),
+        ))
     }
 
     /// Loads every pending file, `max_files_per_load` files per transaction. `now` is

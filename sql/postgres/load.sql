@@ -48,10 +48,36 @@ DELETE FROM stage_raw;
 
 -- name: skip_recorded
 -- File versions another loader recorded while this one was cleaning: drop them and
--- their rows, so nothing is loaded or recorded twice.
+-- their rows, so nothing is loaded or recorded twice. A version with an open reload
+-- request is read again, not skipped.
 DELETE FROM {schema}.stage_files s
 USING {schema}.etl_files f
+WHERE f.source_key = s.source_key AND f.etag = s.etag
+  AND NOT EXISTS (SELECT 1 FROM {schema}.etl_reloads r
+                  WHERE r.source_key = s.source_key AND r.etag = s.etag AND r.load_id IS NULL);
+
+-- name: archive_reloaded
+-- Reloaded versions: their previous ledger rows move to etl_files_history ($1 is the
+-- load that supersedes them), so etl_files keeps one row per version and the ledger
+-- keeps both.
+INSERT INTO {schema}.etl_files_history
+    (source_key, etag, size_bytes, load_id, lines, events_loaded, duplicates, rejects, blank_lines,
+     recovered_events, invalid_ips, loaded_at, superseded_by, superseded_at)
+SELECT f.source_key, f.etag, f.size_bytes, f.load_id, f.lines, f.events_loaded, f.duplicates, f.rejects,
+       f.blank_lines, f.recovered_events, f.invalid_ips, f.loaded_at, $1, now() AT TIME ZONE 'UTC'
+FROM {schema}.etl_files f
+JOIN {schema}.stage_files s ON s.source_key = f.source_key AND s.etag = f.etag;
+
+-- name: drop_reloaded
+DELETE FROM {schema}.etl_files f
+USING {schema}.stage_files s
 WHERE f.source_key = s.source_key AND f.etag = s.etag;
+
+-- name: close_reloads
+-- The open reload requests this load serves are closed by it.
+UPDATE {schema}.etl_reloads r SET load_id = $1
+FROM {schema}.stage_files s
+WHERE r.load_id IS NULL AND r.source_key = s.source_key AND r.etag = s.etag;
 
 -- name: drop_orphans
 DELETE FROM {schema}.stage_events e
@@ -126,10 +152,33 @@ ORDER BY started_at DESC, load_id DESC
 LIMIT $1;
 
 -- name: recorded_versions
--- Settled versions: loaded, or quarantined (a new version of a quarantined file loads).
-SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = ANY($1)
-UNION
-SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key = ANY($1);
+-- Settled versions: loaded, or quarantined (a new version of a quarantined file loads),
+-- unless a reload of the version was requested and is still open.
+SELECT v.source_key, v.etag FROM (
+    SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = ANY($1)
+    UNION
+    SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key = ANY($1)
+) v
+WHERE NOT EXISTS (SELECT 1 FROM {schema}.etl_reloads r
+                  WHERE r.source_key = v.source_key AND r.etag = v.etag AND r.load_id IS NULL);
+
+-- name: request_reload
+-- `reload`: an open request for each settled version of key $1, unless one is open.
+INSERT INTO {schema}.etl_reloads (source_key, etag, requested_at, load_id)
+SELECT v.source_key, v.etag, $2::timestamp, NULL
+FROM (
+    SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = $1
+    UNION
+    SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key = $1
+) v
+WHERE NOT EXISTS (SELECT 1 FROM {schema}.etl_reloads r
+                  WHERE r.source_key = v.source_key AND r.etag = v.etag AND r.load_id IS NULL);
+
+-- name: close_reload_quarantined
+-- A reloaded version quarantined again: its request is closed, or every run would
+-- read it again.
+UPDATE {schema}.etl_reloads SET load_id = 'quarantined'
+WHERE load_id IS NULL AND source_key = $1 AND etag = $2;
 
 -- name: quarantine
 -- One file version set aside, unless it is already loaded or quarantined. Run under the

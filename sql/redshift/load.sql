@@ -68,7 +68,41 @@ SELECT 1 / CASE WHEN (SELECT COUNT(*) FROM {schema}.{table}) = {expected} THEN 1
 DELETE FROM {schema}.stage_files
 USING {schema}.etl_files
 WHERE {schema}.etl_files.source_key = {schema}.stage_files.source_key
+  AND {schema}.etl_files.etag = {schema}.stage_files.etag
+  AND NOT EXISTS (
+    SELECT 1 FROM {schema}.etl_reloads r
+    WHERE r.source_key = {schema}.stage_files.source_key AND r.etag = {schema}.stage_files.etag
+      AND r.load_id IS NULL
+);
+
+-- name: archive_reloaded
+-- Reloaded versions (an open `reload` request kept them in the load): their previous
+-- ledger rows move to etl_files_history, so etl_files keeps one row per version and the
+-- ledger keeps both.
+-- AWS: r_INSERT_30.html, r_Join_examples.html, r_CAST_function.html
+INSERT INTO {schema}.etl_files_history
+    (source_key, etag, size_bytes, load_id, lines, events_loaded, duplicates, rejects, blank_lines,
+     recovered_events, invalid_ips, loaded_at, superseded_by, superseded_at)
+SELECT f.source_key, f.etag, f.size_bytes, f.load_id, f.lines, f.events_loaded, f.duplicates, f.rejects,
+       f.blank_lines, f.recovered_events, f.invalid_ips, f.loaded_at, {load_id}, CAST({loaded_at} AS TIMESTAMP)
+FROM {schema}.etl_files f
+JOIN {schema}.stage_files s ON s.source_key = f.source_key AND s.etag = f.etag;
+
+-- name: drop_reloaded
+-- AWS: r_DELETE.html
+DELETE FROM {schema}.etl_files
+USING {schema}.stage_files
+WHERE {schema}.etl_files.source_key = {schema}.stage_files.source_key
   AND {schema}.etl_files.etag = {schema}.stage_files.etag;
+
+-- name: close_reloads
+-- The open reload requests this load serves are closed by it.
+-- AWS: r_UPDATE.html (FROM)
+UPDATE {schema}.etl_reloads SET load_id = {load_id}
+FROM {schema}.stage_files
+WHERE {schema}.etl_reloads.load_id IS NULL
+  AND {schema}.etl_reloads.source_key = {schema}.stage_files.source_key
+  AND {schema}.etl_reloads.etag = {schema}.stage_files.etag;
 
 -- name: drop_orphan_events
 -- AWS: r_DELETE.html, r_in_condition.html
@@ -197,6 +231,10 @@ SELECT source_key, etag FROM (
     UNION
     SELECT source_key, etag FROM {schema}.etl_quarantine WHERE {key_range}
 ) settled
+WHERE NOT EXISTS (
+    SELECT 1 FROM {schema}.etl_reloads r
+    WHERE r.source_key = settled.source_key AND r.etag = settled.etag AND r.load_id IS NULL
+)
 ORDER BY source_key, etag
 LIMIT {limit} OFFSET {offset};
 
@@ -256,3 +294,25 @@ CREATE TEMP TABLE events_etl_probe (probe BIGINT);
 -- `events-etl check`: COPY can read staging through iam_role, as a load's COPY does.
 -- AWS: r_COPY.html, copy-parameters-authorization.html, copy-parameters-data-format.html
 COPY events_etl_probe FROM {manifest} IAM_ROLE {iam_role} FORMAT AS JSON 'auto' GZIP MANIFEST{region};
+
+-- name: request_reload
+-- `reload`: an open request for each settled version of the key, unless one is open.
+-- AWS: r_INSERT_30.html, r_UNION.html, r_exists_condition.html
+INSERT INTO {schema}.etl_reloads (source_key, etag, requested_at, load_id)
+SELECT v.source_key, v.etag, CAST({requested_at} AS TIMESTAMP), NULL
+FROM (
+    SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = {source_key}
+    UNION
+    SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key = {source_key}
+) v
+WHERE NOT EXISTS (
+    SELECT 1 FROM {schema}.etl_reloads r
+    WHERE r.source_key = v.source_key AND r.etag = v.etag AND r.load_id IS NULL
+);
+
+-- name: close_reload_quarantined
+-- A reloaded version quarantined again: its request is closed, or every run would read
+-- it again. Sent in the quarantine batch.
+-- AWS: r_UPDATE.html
+UPDATE {schema}.etl_reloads SET load_id = 'quarantined'
+WHERE load_id IS NULL AND source_key = {source_key} AND etag = {etag};

@@ -220,6 +220,11 @@ pub trait Warehouse: Send + Sync {
         Ok(())
     }
 
+    /// `reload`: opens a request to read every settled version of `key` again (loaded or
+    /// quarantined); returns how many versions it opened (0: nothing recorded under the
+    /// key, or a request already open).
+    async fn request_reload(&self, key: &str, at: NaiveDateTime) -> Result<u64, WarehouseError>;
+
     /// Records one run in `etl_runs`, in a transaction of its own.
     async fn record_run(&self, run: &RunRow) -> Result<(), WarehouseError>;
 

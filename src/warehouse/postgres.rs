@@ -26,7 +26,7 @@ const LOAD_SQL: &str = include_str!("../../sql/postgres/load.sql");
 const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 21] = [
+pub const STATEMENTS: [&str; 26] = [
     "lock",
     "clear_stage",
     "create_raw",
@@ -48,6 +48,11 @@ pub const STATEMENTS: [&str; 21] = [
     "quarantined",
     "record_run",
     "last_run",
+    "archive_reloaded",
+    "drop_reloaded",
+    "close_reloads",
+    "request_reload",
+    "close_reload_quarantined",
 ];
 
 /// One connection; loads are serialised on it (and across processes by the table lock).
@@ -511,6 +516,10 @@ impl Warehouse for Postgres {
             self.batch(&tx, "drop_orphans").await?;
         }
         let id = &staged.load_id;
+        // Reloaded versions: the previous ledger row to history, the request closed.
+        self.exec(&tx, "archive_reloaded", &[id]).await?;
+        self.exec(&tx, "drop_reloaded", &[]).await?;
+        self.exec(&tx, "close_reloads", &[id]).await?;
         self.exec(&tx, "merge_events", &[id]).await?;
         self.exec(&tx, "insert_rejects", &[id]).await?;
         self.exec(&tx, "insert_files", &[id]).await?;
@@ -548,8 +557,16 @@ impl Warehouse for Postgres {
                 ],
             )
             .await?;
+            self.exec(&tx, "close_reload_quarantined", &[&q.source_key, &q.etag])
+                .await?;
         }
         tx.commit().await.map_err(|e| self.stmt_err("commit", &e))
+    }
+
+    async fn request_reload(&self, key: &str, at: NaiveDateTime) -> Result<u64, WarehouseError> {
+        let client = self.client.lock().await;
+        let key = key.to_owned();
+        self.exec(&*client, "request_reload", &[&key, &at]).await
     }
 
     async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, WarehouseError> {

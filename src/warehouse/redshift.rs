@@ -39,10 +39,13 @@ const LOAD_BEGIN: [&str; 4] = [
 
 /// The load's statements after the COPYs, in order; `load_summary` comes last, so the
 /// committed row is read from the batch itself and nothing runs after the commit.
-const LOAD_AFTER_COPY: [&str; 13] = [
+const LOAD_AFTER_COPY: [&str; 16] = [
     "skip_recorded",
     "drop_orphan_events",
     "drop_orphan_rejects",
+    "archive_reloaded",
+    "drop_reloaded",
+    "close_reloads",
     "merge_source",
     "merge_events",
     "insert_rejects",
@@ -820,8 +823,8 @@ impl Warehouse for Redshift {
                 ),
             });
         }
-        // One batch per 39 files: the lock, then one INSERT each.
-        for chunk in files.chunks(MAX_BATCH_STATEMENTS - 1) {
+        // One batch per 19 files: the lock, then an INSERT and an UPDATE each.
+        for chunk in files.chunks((MAX_BATCH_STATEMENTS - 1) / 2) {
             let mut stmts = vec![self.statement("lock")];
             for q in chunk {
                 let mut s = self.statement("quarantine");
@@ -837,10 +840,32 @@ impl Warehouse for Redshift {
                         &lit(&q.quarantined_at.format(TIME_FORMAT).to_string()),
                     );
                 stmts.push(s);
+                let mut close = self.statement("close_reload_quarantined");
+                close.sql = close
+                    .sql
+                    .replace("{source_key}", &lit(&q.source_key))
+                    .replace("{etag}", &lit(&q.etag));
+                stmts.push(close);
             }
             self.batch(stmts).await?;
         }
         Ok(())
+    }
+
+    async fn request_reload(&self, key: &str, at: NaiveDateTime) -> Result<u64, WarehouseError> {
+        if key.contains('\\') {
+            return Err(WarehouseError::Statement {
+                statement: "request_reload".into(),
+                message: format!("cannot reload {key}: the key holds a backslash"),
+            });
+        }
+        let sql = self
+            .sql
+            .get("request_reload")
+            .replace("{source_key}", &lit(key))
+            .replace("{requested_at}", &lit(&at.format(TIME_FORMAT).to_string()));
+        let d = self.execute("request_reload", &sql).await?;
+        Ok(u64::try_from(d.result_rows()).unwrap_or(0))
     }
 
     async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, WarehouseError> {
@@ -942,7 +967,7 @@ mod tests {
     use super::*;
 
     /// The other statements: COPYs and their checks (added per non-empty stream), queries.
-    const OTHER_STATEMENTS: [&str; 13] = [
+    const OTHER_STATEMENTS: [&str; 15] = [
         "copy_files",
         "copy_events",
         "copy_rejects",
@@ -956,6 +981,8 @@ mod tests {
         "last_run",
         "probe_table",
         "probe_copy",
+        "request_reload",
+        "close_reload_quarantined",
     ];
 
     #[test]

@@ -344,3 +344,70 @@ async fn check_reports_each_check_and_exits_6_on_a_problem() {
         "{out}"
     );
 }
+
+/// `reload --key` and `reload --from/--to` make the next run read files again (ids never
+/// overwritten, the ledger keeps both versions, the request recorded); a quarantined
+/// file is read again after its fix is deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reads_files_again_by_key_or_date_range() {
+    let w = LocalWorld::new("ops_reload", "").await;
+    let key = "2020/01/13/a.json";
+    w.file(key, &[event(1), event(2)], Duration::ZERO);
+    assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
+
+    let out = w.cli(&["reload", "--key", key, "--key", "2020/01/13/none.json"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("{key}: 1 version(s) will be read again")),
+        "{out}"
+    );
+    assert!(out.stdout.contains("none.json: nothing to reload"), "{out}");
+    assert!(w.cli(&["status"], &[]).stdout.contains("1 pending"));
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("loaded 1 of 1 event files"), "{out}");
+    assert_eq!(w.count("events").await, 2, "ids are never loaded twice");
+    assert_eq!(w.count("etl_files").await, 1);
+    assert_eq!(w.count("etl_files_history").await, 1);
+
+    let out = w.cli(&["reload", "--from", "2020-01-13", "--to", "2020-01-13"], &[]);
+    assert!(
+        out.stdout.contains("reload requested for 1 file version(s)"),
+        "{out}"
+    );
+    assert!(w.cli(&["run"], &[]).stdout.contains("loaded 1 of 1"));
+    assert_eq!(w.count("etl_files_history").await, 2);
+    assert_eq!(w.count("etl_reloads").await, 2);
+    assert_eq!(w.count("events").await, 2);
+
+    // A file quarantined by a refused row, read again once the fix is deployed.
+    let poison = "2020/01/13/p.json";
+    w.file(poison, &[event(3)], Duration::ZERO);
+    assert_eq!(
+        w.cli(&["run"], &[("EVENTS_ETL_TEST_POISON_KEY", poison)]).code(),
+        Some(5)
+    );
+    assert_eq!(w.count("events").await, 2);
+    assert!(w
+        .cli(&["reload", "--key", poison], &[])
+        .stdout
+        .contains("1 version(s)"));
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(w.count("events").await, 3);
+    // Reloaded but refused again: quarantined again and the request closed, so the next
+    // run does not read it once more (no retry loop).
+    let bad = "2020/01/13/q.json";
+    w.file(bad, &[event(4)], Duration::ZERO);
+    let hook = [("EVENTS_ETL_TEST_POISON_KEY", bad)];
+    assert_eq!(w.cli(&["run"], &hook).code(), Some(5));
+    assert!(w.cli(&["reload", "--key", bad], &[]).stdout.contains("1 version(s)"));
+    assert_eq!(w.cli(&["run"], &hook).code(), Some(5));
+    let out = w.cli(&["run"], &hook);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("nothing to load"), "{out}");
+
+    let out = w.cli(&["reload"], &[]);
+    assert_eq!(out.code(), Some(2), "a key or a date range is required: {out}");
+}

@@ -376,6 +376,12 @@ async fn every_statement_sent_parses_as_redshift() {
         rejects: 0,
     };
     wh.record_run(&run).await.expect("record_run");
+    assert_eq!(
+        wh.request_reload("events/load-1.json", started())
+            .await
+            .expect("request_reload"),
+        1
+    );
     assert!(wh.last_run("failed").await.expect("last_run").is_some());
     // A failing COPY, for the error lookup.
     let staged = f.stage("load-2", &[event(3)]).await;

@@ -247,8 +247,10 @@ async fn product_ddl_runs_as_batches() {
         tables,
         [
             "etl_files",
+            "etl_files_history",
             "etl_loads",
             "etl_quarantine",
+            "etl_reloads",
             "etl_runs",
             "event_rejects",
             "events",

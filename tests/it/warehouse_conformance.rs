@@ -171,10 +171,12 @@ async fn load(wh: &dyn Warehouse, staged: &StagedLoad, started: &str) -> LoadRow
 // ---------------------------------------------------------------------------------------
 
 /// In byte order, as `ORDER BY` in a bytewise collation sorts them.
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 12] = [
     "etl_files",
+    "etl_files_history",
     "etl_loads",
     "etl_quarantine",
+    "etl_reloads",
     "etl_runs",
     "event_rejects",
     "events",
@@ -409,6 +411,97 @@ pub async fn runs_are_recorded(wh: &dyn Warehouse, cx: &Cx) {
         Some("r3".to_owned())
     );
     let _ = cx;
+}
+
+/// `reload`: a recorded version is read again by the next load. Its ids are never
+/// overwritten (all duplicates now), its previous ledger row moves to
+/// `etl_files_history`, the request is closed, and afterwards the version is settled.
+pub async fn reload_reads_a_version_again(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let file = sample_b();
+    let key = file.key.clone();
+    let first = load(
+        wh,
+        &cx.stager.stage("load-1", std::slice::from_ref(&file)).await,
+        "2024-06-01 00:00:00",
+    )
+    .await;
+    assert_eq!(first.events_loaded, 2);
+    let before = cx.db.rows(&events_sql(cx)).await;
+    let keys = vec![key.clone()];
+    let settled = |v: &HashSet<(String, String)>| v.contains(&(key.clone(), file.etag.clone()));
+    assert!(settled(&wh.recorded_versions(&keys).await.expect("rv")));
+
+    assert_eq!(
+        wh.request_reload(&key, at("2024-06-02 00:00:00"))
+            .await
+            .expect("reload"),
+        1
+    );
+    assert_eq!(
+        wh.request_reload(&key, at("2024-06-02 00:00:01"))
+            .await
+            .expect("again"),
+        0,
+        "one open request"
+    );
+    assert_eq!(
+        wh.request_reload("no/such.json", at("2024-06-02 00:00:00"))
+            .await
+            .expect("unknown"),
+        0
+    );
+    assert!(
+        !settled(&wh.recorded_versions(&keys).await.expect("rv")),
+        "an open reload makes it pending"
+    );
+
+    let again = load(
+        wh,
+        &cx.stager.stage("load-2", std::slice::from_ref(&file)).await,
+        "2024-06-03 00:00:00",
+    )
+    .await;
+    assert_eq!(
+        (again.files, again.events_loaded, again.duplicates),
+        (1, 0, 2),
+        "{again:?}"
+    );
+    assert_eq!(
+        cx.db.rows(&events_sql(cx)).await,
+        before,
+        "events are never overwritten"
+    );
+    assert_eq!(
+        cx.db.rows("SELECT load_id FROM {schema}.etl_files").await,
+        ["load-2"],
+        "one ledger row per version"
+    );
+    assert_eq!(
+        cx.db
+            .rows("SELECT load_id || ' ' || superseded_by FROM {schema}.etl_files_history")
+            .await,
+        ["load-1 load-2"]
+    );
+    assert_eq!(
+        cx.db.rows("SELECT load_id FROM {schema}.etl_reloads").await,
+        ["load-2"]
+    );
+    assert!(
+        settled(&wh.recorded_versions(&keys).await.expect("rv")),
+        "settled again"
+    );
+    // Without a request, the same version staged again is skipped.
+    let skipped = wh
+        .load(
+            &cx.stager.stage("load-3", std::slice::from_ref(&file)).await,
+            at("2024-06-04 00:00:00"),
+        )
+        .await
+        .expect("load");
+    assert_eq!(skipped, None);
+    assert_totals_consistent(cx, &again).await;
+    assert_stage_empty(cx).await;
 }
 
 /// A second adapter can migrate (so a refused migrate released its lock).
@@ -1459,6 +1552,7 @@ macro_rules! every_check {
                 times_and_invalid_ips,
                 quarantine_settles_a_version,
                 runs_are_recorded,
+                reload_reads_a_version_again,
                 migrate_refuses_edited,
                 migrate_refuses_unknown_version,
                 operations_before_migrate_say_migrate,
