@@ -402,7 +402,10 @@ async fn reload_reads_files_again_by_key_or_date_range() {
     w.file(bad, &[event(4)], Duration::ZERO);
     let hook = [("EVENTS_ETL_TEST_POISON_KEY", bad)];
     assert_eq!(w.cli(&["run"], &hook).code(), Some(5));
-    assert!(w.cli(&["reload", "--key", bad], &[]).stdout.contains("1 version(s)"));
+    assert!(w
+        .cli(&["reload", "--key", bad], &[])
+        .stdout
+        .contains("1 version(s)"));
     assert_eq!(w.cli(&["run"], &hook).code(), Some(5));
     let out = w.cli(&["run"], &hook);
     assert_eq!(out.code(), Some(0), "{out}");
