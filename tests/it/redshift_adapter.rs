@@ -166,17 +166,23 @@ async fn failed_statement_mid_batch_commits_nothing_and_is_named() {
     assert_eq!(f.count("events").await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statement_past_the_timeout_is_cancelled_and_commits_nothing() {
-    let f = fixture("rs_timeout").await;
+/// A migrated fixture, an adapter whose statements time out after 1 s, and one staged
+/// load of one event.
+async fn short_timeout(label: &str) -> (Fixture, Redshift, StagedLoad) {
+    let f = fixture(label).await;
     f.adapter(Duration::from_secs(60))
         .await
         .migrate()
         .await
         .expect("migrate");
     let staged = f.stage("load-1", &[event(1)]).await;
-
     let wh = f.adapter(Duration::from_secs(1)).await;
+    (f, wh, staged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_past_the_timeout_is_cancelled_and_commits_nothing() {
+    let (f, wh, staged) = short_timeout("rs_timeout").await;
     // Held far past the timeout: only the cancel can end it early.
     f.api.delay_statements(Duration::from_secs(600));
     let e = wh.load(&staged, started()).await.expect_err("times out");
@@ -235,14 +241,7 @@ async fn copy_region_and_default_role_reach_the_copy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_finishing_as_its_timeout_expires_is_a_success() {
-    let f = fixture("rs_late").await;
-    f.adapter(Duration::from_secs(60))
-        .await
-        .migrate()
-        .await
-        .expect("migrate");
-    let staged = f.stage("load-1", &[event(1)]).await;
-    let wh = f.adapter(Duration::from_secs(1)).await;
+    let (f, wh, staged) = short_timeout("rs_late").await;
     // The batch waits until the cancel arrives, then commits: what happens when it
     // finishes between the adapter's last poll and its CancelStatement.
     f.api.delay_statements(Duration::from_secs(600));
