@@ -14,37 +14,28 @@ DELETE FROM {schema}.stage_events;
 DELETE FROM {schema}.stage_rejects;
 DELETE FROM {schema}.stage_files;
 
--- name: create_raw
--- COPY's landing table: one JSON document per staged line, as Redshift's
--- FORMAT JSON 'auto' would read it; the statements below map keys to columns.
-CREATE TEMP TABLE IF NOT EXISTS stage_raw (doc JSONB NOT NULL) ON COMMIT DROP;
-
--- name: copy_raw
-COPY stage_raw (doc) FROM STDIN (FORMAT binary);
-
--- name: raw_to_events
-INSERT INTO {schema}.stage_events
-    (event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line)
-SELECT doc->>'event_id', (doc->>'created_at')::timestamp, doc->>'user_email', doc->>'ip',
-       doc->>'event_name', NULLIF(doc->'metadata', 'null'::jsonb), doc->>'source_key',
-       (doc->>'source_line')::bigint
-FROM stage_raw;
-
--- name: raw_to_rejects
-INSERT INTO {schema}.stage_rejects (source_key, source_line, reason, raw_line)
-SELECT doc->>'source_key', (doc->>'source_line')::bigint, doc->>'reason', doc->>'raw_line'
-FROM stage_raw;
-
--- name: raw_to_files
-INSERT INTO {schema}.stage_files
+-- name: copy_files
+-- The adapter reads each staged part the manifest lists, parses its rows in Rust as
+-- Redshift's COPY ... FORMAT JSON 'auto' reads them (keys to columns by name, an absent
+-- key or a JSON null loads NULL, other keys ignored) and sends typed columns.
+COPY {schema}.stage_files
     (source_key, etag, size_bytes, lines, blank_lines, events_staged, rejects, recovered_events, invalid_ips)
-SELECT doc->>'source_key', doc->>'etag', (doc->>'size_bytes')::bigint, (doc->>'lines')::bigint,
-       (doc->>'blank_lines')::bigint, (doc->>'events_staged')::bigint, (doc->>'rejects')::bigint,
-       (doc->>'recovered_events')::bigint, (doc->>'invalid_ips')::bigint
-FROM stage_raw;
+FROM STDIN (FORMAT binary);
 
--- name: clear_raw
-DELETE FROM stage_raw;
+-- name: copy_events
+-- metadata is sent as the staged JSON text, as jsonb (a JSON null is SQL NULL).
+COPY {schema}.stage_events
+    (event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line)
+FROM STDIN (FORMAT binary);
+
+-- name: copy_rejects
+COPY {schema}.stage_rejects (source_key, source_line, reason, raw_line) FROM STDIN (FORMAT binary);
+
+-- name: analyze_stage
+-- The staging tables were empty at the last autovacuum: without fresh statistics the
+-- planner guesses their size and may pick a plan that reads all of events. ANALYZE runs
+-- inside the transaction and counts this transaction's own rows.
+ANALYZE {schema}.stage_files, {schema}.stage_events, {schema}.stage_rejects;
 
 -- name: skip_recorded
 -- File versions another loader recorded while this one was cleaning: drop them and
@@ -85,36 +76,30 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.stage_files s WHERE s.source_key = e.so
 DELETE FROM {schema}.stage_rejects r
 WHERE NOT EXISTS (SELECT 1 FROM {schema}.stage_files s WHERE s.source_key = r.source_key);
 
--- name: merge_events
--- The source is deduplicated first: the earliest copy of an id by (key, line) wins
--- within the load, and MERGE needs at most one source row per target row. Rows already
--- in events are never updated. Keys compare as bytes (COLLATE "C"), the order S3 lists
--- and the pipeline loads them in, whatever the database's default collation.
-MERGE INTO {schema}.events AS t
-USING (
-    SELECT event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line
+-- name: insert_events
+-- One statement deduplicates, inserts the events and records the files. The source
+-- holds the earliest copy of each id by (key, line) within the load, and none whose id
+-- events already has: the probe into events is one primary-key index lookup per staged
+-- id, so its cost follows the load's size, not the table's. Keys compare as bytes
+-- (COLLATE "C"), the order S3 lists and the pipeline loads them in, whatever the
+-- database's default collation. Rows already in events are never updated.
+-- events_loaded counts, per file, the rows this statement inserted (read from its own
+-- RETURNING, never from events by load_id); the rest of the file's staged events were
+-- duplicates (within the load, or of rows already loaded).
+WITH inserted AS (
+    INSERT INTO {schema}.events
+        (event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line,
+         load_id, loaded_at)
+    SELECT s.event_id, s.created_at, s.user_email, s.ip, s.event_name, s.metadata, s.source_key,
+           s.source_line, $1, now() AT TIME ZONE 'UTC'
     FROM (
-        SELECT s.*,
-               ROW_NUMBER() OVER (PARTITION BY s.event_id ORDER BY s.source_key COLLATE "C", s.source_line) AS rn
-        FROM {schema}.stage_events s
-    ) ranked
-    WHERE rn = 1
-) AS s
-ON t.event_id = s.event_id
-WHEN NOT MATCHED THEN
-    INSERT (event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line,
-            load_id, loaded_at)
-    VALUES (s.event_id, s.created_at, s.user_email, s.ip, s.event_name, s.metadata, s.source_key,
-            s.source_line, $1, now() AT TIME ZONE 'UTC');
-
--- name: insert_rejects
-INSERT INTO {schema}.event_rejects (load_id, source_key, source_line, reason, raw_line, rejected_at)
-SELECT $1, source_key, source_line, reason, raw_line, now() AT TIME ZONE 'UTC'
-FROM {schema}.stage_rejects;
-
--- name: insert_files
--- events_loaded counts what this load inserted for the file; the rest of its staged
--- events were duplicates (within the load, or of rows already loaded).
+        SELECT DISTINCT ON (event_id) *
+        FROM {schema}.stage_events
+        ORDER BY event_id, source_key COLLATE "C", source_line
+    ) s
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = s.event_id)
+    RETURNING source_key
+)
 INSERT INTO {schema}.etl_files
     (source_key, etag, size_bytes, load_id, lines, events_loaded, duplicates, rejects, blank_lines,
      recovered_events, invalid_ips, loaded_at)
@@ -122,9 +107,13 @@ SELECT f.source_key, f.etag, f.size_bytes, $1, f.lines,
        COALESCE(l.n, 0), f.events_staged - COALESCE(l.n, 0), f.rejects, f.blank_lines,
        f.recovered_events, f.invalid_ips, now() AT TIME ZONE 'UTC'
 FROM {schema}.stage_files f
-LEFT JOIN (
-    SELECT source_key, COUNT(*) AS n FROM {schema}.events WHERE load_id = $1 GROUP BY source_key
-) l ON l.source_key = f.source_key;
+LEFT JOIN (SELECT source_key, COUNT(*) AS n FROM inserted GROUP BY source_key) l
+    ON l.source_key = f.source_key;
+
+-- name: insert_rejects
+INSERT INTO {schema}.event_rejects (load_id, source_key, source_line, reason, raw_line, rejected_at)
+SELECT $1, source_key, source_line, reason, raw_line, now() AT TIME ZONE 'UTC'
+FROM {schema}.stage_rejects;
 
 -- name: insert_load
 -- The load's totals are the sums of its file rows: the control tables cannot disagree.

@@ -2,6 +2,7 @@
 //! adapters per engine (PostgreSQL, the Redshift Data API); one conformance
 //! suite (`tests/it/warehouse_conformance.rs`) that every adapter passes.
 
+mod copy_rows;
 pub mod postgres;
 pub mod redshift;
 pub mod statements;

@@ -7,13 +7,13 @@ use std::collections::HashSet;
 use std::error::Error as _;
 
 use async_trait::async_trait;
-use bytes::{BufMut, BytesMut};
 use chrono::NaiveDateTime;
 use tokio::sync::Mutex;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
+use super::copy_rows as rows;
 use super::statements::{split_statements, with_schema, Statements};
 use super::{AppliedMigration, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError};
 use crate::migrate::{self, AppliedRow, Dialect};
@@ -26,20 +26,17 @@ const LOAD_SQL: &str = include_str!("../../sql/postgres/load.sql");
 const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 26] = [
+pub const STATEMENTS: [&str; 23] = [
     "lock",
     "clear_stage",
-    "create_raw",
-    "copy_raw",
-    "raw_to_events",
-    "raw_to_rejects",
-    "raw_to_files",
-    "clear_raw",
+    "copy_files",
+    "copy_events",
+    "copy_rejects",
+    "analyze_stage",
     "skip_recorded",
     "drop_orphans",
-    "merge_events",
+    "insert_events",
     "insert_rejects",
-    "insert_files",
     "insert_load",
     "load_summary",
     "recent_loads",
@@ -84,29 +81,6 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
         Some(s) => format!("{e}: {s}"),
         None => e.to_string(),
     }
-}
-
-/// JSON text sent as JSONB in binary COPY: version byte 1, then the text. Lets the
-/// staged line go to the server untouched (no re-encoding, big numbers kept exactly).
-#[derive(Debug)]
-struct RawJsonb<'a>(&'a [u8]);
-
-impl ToSql for RawJsonb<'_> {
-    fn to_sql(
-        &self,
-        _ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.put_u8(1);
-        out.extend_from_slice(self.0);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
-    }
-
-    to_sql_checked!();
 }
 
 fn load_row(r: &Row) -> LoadRow {
@@ -201,14 +175,14 @@ impl Postgres {
         Ok(())
     }
 
-    /// COPYs every part a manifest lists into `stage_raw`, then maps it into `table`
-    /// with `statement`; checks the row count against what staging wrote.
+    /// COPYs every part a manifest lists into the staging table `table`, parsing each
+    /// staged row in Rust and sending typed columns in binary; checks the row count
+    /// against what staging wrote.
     async fn copy_manifest(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         manifest_key: &str,
-        statement: &str,
-        table: &'static str,
+        table: StageTable,
         staged: u64,
     ) -> Result<(), WarehouseError> {
         let store = &self.staging.store;
@@ -226,12 +200,14 @@ impl Postgres {
             message: format!("not a COPY manifest: {e}"),
         })?;
 
+        let statement = table.statement();
         let sink = tx
-            .copy_in(self.sql.get("copy_raw"))
+            .copy_in(self.sql.get(statement))
             .await
-            .map_err(|e| self.stmt_err("copy_raw", &e))?;
-        let writer = BinaryCopyInWriter::new(sink, &[Type::JSONB]);
+            .map_err(|e| self.stmt_err(statement, &e))?;
+        let writer = BinaryCopyInWriter::new(sink, table.types());
         tokio::pin!(writer);
+        let mut row_no = 0u64;
         for entry in &manifest.entries {
             let key = store
                 .key_of(&entry.url)
@@ -250,6 +226,7 @@ impl Postgres {
                 .await
                 .map_err(bad)?;
             while let Some(line) = lines.next_line().await.map_err(bad)? {
+                row_no += 1;
                 if line.too_long {
                     return Err(WarehouseError::StagedData {
                         url: entry.url.clone(),
@@ -259,8 +236,22 @@ impl Postgres {
                         ),
                     });
                 }
-                if let Err(e) = writer.as_mut().write(&[&RawJsonb(line.bytes)]).await {
-                    return Err(self.copy_err(&manifest, &e).await);
+                let sent = match table {
+                    StageTable::Files => match rows::parse::<rows::File>(line.bytes) {
+                        Ok(r) => writer.as_mut().write(&r.columns()).await,
+                        Err(e) => return Err(refused(statement, line.bytes, row_no, &entry.url, &e)),
+                    },
+                    StageTable::Events => match rows::parse::<rows::Event>(line.bytes) {
+                        Ok(r) => writer.as_mut().write(&r.columns()).await,
+                        Err(e) => return Err(refused(statement, line.bytes, row_no, &entry.url, &e)),
+                    },
+                    StageTable::Rejects => match rows::parse::<rows::Reject>(line.bytes) {
+                        Ok(r) => writer.as_mut().write(&r.columns()).await,
+                        Err(e) => return Err(refused(statement, line.bytes, row_no, &entry.url, &e)),
+                    },
+                };
+                if let Err(e) = sent {
+                    return Err(self.copy_err(statement, &manifest, &e).await);
                 }
             }
             if let Some(end) = lines
@@ -275,19 +266,88 @@ impl Postgres {
         }
         let copied = match writer.finish().await {
             Ok(n) => n,
-            Err(e) => return Err(self.copy_err(&manifest, &e).await),
+            Err(e) => return Err(self.copy_err(statement, &manifest, &e).await),
         };
-        tracing::debug!(table, rows = copied, "copied");
-        let mapped = self.exec(tx, statement, &[]).await?;
-        self.batch(tx, "clear_raw").await?;
-        if copied != staged || mapped != staged {
+        tracing::debug!(table = table.name(), rows = copied, "copied");
+        if copied != staged {
             return Err(WarehouseError::CountMismatch {
-                table,
+                table: table.name(),
                 staged,
-                loaded: copied.min(mapped),
+                loaded: copied,
             });
         }
         Ok(())
+    }
+}
+
+/// The staging tables COPY fills, each from its own manifest.
+#[derive(Debug, Clone, Copy)]
+enum StageTable {
+    Files,
+    Events,
+    Rejects,
+}
+
+impl StageTable {
+    fn name(self) -> &'static str {
+        match self {
+            StageTable::Files => "stage_files",
+            StageTable::Events => "stage_events",
+            StageTable::Rejects => "stage_rejects",
+        }
+    }
+
+    fn statement(self) -> &'static str {
+        match self {
+            StageTable::Files => "copy_files",
+            StageTable::Events => "copy_events",
+            StageTable::Rejects => "copy_rejects",
+        }
+    }
+
+    /// The column types, in the order of the statement's column list.
+    fn types(self) -> &'static [Type] {
+        match self {
+            StageTable::Files => &[
+                Type::VARCHAR,
+                Type::VARCHAR,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+            ],
+            StageTable::Events => &[
+                Type::VARCHAR,
+                Type::TIMESTAMP,
+                Type::VARCHAR,
+                Type::VARCHAR,
+                Type::VARCHAR,
+                Type::JSONB,
+                Type::VARCHAR,
+                Type::INT8,
+            ],
+            StageTable::Rejects => &[Type::VARCHAR, Type::INT8, Type::VARCHAR, Type::VARCHAR],
+        }
+    }
+}
+
+/// A staged row refused before it reached the server (it does not parse as the table's
+/// row): attributed to its source file when the row names one, like a row the server
+/// refuses, so that the pipeline quarantines that file and loads the others.
+fn refused(statement: &str, line: &[u8], row: u64, url: &str, e: &dyn std::fmt::Display) -> WarehouseError {
+    match rows::source_key(line) {
+        Some(source_key) => WarehouseError::Refused {
+            statement: statement.to_owned(),
+            source_key,
+            message: format!("{e} (staged row {row})"),
+        },
+        None => WarehouseError::StagedData {
+            url: url.to_owned(),
+            message: format!("staged row {row} is not a row of its table: {e}"),
+        },
     }
 }
 
@@ -326,22 +386,27 @@ async fn check_server_version(client: &Client, target: &str) -> Result<(), Wareh
 }
 
 impl Postgres {
-    /// A failed COPY: when the server names the row (`COPY stage_raw, line N`), the
+    /// A failed COPY: when the server names the row (`COPY stage_events, line N`), the
     /// source file it came from, so that the pipeline can quarantine that file and load
     /// the others.
-    async fn copy_err(&self, manifest: &Manifest, e: &tokio_postgres::Error) -> WarehouseError {
+    async fn copy_err(
+        &self,
+        statement: &str,
+        manifest: &Manifest,
+        e: &tokio_postgres::Error,
+    ) -> WarehouseError {
         let line = e
             .as_db_error()
             .and_then(|db| db.where_())
-            .and_then(|w| w.split("COPY stage_raw, line ").nth(1))
+            .and_then(|w| w.split(", line ").nth(1))
             .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse::<u64>().ok());
-        let err = self.stmt_err("copy_raw", e);
+        let err = self.stmt_err(statement, e);
         let Some(line) = line else { return err };
         let parts: Vec<&str> = manifest.entries.iter().map(|e| e.url.as_str()).collect();
         match super::staged_row_source(&self.staging, &parts, line).await {
             Some(source_key) => WarehouseError::Refused {
-                statement: "copy_raw".into(),
+                statement: statement.into(),
                 source_key,
                 message: format!("{} (staged row {line})", pg_message(e)),
             },
@@ -485,31 +550,28 @@ impl Warehouse for Postgres {
             .map_err(|e| self.stmt_err("begin", &e))?;
         self.batch(&tx, "lock").await?;
         self.batch(&tx, "clear_stage").await?;
-        self.batch(&tx, "create_raw").await?;
         self.copy_manifest(
             &tx,
             &staged.files_manifest,
-            "raw_to_files",
-            "stage_files",
+            StageTable::Files,
             staged.files_staged,
         )
         .await?;
         self.copy_manifest(
             &tx,
             &staged.events_manifest,
-            "raw_to_events",
-            "stage_events",
+            StageTable::Events,
             staged.events_staged,
         )
         .await?;
         self.copy_manifest(
             &tx,
             &staged.rejects_manifest,
-            "raw_to_rejects",
-            "stage_rejects",
+            StageTable::Rejects,
             staged.rejects_staged,
         )
         .await?;
+        self.batch(&tx, "analyze_stage").await?;
         let skipped = self.exec(&tx, "skip_recorded", &[]).await?;
         if skipped > 0 {
             tracing::warn!(files = skipped, load_id = %staged.load_id, "files recorded by a concurrent load were skipped");
@@ -520,9 +582,8 @@ impl Warehouse for Postgres {
         self.exec(&tx, "archive_reloaded", &[id]).await?;
         self.exec(&tx, "drop_reloaded", &[]).await?;
         self.exec(&tx, "close_reloads", &[id]).await?;
-        self.exec(&tx, "merge_events", &[id]).await?;
+        self.exec(&tx, "insert_events", &[id]).await?;
         self.exec(&tx, "insert_rejects", &[id]).await?;
-        self.exec(&tx, "insert_files", &[id]).await?;
         self.exec(&tx, "insert_load", &[id, &started_at]).await?;
         self.batch(&tx, "clear_stage").await?;
         let row = tx
