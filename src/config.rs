@@ -118,6 +118,7 @@ pub struct RawS3 {
 #[serde(deny_unknown_fields)]
 pub struct RawLoad {
     pub max_files: Option<Scalar>,
+    pub dedupe_window_days: Option<Scalar>,
 }
 
 /// A number or boolean as written: typed in TOML, text from the environment. Phase 1
@@ -542,6 +543,10 @@ pub struct Config {
     /// At most this many files go into one load (one transaction); a run makes as many
     /// loads as it needs.
     pub max_files_per_load: usize,
+    /// A staged event is a duplicate of a row already in `events` with the same id whose
+    /// `created_at` is at most this many days from its own; the dedupe reads only that
+    /// `created_at` range of `events` (see [`DEFAULT_DEDUPE_WINDOW_DAYS`]).
+    pub dedupe_window_days: u32,
     /// Days after which the source deletes a file (S3 lifecycle): `status` says how many
     /// are left for each pending file.
     pub retention_days: u64,
@@ -557,6 +562,16 @@ pub struct Config {
 pub const DEFAULT_PART_SIZE_MB: u64 = 16;
 pub const DEFAULT_SCHEMA: &str = "analytics";
 pub const DEFAULT_MAX_FILES: u64 = 5000;
+/// Loads deduplicate against `events` only within this many days of each staged
+/// event's `created_at`, so that the scan of `events` (sorted by `created_at` on
+/// Redshift) covers the load's own time range, not all of history. The app writes the
+/// id and `created_at` together and re-sends both unchanged, so a true duplicate has
+/// the same `created_at`; one day covers the widest honest disagreement, a client that
+/// wrote the same instant as naive local time instead of UTC (offsets reach +14:00 and
+/// -12:00), and keeps the scanned range at the load's span plus two days.
+pub const DEFAULT_DEDUPE_WINDOW_DAYS: u64 = 1;
+/// The widest window accepted: ten years is all of history for any real table.
+pub const MAX_DEDUPE_WINDOW_DAYS: u64 = 3650;
 pub const DEFAULT_RETENTION_DAYS: u64 = 28;
 pub const DEFAULT_MAX_PENDING_AGE_HOURS: u64 = 24;
 
@@ -633,6 +648,18 @@ impl Config {
             return Err(invalid("load.max_files", "must be at least 1"));
         }
 
+        let dedupe_window_days = whole(
+            "load.dedupe_window_days",
+            raw.load.dedupe_window_days,
+            DEFAULT_DEDUPE_WINDOW_DAYS,
+        )?;
+        if dedupe_window_days > MAX_DEDUPE_WINDOW_DAYS {
+            return Err(invalid(
+                "load.dedupe_window_days",
+                format!("{dedupe_window_days} is outside 0..={MAX_DEDUPE_WINDOW_DAYS}"),
+            ));
+        }
+
         let retention_days = whole(
             "source.retention_days",
             raw.source.retention_days,
@@ -665,6 +692,7 @@ impl Config {
             schema,
             s3_force_path_style,
             max_files_per_load: usize::try_from(max_files).unwrap_or(usize::MAX),
+            dedupe_window_days: u32::try_from(dedupe_window_days).unwrap_or(u32::MAX),
             retention_days,
             max_pending_age_hours,
         })

@@ -258,12 +258,16 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
     let source = Place::open(&config.source, &s3).await;
     let staging = Place::open(&config.staging, &s3).await;
     let warehouse: Arc<dyn Warehouse> = match &config.warehouse {
-        WarehouseTarget::Postgres { url } => {
-            Arc::new(Postgres::connect(url, &config.schema, staging.clone()).await?)
-        }
-        WarehouseTarget::Redshift(rs) => {
-            Arc::new(Redshift::connect(rs, &config.schema, staging.clone()).await)
-        }
+        WarehouseTarget::Postgres { url } => Arc::new(
+            Postgres::connect(url, &config.schema, staging.clone())
+                .await?
+                .with_dedupe_window_days(config.dedupe_window_days),
+        ),
+        WarehouseTarget::Redshift(rs) => Arc::new(
+            Redshift::connect(rs, &config.schema, staging.clone())
+                .await
+                .with_dedupe_window_days(config.dedupe_window_days),
+        ),
     };
     let pipeline = events_etl::pipeline::Pipeline {
         source,

@@ -78,9 +78,13 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.stage_files s WHERE s.source_key = r.so
 
 -- name: insert_events
 -- One statement deduplicates, inserts the events and records the files. The source
--- holds the earliest copy of each id by (key, line) within the load, and none whose id
--- events already has: the probe into events is one primary-key index lookup per staged
--- id, so its cost follows the load's size, not the table's. Keys compare as bytes
+-- holds the earliest copy of each id by (key, line) within the load, and none already in
+-- events: a row of events is a copy when it has the same id and a created_at at most
+-- $2 days (load.dedupe_window_days) from the staged one's, the rule the Redshift dialect
+-- needs to prune its scan by the sort key. Here the probe is one lookup in the primary
+-- key's index (event_id, created_at) per staged id, so its cost follows the load's size,
+-- not the table's. An id whose earlier copy lies outside the window is not a copy: it
+-- loads as a second row (README, "Deduplication window"). Keys compare as bytes
 -- (COLLATE "C"), the order S3 lists and the pipeline loads them in, whatever the
 -- database's default collation. Rows already in events are never updated.
 -- events_loaded counts, per file, the rows this statement inserted (read from its own
@@ -97,7 +101,12 @@ WITH inserted AS (
         FROM {schema}.stage_events
         ORDER BY event_id, source_key COLLATE "C", source_line
     ) s
-    WHERE NOT EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = s.event_id)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {schema}.events e
+        WHERE e.event_id = s.event_id
+          AND e.created_at BETWEEN s.created_at - make_interval(days => $2)
+                               AND s.created_at + make_interval(days => $2)
+    )
     RETURNING source_key
 )
 INSERT INTO {schema}.etl_files

@@ -115,14 +115,25 @@ DELETE FROM {schema}.stage_rejects
 WHERE source_key NOT IN (SELECT source_key FROM {schema}.stage_files);
 
 -- name: merge_source
--- MERGE's source: at most one row per event id, and none already in events. Redshift
--- enforces no primary key, so this is what keeps event_id unique: the earliest copy of
--- an id by (key, line) wins within the load, and a row already loaded is never touched.
+-- What this load inserts: at most one row per event id, and none already in events.
+-- Redshift enforces no primary key, so this is what keeps ids unique: the earliest copy
+-- of an id by (key, line) wins within the load, and a row already loaded is never
+-- touched. A row of events is a copy when it has the same id and a created_at at most
+-- {window_days} days (load.dedupe_window_days) from the staged one's. The literal range
+-- on created_at ({window_low}..{window_high}: the load's staged created_at range widened
+-- by the window, computed by the adapter) follows from that rule and changes nothing
+-- but the cost: events is sorted by created_at, so zone maps skip every block outside
+-- it, and the scan reads the load's time range instead of all of history (t_Sorting_data.html:
+-- a range-restricted predicate on the sort key lets the scan skip blocks by their
+-- min and max values; c_best-practices-sort-key.html: a timestamp sort key lets queries
+-- skip the blocks outside the time range). An id whose earlier copy lies
+-- outside the window loads as a second row, as on PostgreSQL (README, "Deduplication
+-- window").
 -- A temporary table lives only in this session (the Data API gives each batch its own
 -- session); it also tells insert_files and insert_load what this load inserted, without
 -- scanning events.
 -- AWS: r_CREATE_TABLE_AS.html (TEMP, DISTKEY), r_WF_ROW_NUMBER.html,
--- r_exists_condition.html
+-- r_exists_condition.html, r_range_condition.html (BETWEEN), r_interval_literals.html
 CREATE TEMP TABLE merge_source DISTKEY (event_id) AS
 SELECT event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line
 FROM (
@@ -131,21 +142,27 @@ FROM (
     FROM {schema}.stage_events
 ) ranked
 WHERE rn = 1
-  AND NOT EXISTS (SELECT 1 FROM {schema}.events e WHERE e.event_id = ranked.event_id);
+  AND NOT EXISTS (
+    SELECT 1 FROM {schema}.events e
+    WHERE e.event_id = ranked.event_id
+      AND e.created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
+      AND e.created_at BETWEEN ranked.created_at - INTERVAL '{window_days} days'
+                           AND ranked.created_at + INTERVAL '{window_days} days'
+);
 
--- name: merge_events
--- Redshift's MERGE takes WHEN MATCHED and WHEN NOT MATCHED together; merge_source holds
--- no id that events has, so the WHEN MATCHED branch never fires.
--- AWS: r_MERGE.html
-MERGE INTO {schema}.events
-USING merge_source s
-ON {schema}.events.event_id = s.event_id
-WHEN MATCHED THEN UPDATE SET loaded_at = {schema}.events.loaded_at
-WHEN NOT MATCHED THEN INSERT
+-- name: insert_events
+-- A plain INSERT, not MERGE: merge_source holds only ids that events lacks (within the
+-- window), so every row is inserted. MERGE would join events again on its match
+-- condition, which r_MERGE.html defines as equality predicates between a source column
+-- and a target column: it cannot restrict the target to the window's created_at range,
+-- so it would read all of events, and it would take an id whose earlier copy lies
+-- outside the window as matched, when merge_source counted it as inserted.
+-- AWS: r_INSERT_30.html, r_CAST_function.html
+INSERT INTO {schema}.events
     (event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line, load_id, loaded_at)
-VALUES
-    (s.event_id, s.created_at, s.user_email, s.ip, s.event_name, s.metadata, s.source_key, s.source_line,
-     {load_id}, CAST({loaded_at} AS TIMESTAMP));
+SELECT event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line,
+       {load_id}, CAST({loaded_at} AS TIMESTAMP)
+FROM merge_source;
 
 -- name: insert_rejects
 -- AWS: r_INSERT_30.html, r_CAST_function.html

@@ -1,6 +1,7 @@
 //! Writes one load's staged objects. Parts are uploaded as soon as they fill (at most
 //! [`MAX_IN_FLIGHT`] at once), so memory holds a few compressed parts, never the input.
 
+use chrono::NaiveDateTime;
 use tokio::task::JoinSet;
 
 use super::part::{GzPart, Manifest};
@@ -25,6 +26,11 @@ pub struct StagedLoad {
     pub events_staged: u64,
     pub rejects_staged: u64,
     pub files_staged: u64,
+    /// The earliest and latest `created_at` of the staged events (None without events):
+    /// the Redshift load scans `events` only in this range, widened by the dedupe
+    /// window. Rows rolled back with a corrupt file may have widened it: a wider range
+    /// costs a little more scanning, never a different result.
+    pub created_range: Option<(NaiveDateTime, NaiveDateTime)>,
 }
 
 /// One table's stream of parts.
@@ -124,6 +130,7 @@ pub struct StageWriter {
     rejects: Stream,
     files: Stream,
     uploads: JoinSet<Result<(), StoreError>>,
+    created_range: Option<(NaiveDateTime, NaiveDateTime)>,
 }
 
 impl StageWriter {
@@ -144,10 +151,12 @@ impl StageWriter {
             rejects: Stream::new("rejects"),
             files: Stream::new("files"),
             uploads: JoinSet::new(),
+            created_range: None,
         }
     }
 
     pub fn event(&mut self, key: &str, line: u64, e: &CleanEvent<'_>) -> Result<(), StageError> {
+        self.widen_created_range(e.created_at);
         self.events.write(|w| rows::write_event(w, key, line, e))
     }
 
@@ -160,6 +169,9 @@ impl StageWriter {
     /// of every range), to prove a refused row quarantines its file and no more.
     #[cfg(debug_assertions)]
     pub fn poison_event(&mut self, key: &str) -> Result<(), StageError> {
+        if let Some(t) = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)) {
+            self.widen_created_range(t);
+        }
         self.events.write(|w| {
             let key = serde_json::to_string(key)?;
             writeln!(
@@ -169,6 +181,13 @@ impl StageWriter {
                  \"source_key\":{key},\"source_line\":0}}"
             )
         })
+    }
+
+    fn widen_created_range(&mut self, t: NaiveDateTime) {
+        self.created_range = Some(match self.created_range {
+            Some((lo, hi)) => (lo.min(t), hi.max(t)),
+            None => (t, t),
+        });
     }
 
     pub fn file(&mut self, f: &FileRow) -> Result<(), StageError> {
@@ -339,6 +358,7 @@ impl StageWriter {
             events_staged: self.events.rows(),
             rejects_staged: self.rejects.rows(),
             files_staged: self.files.rows(),
+            created_range: self.created_range,
         })
     }
 }

@@ -58,6 +58,8 @@ pub struct Postgres {
     schema: String,
     sql: Statements,
     staging: Place,
+    /// `load.dedupe_window_days`, as the `integer` the SQL takes.
+    dedupe_window_days: i32,
 }
 
 /// Formats a driver error with the server's message, detail, hint and SQLSTATE.
@@ -122,7 +124,15 @@ impl Postgres {
             schema: schema.to_owned(),
             sql: Statements::parse(LOAD_SQL, schema),
             staging,
+            dedupe_window_days: i32::try_from(crate::config::DEFAULT_DEDUPE_WINDOW_DAYS).unwrap_or(1),
         })
+    }
+
+    /// Deduplicates against `events` within this many days of each staged event's
+    /// `created_at` (`load.dedupe_window_days`; the default otherwise).
+    pub fn with_dedupe_window_days(mut self, days: u32) -> Postgres {
+        self.dedupe_window_days = i32::try_from(days).unwrap_or(i32::MAX);
+        self
     }
 
     fn stmt_err(&self, name: &str, e: &tokio_postgres::Error) -> WarehouseError {
@@ -582,7 +592,8 @@ impl Warehouse for Postgres {
         self.exec(&tx, "archive_reloaded", &[id]).await?;
         self.exec(&tx, "drop_reloaded", &[]).await?;
         self.exec(&tx, "close_reloads", &[id]).await?;
-        self.exec(&tx, "insert_events", &[id]).await?;
+        self.exec(&tx, "insert_events", &[id, &self.dedupe_window_days])
+            .await?;
         self.exec(&tx, "insert_rejects", &[id]).await?;
         self.exec(&tx, "insert_load", &[id, &started_at]).await?;
         self.batch(&tx, "clear_stage").await?;

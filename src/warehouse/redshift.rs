@@ -47,7 +47,7 @@ const LOAD_AFTER_COPY: [&str; 16] = [
     "drop_reloaded",
     "close_reloads",
     "merge_source",
-    "merge_events",
+    "insert_events",
     "insert_rejects",
     "insert_files",
     "insert_load",
@@ -57,6 +57,9 @@ const LOAD_AFTER_COPY: [&str; 16] = [
     "drop_merge_source",
     "load_summary",
 ];
+
+/// `load.dedupe_window_days` when the adapter is not told otherwise.
+const DEFAULT_WINDOW_DAYS: u32 = crate::config::DEFAULT_DEDUPE_WINDOW_DAYS as u32;
 
 /// Rows per `recorded_versions` page: well under the Data API's result size cap.
 const RECORDED_PAGE_ROWS: usize = 50_000;
@@ -102,6 +105,8 @@ pub struct Redshift {
     schema: String,
     sql: Statements,
     staging: Place,
+    /// `load.dedupe_window_days`.
+    dedupe_window_days: u32,
 }
 
 /// Sets the connection fields every Data API call that runs SQL needs.
@@ -147,7 +152,15 @@ impl Redshift {
             schema: schema.to_owned(),
             sql: Statements::parse(LOAD_SQL, schema),
             staging,
+            dedupe_window_days: DEFAULT_WINDOW_DAYS,
         }
+    }
+
+    /// Deduplicates against `events` within this many days of each staged event's
+    /// `created_at` (`load.dedupe_window_days`; the default otherwise).
+    pub fn with_dedupe_window_days(mut self, days: u32) -> Redshift {
+        self.dedupe_window_days = days;
+        self
     }
 
     /// The SDK's retry backoff starting at `initial` instead of the standard second:
@@ -525,6 +538,29 @@ fn load_row(r: &[Field]) -> Option<LoadRow> {
     })
 }
 
+/// The `created_at` range of `events` a load's dedupe reads: the staged events' range
+/// widened by the window on both sides. Without staged events nothing is compared, and
+/// the range is left whole (it is a restriction for zone maps, never a rule).
+fn created_window(
+    staged: Option<(NaiveDateTime, NaiveDateTime)>,
+    days: u32,
+) -> (NaiveDateTime, NaiveDateTime) {
+    // Years 1 to 9999: within Redshift's TIMESTAMP range, and every literal prints as
+    // YYYY-MM-DD.
+    let at = |y, m, d, h, mi, sec| {
+        chrono::NaiveDate::from_ymd_opt(y, m, d)
+            .and_then(|d| d.and_hms_opt(h, mi, sec))
+            .unwrap_or_default()
+    };
+    let whole = (at(1, 1, 1, 0, 0, 0), at(9999, 12, 31, 23, 59, 59));
+    let Some((lo, hi)) = staged else { return whole };
+    let margin = chrono::Duration::days(i64::from(days));
+    (
+        lo.checked_sub_signed(margin).map_or(whole.0, |t| t.max(whole.0)),
+        hi.checked_add_signed(margin).map_or(whole.1, |t| t.min(whole.1)),
+    )
+}
+
 /// `source_key` bounds for the listed keys: `BETWEEN first AND last`. A key holding a
 /// backslash is not put in a literal (Redshift reads backslashes in literals as escapes):
 /// the lower bound is cut before it, still a lower bound, and the upper bound is dropped.
@@ -717,6 +753,7 @@ impl Warehouse for Redshift {
         let (iam, region) = self.copy_auth();
         // One time for every row this load writes (GETDATE() differs per statement).
         let loaded_at = Utc::now().naive_utc().max(started_at);
+        let (window_low, window_high) = created_window(staged.created_range, self.dedupe_window_days);
         let fill = |name: &str| {
             let mut s = self.statement(name);
             s.sql = s
@@ -728,7 +765,13 @@ impl Warehouse for Redshift {
                 .replace("{events_manifest}", &lit(&store.url(&staged.events_manifest)))
                 .replace("{rejects_manifest}", &lit(&store.url(&staged.rejects_manifest)))
                 .replace("{iam_role}", &iam)
-                .replace("{region}", &region);
+                .replace("{region}", &region)
+                .replace("{window_low}", &lit(&window_low.format(TIME_FORMAT).to_string()))
+                .replace(
+                    "{window_high}",
+                    &lit(&window_high.format(TIME_FORMAT).to_string()),
+                )
+                .replace("{window_days}", &self.dedupe_window_days.to_string());
             s
         };
         let check = |table: &str, expected: u64| {

@@ -322,8 +322,10 @@ fn migrations(dialect: &str) -> BTreeMap<String, Vec<Table>> {
         .collect()
 }
 
-/// Applies the `ALTER TABLE {schema}.t RENAME COLUMN a TO b;` statements of `sql` to
-/// `tables`. Any other ALTER is an error: this check must understand every change.
+/// Applies the ALTER statements of `sql` to `tables`: `ALTER TABLE {schema}.t RENAME
+/// COLUMN a TO b`, `ALTER TABLE {schema}.t DROP CONSTRAINT t_pkey` (the primary key,
+/// inline on a column or a table constraint) and `ALTER TABLE {schema}.t ADD PRIMARY KEY
+/// (a, b)`. Any other ALTER is an error: this check must understand every change.
 fn apply_alters(tables: &mut [Table], sql: &str) -> Result<(), String> {
     let sql = strip_comments(sql);
     for stmt in sql.split(';') {
@@ -335,28 +337,57 @@ fn apply_alters(tables: &mut [Table], sql: &str) -> Result<(), String> {
             continue;
         }
         let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
-        let ok = words.len() == 8
-            && upper[1] == "TABLE"
-            && upper[3] == "RENAME"
-            && upper[4] == "COLUMN"
-            && upper[6] == "TO";
-        if !ok {
+        if upper.get(1).map(String::as_str) != Some("TABLE") || words.len() < 4 {
             return Err(format!("unsupported ALTER: {}", stmt.trim()));
         }
         let name = words[2]
             .strip_prefix("{schema}.")
             .ok_or_else(|| format!("ALTER TABLE not qualified by {{schema}}.: {}", stmt.trim()))?;
-        let (from, to) = (words[5], words[7]);
         let t = tables
             .iter_mut()
             .find(|t| t.name == name)
             .ok_or_else(|| format!("ALTER of unknown table {name}"))?;
-        let col = t
-            .columns
-            .iter_mut()
-            .find(|(c, _)| c == from)
-            .ok_or_else(|| format!("table {name} has no column {from} to rename"))?;
-        col.0 = to.to_owned();
+        let action: Vec<&str> = upper[3..].iter().map(String::as_str).collect();
+        match action.as_slice() {
+            ["RENAME", "COLUMN", _, "TO", _] => {
+                let (from, to) = (words[5], words[7]);
+                let col = t
+                    .columns
+                    .iter_mut()
+                    .find(|(c, _)| c == from)
+                    .ok_or_else(|| format!("table {name} has no column {from} to rename"))?;
+                col.0 = to.to_owned();
+            }
+            ["DROP", "CONSTRAINT", constraint]
+                if *constraint == format!("{}_PKEY", name.to_ascii_uppercase()) =>
+            {
+                let before = t.constraints.len();
+                t.constraints.retain(|c| !c.starts_with("PRIMARY KEY"));
+                let mut dropped = t.constraints.len() != before;
+                for (_, def) in t.columns.iter_mut() {
+                    if def.contains(" PRIMARY KEY") {
+                        *def = def.replace(" PRIMARY KEY", "");
+                        dropped = true;
+                    }
+                }
+                if !dropped {
+                    return Err(format!("table {name} has no primary key to drop"));
+                }
+            }
+            ["ADD", "PRIMARY", "KEY", ..] => {
+                let has_key = t.constraints.iter().any(|c| c.starts_with("PRIMARY KEY"))
+                    || t.columns.iter().any(|(_, d)| d.contains("PRIMARY KEY"));
+                if has_key {
+                    return Err(format!("table {name} already has a primary key"));
+                }
+                let at = stmt
+                    .to_ascii_uppercase()
+                    .find("PRIMARY")
+                    .ok_or_else(|| format!("unsupported ALTER: {}", stmt.trim()))?;
+                t.constraints.push(normalise(&stmt[at..]));
+            }
+            _ => return Err(format!("unsupported ALTER: {}", stmt.trim())),
+        }
     }
     Ok(())
 }

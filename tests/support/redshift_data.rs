@@ -1792,7 +1792,8 @@ pub fn map_statement(sql: &str, params: &[(String, String)], in_batch: bool) -> 
             // Also `CREATE TEMP TABLE t [attributes] AS query` (r_CREATE_TABLE_AS.html).
             Some("TABLE" | "TEMP" | "TEMPORARY") => {
                 drop_table_attributes(&mut toks);
-                drop_key_constraints(&mut toks);
+                let table = table_named(&toks);
+                informational_keys(&mut toks, &table);
                 byte_order_text(&mut toks);
             }
             other => {
@@ -1806,7 +1807,10 @@ pub fn map_statement(sql: &str, params: &[(String, String)], in_batch: bool) -> 
         "DROP" if words.get(1).map(String::as_str) == Some("TABLE") => {}
         // Forms Redshift runs only outside a transaction block are refused in batches by
         // the rules above.
-        "ALTER" if words.get(1).map(String::as_str) == Some("TABLE") => {}
+        "ALTER" if words.get(1).map(String::as_str) == Some("TABLE") => {
+            let table = table_named(&toks);
+            informational_keys(&mut toks, &table);
+        }
         // `WITH cte AS (...) <statement>`: the statement after the CTEs decides.
         "WITH" => {
             let mut depth = 0i32;
@@ -1950,11 +1954,15 @@ fn byte_order_text(toks: &mut Vec<Tok>) {
     }
 }
 
-/// Drops PRIMARY KEY and UNIQUE from a CREATE TABLE: Redshift accepts them but does not
-/// enforce them (r_CREATE_TABLE_NEW.html: "Primary key constraints are informational
-/// only"), so neither may the stand-in, or a broken dedupe would fail loudly here and
-/// write silent duplicates on Redshift.
-fn drop_key_constraints(toks: &mut [Tok]) {
+/// Primary keys and UNIQUE in a CREATE TABLE or ALTER TABLE ... ADD: Redshift records
+/// them but does not enforce them (r_CREATE_TABLE_NEW.html: "Primary key constraints are
+/// informational only"), so neither may the stand-in, or a broken dedupe would fail
+/// loudly here and write silent duplicates on Redshift. UNIQUE is dropped. A primary key
+/// becomes a CHECK that always holds, under the name Redshift gives it (`<table>_pkey`,
+/// r_SHOW_CONSTRAINTS.html) or the one written, so that what Redshift refuses about keys
+/// is refused here too: a second primary key, a key on a column that does not exist, and
+/// `DROP CONSTRAINT` of a key that is not there.
+fn informational_keys(toks: &mut Vec<Tok>, table: &str) {
     let blank = |toks: &mut [Tok], from: usize, to: usize| {
         for t in &mut toks[from..=to] {
             *t = Tok::Space;
@@ -1975,31 +1983,72 @@ fn drop_key_constraints(toks: &mut [Tok]) {
             i
         };
         let mut start = i;
+        let mut name = format!("{table}_pkey");
         // `CONSTRAINT name PRIMARY KEY ...`
         if let Some(n) = prev_sig(toks, i) {
             if let Some(c) = prev_sig(toks, n) {
                 if toks[c].is_word("CONSTRAINT") {
                     start = c;
+                    name = toks[n].text();
                 }
             }
         }
-        match next_sig(toks, last_word + 1) {
-            // A table constraint: `, PRIMARY KEY (a, b)` goes with its comma.
-            Some(open) if toks[open].is_punct("(") => {
-                let close = matching_paren(toks, open).unwrap_or(open);
+        let columns = next_sig(toks, last_word + 1)
+            .filter(|&open| toks[open].is_punct("("))
+            .map(|open| (open, matching_paren(toks, open).unwrap_or(open)));
+        match (is_key, columns) {
+            // A table constraint: `, UNIQUE (a, b)` goes with its comma.
+            (false, Some((_, close))) => {
                 if let Some(comma) = prev_sig(toks, start).filter(|&c| toks[c].is_punct(",")) {
                     start = comma;
                 }
                 blank(toks, start, close);
                 i = close + 1;
             }
-            // A column constraint: just the words.
-            _ => {
+            (false, None) => {
                 blank(toks, start, last_word);
+                i = last_word + 1;
+            }
+            (true, Some((open, close))) => {
+                let cols = render(&toks[open + 1..close]);
+                blank(toks, start, close);
+                toks[start] = Tok::Raw(format!("CONSTRAINT {name} CHECK (ROW({cols}) IS NULL OR TRUE)"));
+                i = close + 1;
+            }
+            (true, None) => {
+                blank(toks, start, last_word);
+                toks[start] = Tok::Raw(format!("CONSTRAINT {name} CHECK (TRUE)"));
                 i = last_word + 1;
             }
         }
     }
+}
+
+/// The table a CREATE TABLE or ALTER TABLE names (its last name part, unquoted).
+fn table_named(toks: &[Tok]) -> String {
+    let Some(mut at) = toks.iter().position(|t| t.is_word("TABLE")) else {
+        return String::new();
+    };
+    let ident = |j: usize| match &toks[j] {
+        Tok::Word(w) | Tok::QIdent(w) => Some(w.clone()),
+        _ => None,
+    };
+    for kw in ["IF", "NOT", "EXISTS"] {
+        if let Some(j) = next_sig(toks, at + 1).filter(|&j| toks[j].is_word(kw)) {
+            at = j;
+        }
+    }
+    let mut name = String::new();
+    let mut j = next_sig(toks, at + 1);
+    while let Some(k) = j {
+        let Some(part) = ident(k) else { break };
+        name = part;
+        match next_sig(toks, k + 1) {
+            Some(dot) if toks[dot].is_punct(".") => j = next_sig(toks, dot + 1),
+            _ => break,
+        }
+    }
+    name
 }
 
 /// Drops Redshift's physical table attributes from a CREATE TABLE.
