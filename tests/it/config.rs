@@ -892,6 +892,33 @@ fn zero_max_files_is_named() {
     );
 }
 
+/// `load.dedupe_window_days`: 1 by default, 0..=3650, from the file or the environment.
+#[test]
+fn dedupe_window_days_is_validated() {
+    assert_eq!(ok(BASE).dedupe_window_days, 1);
+    for days in [0, 7, 3650] {
+        let c = ok(&edit(
+            "max_files = 100",
+            &format!("max_files = 100\ndedupe_window_days = {days}"),
+        ));
+        assert_eq!(c.dedupe_window_days, days);
+    }
+    invalid(
+        &edit("max_files = 100", "max_files = 100\ndedupe_window_days = 3651"),
+        "load.dedupe_window_days",
+        &["3651 is outside 0..=3650"],
+    );
+    invalid(
+        &edit("max_files = 100", "max_files = 100\ndedupe_window_days = -1"),
+        "load.dedupe_window_days",
+        &["not a whole number"],
+    );
+    let c = load_env(BASE, &[("EVENTS_ETL__LOAD__DEDUPE_WINDOW_DAYS", "30")]).unwrap();
+    assert_eq!(c.dedupe_window_days, 30);
+    let e = load_env(BASE, &[("EVENTS_ETL__LOAD__DEDUPE_WINDOW_DAYS", "1.5")]).unwrap_err();
+    assert!(e.to_string().contains("load.dedupe_window_days"), "{e}");
+}
+
 // ---- the real binary ----
 
 /// A directory holding `etl.toml` with `body`; the binary runs with it as cwd.

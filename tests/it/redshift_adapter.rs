@@ -712,3 +712,36 @@ async fn a_committed_load_whose_summary_is_lost_is_still_a_success() {
     assert_eq!(f.count("etl_loads").await, 1);
     assert_eq!(f.count("events").await, 2);
 }
+
+/// The dedupe reads `events` only in the load's `created_at` range widened by the
+/// window, as literals in the statement, so that zone maps on the sort key can skip
+/// every block outside it (t_Sorting_data.html): the range and the window as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dedupe_scans_events_only_in_the_loads_time_range() {
+    let f = fixture("rs_window").await;
+    let wh = f
+        .adapter(Duration::from_secs(60))
+        .await
+        .with_dedupe_window_days(2);
+    wh.migrate().await.expect("migrate");
+    // created_at 2024-01-01 00:00:05 and 00:00:07.
+    let staged = f.stage("load-1", &[event(7), event(5)]).await;
+    wh.load(&staged, started()).await.expect("load").expect("row");
+    let sent = f.api.sent_sql();
+    let source = sent
+        .iter()
+        .find(|s| s.starts_with("CREATE TEMP TABLE merge_source"))
+        .expect("merge_source was sent");
+    for needle in [
+        "e.created_at BETWEEN CAST('2023-12-30 00:00:05.000000' AS TIMESTAMP) \
+         AND CAST('2024-01-03 00:00:07.000000' AS TIMESTAMP)",
+        "ranked.created_at - INTERVAL '2 days'",
+        "ranked.created_at + INTERVAL '2 days'",
+    ] {
+        assert!(source.contains(needle), "{needle} not in {source}");
+    }
+    assert!(
+        !sent.iter().any(|s| s.contains("MERGE INTO")),
+        "MERGE cannot restrict its join to the range (r_MERGE.html)"
+    );
+}

@@ -69,6 +69,8 @@ pub trait Backend: Send + Sync {
     async fn fresh(self: Arc<Self>, label: &str) -> Env;
     /// A second adapter (its own connection) on an existing namespace.
     async fn connect(&self, namespace: &str, staging: Place) -> Box<dyn Warehouse>;
+    /// The same, with `load.dedupe_window_days` set to `days`.
+    async fn connect_with_window(&self, namespace: &str, staging: Place, days: u32) -> Box<dyn Warehouse>;
 }
 
 /// Everything a check needs besides the adapter.
@@ -974,6 +976,98 @@ pub async fn dedupe_first_by_key_and_line_wins(wh: &dyn Warehouse, cx: &Cx) {
     assert_stage_empty(cx).await;
 }
 
+/// The dedupe window (`load.dedupe_window_days`, 1 day unless set): a staged event is a
+/// duplicate of a row already in `events` with the same id whose created_at is at most
+/// the window away from its own, bounds included. An id sent again further away is not
+/// seen (the scan of `events` is restricted to the window, so that a load's cost does not
+/// grow with history): it loads as another row with the same id, counted as loaded, and
+/// later repeats are duplicates of whichever row is within their window. Within one load
+/// the first copy by (key, line) wins whatever the times.
+pub async fn dedupe_window_decides_what_is_a_repeat(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let at = |t: &str| format!(r#"{{"id":"{X}","created_at":"{t}","user_email":"a@x.io","event_name":"e"}}"#);
+    let mut n = 0;
+    let mut load_one = |t: &'static str| {
+        n += 1;
+        (n, at(t))
+    };
+    let mut outcomes = Vec::new();
+    for t in [
+        "2024-02-01T00:00:00Z",        // first copy
+        "2024-02-02T00:00:00Z",        // exactly one day later: a duplicate
+        "2024-02-02T00:00:00.000001Z", // one day and 1 µs later: a second row
+        "2024-01-30T23:59:59Z",        // one day and 1 s earlier than the first: a third
+        "2024-02-01T12:00:00Z",        // within a day of rows: a duplicate
+    ] {
+        let (i, line) = load_one(t);
+        let staged = cx
+            .stager
+            .stage(&format!("load-{i}"), &[src(&format!("w/{i}.json"), "e", &line)])
+            .await;
+        let row = load(wh, &staged, "2024-06-01 00:00:00").await;
+        assert_totals_consistent(cx, &row).await;
+        outcomes.push((row.events_loaded, row.duplicates));
+    }
+    assert_eq!(outcomes, [(1, 0), (0, 1), (1, 0), (1, 0), (0, 1)]);
+    let rows = || async {
+        cx.db
+            .rows(&format!(
+                "SELECT created_at, source_key, load_id FROM {{schema}}.events WHERE event_id = '{X}' ORDER BY created_at"
+            ))
+            .await
+    };
+    assert_eq!(
+        rows().await,
+        [
+            "2024-01-30 23:59:59 | w/4.json | load-4",
+            "2024-02-01 00:00:00 | w/1.json | load-1",
+            "2024-02-02 00:00:00.000001 | w/3.json | load-3",
+        ]
+    );
+    // Within one load the window plays no part: the first copy by (key, line) wins.
+    let both = [at("2024-03-01T00:00:00Z"), at("2024-05-01T00:00:00Z")].join("\n");
+    let staged = cx.stager.stage("load-6", &[src("w/6.json", "e", &both)]).await;
+    let row = load(wh, &staged, "2024-06-01 00:00:01").await;
+    assert_eq!((row.events_loaded, row.duplicates), (1, 1), "{row:?}");
+
+    // A wider window, as configured: 3 days from the third row is a duplicate.
+    let wide = cx
+        .backend
+        .connect_with_window(cx.db.namespace(), cx.stager.place.clone(), 3)
+        .await;
+    let staged = cx
+        .stager
+        .stage(
+            "load-7",
+            &[src("w/7.json", "e", &at("2024-02-05T00:00:00.000001Z"))],
+        )
+        .await;
+    let row = load(&*wide, &staged, "2024-06-01 00:00:02").await;
+    assert_eq!((row.events_loaded, row.duplicates), (0, 1), "{row:?}");
+    // And with the window at 0, only the same created_at is a repeat.
+    let exact = cx
+        .backend
+        .connect_with_window(cx.db.namespace(), cx.stager.place.clone(), 0)
+        .await;
+    for (i, t, loaded) in [(8, "2024-02-01T00:00:00Z", 0), (9, "2024-02-01T00:00:01Z", 1)] {
+        let staged = cx
+            .stager
+            .stage(&format!("load-{i}"), &[src(&format!("w/{i}.json"), "e", &at(t))])
+            .await;
+        let row = load(&*exact, &staged, "2024-06-01 00:00:03").await;
+        assert_eq!(row.events_loaded, loaded, "{t}: {row:?}");
+    }
+    assert_eq!(
+        cx.db
+            .rows(&format!(
+                "SELECT COUNT(*) FROM {{schema}}.events WHERE event_id = '{X}'"
+            ))
+            .await,
+        ["5"]
+    );
+    assert_stage_empty(cx).await;
+}
+
 /// recorded_versions: exactly the (key, ETag) pairs loaded, among the keys asked about.
 pub async fn recorded_versions_are_exact(wh: &dyn Warehouse, cx: &Cx) {
     migrated(wh).await;
@@ -1420,6 +1514,13 @@ impl Backend for PgBackend {
             Err(e) => panic!("connect: {e}"),
         }
     }
+
+    async fn connect_with_window(&self, namespace: &str, staging: Place, days: u32) -> Box<dyn Warehouse> {
+        match Postgres::connect(&self.pg.url(), namespace, staging).await {
+            Ok(p) => Box::new(p.with_dedupe_window_days(days)),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
 }
 
 /// An adapter of `backend` on `schema`, checked through plain SQL on the test PostgreSQL
@@ -1511,6 +1612,18 @@ impl Backend for RedshiftBackend {
             staging,
         ))
     }
+
+    async fn connect_with_window(&self, namespace: &str, staging: Place, days: u32) -> Box<dyn Warehouse> {
+        Box::new(
+            events_etl::warehouse::redshift::Redshift::with_client(
+                self.data_api.client().await,
+                &redshift_config(),
+                namespace,
+                staging,
+            )
+            .with_dedupe_window_days(days),
+        )
+    }
 }
 
 async fn redshift_backend() -> Arc<RedshiftBackend> {
@@ -1558,6 +1671,7 @@ macro_rules! every_check {
                 operations_before_migrate_say_migrate,
                 load_commits_events_rejects_and_records,
                 dedupe_first_by_key_and_line_wins,
+                dedupe_window_decides_what_is_a_repeat,
                 recorded_versions_are_exact,
                 concurrently_recorded_files_are_skipped,
                 missing_part_fails_and_leaves_nothing,
