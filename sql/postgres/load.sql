@@ -1,6 +1,7 @@
 -- The statements of one load, PostgreSQL dialect, in the order the adapter runs them,
 -- all inside one transaction. Each `-- name:` starts a statement. {schema} is the
--- validated warehouse.schema; $1 is the load id, $2 the run's start (UTC).
+-- validated warehouse.schema; $1 is the load id; $2 the run's start (UTC) in insert_load, the
+-- dedupe window in days (load.dedupe_window_days) in insert_events.
 
 -- name: lock
 -- Serialises loaders: a second loader waits here, then sees the first one's files as
@@ -83,7 +84,10 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.stage_files s WHERE s.source_key = r.so
 -- $2 days (load.dedupe_window_days) from the staged one's, the rule the Redshift dialect
 -- needs to prune its scan by the sort key. Here the probe is one lookup in the primary
 -- key's index (event_id, created_at) per staged id, so its cost follows the load's size,
--- not the table's. An id whose earlier copy lies outside the window is not a copy: it
+-- not the table's: a LATERAL subquery with LIMIT 1 (not NOT EXISTS, which the planner
+-- turns into a hash anti-join reading all of events once the load is large) keeps it a
+-- parameterized index scan whatever the statistics. An id whose earlier copy lies
+-- outside the window is not a copy: it
 -- loads as a second row (README, "Deduplication window"). Keys compare as bytes
 -- (COLLATE "C"), the order S3 lists and the pipeline loads them in, whatever the
 -- database's default collation. Rows already in events are never updated.
@@ -101,12 +105,14 @@ WITH inserted AS (
         FROM {schema}.stage_events
         ORDER BY event_id, source_key COLLATE "C", source_line
     ) s
-    WHERE NOT EXISTS (
-        SELECT 1 FROM {schema}.events e
+    LEFT JOIN LATERAL (
+        SELECT TRUE AS hit FROM {schema}.events e
         WHERE e.event_id = s.event_id
           AND e.created_at BETWEEN s.created_at - make_interval(days => $2)
                                AND s.created_at + make_interval(days => $2)
-    )
+        LIMIT 1
+    ) loaded ON TRUE
+    WHERE loaded.hit IS NULL
     RETURNING source_key
 )
 INSERT INTO {schema}.etl_files
