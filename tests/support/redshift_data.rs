@@ -1962,7 +1962,7 @@ fn byte_order_text(toks: &mut Vec<Tok>) {
 /// r_SHOW_CONSTRAINTS.html) or the one written, so that what Redshift refuses about keys
 /// is refused here too: a second primary key, a key on a column that does not exist, and
 /// `DROP CONSTRAINT` of a key that is not there.
-fn informational_keys(toks: &mut Vec<Tok>, table: &str) {
+fn informational_keys(toks: &mut [Tok], table: &str) {
     let blank = |toks: &mut [Tok], from: usize, to: usize| {
         for t in &mut toks[from..=to] {
             *t = Tok::Space;
