@@ -1,6 +1,7 @@
 //! PURE: the staged row formats. Each row is one JSON object on one line whose keys are
 //! the staging table's column names, which is what Redshift's `COPY ... FORMAT JSON
-//! 'auto'` maps, and what the PostgreSQL adapter maps in `sql/postgres/load.sql`.
+//! 'auto'` maps, and what the PostgreSQL adapter maps the same way
+//! (`src/warehouse/copy_rows.rs`).
 
 use std::io::Write;
 

@@ -1,7 +1,9 @@
 //! PostgreSQL adapter: the stand-in for Redshift in tests and local runs. COPY reads
-//! the same staged manifest and gzipped parts Redshift would, streamed through
-//! `COPY ... FROM STDIN (FORMAT binary)`, and the load runs the dialect's statements
-//! from `sql/postgres/load.sql` in one transaction.
+//! the same staged manifest and gzipped parts Redshift would: each staged row is parsed
+//! here as Redshift's `FORMAT JSON 'auto'` reads it (`copy_rows`) and sent as typed
+//! columns through `COPY ... FROM STDIN (FORMAT binary)` straight into the staging
+//! tables, so the server parses no JSON but `metadata`. The load runs the dialect's
+//! statements from `sql/postgres/load.sql` in one transaction.
 
 use std::collections::HashSet;
 use std::error::Error as _;
@@ -26,7 +28,7 @@ const LOAD_SQL: &str = include_str!("../../sql/postgres/load.sql");
 const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 23] = [
+pub const STATEMENTS: [&str; 25] = [
     "lock",
     "clear_stage",
     "copy_files",
@@ -35,7 +37,9 @@ pub const STATEMENTS: [&str; 23] = [
     "analyze_stage",
     "skip_recorded",
     "drop_orphans",
+    "probe_by_index",
     "insert_events",
+    "probe_reset",
     "insert_rejects",
     "insert_load",
     "load_summary",
@@ -592,8 +596,10 @@ impl Warehouse for Postgres {
         self.exec(&tx, "archive_reloaded", &[id]).await?;
         self.exec(&tx, "drop_reloaded", &[]).await?;
         self.exec(&tx, "close_reloads", &[id]).await?;
+        self.batch(&tx, "probe_by_index").await?;
         self.exec(&tx, "insert_events", &[id, &self.dedupe_window_days])
             .await?;
+        self.batch(&tx, "probe_reset").await?;
         self.exec(&tx, "insert_rejects", &[id]).await?;
         self.exec(&tx, "insert_load", &[id, &started_at]).await?;
         self.batch(&tx, "clear_stage").await?;
