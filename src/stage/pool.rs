@@ -88,6 +88,8 @@ enum Ahead<S> {
 
 type Handle<S> = JoinHandle<Result<Ahead<S>, PipelineError>>;
 type Queue<S> = Arc<Mutex<mpsc::Receiver<(usize, ObjectMeta, Handle<S>)>>>;
+/// Each file's outcome, by its index in the input.
+type Results<S> = Arc<std::sync::Mutex<Vec<Option<Outcome<S>>>>>;
 
 /// Cleans and stages `files` with `workers` workers (at least 1), then writes the
 /// manifests. The first error stops every worker and is returned; nothing is recorded
@@ -103,8 +105,7 @@ pub async fn stage_files<O: Open>(
     let n = files.len();
     let (tx, rx) = mpsc::channel(READ_AHEAD_PER_WORKER * workers);
     let queue: Queue<O::Skip> = Arc::new(Mutex::new(rx));
-    let results: Arc<std::sync::Mutex<Vec<Option<Outcome<O::Skip>>>>> =
-        Arc::new(std::sync::Mutex::new((0..n).map(|_| None).collect()));
+    let results: Results<O::Skip> = Arc::new(std::sync::Mutex::new((0..n).map(|_| None).collect()));
     let span = tracing::Span::current();
     let mut set = JoinSet::new();
     for i in 0..workers {
@@ -206,7 +207,7 @@ async fn work<O: Open>(
     mut w: StageWriter,
     cleaner: Arc<Cleaner>,
     opener: Arc<O>,
-    results: Arc<std::sync::Mutex<Vec<Option<Outcome<O::Skip>>>>>,
+    results: Results<O::Skip>,
 ) -> Result<WrittenParts, PipelineError> {
     loop {
         let next = queue.lock().await.recv().await;
