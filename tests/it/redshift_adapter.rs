@@ -344,8 +344,27 @@ async fn every_statement_sent_parses_as_redshift() {
     let f = fixture("rs_grammar").await;
     let wh = f.adapter(Duration::from_secs(60)).await;
     wh.migrate().await.expect("migrate");
+    // migrate's typed views: created with a column of every type, then one replaced and
+    // one dropped.
+    let all_types = support::event_types(&[
+        (
+            "page_visit",
+            &[
+                ("path", "text"),
+                ("n", "bigint"),
+                ("x", "double"),
+                ("b", "boolean"),
+                ("t", "timestamp"),
+            ],
+        ),
+        ("message_saved", &[("message_id", "bigint")]),
+    ]);
+    assert_eq!(wh.sync_views(&all_types).await.expect("views").len(), 2);
+    let fewer = support::event_types(&[("page_visit", &[("path", "text")])]);
+    assert_eq!(wh.sync_views(&fewer).await.expect("views").len(), 2);
     let staged = f.stage("load-1", &[event(1), event(2), "junk".into()]).await;
     wh.load(&staged, started()).await.expect("load").expect("row");
+    wh.event_catalog().await.expect("event_catalog");
     wh.probe_copy(&staged.files_manifest)
         .await
         .expect("check's COPY probe");
@@ -406,6 +425,12 @@ async fn every_statement_sent_parses_as_redshift() {
         "BETWEEN",
         "etl_loads",
         "sys_load_error_detail",
+        "CREATE VIEW",
+        "DROP VIEW",
+        "IS_BIGINT",
+        "JSON_TYPEOF",
+        "event_types_seen",
+        "catalog_source",
     ] {
         assert!(
             sent.iter().any(|s| s.contains(needle)),
