@@ -799,6 +799,7 @@ impl Warehouse for Redshift {
         };
         // The batch has committed: from here on nothing may fail the run, or a rerun
         // would be told the load failed when it did not.
+        let summary = self.result(&format!("{}:{summary_no}", done.id())).await;
         let by_type = match self.result(&format!("{}:{by_type_no}", done.id())).await {
             Ok(rows) => rows
                 .iter()
@@ -809,7 +810,7 @@ impl Warehouse for Redshift {
                 BTreeMap::new()
             }
         };
-        match self.result(&format!("{}:{summary_no}", done.id())).await {
+        match summary {
             Ok(rows) => Ok(rows.first().and_then(|r| load_row(r)).map(|r| LoadRow {
                 events_by_type: by_type,
                 ..r

@@ -171,7 +171,7 @@ async fn load(wh: &dyn Warehouse, staged: &StagedLoad, started: &str) -> LoadRow
 // ---------------------------------------------------------------------------------------
 
 /// In byte order, as `ORDER BY` in a bytewise collation sorts them.
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 14] = [
     "etl_files",
     "etl_files_history",
     "etl_loads",
@@ -179,6 +179,8 @@ const TABLES: [&str; 12] = [
     "etl_reloads",
     "etl_runs",
     "event_rejects",
+    "event_type_views",
+    "event_types_seen",
     "events",
     "schema_migrations",
     "stage_events",
@@ -866,6 +868,30 @@ pub async fn load_commits_events_rejects_and_records(wh: &dyn Warehouse, cx: &Cx
     let load_ids = cx.db.rows("SELECT DISTINCT load_id FROM {schema}.events").await;
     assert_eq!(load_ids, ["load-1"]);
     assert_totals_consistent(cx, &row).await;
+    // The load's events per type are what it inserted, and what the catalog holds.
+    let by_type: Vec<String> = row
+        .events_by_type
+        .iter()
+        .map(|(name, n)| format!("{name} | {n}"))
+        .collect();
+    assert_eq!(
+        by_type,
+        cx.db
+            .rows("SELECT event_name, COUNT(*) FROM {schema}.events GROUP BY 1 ORDER BY 1")
+            .await
+    );
+    assert_eq!(
+        by_type,
+        cx.db
+            .rows("SELECT event_name, events FROM {schema}.event_types_seen ORDER BY 1")
+            .await
+    );
+    assert!(!by_type.is_empty());
+    // recent_loads reads etl_loads, which keeps no per-type counts.
+    let row = LoadRow {
+        events_by_type: Default::default(),
+        ..row
+    };
     assert_eq!(wh.recent_loads(10).await.expect("recent_loads"), [row]);
     assert_stage_empty(cx).await;
 }
