@@ -733,7 +733,7 @@ fn validate_event_types(
     let mut types = BTreeMap::new();
     for (name, t) in raw {
         let key = format!("event_types.{name}");
-        if let Some(p) = event_types::name_problem(&name, event_types::max_type_name_bytes()) {
+        if let Some(p) = event_types::name_problem(&name, event_types::MAX_TYPE_NAME_BYTES) {
             return Err(invalid_at(
                 key,
                 format!(

@@ -298,6 +298,26 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// The views `migrate` created before (`event_type_views`).
+    async fn tracked_views(
+        &self,
+        c: &impl GenericClient,
+        sql: &Statements,
+    ) -> Result<Vec<TrackedView>, WarehouseError> {
+        Ok(c.query(sql.get("tracked_views"), &[])
+            .await
+            .map_err(|e| self.stmt_err("tracked_views", &e))?
+            .iter()
+            .map(|r| TrackedView {
+                view_name: r.get(0),
+                event_name: r.get(1),
+                checksum: r.get(2),
+            })
+            .collect())
+    }
+}
+
 /// The oldest server the dialect's SQL runs on: `sql/postgres/load.sql` uses MERGE.
 const MIN_SERVER_VERSION_NUM: u32 = 150_000;
 const MIN_SERVER_VERSION: &str = "15";
@@ -669,33 +689,35 @@ impl Warehouse for Postgres {
     async fn sync_views(&self, types: &EventTypes) -> Result<Vec<ViewChange>, WarehouseError> {
         let sql = Statements::parse(VIEWS_SQL, &self.schema);
         let mut client = self.client.lock().await;
-        let tracked: Vec<TrackedView> = client
-            .query(sql.get("tracked_views"), &[])
-            .await
-            .map_err(|e| self.stmt_err("tracked_views", &e))?
-            .iter()
-            .map(|r| TrackedView {
-                view_name: r.get(0),
-                event_name: r.get(1),
-                checksum: r.get(2),
-            })
-            .collect();
         let at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
-        let changes = views::plan(&sql, types, &tracked, &at);
-        for change in &changes {
+        let changes = views::plan(&sql, types, &self.tracked_views(&*client, &sql).await?, &at);
+        let mut done = Vec::new();
+        for change in changes {
             let label = format!("view {}", change.view_name);
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| self.stmt_err(&label, &e))?;
-            for stmt in &change.statements {
-                tx.batch_execute(stmt)
+            let applied: Result<(), WarehouseError> = async {
+                let tx = client
+                    .transaction()
                     .await
-                    .map_err(|e| views::explain_failure(&label, self.stmt_err(&label, &e)))?;
+                    .map_err(|e| self.stmt_err(&label, &e))?;
+                for stmt in &change.statements {
+                    tx.batch_execute(stmt)
+                        .await
+                        .map_err(|e| self.stmt_err(&label, &e))?;
+                }
+                tx.commit().await.map_err(|e| self.stmt_err(&label, &e))
             }
-            tx.commit().await.map_err(|e| self.stmt_err(&label, &e))?;
+            .await;
+            if let Err(e) = applied {
+                // Another `migrate` may have made this very change meanwhile.
+                let now = self.tracked_views(&*client, &sql).await?;
+                if views::still_needed(&sql, types, &now, &change) {
+                    return Err(views::explain_failure(&label, e));
+                }
+                continue;
+            }
+            done.push(change);
         }
-        Ok(changes)
+        Ok(done)
     }
 
     async fn event_catalog(&self) -> Result<Vec<CatalogRow>, WarehouseError> {

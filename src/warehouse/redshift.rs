@@ -548,6 +548,21 @@ fn key_range(keys: &[String]) -> String {
 }
 
 impl Redshift {
+    /// The views `migrate` created before (`event_type_views`).
+    async fn tracked_views(&self, sql: &Statements) -> Result<Vec<TrackedView>, WarehouseError> {
+        Ok(self
+            .query("tracked_views", sql.get("tracked_views"))
+            .await?
+            .iter()
+            .filter(|r| r.len() >= 3)
+            .map(|r| TrackedView {
+                view_name: text(&r[0]).unwrap_or_default(),
+                event_name: text(&r[1]).unwrap_or_default(),
+                checksum: text(&r[2]).unwrap_or_default(),
+            })
+            .collect())
+    }
+
     /// The migration's applied rows, read again.
     async fn applied(&self) -> Result<Vec<AppliedRow>, WarehouseError> {
         // AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
@@ -981,20 +996,10 @@ impl Warehouse for Redshift {
 
     async fn sync_views(&self, types: &EventTypes) -> Result<Vec<ViewChange>, WarehouseError> {
         let sql = Statements::parse(VIEWS_SQL, &self.schema);
-        let tracked: Vec<TrackedView> = self
-            .query("tracked_views", sql.get("tracked_views"))
-            .await?
-            .iter()
-            .filter(|r| r.len() >= 3)
-            .map(|r| TrackedView {
-                view_name: text(&r[0]).unwrap_or_default(),
-                event_name: text(&r[1]).unwrap_or_default(),
-                checksum: text(&r[2]).unwrap_or_default(),
-            })
-            .collect();
         let at = Utc::now().naive_utc().format(TIME_FORMAT).to_string();
-        let changes = views::plan(&sql, types, &tracked, &at);
-        for change in &changes {
+        let changes = views::plan(&sql, types, &self.tracked_views(&sql).await?, &at);
+        let mut done = Vec::new();
+        for change in changes {
             let label = format!("view {}", change.view_name);
             let stmts = change
                 .statements
@@ -1004,11 +1009,18 @@ impl Warehouse for Redshift {
                     sql: sql.clone(),
                 })
                 .collect();
-            self.batch(stmts)
-                .await
-                .map_err(|e| views::explain_failure(&label, e))?;
+            if let Err(e) = self.batch(stmts).await {
+                // Another `migrate` may have made this very change meanwhile (a batch
+                // cannot read before it decides, so the check comes after).
+                let now = self.tracked_views(&sql).await?;
+                if views::still_needed(&sql, types, &now, &change) {
+                    return Err(views::explain_failure(&label, e));
+                }
+                continue;
+            }
+            done.push(change);
         }
-        Ok(changes)
+        Ok(done)
     }
 
     async fn event_catalog(&self) -> Result<Vec<CatalogRow>, WarehouseError> {

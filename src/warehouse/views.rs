@@ -155,6 +155,19 @@ pub fn explain_failure(label: &str, e: super::WarehouseError) -> super::Warehous
     }
 }
 
+/// Whether `change` (planned earlier) still has to be made, given what `migrate` has
+/// recorded since (`tracked`): false when another `migrate` made it meanwhile.
+pub fn still_needed(
+    sql: &Statements,
+    types: &EventTypes,
+    tracked: &[TrackedView],
+    change: &ViewChange,
+) -> bool {
+    plan(sql, types, tracked, "")
+        .iter()
+        .any(|c| c.view_name == change.view_name)
+}
+
 /// The names every dialect's `views.sql` defines.
 pub const STATEMENTS: [&str; 11] = [
     "create_view",
