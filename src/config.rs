@@ -148,6 +148,7 @@ pub struct RawS3 {
 #[serde(deny_unknown_fields)]
 pub struct RawLoad {
     pub max_files: Option<Scalar>,
+    pub concurrency: Option<Scalar>,
 }
 
 /// A number or boolean as written: typed in TOML, text from the environment. Phase 1
@@ -572,6 +573,10 @@ pub struct Config {
     /// At most this many files go into one load (one transaction); a run makes as many
     /// loads as it needs.
     pub max_files_per_load: usize,
+    /// Files read and cleaned at once, each by a worker with its own staged parts; up
+    /// to [`crate::stage::pool::READ_AHEAD_PER_WORKER`] times as many small objects are
+    /// fetched ahead.
+    pub concurrency: usize,
     /// Days after which the source deletes a file (S3 lifecycle): `status` says how many
     /// are left for each pending file.
     pub retention_days: u64,
@@ -581,12 +586,22 @@ pub struct Config {
     pub event_types: EventTypes,
 }
 
-/// Default uncompressed part size. Staging holds up to three parts in memory (the one
-/// being filled and two uploading), compressed; on input gzip cannot shrink that is
-/// three times the part size, so 16 MiB keeps a run under 64 MiB whatever the data.
-/// Redshift suggests 1 MB-1 GB per file after compression: 16 MiB of typical event JSON
-/// is about 2-3 MiB gzipped, and more parts let COPY spread them over more slices.
-pub const DEFAULT_PART_SIZE_MB: u64 = 16;
+/// Default uncompressed part size. Each worker holds about two parts in memory (the
+/// one being filled and one uploading), compressed; on input gzip cannot shrink that is
+/// twice the part size per worker, so 8 MiB keeps a run on two cores well under 64 MiB
+/// whatever the data (README, "Memory"). Redshift suggests 1 MB-1 GB per file after
+/// compression: 8 MiB of typical event JSON is about 1-2 MiB gzipped, and more parts
+/// let COPY spread them over more slices.
+pub const DEFAULT_PART_SIZE_MB: u64 = 8;
+/// The default `load.concurrency` is the core count, at most this.
+pub const MAX_DEFAULT_CONCURRENCY: usize = 8;
+
+/// The default `load.concurrency` (and `clean --concurrency`): one worker per core, so
+/// cleaning uses every core, up to [`MAX_DEFAULT_CONCURRENCY`].
+pub fn default_concurrency() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.clamp(1, MAX_DEFAULT_CONCURRENCY)
+}
 pub const DEFAULT_SCHEMA: &str = "analytics";
 pub const DEFAULT_MAX_FILES: u64 = 5000;
 pub const DEFAULT_RETENTION_DAYS: u64 = 28;
@@ -665,6 +680,18 @@ impl Config {
             return Err(invalid("load.max_files", "must be at least 1"));
         }
 
+        let concurrency = whole(
+            "load.concurrency",
+            raw.load.concurrency,
+            default_concurrency() as u64,
+        )?;
+        if !(1..=256).contains(&concurrency) {
+            return Err(invalid(
+                "load.concurrency",
+                format!("{concurrency} is outside 1..=256"),
+            ));
+        }
+
         let retention_days = whole(
             "source.retention_days",
             raw.source.retention_days,
@@ -699,6 +726,7 @@ impl Config {
             schema,
             s3_force_path_style,
             max_files_per_load: usize::try_from(max_files).unwrap_or(usize::MAX),
+            concurrency: usize::try_from(concurrency).unwrap_or(1),
             retention_days,
             max_pending_age_hours,
             event_types,

@@ -122,6 +122,9 @@ enum Command {
         /// Uncompressed bytes per part, in MiB.
         #[arg(long, default_value_t = events_etl::config::DEFAULT_PART_SIZE_MB)]
         part_size_mb: u64,
+        /// Files cleaned at once (default: the core count, at most 8).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: Option<u16>,
     },
 }
 
@@ -239,9 +242,11 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         files,
         out,
         part_size_mb,
+        concurrency,
     } = cli.command
     {
-        offline::clean(files, out, part_size_mb).await?;
+        let concurrency = concurrency.map_or_else(events_etl::config::default_concurrency, usize::from);
+        offline::clean(files, out, part_size_mb, concurrency).await?;
         return Ok(Outcome::Done);
     }
     if let Command::Check = cli.command {
@@ -275,6 +280,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         max_files_per_load: config.max_files_per_load,
         keep_staging: config.keep_staging,
         event_types: Arc::new(config.event_types.clone()),
+        concurrency: config.concurrency,
     };
     match cli.command {
         Command::Migrate => {

@@ -408,10 +408,19 @@ fn parse<'a, T: Deserialize<'a>>(text: &'a str, work: &mut Work) -> serde_json::
 /// Decodes a JSON string value; `None` is `missing`, a non-string is `invalid`.
 fn string<'a>(v: Option<&'a RawValue>, missing: Reason, invalid: Reason) -> Result<Cow<'a, str>, Reason> {
     let v = v.ok_or(missing)?;
-    if !v.get().starts_with('"') {
+    let text = v.get();
+    if !text.starts_with('"') {
         return Err(invalid);
     }
-    serde_json::from_str::<Cow<'a, str>>(v.get()).map_err(|_| invalid)
+    // A string without escapes is its own text between the quotes: the RawValue parse
+    // already checked it (closed, no control characters), so parsing it again would
+    // only copy what is there.
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+            return Ok(Cow::Borrowed(inner));
+        }
+    }
+    serde_json::from_str::<Cow<'a, str>>(text).map_err(|_| invalid)
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.

@@ -145,7 +145,8 @@ fn example_config_parses_and_validates() {
             prefix: "8uht6u8bh/staging/".into()
         }
     );
-    assert_eq!(c.part_size_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.part_size_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.concurrency, events_etl::config::default_concurrency());
     assert!(!c.keep_staging);
     assert_eq!(
         c.warehouse,
@@ -219,7 +220,7 @@ url = "s3://in-bucket/staging/"
 [warehouse.postgres]
 url = "host=db user=etl"
 "#);
-    assert_eq!(c.part_size_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.part_size_bytes, 8 * 1024 * 1024);
     assert!(!c.keep_staging);
     assert_eq!(
         c.warehouse,
@@ -412,10 +413,12 @@ fn env_numbers_and_booleans_are_read_from_text() {
             ("EVENTS_ETL__STAGING__KEEP", "true"),
             ("EVENTS_ETL__S3__FORCE_PATH_STYLE", "false"),
             ("EVENTS_ETL__LOAD__MAX_FILES", "12"),
+            ("EVENTS_ETL__LOAD__CONCURRENCY", "3"),
             ("EVENTS_ETL__WAREHOUSE__REDSHIFT__STATEMENT_TIMEOUT_SECS", "90"),
         ],
     )
     .unwrap();
+    assert_eq!(c.concurrency, 3);
     assert_eq!(c.part_size_bytes, 7 * 1024 * 1024);
     assert!(c.keep_staging);
     assert!(!c.s3_force_path_style);
@@ -489,6 +492,16 @@ fn toml_numbers_and_booleans_of_the_wrong_type_are_named() {
         &edit("max_files = 100", "max_files = [1]"),
         "load.max_files",
         &["an array is not a whole number"],
+    );
+    invalid(
+        &edit("max_files = 100", "max_files = 100\nconcurrency = 0"),
+        "load.concurrency",
+        &["0 is outside 1..=256"],
+    );
+    invalid(
+        &edit("max_files = 100", "max_files = 100\nconcurrency = 257"),
+        "load.concurrency",
+        &["257 is outside 1..=256"],
     );
 }
 
