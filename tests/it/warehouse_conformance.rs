@@ -1570,7 +1570,7 @@ pub async fn catalog_counts_what_each_load_inserted(wh: &dyn Warehouse, cx: &Cx)
     );
     let row = load(
         wh,
-        &cx.stager.stage("load-1", &[first.clone()]).await,
+        &cx.stager.stage("load-1", std::slice::from_ref(&first)).await,
         "2024-06-01 00:00:00",
     )
     .await;
