@@ -524,6 +524,20 @@ async fn exactly_once(f: &Fixture) -> Result<(), String> {
     if unbalanced != 0 {
         return Err(format!("{unbalanced} etl_files rows do not balance"));
     }
+    let catalog_off = one(format!(
+        "SELECT count(*) FROM (SELECT event_name, events FROM {s}.event_types_seen \
+         EXCEPT SELECT event_name, count(*) FROM {s}.events GROUP BY 1) d"
+    ))
+    .await?;
+    let catalog = one(format!(
+        "SELECT COALESCE(SUM(events), 0)::bigint FROM {s}.event_types_seen"
+    ))
+    .await?;
+    if catalog_off != 0 || catalog != rows {
+        return Err(format!(
+            "the event catalog counts {catalog} events; events holds {rows}"
+        ));
+    }
     Ok(())
 }
 
@@ -539,7 +553,7 @@ async fn dupes_scenario(f: &Fixture, wh: &Redshift) -> Result<(), String> {
 
 /// SQL that PostgreSQL would take but that would break a real Redshift fails the suite:
 /// a MERGE source not deduplicated within the load, one not checked against `events`,
-/// and a TRUNCATE inside the load's transaction.
+/// a TRUNCATE inside the load's transaction, and an event catalog counting duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutations_that_would_break_redshift_are_caught() {
     let shipped = Redshift::load_sql();
@@ -549,7 +563,7 @@ async fn mutations_that_would_break_redshift_are_caught() {
         .expect("the shipped SQL loads");
     exactly_once(&f).await.expect("the shipped SQL is exactly-once");
 
-    let mutations: [(&str, &str, &str); 3] = [
+    let mutations: [(&str, &str, &str); 4] = [
         ("no dedupe within the load", "WHERE rn = 1\n  AND NOT EXISTS", "WHERE NOT EXISTS"),
         (
             "no check against events",
@@ -560,6 +574,11 @@ async fn mutations_that_would_break_redshift_are_caught() {
             "TRUNCATE in the load",
             "-- AWS: r_DELETE.html\nDELETE FROM {schema}.stage_events;",
             "TRUNCATE {schema}.stage_events;",
+        ),
+        (
+            "the catalog counts staged events, duplicates included",
+            "FROM merge_source\nGROUP BY event_name;",
+            "FROM {schema}.stage_events\nGROUP BY event_name;",
         ),
     ];
     for (what, from, to) in mutations {
