@@ -2,7 +2,9 @@
 -- configured type (`{schema}.events_<type>`) from create_view and one column_<type>
 -- fragment per configured column, and tracks what it created in event_type_views. Each
 -- `-- name:` starts a statement or fragment. {key} and {view} are validated names
--- ([a-z][a-z0-9_]*); the other {placeholders} are quoted literals.
+-- ([a-z][a-z0-9_]*, never a Redshift reserved word; quoted as column names all the same,
+-- since PostgreSQL reserves a few words Redshift does not); the other {placeholders} are
+-- quoted literals.
 --
 -- A view must never fail whatever metadata holds: a value of the wrong JSON type reads
 -- as NULL. Each fragment tests the JSON type first (a CASE evaluates its THEN only when
@@ -16,7 +18,7 @@ FROM {schema}.events e
 WHERE e.event_name = {event_name};
 
 -- name: column_text
-CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'string' THEN e.metadata ->> '{key}' END AS {key}
+CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'string' THEN e.metadata ->> '{key}' END AS "{key}"
 
 -- name: column_bigint
 -- A whole number in BIGINT's range; 1.0 counts (SUPER does not tell it from 1 either).
@@ -24,17 +26,17 @@ CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'number' THEN
     CASE WHEN (e.metadata -> '{key}')::numeric = trunc((e.metadata -> '{key}')::numeric)
           AND (e.metadata -> '{key}')::numeric BETWEEN -9223372036854775808 AND 9223372036854775807
          THEN (e.metadata -> '{key}')::numeric::bigint END
-END AS {key}
+END AS "{key}"
 
 -- name: column_double
-CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'number' THEN (e.metadata -> '{key}')::double precision END AS {key}
+CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'number' THEN (e.metadata -> '{key}')::double precision END AS "{key}"
 
 -- name: column_boolean
-CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'boolean' THEN (e.metadata -> '{key}')::boolean END AS {key}
+CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'boolean' THEN (e.metadata -> '{key}')::boolean END AS "{key}"
 
 -- name: column_timestamp
 CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'string' AND (e.metadata ->> '{key}') ~ {timestamp_pattern}
-     THEN CAST(REPLACE(e.metadata ->> '{key}', 'T', ' ') AS TIMESTAMP) END AS {key}
+     THEN CAST(REPLACE(e.metadata ->> '{key}', 'T', ' ') AS TIMESTAMP) END AS "{key}"
 
 -- name: tracked_views
 SELECT view_name, event_name, checksum FROM {schema}.event_type_views ORDER BY view_name;
