@@ -238,6 +238,8 @@ pub struct Pipeline {
     pub part_size: u64,
     pub max_files_per_load: usize,
     pub keep_staging: bool,
+    /// `[event_types]`: the cleaner's per-type contracts.
+    pub event_types: Arc<crate::event_types::EventTypes>,
     /// Files read and cleaned at once (`load.concurrency`).
     pub concurrency: usize,
 }
@@ -304,7 +306,7 @@ impl Pipeline {
             ..RunReport::default()
         };
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
-        let cleaner = Arc::new(Cleaner::new(now));
+        let cleaner = Arc::new(Cleaner::new(now).with_event_types(self.event_types.clone()));
         telemetry::progress_begin(pending.len(), pending.iter().map(|f| f.size).sum());
         let result = self.load_all(&cleaner, &pending, &mut report).await;
         telemetry::progress_end();
@@ -414,7 +416,7 @@ impl Pipeline {
         days: Option<Days>,
     ) -> Result<Vec<DryFile>, PipelineError> {
         let (_, pending) = self.discover_in(days).await?;
-        let cleaner = Cleaner::new(now);
+        let cleaner = Cleaner::new(now).with_event_types(self.event_types.clone());
         let discard = Place {
             store: Arc::new(Discard),
             prefix: String::new(),

@@ -90,6 +90,7 @@ async fn pipeline(ghosts: &[&str], files: &[(&str, String)]) -> (Pipeline, Strin
         part_size: 1 << 20,
         max_files_per_load: 100,
         keep_staging: false,
+        event_types: Default::default(),
         concurrency: 4,
     };
     (p, schema, dir)
