@@ -337,6 +337,9 @@ impl StageWriter {
     /// Uploads the last parts and waits for every upload; the manifests are left to
     /// [`write_manifests`], which lists the parts of every writer of the load.
     pub async fn finish_parts(mut self) -> Result<WrittenParts, StageError> {
+        // The last parts of the three streams upload together: their latencies
+        // overlap, and memory holds at most these three and the one still uploading.
+        self.in_flight = self.in_flight.max(4);
         for which in 0..3 {
             self.close_part(which).await?;
         }
@@ -370,6 +373,7 @@ pub async fn write_manifests(
     }
     let mut keys = Vec::new();
     let mut rows = [0u64; 3];
+    let mut puts = JoinSet::new();
     for (which, (name, parts)) in ["events", "rejects", "files"].iter().zip(&streams).enumerate() {
         let mut m = Manifest::default();
         for p in parts {
@@ -377,8 +381,14 @@ pub async fn write_manifests(
             rows[which] += p.rows;
         }
         let key = format!("{prefix}{name}.manifest");
-        place.store.put(&key, m.to_json()).await?;
+        let store = place.store.clone();
+        let (k, body) = (key.clone(), m.to_json());
+        // The three manifests are written at once: one request's latency, not three.
+        puts.spawn(async move { store.put(&k, body).await });
         keys.push(key);
+    }
+    while let Some(done) = puts.join_next().await {
+        done.map_err(|e| StageError::Join(e.to_string()))??;
     }
     let [events_manifest, rejects_manifest, files_manifest]: [String; 3] = keys
         .try_into()
