@@ -81,6 +81,17 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.stage_files s WHERE s.source_key = e.so
 DELETE FROM {schema}.stage_rejects r
 WHERE NOT EXISTS (SELECT 1 FROM {schema}.stage_files s WHERE s.source_key = r.source_key);
 
+-- name: create_load_types
+-- What insert_events inserted, per type: the event catalog and the run report read it
+-- here instead of looking events up by load_id (no index on load_id: see migration
+-- 0007). Dropped when the load's transaction ends, committed or not.
+CREATE TEMP TABLE IF NOT EXISTS load_types (
+    event_name  VARCHAR(128) NOT NULL,
+    events      BIGINT       NOT NULL,
+    first_seen  TIMESTAMP    NOT NULL,
+    last_seen   TIMESTAMP    NOT NULL
+) ON COMMIT DROP;
+
 -- name: probe_by_index
 -- insert_events probes events once per staged id. A planner that believes events is
 -- empty (a new table that autovacuum has analyzed) prices a sequential scan of it at
@@ -109,7 +120,8 @@ SET LOCAL enable_seqscan TO DEFAULT;
 -- database's default collation. Rows already in events are never updated.
 -- events_loaded counts, per file, the rows this statement inserted (read from its own
 -- RETURNING, never from events by load_id); the rest of the file's staged events were
--- duplicates (within the load, or of rows already loaded).
+-- duplicates (within the load, or of rows already loaded). The same rows, per type, go
+-- to load_types for the catalog.
 WITH inserted AS (
     INSERT INTO {schema}.events
         (event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line,
@@ -129,7 +141,11 @@ WITH inserted AS (
         LIMIT 1
     ) loaded ON TRUE
     WHERE loaded.hit IS NULL
-    RETURNING source_key
+    RETURNING source_key, event_name, created_at
+),
+by_type AS (
+    INSERT INTO load_types (event_name, events, first_seen, last_seen)
+    SELECT event_name, COUNT(*), MIN(created_at), MAX(created_at) FROM inserted GROUP BY event_name
 )
 INSERT INTO {schema}.etl_files
     (source_key, etag, size_bytes, load_id, lines, events_loaded, duplicates, rejects, blank_lines,
@@ -157,6 +173,25 @@ SELECT $1::varchar, $2::timestamp, now() AT TIME ZONE 'UTC', 'committed', COUNT(
 FROM {schema}.etl_files
 WHERE load_id = $1::varchar
 HAVING COUNT(*) > 0;
+
+-- name: catalog
+-- The event catalog, in the load's transaction: what this load inserted, per type (rows
+-- already in events were not inserted, so reloads and duplicates never count twice),
+-- from load_types.
+MERGE INTO {schema}.event_types_seen AS t
+USING load_types AS s
+ON t.event_name = s.event_name
+WHEN MATCHED THEN
+    UPDATE SET events = t.events + s.events,
+               first_seen = LEAST(t.first_seen, s.first_seen),
+               last_seen = GREATEST(t.last_seen, s.last_seen)
+WHEN NOT MATCHED THEN
+    INSERT (event_name, first_seen, last_seen, events)
+    VALUES (s.event_name, s.first_seen, s.last_seen, s.events);
+
+-- name: loaded_by_type
+-- The load's events per type, for the run report and metrics.
+SELECT event_name, events FROM load_types ORDER BY event_name;
 
 -- name: load_summary
 SELECT load_id, started_at, finished_at, status, files, lines, events_loaded, duplicates, rejects,
@@ -225,3 +260,7 @@ FROM {schema}.etl_runs
 WHERE status = $1
 ORDER BY started_at DESC, run_id DESC
 LIMIT 1;
+
+-- name: event_catalog
+-- `status`: the event catalog.
+SELECT event_name, first_seen, last_seen, events FROM {schema}.event_types_seen ORDER BY event_name;
