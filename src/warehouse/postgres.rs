@@ -31,8 +31,9 @@ const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 29] = [
+pub const STATEMENTS: [&str; 30] = [
     "lock",
+    "no_jit",
     "clear_stage",
     "copy_files",
     "copy_events",
@@ -591,6 +592,7 @@ impl Warehouse for Postgres {
             .await
             .map_err(|e| self.stmt_err("begin", &e))?;
         self.batch(&tx, "lock").await?;
+        self.batch(&tx, "no_jit").await?;
         self.batch(&tx, "clear_stage").await?;
         self.copy_manifest(
             &tx,
