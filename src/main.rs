@@ -759,7 +759,7 @@ mod tests {
         let missing = WarehouseError::Staging(events_etl::store::StoreError::NotFound { url: "x".into() });
         assert_eq!(Failure::from(missing).code, EXIT_STORE);
         let statement = WarehouseError::Statement {
-            statement: "merge_events".into(),
+            statement: "insert_events".into(),
             message: "boom".into(),
         };
         assert_eq!(
