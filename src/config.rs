@@ -574,8 +574,7 @@ pub struct Config {
     /// loads as it needs.
     pub max_files_per_load: usize,
     /// Files read and cleaned at once, each by a worker with its own staged parts; up
-    /// to [`crate::stage::pool::READ_AHEAD_PER_WORKER`] times as many small objects are
-    /// fetched ahead.
+    /// to [`crate::stage::pool::READ_AHEAD_FILES`] small objects are fetched ahead.
     pub concurrency: usize,
     /// Days after which the source deletes a file (S3 lifecycle): `status` says how many
     /// are left for each pending file.
