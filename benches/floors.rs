@@ -205,7 +205,11 @@ fn generate(spec: &Spec, mut csv: Option<&mut dyn std::io::Write>) -> Result<Dat
     let mut last_id: Option<String> = None;
     for f in 0..spec.files {
         let day = spec.first_day + chrono::Days::new(f as u64 * spec.days / spec.files as u64);
-        let key = format!("events/{}/{f:08x}{:024x}.json", day.format("%Y/%m/%d"), rng.next());
+        let key = format!(
+            "events/{}/{f:08x}{:024x}.json",
+            day.format("%Y/%m/%d"),
+            rng.next()
+        );
         let mut body = String::with_capacity(spec.lines * 240);
         for l in 1..=spec.lines {
             let mut e = Event::random(&mut rng, day);
@@ -252,7 +256,12 @@ fn children_cpu() -> f64 {
         .rsplit_once(") ")
         .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
     // Fields 16 and 17 of stat(5); `rest` starts at field 3.
-    let tick = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let tick = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (tick(16) + tick(17)) / 100.0
 }
 
@@ -440,7 +449,15 @@ impl Ctx {
     }
 
     /// A config file for a run from `source` to `staging` into `schema` at `url`.
-    fn config(&self, name: &str, source: &str, staging: &str, url: &str, schema: &str, extra: &str) -> Result<String> {
+    fn config(
+        &self,
+        name: &str,
+        source: &str,
+        staging: &str,
+        url: &str,
+        schema: &str,
+        extra: &str,
+    ) -> Result<String> {
         let p = self.path(name);
         std::fs::write(
             &p,
@@ -503,9 +520,13 @@ struct Row {
     pass: bool,
 }
 
-/// 1. `events-etl clean` vs `gzip -1 -c` on the same files.
+/// Comparison 1, `events-etl clean` vs `gzip -1 -c` on the same files.
 fn bench_clean(ctx: &Ctx, set: &DataSet, paths: &[PathBuf]) -> Result<Row> {
-    println!("1. events-etl clean vs gzip -1 -c, {} files, {:.1} MB", paths.len(), set.mb());
+    println!(
+        "1. events-etl clean vs gzip -1 -c, {} files, {:.1} MB",
+        paths.len(),
+        set.mb()
+    );
     let out = ctx.path("clean-out");
     let gz = ctx.path("gzip-out.gz");
     let (clean, gzip, ratio) = pairs(
@@ -540,8 +561,8 @@ fn bench_clean(ctx: &Ctx, set: &DataSet, paths: &[PathBuf]) -> Result<Row> {
     })
 }
 
-/// 2. `events-etl run` into PostgreSQL vs `psql \copy` of the same rows as CSV; returns
-/// the row and the runs' peak RSS in KiB.
+/// Comparison 2, `events-etl run` into PostgreSQL vs `psql \copy` of the same rows as
+/// CSV; returns the row and the runs' peak RSS in KiB.
 fn bench_run(ctx: &Ctx, set: &DataSet, source: &Path, csv: &Path) -> Result<(Row, u64)> {
     println!(
         "2. events-etl run vs psql \\copy, {} files, {:.1} MB, {} lines, {} rows",
@@ -575,7 +596,10 @@ fn bench_run(ctx: &Ctx, set: &DataSet, source: &Path, csv: &Path) -> Result<(Row
                 &schema,
                 "",
             )?;
-            timed(&mut etl(ctx.dir.path(), &["--config", &config, "migrate"], &[]), None)?;
+            timed(
+                &mut etl(ctx.dir.path(), &["--config", &config, "migrate"], &[]),
+                None,
+            )?;
             let ran = timed(&mut etl(ctx.dir.path(), &["--config", &config, "run"], &[]), None)?;
             peak = peak.max(ran.peak_kib);
             if i == 0 {
@@ -584,7 +608,10 @@ fn bench_run(ctx: &Ctx, set: &DataSet, source: &Path, csv: &Path) -> Result<(Row
                 ctx.sql(&format!("DROP SCHEMA {schema} CASCADE"))?;
             }
             let peak = ran.peak_kib as f64 / 1024.0;
-            Ok((ran.secs, format!("{}, peak RSS {peak:.1} MiB", ran.describe("run"))))
+            Ok((
+                ran.secs,
+                format!("{}, peak RSS {peak:.1} MiB", ran.describe("run")),
+            ))
         },
         |_| {
             ctx.sql(&format!(
@@ -622,7 +649,8 @@ fn bench_run(ctx: &Ctx, set: &DataSet, source: &Path, csv: &Path) -> Result<(Row
     ))
 }
 
-/// 3. `events-etl run` from S3 through a proxy adding 30 ms per request vs one adding none.
+/// Comparison 3, `events-etl run` from S3 through a proxy adding 30 ms per request vs one
+/// adding none.
 fn bench_s3(ctx: &Ctx) -> Result<Row> {
     let spec = Spec {
         seed: 0x5300_0003,
@@ -682,13 +710,23 @@ fn bench_s3(ctx: &Ctx) -> Result<Row> {
             .env()
             .into_iter()
             .map(|(k, v)| {
-                let v = if k == "AWS_ENDPOINT_URL" { proxy.endpoint() } else { v };
+                let v = if k == "AWS_ENDPOINT_URL" {
+                    proxy.endpoint()
+                } else {
+                    v
+                };
                 (k, v)
             })
             .collect();
-        timed(&mut etl(ctx.dir.path(), &["--config", &config, "migrate"], &env), None)?;
+        timed(
+            &mut etl(ctx.dir.path(), &["--config", &config, "migrate"], &env),
+            None,
+        )?;
         let before = proxy.requests();
-        let ran = timed(&mut etl(ctx.dir.path(), &["--config", &config, "run"], &env), None)?;
+        let ran = timed(
+            &mut etl(ctx.dir.path(), &["--config", &config, "run"], &env),
+            None,
+        )?;
         let requests = proxy.requests() - before;
         let loaded = ctx.scalar(&url, &format!("SELECT count(*)::text FROM {schema}.events"))?;
         ctx.sql(&format!("DROP SCHEMA {schema} CASCADE"))?;
@@ -717,7 +755,8 @@ fn bench_s3(ctx: &Ctx) -> Result<Row> {
     })
 }
 
-/// 4. The same increment into a database holding 10x its size of history vs an empty one.
+/// Comparison 4, the same increment into a database holding 10x its size of history vs an
+/// empty one.
 fn bench_history(ctx: &Ctx) -> Result<Row> {
     // History: 20 days of 10k events, loaded by the binary; the increment: the next day.
     let history = Spec {
@@ -741,9 +780,7 @@ fn bench_history(ctx: &Ctx) -> Result<Row> {
     inc.write(&inc_src)?;
     println!(
         "4. events-etl run of {} new events ({} files) into {} events of history vs into none",
-        inc.events,
-        increment.files,
-        hist.events
+        inc.events, increment.files, hist.events
     );
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let (hist_db, empty_db, work_db) = (
@@ -757,24 +794,43 @@ fn bench_history(ctx: &Ctx) -> Result<Row> {
         ctx.sql(&format!("CREATE DATABASE {db}"))?;
         let url = ctx.db_url(db);
         let src = format!("{}/", source.unwrap_or(&inc_src).display());
-        let config = ctx.config("template.toml", &src, &format!("{}/", staging.display()), &url, schema, "")?;
-        timed(&mut etl(ctx.dir.path(), &["--config", &config, "migrate"], &[]), None)?;
+        let config = ctx.config(
+            "template.toml",
+            &src,
+            &format!("{}/", staging.display()),
+            &url,
+            schema,
+            "",
+        )?;
+        timed(
+            &mut etl(ctx.dir.path(), &["--config", &config, "migrate"], &[]),
+            None,
+        )?;
         if source.is_some() {
             let start = Instant::now();
             timed(&mut etl(ctx.dir.path(), &["--config", &config, "run"], &[]), None)?;
-            println!("  history loaded by the binary in {:.1} s", start.elapsed().as_secs_f64());
+            println!(
+                "  history loaded by the binary in {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
         }
         // A table that has held its history a while has been vacuumed and analysed.
         ctx.rt.block_on(async {
             let client = connect(&url).await?;
-            client.batch_execute("VACUUM ANALYZE").await.context("VACUUM ANALYZE")
+            client
+                .batch_execute("VACUUM ANALYZE")
+                .await
+                .context("VACUUM ANALYZE")
         })?;
         Ok(())
     };
     migrated(&hist_db, Some(&hist_src))?;
     migrated(&empty_db, None)?;
     let hist_rows: u64 = ctx
-        .scalar(&ctx.db_url(&hist_db), &format!("SELECT count(*)::text FROM {schema}.events"))?
+        .scalar(
+            &ctx.db_url(&hist_db),
+            &format!("SELECT count(*)::text FROM {schema}.events"),
+        )?
         .parse()
         .context("a count")?;
     let run = |template: &str, tag: &str| -> Result<(f64, String)> {
@@ -815,7 +871,11 @@ fn bench_history(ctx: &Ctx) -> Result<Row> {
         ctx.sql(&format!("DROP DATABASE IF EXISTS {db}"))?;
     }
     Ok(Row {
-        what: format!("run {}k new into {}k vs empty", inc.events / 1000, hist_rows / 1000),
+        what: format!(
+            "run {}k new into {}k vs empty",
+            inc.events / 1000,
+            hist_rows / 1000
+        ),
         measured: format!("{with:.2} s"),
         floor: format!("{without:.2} s"),
         ratio: format!("history/empty {ratio:.2}"),

@@ -14,8 +14,8 @@
 //! Each test binary compiles this module separately, so not every helper is used in each.
 #![allow(dead_code)]
 
-pub mod local_world;
 pub mod latency_proxy;
+pub mod local_world;
 pub mod redshift_data;
 pub mod redshift_rules;
 
@@ -654,6 +654,9 @@ async fn serve_s3(
             _ = &mut stop => break,
             res = listener.accept() => match res {
                 Ok((socket, _)) => {
+                    // As servers do: without it, a response written in two pieces waits
+                    // for the client's delayed ACK (~40 ms), which made 400 small GETs take
+                    // 17 s instead of 0.7 s.
                     let _ = socket.set_nodelay(true);
                     socket
                 }
