@@ -440,6 +440,13 @@ impl Ctx {
         format!("{base}/{db}{params}")
     }
 
+    /// Before a timed command that writes to PostgreSQL: a checkpoint now, so that none
+    /// falls inside the measurement by chance (best effort: it needs a superuser or
+    /// `pg_checkpoint`).
+    fn quiesce(&self) {
+        let _ = self.rt.block_on(self.admin.batch_execute("CHECKPOINT"));
+    }
+
     fn fresh_schema(&self, label: &str) -> String {
         self.rt.block_on(self.pg.fresh_schema(label))
     }
@@ -600,8 +607,11 @@ fn bench_run(ctx: &Ctx, set: &DataSet, source: &Path, csv: &Path) -> Result<(Row
                 &mut etl(ctx.dir.path(), &["--config", &config, "migrate"], &[]),
                 None,
             )?;
+            ctx.quiesce();
             let ran = timed(&mut etl(ctx.dir.path(), &["--config", &config, "run"], &[]), None)?;
             peak = peak.max(ran.peak_kib);
+            // Dropped at once (autovacuum must not work on it during the next command),
+            // except the first, kept until the floor's first copy to compare the rows.
             if i == 0 {
                 checked_schema.set(Some(schema));
             } else {
@@ -614,9 +624,8 @@ fn bench_run(ctx: &Ctx, set: &DataSet, source: &Path, csv: &Path) -> Result<(Row
             ))
         },
         |_| {
-            ctx.sql(&format!(
-                "DROP TABLE IF EXISTS {floor_table}; CREATE TABLE {floor_table} {FLOOR_TABLE}"
-            ))?;
+            ctx.sql(&format!("CREATE TABLE {floor_table} {FLOOR_TABLE}"))?;
+            ctx.quiesce();
             let copy = format!("\\copy {floor_table} FROM '{}' WITH (FORMAT csv)", csv.display());
             let mut cmd = Command::new(&psql);
             cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", &copy]);
@@ -631,6 +640,7 @@ fn bench_run(ctx: &Ctx, set: &DataSet, source: &Path, csv: &Path) -> Result<(Row
                 }
                 ctx.sql(&format!("DROP SCHEMA {schema} CASCADE"))?;
             }
+            ctx.sql(&format!("DROP TABLE {floor_table}"))?;
             Ok((ran.secs, ran.describe("\\copy")))
         },
     )?;
@@ -723,6 +733,7 @@ fn bench_s3(ctx: &Ctx) -> Result<Row> {
             None,
         )?;
         let before = proxy.requests();
+        ctx.quiesce();
         let ran = timed(
             &mut etl(ctx.dir.path(), &["--config", &config, "run"], &env),
             None,
@@ -847,11 +858,14 @@ fn bench_history(ctx: &Ctx) -> Result<Row> {
             schema,
             "",
         )?;
+        ctx.quiesce();
         let ran = timed(&mut etl(ctx.dir.path(), &["--config", &config, "run"], &[]), None)?;
         let rows: u64 = ctx
             .scalar(&url, &format!("SELECT count(*)::text FROM {schema}.events"))?
             .parse()
             .context("a count")?;
+        // At once, so that autovacuum does not work on it during the next command.
+        ctx.sql(&format!("DROP DATABASE {work_db}"))?;
         let before = if template == hist_db { hist_rows } else { 0 };
         ensure!(
             rows == before + inc.events,
