@@ -3,10 +3,14 @@
 //! value and cross-field rule, and names the offending key. Both run before any IO
 //! besides reading the config file itself.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use thiserror::Error;
+
+use crate::event_types::{self, ColumnType, EventType, EventTypes, UnknownEventTypes};
 
 /// Prefix of environment overrides: `EVENTS_ETL__WAREHOUSE__POSTGRES__URL` sets
 /// `warehouse.postgres.url`.
@@ -26,12 +30,20 @@ pub enum ConfigError {
     #[error("invalid configuration: {0} (check the key's spelling and type; environment overrides are {ENV_PREFIX}{ENV_SEPARATOR}<SECTION>{ENV_SEPARATOR}<KEY>)")]
     Parse(#[source] config::ConfigError),
     #[error("invalid configuration key `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: Cow<'static, str>, message: String },
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: Cow::Borrowed(key),
+        message: message.into(),
+    }
+}
+
+/// [`invalid`] for a key named by the configuration itself (`event_types.<name>...`).
+fn invalid_at(key: String, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: Cow::Owned(key),
         message: message.into(),
     }
 }
@@ -54,6 +66,24 @@ pub struct RawConfig {
     pub load: RawLoad,
     #[serde(default)]
     pub monitor: RawMonitor,
+    #[serde(default)]
+    pub cleaning: RawCleaning,
+    /// `[event_types.<name>]`: per-type metadata contracts and typed view columns.
+    #[serde(default)]
+    pub event_types: BTreeMap<String, RawEventType>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCleaning {
+    pub unknown_event_types: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEventType {
+    pub required_metadata: Option<Vec<String>>,
+    pub columns: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -118,6 +148,7 @@ pub struct RawS3 {
 #[serde(deny_unknown_fields)]
 pub struct RawLoad {
     pub max_files: Option<Scalar>,
+    pub concurrency: Option<Scalar>,
 }
 
 /// A number or boolean as written: typed in TOML, text from the environment. Phase 1
@@ -542,19 +573,35 @@ pub struct Config {
     /// At most this many files go into one load (one transaction); a run makes as many
     /// loads as it needs.
     pub max_files_per_load: usize,
+    /// Files read and cleaned at once, each by a worker with its own staged parts; up
+    /// to [`crate::stage::pool::READ_AHEAD_PER_WORKER`] times as many small objects are
+    /// fetched ahead.
+    pub concurrency: usize,
     /// Days after which the source deletes a file (S3 lifecycle): `status` says how many
     /// are left for each pending file.
     pub retention_days: u64,
     /// `status --check` fails when a pending file is older than this.
     pub max_pending_age_hours: u64,
+    /// `[event_types]` and `cleaning.unknown_event_types`: per-type contracts.
+    pub event_types: EventTypes,
 }
 
-/// Default uncompressed part size. Staging holds up to three parts in memory (the one
-/// being filled and two uploading), compressed; on input gzip cannot shrink that is
-/// three times the part size, so 16 MiB keeps a run under 64 MiB whatever the data.
-/// Redshift suggests 1 MB-1 GB per file after compression: 16 MiB of typical event JSON
-/// is about 2-3 MiB gzipped, and more parts let COPY spread them over more slices.
-pub const DEFAULT_PART_SIZE_MB: u64 = 16;
+/// Default uncompressed part size. Each worker holds about two parts in memory (the
+/// one being filled and one uploading), compressed; on input gzip cannot shrink that is
+/// twice the part size per worker, so 8 MiB keeps a run on two cores well under 64 MiB
+/// whatever the data (README, "Memory"). Redshift suggests 1 MB-1 GB per file after
+/// compression: 8 MiB of typical event JSON is about 1-2 MiB gzipped, and more parts
+/// let COPY spread them over more slices.
+pub const DEFAULT_PART_SIZE_MB: u64 = 8;
+/// The default `load.concurrency` is the core count, at most this.
+pub const MAX_DEFAULT_CONCURRENCY: usize = 8;
+
+/// The default `load.concurrency` (and `clean --concurrency`): one worker per core, so
+/// cleaning uses every core, up to [`MAX_DEFAULT_CONCURRENCY`].
+pub fn default_concurrency() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.clamp(1, MAX_DEFAULT_CONCURRENCY)
+}
 pub const DEFAULT_SCHEMA: &str = "analytics";
 pub const DEFAULT_MAX_FILES: u64 = 5000;
 pub const DEFAULT_RETENTION_DAYS: u64 = 28;
@@ -633,6 +680,18 @@ impl Config {
             return Err(invalid("load.max_files", "must be at least 1"));
         }
 
+        let concurrency = whole(
+            "load.concurrency",
+            raw.load.concurrency,
+            default_concurrency() as u64,
+        )?;
+        if !(1..=256).contains(&concurrency) {
+            return Err(invalid(
+                "load.concurrency",
+                format!("{concurrency} is outside 1..=256"),
+            ));
+        }
+
         let retention_days = whole(
             "source.retention_days",
             raw.source.retention_days,
@@ -653,6 +712,8 @@ impl Config {
             return Err(invalid("monitor.max_pending_age_hours", "must be at least 1"));
         }
 
+        let event_types = validate_event_types(raw.event_types, raw.cleaning)?;
+
         let keep_staging = boolean("staging.keep", raw.staging.keep, false)?;
         let s3_force_path_style = boolean("s3.force_path_style", raw.s3.force_path_style, false)?;
 
@@ -665,8 +726,10 @@ impl Config {
             schema,
             s3_force_path_style,
             max_files_per_load: usize::try_from(max_files).unwrap_or(usize::MAX),
+            concurrency: usize::try_from(concurrency).unwrap_or(1),
             retention_days,
             max_pending_age_hours,
+            event_types,
         })
     }
 
@@ -677,6 +740,77 @@ impl Config {
             .map_err(|e| invalid("source.url", format!("cannot resolve relative paths: {e}")))?;
         Config::validate(raw, &cwd)
     }
+}
+
+/// `[event_types.<name>]` and `cleaning.unknown_event_types`: names follow the event name
+/// rule (and fit in a view name), column types are known, each problem names its key.
+fn validate_event_types(
+    raw: BTreeMap<String, RawEventType>,
+    cleaning: RawCleaning,
+) -> Result<EventTypes, ConfigError> {
+    let unknown = match cleaning.unknown_event_types.as_deref() {
+        None | Some("load") => UnknownEventTypes::Load,
+        Some("reject") => UnknownEventTypes::Reject,
+        Some(other) => {
+            return Err(invalid(
+                "cleaning.unknown_event_types",
+                format!("`{other}`: expected \"load\" or \"reject\""),
+            ))
+        }
+    };
+    let mut types = BTreeMap::new();
+    for (name, t) in raw {
+        let key = format!("event_types.{name}");
+        if let Some(p) = event_types::name_problem(&name, event_types::MAX_TYPE_NAME_BYTES) {
+            return Err(invalid_at(
+                key,
+                format!(
+                    "{p} (its view is {}<type>, at most {} bytes)",
+                    event_types::VIEW_PREFIX,
+                    event_types::MAX_IDENTIFIER_BYTES
+                ),
+            ));
+        }
+        let mut required = Vec::new();
+        for k in t.required_metadata.unwrap_or_default() {
+            if let Some(p) = event_types::name_problem(&k, crate::clean::fields::MAX_EVENT_NAME_BYTES) {
+                return Err(invalid_at(format!("{key}.required_metadata"), p));
+            }
+            if required.contains(&k) {
+                return Err(invalid_at(
+                    format!("{key}.required_metadata"),
+                    format!("`{k}` is listed twice"),
+                ));
+            }
+            required.push(k);
+        }
+        let mut columns = BTreeMap::new();
+        for (column, ty) in t.columns.unwrap_or_default() {
+            let column_key = format!("{key}.columns.{column}");
+            if let Some(p) = event_types::column_problem(&column) {
+                return Err(invalid_at(column_key, p));
+            }
+            let Some(ty) = ColumnType::parse(&ty) else {
+                let known: Vec<&str> = ColumnType::ALL.iter().map(|t| t.as_str()).collect();
+                return Err(invalid_at(
+                    column_key,
+                    format!(
+                        "`{ty}` is not a column type: expected one of {}",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            columns.insert(column, ty);
+        }
+        types.insert(
+            name,
+            EventType {
+                required_metadata: required,
+                columns,
+            },
+        );
+    }
+    Ok(EventTypes { types, unknown })
 }
 
 /// Lowercase SQL identifier safe to splice into statements unquoted.

@@ -12,6 +12,7 @@ pub mod check;
 pub mod clean;
 pub mod config;
 pub mod discover;
+pub mod event_types;
 pub mod migrate;
 pub mod pipeline;
 pub mod read;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use events_etl::clean::{Cleaner, FileTally};
-use events_etl::pipeline::clean_object;
-use events_etl::stage::{FileRow, StageWriter};
-use events_etl::store::{local::LocalStore, Place};
+use events_etl::pipeline::PipelineError;
+use events_etl::stage::pool::{stage_files, Open, Opened, Outcome, Target};
+use events_etl::store::{local::LocalStore, ObjectMeta, Place};
 
 use crate::{Failure, EXIT_CONFIG, EXIT_STORE};
 
@@ -19,7 +19,12 @@ fn store_err(e: anyhow::Error) -> Failure {
     }
 }
 
-pub async fn clean(files: Vec<PathBuf>, out: PathBuf, part_size_mb: u64) -> Result<(), Failure> {
+pub async fn clean(
+    files: Vec<PathBuf>,
+    out: PathBuf,
+    part_size_mb: u64,
+    concurrency: usize,
+) -> Result<(), Failure> {
     if !(1..=4096).contains(&part_size_mb) {
         return Err(Failure {
             code: EXIT_CONFIG,
@@ -31,19 +36,51 @@ pub async fn clean(files: Vec<PathBuf>, out: PathBuf, part_size_mb: u64) -> Resu
         store: Arc::new(LocalStore::new(out.clone())),
         prefix: String::new(),
     };
-    let cleaner = Cleaner::new(chrono::Utc::now());
-    let mut w = StageWriter::at_prefix(place, "clean", String::new(), part_size_mb * 1024 * 1024);
-    let mut total = FileTally::default();
-    let bytes: u64 = files
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    events_etl::telemetry::progress_begin(files.len(), bytes);
-    let result = clean_all(&files, &cleaner, &mut w, &mut total).await;
+    let mut objects = Vec::with_capacity(files.len());
+    for path in &files {
+        let key = path.display().to_string();
+        let size = std::fs::metadata(path)
+            .map_err(|e| store_err(anyhow::anyhow!("cannot open {key}: {e}")))?
+            .len();
+        objects.push(ObjectMeta {
+            key,
+            etag: String::new(),
+            size,
+            archived: false,
+            last_modified: None,
+        });
+    }
+    let cleaner = Arc::new(Cleaner::new(chrono::Utc::now()));
+    let target = Target {
+        place,
+        load_id: "clean".into(),
+        prefix: String::new(),
+        part_size: part_size_mb * 1024 * 1024,
+    };
+    events_etl::telemetry::progress_begin(objects.len(), objects.iter().map(|o| o.size).sum());
+    let result = stage_files(target, cleaner, Arc::new(LocalFiles), objects, concurrency).await;
     events_etl::telemetry::progress_end();
-    result?;
-    w.finish().await.map_err(|e| store_err(e.into()))?;
+    let staged = result.map_err(|e| store_err(e.into()))?;
+    let mut total = FileTally::default();
+    for (obj, outcome) in &staged.outcomes {
+        let Outcome::Staged { row, .. } = outcome else {
+            continue;
+        };
+        println!(
+            "{}: {} lines, {} events, {} rejects, {} blank, {} recovered, {} invalid ips",
+            obj.key,
+            row.lines,
+            row.events_staged,
+            row.rejects,
+            row.blank_lines,
+            row.recovered_events,
+            row.invalid_ips
+        );
+        total.lines += row.lines;
+        total.events += row.events_staged;
+        total.rejects += row.rejects;
+        total.blank_lines += row.blank_lines;
+    }
     println!(
         "total: {} files, {} lines, {} events (before deduplication), {} rejects, {} blank; output in {}",
         files.len(),
@@ -56,31 +93,25 @@ pub async fn clean(files: Vec<PathBuf>, out: PathBuf, part_size_mb: u64) -> Resu
     Ok(())
 }
 
-/// Cleans each file into `w`, printing its counts.
-async fn clean_all(
-    files: &[PathBuf],
-    cleaner: &Cleaner,
-    w: &mut StageWriter,
-    total: &mut FileTally,
-) -> Result<(), Failure> {
-    for path in files {
-        let key = path.display().to_string();
-        let file = tokio::fs::File::open(path)
+/// Local files named on the command line; a file that cannot be opened fails the
+/// command (exit 3), as any store failure does.
+struct LocalFiles;
+
+#[async_trait::async_trait]
+impl Open for LocalFiles {
+    type Skip = std::convert::Infallible;
+
+    async fn open(&self, obj: &ObjectMeta) -> Result<Opened<Self::Skip>, PipelineError> {
+        let file = tokio::fs::File::open(&obj.key)
             .await
-            .map_err(|e| store_err(anyhow::anyhow!("cannot open {key}: {e}")))?;
-        let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-        let cleaned = clean_object(cleaner, &key, &key, Box::new(file), w)
-            .await
-            .map_err(|e| store_err(e.into()))?;
-        events_etl::telemetry::progress_file(size, cleaned.tally.events);
-        w.file(&FileRow::new(&key, "", size, &cleaned.tally))
-            .map_err(|e| store_err(e.into()))?;
-        let t = cleaned.tally;
-        println!(
-            "{key}: {} lines, {} events, {} rejects, {} blank, {} recovered, {} invalid ips",
-            t.lines, t.events, t.rejects, t.blank_lines, t.recovered, t.invalid_ips
-        );
-        total.merge(&t);
+            .map_err(|e| PipelineError::Read {
+                url: obj.key.clone(),
+                message: format!("cannot open: {e}"),
+            })?;
+        Ok(Opened::Body(Box::new(file)))
     }
-    Ok(())
+
+    fn url(&self, obj: &ObjectMeta) -> String {
+        obj.key.clone()
+    }
 }

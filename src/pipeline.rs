@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 use crate::clean::{Cleaner, FileTally, LineOutcome, Reason, Reject};
 use crate::discover;
 use crate::read::{At, GzipEnd, LineReader};
+use crate::stage::pool;
 use crate::stage::writer::StageError;
 use crate::stage::{FileRow, StageWriter, StagedLoad};
 use crate::store::{Body, ObjectMeta, Place, StoreError};
@@ -64,6 +65,9 @@ pub struct CleanedFile {
     pub reasons: BTreeMap<Reason, u64>,
 }
 
+/// Bytes cleaned between two yields to the scheduler.
+const YIELD_EVERY: usize = 256 * 1024;
+
 /// Cleans one object's lines into `w`, recording rows and rejects.
 ///
 /// Damaged gzip input (see the README's cleaning contract):
@@ -93,7 +97,9 @@ pub async fn clean_object(
     let mut tally = FileTally::default();
     let mut reasons = BTreeMap::new();
     let mut rejects_logged = 0u64;
+    let mut since_yield = 0usize;
     while let Some(line) = reader.next_line().await.map_err(read_err)? {
+        since_yield += line.bytes.len() + 1;
         let outcome = match line.cut {
             Some(at) => LineOutcome::Reject(Reject {
                 reason: Reason::InvalidGzip,
@@ -104,6 +110,12 @@ pub async fn clean_object(
         tally.add(&outcome);
         emit(w, key, line.no, outcome, &mut rejects_logged, &mut reasons)?;
         w.flush_full().await?;
+        if since_yield >= YIELD_EVERY {
+            // A body read ahead into memory never makes the task wait: yield now and
+            // then, so read-ahead and upload tasks keep running beside the cleaning.
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
     }
     match reader.gzip_end() {
         Some(GzipEnd::Corrupt { at, detail }) => {
@@ -226,6 +238,10 @@ pub struct Pipeline {
     pub part_size: u64,
     pub max_files_per_load: usize,
     pub keep_staging: bool,
+    /// `[event_types]`: the cleaner's per-type contracts.
+    pub event_types: Arc<crate::event_types::EventTypes>,
+    /// Files read and cleaned at once (`load.concurrency`).
+    pub concurrency: usize,
 }
 
 impl Pipeline {
@@ -290,7 +306,7 @@ impl Pipeline {
             ..RunReport::default()
         };
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
-        let cleaner = Cleaner::new(now);
+        let cleaner = Arc::new(Cleaner::new(now).with_event_types(self.event_types.clone()));
         telemetry::progress_begin(pending.len(), pending.iter().map(|f| f.size).sum());
         let result = self.load_all(&cleaner, &pending, &mut report).await;
         telemetry::progress_end();
@@ -300,7 +316,7 @@ impl Pipeline {
     /// The loads of a run, `max_files_per_load` files each.
     async fn load_all(
         &self,
-        cleaner: &Cleaner,
+        cleaner: &Arc<Cleaner>,
         pending: &[ObjectMeta],
         report: &mut RunReport,
     ) -> Result<(), PipelineError> {
@@ -400,7 +416,7 @@ impl Pipeline {
         days: Option<Days>,
     ) -> Result<Vec<DryFile>, PipelineError> {
         let (_, pending) = self.discover_in(days).await?;
-        let cleaner = Cleaner::new(now);
+        let cleaner = Cleaner::new(now).with_event_types(self.event_types.clone());
         let discard = Place {
             store: Arc::new(Discard),
             prefix: String::new(),
@@ -434,73 +450,103 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Steps 2 and 3: clean each file into staged parts and write the manifests.
-    /// Also returns the files set aside: archived or unreadable objects.
+    /// Steps 2 and 3: clean the files into staged parts, `concurrency` at once (see
+    /// [`crate::stage::pool`]), and write the manifests. Also returns the files set
+    /// aside: archived or unreadable objects.
     async fn stage(
         &self,
-        cleaner: &Cleaner,
+        cleaner: &Arc<Cleaner>,
         load_id: &str,
         files: &[ObjectMeta],
     ) -> Result<Staged, PipelineError> {
-        let mut w = StageWriter::new(self.staging.clone(), load_id, self.part_size);
+        let target = pool::Target {
+            place: self.staging.clone(),
+            load_id: load_id.to_owned(),
+            prefix: self.staging.key(&format!("{load_id}/")),
+            part_size: self.part_size,
+        };
+        let opener = Arc::new(SourceOpener {
+            source: self.source.clone(),
+        });
+        let staged =
+            pool::stage_files(target, cleaner.clone(), opener, files.to_vec(), self.concurrency).await?;
         let mut set_aside = Vec::new();
         let mut file_rows = Vec::new();
         let mut reasons: BTreeMap<Reason, u64> = BTreeMap::new();
-        let mut aside = |obj: &ObjectMeta, reason: QuarantineReason, detail: String| {
-            telemetry::file_quarantined(&obj.key, reason, &detail);
-            set_aside.push(Quarantined::new(
-                &obj.key,
-                &obj.etag,
-                obj.size,
-                reason,
-                &detail,
-                Utc::now().naive_utc(),
-            ));
-        };
-        for obj in files {
-            let url = self.source.store.url(&obj.key);
-            if obj.archived {
-                aside(
-                    obj,
-                    QuarantineReason::Archived,
-                    format!("{url} is in an archive storage class (GLACIER or DEEP_ARCHIVE); restore it, then reload it"),
-                );
-                continue;
-            }
-            let body = match self.source.store.get(&obj.key).await {
-                Ok(body) => body,
-                // Listed, then expired (S3 deletes after 28 days) or removed: there is
-                // nothing to load and nothing to record; a re-upload is a new version.
-                Err(StoreError::NotFound { url }) => {
-                    telemetry::file_vanished(&url);
-                    continue;
+        for (obj, outcome) in staged.outcomes {
+            match outcome {
+                pool::Outcome::Staged { row, reasons: r } => {
+                    file_rows.push(row);
+                    for (reason, n) in r {
+                        *reasons.entry(reason).or_insert(0) += n;
+                    }
                 }
-                Err(StoreError::Unreadable { url, message }) => {
-                    aside(obj, QuarantineReason::Unreadable, format!("{url}: {message}"));
-                    continue;
-                }
-                Err(e) => return Err(PipelineError::Source(e)),
-            };
-            let cleaned = clean_object(cleaner, &obj.key, &url, body, &mut w).await?;
-            #[cfg(debug_assertions)]
-            if std::env::var("EVENTS_ETL_TEST_POISON_KEY").is_ok_and(|k| k == obj.key) {
-                w.poison_event(&obj.key)?;
-            }
-            telemetry::progress_file(obj.size, cleaned.tally.events);
-            let row = FileRow::new(&obj.key, &obj.etag, obj.size, &cleaned.tally);
-            w.file(&row)?;
-            file_rows.push(row);
-            for (reason, n) in cleaned.reasons {
-                *reasons.entry(reason).or_insert(0) += n;
+                pool::Outcome::Skipped(Skip::Vanished) => {}
+                pool::Outcome::Skipped(Skip::Aside(reason, detail)) => set_aside.push(Quarantined::new(
+                    &obj.key,
+                    &obj.etag,
+                    obj.size,
+                    reason,
+                    &detail,
+                    Utc::now().naive_utc(),
+                )),
             }
         }
-        let staged = w.finish().await?;
-        telemetry::load_staged(load_id, files.len(), staged.events_staged, staged.rejects_staged);
+        let load = staged.load;
+        telemetry::load_staged(load_id, files.len(), load.events_staged, load.rejects_staged);
         Ok(Staged {
-            load: staged,
+            load,
             set_aside,
             files: file_rows,
             reasons,
         })
+    }
+}
+
+/// Why a source object was not read.
+enum Skip {
+    /// Listed, then expired (S3 deletes after 28 days) or removed: there is nothing to
+    /// load and nothing to record; a re-upload is a new version.
+    Vanished,
+    /// Archived or unreadable: quarantined.
+    Aside(QuarantineReason, String),
+}
+
+/// Opens source objects for the staging pool.
+struct SourceOpener {
+    source: Place,
+}
+
+#[async_trait::async_trait]
+impl pool::Open for SourceOpener {
+    type Skip = Skip;
+
+    async fn open(&self, obj: &ObjectMeta) -> Result<pool::Opened<Skip>, PipelineError> {
+        let url = self.url(obj);
+        let aside = |reason, detail: String| {
+            telemetry::file_quarantined(&obj.key, reason, &detail);
+            Ok(pool::Opened::Skip(Skip::Aside(reason, detail)))
+        };
+        if obj.archived {
+            return aside(
+                QuarantineReason::Archived,
+                format!("{url} is in an archive storage class (GLACIER or DEEP_ARCHIVE); restore it, then reload it"),
+            );
+        }
+        match self.source.store.get(&obj.key).await {
+            Ok(body) => Ok(pool::Opened::Body(body)),
+            Err(StoreError::NotFound { url }) => {
+                telemetry::file_vanished(&url);
+                Ok(pool::Opened::Skip(Skip::Vanished))
+            }
+            Err(StoreError::Unreadable { url, message }) => {
+                aside(QuarantineReason::Unreadable, format!("{url}: {message}"))
+            }
+            Err(e) => Err(PipelineError::Source(e)),
+        }
+    }
+
+    fn url(&self, obj: &ObjectMeta) -> String {
+        self.source.store.url(&obj.key)
     }
 }

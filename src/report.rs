@@ -109,6 +109,18 @@ pub fn prometheus(s: &RunSummary<'_>) -> String {
             "Duplicate events the last run skipped.",
             &one(sum(|l| l.duplicates)),
         );
+        let by_type: Vec<(String, f64)> = events_by_type(r)
+            .iter()
+            .map(|(k, v)| (format!("{{event_name=\"{k}\"}}"), *v as f64))
+            .collect();
+        if !by_type.is_empty() {
+            metric(
+                &mut out,
+                "events_etl_events_loaded_by_type",
+                "Events the last run loaded, per event type.",
+                &by_type,
+            );
+        }
         let rejects: Vec<(String, f64)> = r
             .rejects_by_reason
             .iter()
@@ -132,6 +144,16 @@ pub fn prometheus(s: &RunSummary<'_>) -> String {
         );
     }
     out
+}
+
+/// Events the run's loads inserted, per event type (the names are validated event
+/// names, `[a-z][a-z0-9_]*`: safe as Prometheus label values).
+fn events_by_type(r: &RunReport) -> BTreeMap<&str, i64> {
+    let mut by_type = BTreeMap::new();
+    for (name, n) in r.loads.iter().flat_map(|l| &l.events_by_type) {
+        *by_type.entry(name.as_str()).or_insert(0) += n;
+    }
+    by_type
 }
 
 #[derive(Serialize)]
@@ -158,6 +180,7 @@ struct Report<'a> {
     files: Vec<FileReport<'a>>,
     quarantined: Vec<&'a str>,
     rejects_by_reason: BTreeMap<&'static str, u64>,
+    events_loaded_by_type: BTreeMap<&'a str, i64>,
     duration_seconds: BTreeMap<&'static str, f64>,
 }
 
@@ -198,6 +221,7 @@ pub fn json(s: &RunSummary<'_>) -> String {
             .iter()
             .map(|(k, v)| (k.as_str(), *v))
             .collect(),
+        events_loaded_by_type: events_by_type(r),
         duration_seconds,
     };
     serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))

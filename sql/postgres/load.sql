@@ -138,6 +138,29 @@ FROM {schema}.etl_files
 WHERE load_id = $1::varchar
 HAVING COUNT(*) > 0;
 
+-- name: catalog
+-- The event catalog, in the load's transaction: what this load inserted, per type (rows
+-- already in events were not inserted, so reloads and duplicates never count twice).
+MERGE INTO {schema}.event_types_seen AS t
+USING (
+    SELECT event_name, COUNT(*) AS events, MIN(created_at) AS first_seen, MAX(created_at) AS last_seen
+    FROM {schema}.events
+    WHERE load_id = $1
+    GROUP BY event_name
+) AS s
+ON t.event_name = s.event_name
+WHEN MATCHED THEN
+    UPDATE SET events = t.events + s.events,
+               first_seen = LEAST(t.first_seen, s.first_seen),
+               last_seen = GREATEST(t.last_seen, s.last_seen)
+WHEN NOT MATCHED THEN
+    INSERT (event_name, first_seen, last_seen, events)
+    VALUES (s.event_name, s.first_seen, s.last_seen, s.events);
+
+-- name: loaded_by_type
+-- The load's events per type, for the run report and metrics.
+SELECT event_name, COUNT(*) FROM {schema}.events WHERE load_id = $1 GROUP BY event_name ORDER BY event_name;
+
 -- name: load_summary
 SELECT load_id, started_at, finished_at, status, files, lines, events_loaded, duplicates, rejects,
        blank_lines, recovered_events, invalid_ips
@@ -205,3 +228,7 @@ FROM {schema}.etl_runs
 WHERE status = $1
 ORDER BY started_at DESC, run_id DESC
 LIMIT 1;
+
+-- name: event_catalog
+-- `status`: the event catalog.
+SELECT event_name, first_seen, last_seen, events FROM {schema}.event_types_seen ORDER BY event_name;

@@ -186,6 +186,40 @@ SELECT {load_id}, CAST({started_at} AS TIMESTAMP), CAST({loaded_at} AS TIMESTAMP
 FROM {schema}.stage_files
 HAVING COUNT(*) > 0;
 
+-- name: catalog_source
+-- The event catalog's increments: what this load inserted (merge_source), per type. A
+-- temporary table because Redshift's MERGE takes a table as its source, not a subquery
+-- (r_MERGE.html: "source_table: The temporary or permanent table").
+-- AWS: r_CREATE_TABLE_AS.html (TEMP), r_GROUP_BY_clause.html, r_MIN.html, r_MAX.html
+CREATE TEMP TABLE catalog_source AS
+SELECT event_name, COUNT(*) AS events, MIN(created_at) AS first_seen, MAX(created_at) AS last_seen
+FROM merge_source
+GROUP BY event_name;
+
+-- name: merge_catalog
+-- The event catalog, in the load's transaction: one row per type, counts incremented by
+-- what this load inserted (never by duplicates, which merge_source excludes).
+-- AWS: r_MERGE.html, r_GREATEST_LEAST.html
+MERGE INTO {schema}.event_types_seen
+USING catalog_source s
+ON {schema}.event_types_seen.event_name = s.event_name
+WHEN MATCHED THEN UPDATE SET
+    events = {schema}.event_types_seen.events + s.events,
+    first_seen = LEAST({schema}.event_types_seen.first_seen, s.first_seen),
+    last_seen = GREATEST({schema}.event_types_seen.last_seen, s.last_seen)
+WHEN NOT MATCHED THEN INSERT (event_name, first_seen, last_seen, events)
+VALUES (s.event_name, s.first_seen, s.last_seen, s.events);
+
+-- name: loaded_by_type
+-- The load's events per type, for the run report and metrics (read from the batch's
+-- result after it commits).
+-- AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
+SELECT event_name, events FROM catalog_source ORDER BY event_name;
+
+-- name: drop_catalog_source
+-- AWS: r_DROP_TABLE.html
+DROP TABLE catalog_source;
+
 -- name: end_clear_events
 -- AWS: r_DELETE.html
 DELETE FROM {schema}.stage_events;
@@ -316,3 +350,8 @@ WHERE NOT EXISTS (
 -- AWS: r_UPDATE.html
 UPDATE {schema}.etl_reloads SET load_id = 'quarantined'
 WHERE load_id IS NULL AND source_key = {source_key} AND etag = {etag};
+
+-- name: event_catalog
+-- `status`: the event catalog.
+-- AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
+SELECT event_name, first_seen, last_seen, events FROM {schema}.event_types_seen ORDER BY event_name;

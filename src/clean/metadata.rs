@@ -96,6 +96,51 @@ impl Problem {
     }
 }
 
+/// The first of `required` that is not a top-level key of `metadata` with a non-null
+/// value (absent metadata lacks them all). `metadata` has passed [`check`], so it is one
+/// valid object without repeated keys; one parse, linear in its length.
+pub fn first_missing<'k>(
+    metadata: Option<&serde_json::value::RawValue>,
+    required: &'k [String],
+) -> Option<&'k str> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    struct Present<'k>(&'k [String]);
+    impl<'de> Visitor<'de> for Present<'_> {
+        type Value = Vec<bool>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a metadata object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<bool>, A::Error> {
+            let mut found = vec![false; self.0.len()];
+            while let Some(super::json::JsonKey(key)) = map.next_key()? {
+                match self.0.iter().position(|r| *r == key) {
+                    Some(i) => {
+                        let v: &serde_json::value::RawValue = map.next_value()?;
+                        found[i] = v.get() != "null";
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(found)
+        }
+    }
+    let found = match metadata {
+        None => vec![false; required.len()],
+        Some(m) => {
+            let mut de = serde_json::Deserializer::from_str(m.get());
+            de.deserialize_map(Present(required))
+                .unwrap_or_else(|_| vec![false; required.len()])
+        }
+    };
+    required
+        .iter()
+        .zip(found)
+        .find(|(_, present)| !present)
+        .map(|(k, _)| k.as_str())
+}
+
 /// Checks a metadata value's text, which serde_json has already found to be valid JSON,
 /// in one pass: linear in its length, memory bounded by it.
 pub fn check(raw: &str) -> Result<(), Problem> {

@@ -12,6 +12,7 @@ mod reason;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
@@ -20,6 +21,7 @@ use serde_json::value::RawValue;
 
 pub use reason::Reason;
 
+use crate::event_types::{EventTypes, UnknownEventTypes};
 use fields::CreatedAt;
 use json::{JsonKey, KeySet};
 
@@ -160,19 +162,63 @@ impl<'de> Visitor<'de> for RawEventVisitor {
     }
 }
 
-/// Applies the cleaning contract. Cheap to build; holds only the run's time window.
+/// Why a record was rejected, with a note for the reject's text when the reason alone
+/// does not say what to fix (which required metadata key was missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fault {
+    reason: Reason,
+    note: Option<String>,
+}
+
+impl From<Reason> for Fault {
+    fn from(reason: Reason) -> Self {
+        Fault { reason, note: None }
+    }
+}
+
+impl Fault {
+    /// The reject of `text` for this fault: the note, when there is one, then the text,
+    /// cut to [`MAX_RAW_BYTES`] as every reject's text is.
+    fn reject(self, text: &str) -> Reject<'_> {
+        match self.note {
+            None => reject_str(self.reason, text),
+            Some(note) => {
+                let full = format!("{note}: {text}");
+                Reject {
+                    reason: self.reason,
+                    raw: Cow::Owned(reject_str(self.reason, &full).raw.into_owned()),
+                }
+            }
+        }
+    }
+}
+
+/// Applies the cleaning contract. Cheap to build and clone; holds the run's time window
+/// and the configured event types (shared).
 #[derive(Debug, Clone)]
 pub struct Cleaner {
     latest: NaiveDateTime,
+    types: Arc<EventTypes>,
 }
 
 impl Cleaner {
     /// `run_started_at` bounds `created_at`: events more than a day in the future are
-    /// rejected as `created_at_out_of_range`.
+    /// rejected as `created_at_out_of_range`. No event type is configured: every type
+    /// loads (see [`Cleaner::with_event_types`]).
     pub fn new(run_started_at: DateTime<Utc>) -> Self {
         Cleaner {
             latest: fields::latest_created_at(run_started_at),
+            types: Arc::default(),
         }
+    }
+
+    /// The per-type contracts of `[event_types]`: an event of a configured type must
+    /// carry its `required_metadata` keys (`missing_metadata_key`), and with
+    /// `cleaning.unknown_event_types = "reject"` an unconfigured type is rejected
+    /// (`unknown_event_type`).
+    pub fn with_event_types(mut self, types: Arc<EventTypes>) -> Self {
+        self.types = types;
+        self
     }
 
     /// Cleans one physical line. `line_no` is 1-based (line 1 may start with a BOM);
@@ -226,7 +272,7 @@ impl Cleaner {
         match parse::<RawEvent<'a>>(body, work) {
             Ok(raw) => match self.validate(raw, work) {
                 Ok(ev) => LineOutcome::Event(ev),
-                Err(reason) => LineOutcome::Reject(reject_str(reason, text)),
+                Err(fault) => LineOutcome::Reject(fault.reject(text)),
             },
             Err(_) => self
                 .recover(text, work)
@@ -252,19 +298,15 @@ impl Cleaner {
             None
         };
         let prefix = match first {
-            Some(first) => self
-                .validate(first, work)
-                .map_err(|reason| reject_str(reason, prefix)),
+            Some(first) => self.validate(first, work).map_err(|fault| fault.reject(prefix)),
             None => Err(reject_str(Reason::MalformedJson, prefix)),
         };
-        let fragment = self
-            .validate(raw, work)
-            .map_err(|reason| reject_str(reason, fragment));
+        let fragment = self.validate(raw, work).map_err(|fault| fault.reject(fragment));
         Some(LineOutcome::Recovered { prefix, fragment })
     }
 
     /// The field checks, in a fixed order: the first failure is the reason.
-    fn validate<'a>(&self, raw: RawEvent<'a>, work: &mut Work) -> Result<CleanEvent<'a>, Reason> {
+    fn validate<'a>(&self, raw: RawEvent<'a>, work: &mut Work) -> Result<CleanEvent<'a>, Fault> {
         // Each field is read a bounded number of times.
         for v in [
             raw.id,
@@ -285,8 +327,8 @@ impl Cleaner {
         let created_at = string(raw.created_at, Reason::MissingCreatedAt, Reason::InvalidCreatedAt)?;
         let created_at = match fields::parse_created_at(&created_at, self.latest) {
             CreatedAt::Ok(t) => t,
-            CreatedAt::Invalid => return Err(Reason::InvalidCreatedAt),
-            CreatedAt::OutOfRange => return Err(Reason::CreatedAtOutOfRange),
+            CreatedAt::Invalid => return Err(Reason::InvalidCreatedAt.into()),
+            CreatedAt::OutOfRange => return Err(Reason::CreatedAtOutOfRange.into()),
         };
 
         let email = string(raw.user_email, Reason::MissingUserEmail, Reason::InvalidEmail)?;
@@ -294,6 +336,10 @@ impl Cleaner {
 
         let name = string(raw.event_name, Reason::MissingEventName, Reason::InvalidEventName)?;
         let event_name = fields::normalise_event_name(name).ok_or(Reason::InvalidEventName)?;
+        let event_type = self.types.get(&event_name);
+        if event_type.is_none() && self.types.unknown == UnknownEventTypes::Reject {
+            return Err(Reason::UnknownEventType.into());
+        }
 
         let metadata = match raw.metadata {
             None => None,
@@ -301,8 +347,20 @@ impl Cleaner {
                 metadata::check(m.get()).map_err(metadata::Problem::reason)?;
                 Some(m)
             }
-            Some(_) => return Err(Reason::InvalidMetadata),
+            Some(_) => return Err(Reason::InvalidMetadata.into()),
         };
+        // Last: the type's contract is judged on metadata both warehouses can store.
+        if let Some(t) = event_type.filter(|t| !t.required_metadata.is_empty()) {
+            work.add(metadata.map_or(0, |m| m.get().len()));
+            if let Some(key) = metadata::first_missing(metadata, &t.required_metadata) {
+                return Err(Fault {
+                    reason: Reason::MissingMetadataKey,
+                    note: Some(format!(
+                        "metadata key `{key}` is required for {event_name} events and is absent or null"
+                    )),
+                });
+            }
+        }
 
         let (ip, ip_was_invalid) = match raw.ip {
             None => (None, false),
@@ -350,10 +408,19 @@ fn parse<'a, T: Deserialize<'a>>(text: &'a str, work: &mut Work) -> serde_json::
 /// Decodes a JSON string value; `None` is `missing`, a non-string is `invalid`.
 fn string<'a>(v: Option<&'a RawValue>, missing: Reason, invalid: Reason) -> Result<Cow<'a, str>, Reason> {
     let v = v.ok_or(missing)?;
-    if !v.get().starts_with('"') {
+    let text = v.get();
+    if !text.starts_with('"') {
         return Err(invalid);
     }
-    serde_json::from_str::<Cow<'a, str>>(v.get()).map_err(|_| invalid)
+    // A string without escapes is its own text between the quotes: the RawValue parse
+    // already checked it (closed, no control characters), so parsing it again would
+    // only copy what is there.
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+            return Ok(Cow::Borrowed(inner));
+        }
+    }
+    serde_json::from_str::<Cow<'a, str>>(text).map_err(|_| invalid)
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.

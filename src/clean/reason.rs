@@ -26,6 +26,9 @@ pub enum Reason {
     InvalidEmail,
     MissingEventName,
     InvalidEventName,
+    /// `cleaning.unknown_event_types = "reject"` and the event's type is not configured
+    /// under `[event_types]`.
+    UnknownEventType,
     /// `metadata` is present, not null, and not an object, or holds text no warehouse
     /// can store (a `\u0000` escape or an unpaired surrogate), or repeats a key within
     /// one of its objects (SUPER refuses that).
@@ -36,6 +39,9 @@ pub enum Reason {
     /// A number inside `metadata` is out of the range both warehouses store (see
     /// `clean::metadata`): COPY would fail the whole load on it.
     MetadataNumberOutOfRange,
+    /// The event's type is configured with `required_metadata`, and one of those keys is
+    /// absent from `metadata` or null (the reject's text names the key).
+    MissingMetadataKey,
     /// The file's gzip data is damaged: a cut file's incomplete last line (its complete
     /// lines load), or the whole of a corrupt file (no row of it is staged). Not a
     /// line-level reason; see `read::gzip` and the README's "Damaged gzip input".
@@ -45,7 +51,7 @@ pub enum Reason {
 impl Reason {
     /// Every reason, in the order the cleaner checks them (the README's table order; a
     /// test holds the two together). `invalid_gzip` is not a line check and comes last.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::RecordTooLarge,
         Reason::InvalidUtf8,
         Reason::MalformedJson,
@@ -59,10 +65,12 @@ impl Reason {
         Reason::InvalidEmail,
         Reason::MissingEventName,
         Reason::InvalidEventName,
+        Reason::UnknownEventType,
         Reason::InvalidMetadata,
         Reason::NestingTooDeep,
         Reason::MetadataValueTooLong,
         Reason::MetadataNumberOutOfRange,
+        Reason::MissingMetadataKey,
         Reason::InvalidGzip,
     ];
 
@@ -86,6 +94,8 @@ impl Reason {
             Reason::InvalidMetadata => "invalid_metadata",
             Reason::MetadataValueTooLong => "metadata_value_too_long",
             Reason::MetadataNumberOutOfRange => "metadata_number_out_of_range",
+            Reason::UnknownEventType => "unknown_event_type",
+            Reason::MissingMetadataKey => "missing_metadata_key",
             Reason::InvalidGzip => "invalid_gzip",
         }
     }

@@ -1686,10 +1686,12 @@ fn reason_codes_are_stable() {
             "invalid_email",
             "missing_event_name",
             "invalid_event_name",
+            "unknown_event_type",
             "invalid_metadata",
             "nesting_too_deep",
             "metadata_value_too_long",
             "metadata_number_out_of_range",
+            "missing_metadata_key",
             "invalid_gzip",
         ]
     );
@@ -2686,10 +2688,17 @@ fn generated_files_never_panic_and_every_line_ends_in_exactly_one_place() {
     ];
     let cleaner = cleaner();
     let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
+    // invalid_gzip is not a line check; the event-type reasons need `[event_types]`
+    // configured (their own tests are below).
     let codes: Vec<Reason> = Reason::ALL
         .iter()
         .copied()
-        .filter(|r| *r != Reason::InvalidGzip)
+        .filter(|r| {
+            !matches!(
+                r,
+                Reason::InvalidGzip | Reason::UnknownEventType | Reason::MissingMetadataKey
+            )
+        })
         .collect();
     let mut reasons_seen = std::collections::BTreeSet::new();
     let mut hist = std::collections::BTreeMap::new();
@@ -2823,4 +2832,178 @@ fn generated_lines_cost_linear_work_and_clean_the_same_way_twice() {
         let once = format!("{:?}", clean(&line));
         assert_eq!(format!("{:?}", clean(&line)), once);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event-type contracts: `[event_types]` and `cleaning.unknown_event_types`
+// ---------------------------------------------------------------------------------------------
+
+fn typed_cleaner(unknown: crate::event_types::UnknownEventTypes) -> Cleaner {
+    use crate::event_types::{ColumnType, EventType, EventTypes};
+    let mut types = std::collections::BTreeMap::new();
+    types.insert(
+        "page_visit".to_owned(),
+        EventType {
+            required_metadata: vec!["path".to_owned(), "referrer".to_owned()],
+            columns: [("path".to_owned(), ColumnType::Text)].into_iter().collect(),
+        },
+    );
+    types.insert("message_saved".to_owned(), EventType::default());
+    Cleaner::new(run_start()).with_event_types(std::sync::Arc::new(EventTypes { types, unknown }))
+}
+
+fn typed(name: &str, metadata: Option<&str>) -> String {
+    record(&[("event_name", Some(&js(name))), ("metadata", metadata)])
+}
+
+#[test]
+fn a_configured_type_without_a_required_key_is_rejected_naming_it() {
+    use crate::event_types::UnknownEventTypes;
+    let c = typed_cleaner(UnknownEventTypes::Load);
+    let outcome = |line: &str| match c.clean_line(2, line.as_bytes(), false) {
+        LineOutcome::Event(_) => Ok(()),
+        LineOutcome::Reject(r) => Err((r.reason, r.raw.into_owned())),
+        other => panic!("{other:?}"),
+    };
+    // Present and not null, whatever the value: loads.
+    for m in [
+        r#"{"path": "/a", "referrer": ""}"#,
+        r#"{"referrer": false, "path": 0, "other": null}"#,
+        r#"{"path": {}, "referrer": []}"#,
+    ] {
+        assert_eq!(outcome(&typed("page_visit", Some(m))), Ok(()), "{m}");
+    }
+    // Absent, null, nested only, or no metadata at all: the first missing key, in
+    // configuration order, is named in the reject's text.
+    for (m, key) in [
+        (Some(r#"{"referrer": "x"}"#), "path"),
+        (Some(r#"{"path": null, "referrer": "x"}"#), "path"),
+        (Some(r#"{"path": "/a"}"#), "referrer"),
+        (Some(r#"{"x": {"path": "/a", "referrer": "r"}}"#), "path"),
+        (Some("{}"), "path"),
+        (Some("null"), "path"),
+        (None, "path"),
+    ] {
+        let line = typed("page_visit", m);
+        let (reason, raw) = outcome(&line).expect_err(&line);
+        assert_eq!(reason, Reason::MissingMetadataKey, "{line}");
+        assert!(
+            raw.starts_with(&format!("metadata key `{key}` is required for page_visit events")),
+            "{raw}"
+        );
+        assert!(raw.ends_with(&line), "the raw line follows the note: {raw}");
+    }
+    // The raw text stays within the limit however long the line.
+    let long = typed(
+        "page_visit",
+        Some(&format!(r#"{{"x": "{}"}}"#, "y".repeat(10_000))),
+    );
+    let (_, raw) = outcome(&long).unwrap_err();
+    assert!(raw.len() <= MAX_RAW_BYTES, "{}", raw.len());
+    // A type name is compared once normalised.
+    assert_eq!(
+        outcome(&typed(" Page_Visit ", Some("{}"))).unwrap_err().0,
+        Reason::MissingMetadataKey
+    );
+    // Other types, configured without required keys or not configured, load.
+    assert_eq!(outcome(&typed("message_saved", None)), Ok(()));
+    assert_eq!(outcome(&typed("meeting_scheduled", None)), Ok(()));
+}
+
+#[test]
+fn unknown_event_types_load_by_default_and_are_rejected_when_asked() {
+    use crate::event_types::UnknownEventTypes;
+    let line = typed("meeting_scheduled", Some("{}"));
+    let load = typed_cleaner(UnknownEventTypes::Load);
+    assert!(matches!(
+        load.clean_line(2, line.as_bytes(), false),
+        LineOutcome::Event(_)
+    ));
+    let reject = typed_cleaner(UnknownEventTypes::Reject);
+    match reject.clean_line(2, line.as_bytes(), false) {
+        LineOutcome::Reject(r) => {
+            assert_eq!(r.reason, Reason::UnknownEventType);
+            assert_eq!(r.raw, line);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Configured types still load under "reject".
+    let ok = typed("message_saved", None);
+    assert!(matches!(
+        reject.clean_line(2, ok.as_bytes(), false),
+        LineOutcome::Event(_)
+    ));
+}
+
+#[test]
+fn event_type_checks_come_in_the_documented_order() {
+    use crate::event_types::UnknownEventTypes;
+    let c = typed_cleaner(UnknownEventTypes::Reject);
+    let reason_of = |line: &str| match c.clean_line(2, line.as_bytes(), false) {
+        LineOutcome::Reject(r) => r.reason,
+        other => panic!("{other:?}"),
+    };
+    // invalid_event_name before unknown_event_type, which comes before metadata checks.
+    assert_eq!(
+        reason_of(&typed("Not A Name", Some("{}"))),
+        Reason::InvalidEventName
+    );
+    assert_eq!(reason_of(&typed("other", Some("[1]"))), Reason::UnknownEventType);
+    // Metadata that cannot be stored is judged before the type's required keys.
+    assert_eq!(
+        reason_of(&typed("page_visit", Some("[1]"))),
+        Reason::InvalidMetadata
+    );
+    let deep = format!("{}{}", "[".repeat(1001), "]".repeat(1001));
+    assert_eq!(
+        reason_of(&typed("page_visit", Some(&format!(r#"{{"a": {deep}}}"#)))),
+        Reason::NestingTooDeep
+    );
+    // Field checks before the type's: a bad id is invalid_id even for an unknown type.
+    let line = record(&[("id", Some("\"x\"")), ("event_name", Some("\"other\""))]);
+    assert_eq!(reason_of(&line), Reason::InvalidId);
+}
+
+#[test]
+fn recovered_records_follow_their_type_contract_too() {
+    use crate::event_types::UnknownEventTypes;
+    let c = typed_cleaner(UnknownEventTypes::Load);
+    let first = typed("page_visit", Some(r#"{"path": "/a", "referrer": "r"}"#));
+    let second = record(&[
+        ("id", Some(r#""00000000-0000-4000-8000-000000000002""#)),
+        ("event_name", Some(r#""page_visit""#)),
+        ("metadata", Some(r#"{"path": "/b"}"#)),
+    ]);
+    let line = format!("{first}{second}");
+    match c.clean_line(2, line.as_bytes(), false) {
+        LineOutcome::Recovered {
+            prefix: Ok(e),
+            fragment: Err(r),
+        } => {
+            assert_eq!(e.event_name, "page_visit");
+            assert_eq!(r.reason, Reason::MissingMetadataKey);
+            assert!(r.raw.contains("`referrer`"), "{}", r.raw);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn required_key_checks_stay_linear() {
+    use crate::event_types::UnknownEventTypes;
+    let c = typed_cleaner(UnknownEventTypes::Load);
+    let keys: String = (0..40_000).map(|i| format!(r#""k{i}": {i},"#)).collect();
+    let line = typed(
+        "page_visit",
+        Some(&format!(r#"{{{keys} "path": "/", "referrer": 1}}"#)),
+    );
+    let mut work = Work::default();
+    let outcome = c.clean_line_counted(2, line.as_bytes(), false, &mut work);
+    assert!(matches!(outcome, LineOutcome::Event(_)));
+    assert!(
+        work.bytes <= 6 * line.len() + 64,
+        "{} for {}",
+        work.bytes,
+        line.len()
+    );
 }

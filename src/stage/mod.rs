@@ -3,6 +3,7 @@
 //! thin shell that uploads parts as they fill.
 
 pub mod part;
+pub mod pool;
 pub mod rows;
 pub mod writer;
 

@@ -1,5 +1,8 @@
 //! Writes one load's staged objects. Parts are uploaded as soon as they fill (at most
-//! [`MAX_IN_FLIGHT`] at once), so memory holds a few compressed parts, never the input.
+//! [`MAX_IN_FLIGHT`] at once per writer), so memory holds a few compressed parts, never
+//! the input. Several writers can share one load (one per worker, see
+//! [`super::pool`]): each names its parts with its own tag, and
+//! [`write_manifests`] lists all their parts.
 
 use tokio::task::JoinSet;
 
@@ -10,7 +13,8 @@ use crate::store::{Place, StoreError};
 #[cfg(debug_assertions)]
 use std::io::Write as _;
 
-/// Parts being uploaded while cleaning goes on.
+/// Parts being uploaded while cleaning goes on, per writer (see
+/// [`StageWriter::with_in_flight`]).
 pub const MAX_IN_FLIGHT: usize = 2;
 
 /// What `finish` hands to the warehouse: where the manifests are, and the totals.
@@ -62,23 +66,11 @@ impl Stream {
         }
     }
 
-    fn rows(&self) -> u64 {
-        self.closed.iter().map(|p| p.rows).sum()
-    }
-
     fn mark(&self) -> Mark {
         Mark {
             closed: self.closed.len(),
             rows_in_current: self.current.rows(),
         }
-    }
-
-    fn manifest(&self) -> Manifest {
-        let mut m = Manifest::default();
-        for p in &self.closed {
-            m.push(p.url.clone(), p.len);
-        }
-        m
     }
 }
 
@@ -120,10 +112,18 @@ pub struct StageWriter {
     load_id: String,
     prefix: String,
     part_size: u64,
+    /// Put in every part's name, so writers sharing a prefix never collide.
+    tag: String,
+    in_flight: usize,
     events: Stream,
     rejects: Stream,
     files: Stream,
     uploads: JoinSet<Result<(), StoreError>>,
+}
+
+/// The parts one writer closed and uploaded: what [`write_manifests`] lists.
+pub struct WrittenParts {
+    streams: [Vec<ClosedPart>; 3],
 }
 
 impl StageWriter {
@@ -140,11 +140,25 @@ impl StageWriter {
             load_id: load_id.to_owned(),
             prefix,
             part_size: part_size.max(1),
+            tag: String::new(),
+            in_flight: MAX_IN_FLIGHT,
             events: Stream::new("events"),
             rejects: Stream::new("rejects"),
             files: Stream::new("files"),
             uploads: JoinSet::new(),
         }
+    }
+
+    /// Parts are named `part-<tag><n>.jsonl.gz`: one writer per worker, one tag each.
+    pub fn with_tag(mut self, tag: String) -> Self {
+        self.tag = tag;
+        self
+    }
+
+    /// At most `n` (at least 1) closed parts of this writer uploading at once.
+    pub fn with_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = n.max(1);
+        self
     }
 
     pub fn event(&mut self, key: &str, line: u64, e: &CleanEvent<'_>) -> Result<(), StageError> {
@@ -198,11 +212,12 @@ impl StageWriter {
     /// Closes the stream's current part (if it has rows) and starts its upload.
     async fn close_part(&mut self, which: usize) -> Result<(), StageError> {
         let prefix = self.prefix.clone();
+        let tag = self.tag.clone();
         let s = self.stream(which);
         if s.current.rows() == 0 {
             return Ok(());
         }
-        let key = format!("{prefix}{}/part-{:05}.jsonl.gz", s.name, s.next_part);
+        let key = format!("{prefix}{}/part-{tag}{:05}.jsonl.gz", s.name, s.next_part);
         s.next_part += 1;
         let rows = s.current.rows();
         let bytes = std::mem::take(&mut s.current)
@@ -218,7 +233,7 @@ impl StageWriter {
             len: bytes.len() as u64,
             rows,
         });
-        while self.uploads.len() >= MAX_IN_FLIGHT {
+        while self.uploads.len() >= self.in_flight {
             self.join_one().await?;
         }
         let store = self.place.store.clone();
@@ -311,36 +326,83 @@ impl StageWriter {
 
     /// Uploads the last parts and the three manifests. Manifests go last: a manifest
     /// only ever names parts that exist.
-    pub async fn finish(mut self) -> Result<StagedLoad, StageError> {
+    pub async fn finish(self) -> Result<StagedLoad, StageError> {
+        let place = self.place.clone();
+        let load_id = self.load_id.clone();
+        let prefix = self.prefix.clone();
+        let parts = self.finish_parts().await?;
+        write_manifests(&place, &load_id, &prefix, vec![parts]).await
+    }
+
+    /// Uploads the last parts and waits for every upload; the manifests are left to
+    /// [`write_manifests`], which lists the parts of every writer of the load.
+    pub async fn finish_parts(mut self) -> Result<WrittenParts, StageError> {
+        // The last parts of the three streams upload together: their latencies
+        // overlap, and memory holds at most these three and the one still uploading.
+        self.in_flight = self.in_flight.max(4);
         for which in 0..3 {
             self.close_part(which).await?;
         }
         while !self.uploads.is_empty() {
             self.join_one().await?;
         }
-        let mut keys = Vec::new();
-        for which in 0..3 {
-            let prefix = self.prefix.clone();
-            let s = self.stream(which);
-            let key = format!("{prefix}{}.manifest", s.name);
-            let body = s.manifest().to_json();
-            self.place.store.put(&key, body).await?;
-            keys.push(key);
-        }
-        let [events_manifest, rejects_manifest, files_manifest]: [String; 3] = keys
-            .try_into()
-            .map_err(|_| StageError::Join("manifest count".into()))?;
-        Ok(StagedLoad {
-            load_id: self.load_id,
-            prefix: self.prefix,
-            events_manifest,
-            rejects_manifest,
-            files_manifest,
-            events_staged: self.events.rows(),
-            rejects_staged: self.rejects.rows(),
-            files_staged: self.files.rows(),
+        Ok(WrittenParts {
+            streams: [
+                std::mem::take(&mut self.events.closed),
+                std::mem::take(&mut self.rejects.closed),
+                std::mem::take(&mut self.files.closed),
+            ],
         })
     }
+}
+
+/// Writes the three manifests of a load under `prefix`, listing the parts of all its
+/// writers, and returns what the warehouse needs. Call it once every writer finished:
+/// a manifest only ever names parts that exist.
+pub async fn write_manifests(
+    place: &Place,
+    load_id: &str,
+    prefix: &str,
+    writers: Vec<WrittenParts>,
+) -> Result<StagedLoad, StageError> {
+    let mut streams: [Vec<ClosedPart>; 3] = Default::default();
+    for w in writers {
+        for (all, mine) in streams.iter_mut().zip(w.streams) {
+            all.extend(mine);
+        }
+    }
+    let mut keys = Vec::new();
+    let mut rows = [0u64; 3];
+    let mut puts = JoinSet::new();
+    for (which, (name, parts)) in ["events", "rejects", "files"].iter().zip(&streams).enumerate() {
+        let mut m = Manifest::default();
+        for p in parts {
+            m.push(p.url.clone(), p.len);
+            rows[which] += p.rows;
+        }
+        let key = format!("{prefix}{name}.manifest");
+        let store = place.store.clone();
+        let (k, body) = (key.clone(), m.to_json());
+        // The three manifests are written at once: one request's latency, not three.
+        puts.spawn(async move { store.put(&k, body).await });
+        keys.push(key);
+    }
+    while let Some(done) = puts.join_next().await {
+        done.map_err(|e| StageError::Join(e.to_string()))??;
+    }
+    let [events_manifest, rejects_manifest, files_manifest]: [String; 3] = keys
+        .try_into()
+        .map_err(|_| StageError::Join("manifest count".into()))?;
+    Ok(StagedLoad {
+        load_id: load_id.to_owned(),
+        prefix: prefix.to_owned(),
+        events_manifest,
+        rejects_manifest,
+        files_manifest,
+        events_staged: rows[0],
+        rejects_staged: rows[1],
+        files_staged: rows[2],
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 pub mod postgres;
 pub mod redshift;
 pub mod statements;
+pub mod views;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
@@ -34,6 +35,20 @@ pub struct LoadRow {
     pub blank_lines: i64,
     pub recovered_events: i64,
     pub invalid_ips: i64,
+    /// Events this load inserted, per event type (what it added to `event_types_seen`).
+    /// Filled by [`Warehouse::load`]; rows read back by [`Warehouse::recent_loads`]
+    /// leave it empty, since no table keeps it per load.
+    pub events_by_type: BTreeMap<String, i64>,
+}
+
+/// A row of the event catalog `event_types_seen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogRow {
+    pub event_name: String,
+    /// The earliest and latest `created_at` of the type's events.
+    pub first_seen: NaiveDateTime,
+    pub last_seen: NaiveDateTime,
+    pub events: i64,
 }
 
 /// A file version set aside instead of loaded (`etl_quarantine`): its failure is
@@ -230,6 +245,17 @@ pub trait Warehouse: Send + Sync {
 
     /// The latest run with this status (`succeeded` or `failed`), if any.
     async fn last_run(&self, status: &str) -> Result<Option<RunRow>, WarehouseError>;
+
+    /// `migrate`, after the migrations: brings the typed views `<schema>.events_<type>`
+    /// in line with `[event_types]` (see [`views`]), each change in a transaction of its
+    /// own. Returns the changes made.
+    async fn sync_views(
+        &self,
+        types: &crate::event_types::EventTypes,
+    ) -> Result<Vec<views::ViewChange>, WarehouseError>;
+
+    /// The event catalog, by name.
+    async fn event_catalog(&self) -> Result<Vec<CatalogRow>, WarehouseError>;
 }
 
 /// The `source_key` of row `n` (1-based) of the staged parts `part_urls`, read in order:

@@ -3,7 +3,7 @@
 //! `COPY ... FROM STDIN (FORMAT binary)`, and the load runs the dialect's statements
 //! from `sql/postgres/load.sql` in one transaction.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::error::Error as _;
 
 use async_trait::async_trait;
@@ -15,7 +15,9 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use super::statements::{split_statements, with_schema, Statements};
-use super::{AppliedMigration, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError};
+use super::views::{self, TrackedView, ViewChange};
+use super::{AppliedMigration, CatalogRow, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError};
+use crate::event_types::EventTypes;
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::read::{GzipEnd, LineReader};
 use crate::stage::rows::MAX_STAGED_ROW_BYTES;
@@ -24,9 +26,10 @@ use crate::store::Place;
 
 const LOAD_SQL: &str = include_str!("../../sql/postgres/load.sql");
 const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
+const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 26] = [
+pub const STATEMENTS: [&str; 29] = [
     "lock",
     "clear_stage",
     "create_raw",
@@ -53,6 +56,9 @@ pub const STATEMENTS: [&str; 26] = [
     "close_reloads",
     "request_reload",
     "close_reload_quarantined",
+    "catalog",
+    "loaded_by_type",
+    "event_catalog",
 ];
 
 /// One connection; loads are serialised on it (and across processes by the table lock).
@@ -123,6 +129,7 @@ fn load_row(r: &Row) -> LoadRow {
         blank_lines: r.get(9),
         recovered_events: r.get(10),
         invalid_ips: r.get(11),
+        events_by_type: BTreeMap::new(),
     }
 }
 
@@ -288,6 +295,26 @@ impl Postgres {
             });
         }
         Ok(())
+    }
+}
+
+impl Postgres {
+    /// The views `migrate` created before (`event_type_views`).
+    async fn tracked_views(
+        &self,
+        c: &impl GenericClient,
+        sql: &Statements,
+    ) -> Result<Vec<TrackedView>, WarehouseError> {
+        Ok(c.query(sql.get("tracked_views"), &[])
+            .await
+            .map_err(|e| self.stmt_err("tracked_views", &e))?
+            .iter()
+            .map(|r| TrackedView {
+                view_name: r.get(0),
+                event_name: r.get(1),
+                checksum: r.get(2),
+            })
+            .collect())
     }
 }
 
@@ -524,13 +551,22 @@ impl Warehouse for Postgres {
         self.exec(&tx, "insert_rejects", &[id]).await?;
         self.exec(&tx, "insert_files", &[id]).await?;
         self.exec(&tx, "insert_load", &[id, &started_at]).await?;
+        // The event catalog, in the load's transaction.
+        self.exec(&tx, "catalog", &[id]).await?;
+        let by_type = tx
+            .query(self.sql.get("loaded_by_type"), &[id])
+            .await
+            .map_err(|e| self.stmt_err("loaded_by_type", &e))?;
         self.batch(&tx, "clear_stage").await?;
         let row = tx
             .query_opt(self.sql.get("load_summary"), &[id])
             .await
             .map_err(|e| self.stmt_err("load_summary", &e))?;
         tx.commit().await.map_err(|e| self.stmt_err("commit", &e))?;
-        Ok(row.as_ref().map(load_row))
+        Ok(row.as_ref().map(|r| LoadRow {
+            events_by_type: by_type.iter().map(|t| (t.get(0), t.get(1))).collect(),
+            ..load_row(r)
+        }))
     }
 
     async fn quarantine(&self, files: &[Quarantined]) -> Result<(), WarehouseError> {
@@ -648,6 +684,57 @@ impl Warehouse for Postgres {
             events_loaded: r.get(7),
             rejects: r.get(8),
         }))
+    }
+
+    async fn sync_views(&self, types: &EventTypes) -> Result<Vec<ViewChange>, WarehouseError> {
+        let sql = Statements::parse(VIEWS_SQL, &self.schema);
+        let mut client = self.client.lock().await;
+        let at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+        let changes = views::plan(&sql, types, &self.tracked_views(&*client, &sql).await?, &at);
+        let mut done = Vec::new();
+        for change in changes {
+            let label = format!("view {}", change.view_name);
+            let applied: Result<(), WarehouseError> = async {
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(|e| self.stmt_err(&label, &e))?;
+                for stmt in &change.statements {
+                    tx.batch_execute(stmt)
+                        .await
+                        .map_err(|e| self.stmt_err(&label, &e))?;
+                }
+                tx.commit().await.map_err(|e| self.stmt_err(&label, &e))
+            }
+            .await;
+            if let Err(e) = applied {
+                // Another `migrate` may have made this very change meanwhile.
+                let now = self.tracked_views(&*client, &sql).await?;
+                if views::still_needed(&sql, types, &now, &change) {
+                    return Err(views::explain_failure(&label, e));
+                }
+                continue;
+            }
+            done.push(change);
+        }
+        Ok(done)
+    }
+
+    async fn event_catalog(&self) -> Result<Vec<CatalogRow>, WarehouseError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(self.sql.get("event_catalog"), &[])
+            .await
+            .map_err(|e| self.stmt_err("event_catalog", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| CatalogRow {
+                event_name: r.get(0),
+                first_seen: r.get(1),
+                last_seen: r.get(2),
+                events: r.get(3),
+            })
+            .collect())
     }
 
     async fn recent_loads(&self, limit: i64) -> Result<Vec<LoadRow>, WarehouseError> {

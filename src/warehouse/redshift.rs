@@ -4,7 +4,7 @@
 //! are polled with backoff until they finish, fail or time out (then cancelled, so the
 //! transaction rolls back and nothing is half-recorded).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,14 +16,17 @@ use chrono::{NaiveDateTime, Utc};
 use tokio::time::Instant;
 
 use super::statements::{split_statements, with_schema, Statements};
-use super::{AppliedMigration, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError};
+use super::views::{self, TrackedView, ViewChange};
+use super::{AppliedMigration, CatalogRow, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError};
 use crate::config::{RedshiftConfig, RedshiftTarget};
+use crate::event_types::EventTypes;
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::stage::StagedLoad;
 use crate::store::Place;
 
 const LOAD_SQL: &str = include_str!("../../sql/redshift/load.sql");
 const BOOTSTRAP_SQL: &str = include_str!("../../sql/redshift/bootstrap.sql");
+const VIEWS_SQL: &str = include_str!("../../sql/redshift/views.sql");
 
 /// The Data API's limits on one batch.
 pub const MAX_BATCH_STATEMENTS: usize = 40;
@@ -39,7 +42,7 @@ const LOAD_BEGIN: [&str; 4] = [
 
 /// The load's statements after the COPYs, in order; `load_summary` comes last, so the
 /// committed row is read from the batch itself and nothing runs after the commit.
-const LOAD_AFTER_COPY: [&str; 16] = [
+const LOAD_AFTER_COPY: [&str; 20] = [
     "skip_recorded",
     "drop_orphan_events",
     "drop_orphan_rejects",
@@ -51,6 +54,10 @@ const LOAD_AFTER_COPY: [&str; 16] = [
     "insert_rejects",
     "insert_files",
     "insert_load",
+    "catalog_source",
+    "merge_catalog",
+    "loaded_by_type",
+    "drop_catalog_source",
     "end_clear_events",
     "end_clear_rejects",
     "end_clear_files",
@@ -522,6 +529,7 @@ fn load_row(r: &[Field]) -> Option<LoadRow> {
         blank_lines: long(&r[9]),
         recovered_events: long(&r[10]),
         invalid_ips: long(&r[11]),
+        events_by_type: BTreeMap::new(),
     })
 }
 
@@ -540,6 +548,21 @@ fn key_range(keys: &[String]) -> String {
 }
 
 impl Redshift {
+    /// The views `migrate` created before (`event_type_views`).
+    async fn tracked_views(&self, sql: &Statements) -> Result<Vec<TrackedView>, WarehouseError> {
+        Ok(self
+            .query("tracked_views", sql.get("tracked_views"))
+            .await?
+            .iter()
+            .filter(|r| r.len() >= 3)
+            .map(|r| TrackedView {
+                view_name: text(&r[0]).unwrap_or_default(),
+                event_name: text(&r[1]).unwrap_or_default(),
+                checksum: text(&r[2]).unwrap_or_default(),
+            })
+            .collect())
+    }
+
     /// The migration's applied rows, read again.
     async fn applied(&self) -> Result<Vec<AppliedRow>, WarehouseError> {
         // AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
@@ -754,6 +777,10 @@ impl Warehouse for Redshift {
         }
         stmts.extend(LOAD_AFTER_COPY.iter().map(|n| fill(n)));
         let summary_no = stmts.len();
+        let by_type_no = stmts
+            .iter()
+            .position(|s| s.label == "loaded_by_type")
+            .map_or(0, |i| i + 1);
         let done = match self.batch(stmts).await {
             Ok(done) => done,
             Err(WarehouseError::Statement { statement, message }) if statement.starts_with("copy_") => {
@@ -787,8 +814,22 @@ impl Warehouse for Redshift {
         };
         // The batch has committed: from here on nothing may fail the run, or a rerun
         // would be told the load failed when it did not.
-        match self.result(&format!("{}:{summary_no}", done.id())).await {
-            Ok(rows) => Ok(rows.first().and_then(|r| load_row(r))),
+        let summary = self.result(&format!("{}:{summary_no}", done.id())).await;
+        let by_type = match self.result(&format!("{}:{by_type_no}", done.id())).await {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|r| Some((text(r.first()?)?, long(r.get(1)?))))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(load_id = %staged.load_id, error = %e, "the load committed, but its events per type could not be read; the event catalog has them");
+                BTreeMap::new()
+            }
+        };
+        match summary {
+            Ok(rows) => Ok(rows.first().and_then(|r| load_row(r)).map(|r| LoadRow {
+                events_by_type: by_type,
+                ..r
+            })),
             Err(e) => {
                 tracing::warn!(load_id = %staged.load_id, error = %e, "the load committed, but its summary could not be read; `events-etl status` shows it");
                 Ok(Some(LoadRow {
@@ -804,6 +845,7 @@ impl Warehouse for Redshift {
                     blank_lines: 0,
                     recovered_events: 0,
                     invalid_ips: 0,
+                    events_by_type: by_type,
                 }))
             }
         }
@@ -952,6 +994,49 @@ impl Warehouse for Redshift {
         }))
     }
 
+    async fn sync_views(&self, types: &EventTypes) -> Result<Vec<ViewChange>, WarehouseError> {
+        let sql = Statements::parse(VIEWS_SQL, &self.schema);
+        let at = Utc::now().naive_utc().format(TIME_FORMAT).to_string();
+        let changes = views::plan(&sql, types, &self.tracked_views(&sql).await?, &at);
+        let mut done = Vec::new();
+        for change in changes {
+            let label = format!("view {}", change.view_name);
+            let stmts = change
+                .statements
+                .iter()
+                .map(|sql| Labeled {
+                    label: label.clone(),
+                    sql: sql.clone(),
+                })
+                .collect();
+            if let Err(e) = self.batch(stmts).await {
+                // Another `migrate` may have made this very change meanwhile (a batch
+                // cannot read before it decides, so the check comes after).
+                let now = self.tracked_views(&sql).await?;
+                if views::still_needed(&sql, types, &now, &change) {
+                    return Err(views::explain_failure(&label, e));
+                }
+                continue;
+            }
+            done.push(change);
+        }
+        Ok(done)
+    }
+
+    async fn event_catalog(&self) -> Result<Vec<CatalogRow>, WarehouseError> {
+        let rows = self.query("event_catalog", self.sql.get("event_catalog")).await?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.len() >= 4)
+            .map(|r| CatalogRow {
+                event_name: text(&r[0]).unwrap_or_default(),
+                first_seen: timestamp(&r[1]),
+                last_seen: timestamp(&r[2]),
+                events: long(&r[3]),
+            })
+            .collect())
+    }
+
     async fn recent_loads(&self, limit: i64) -> Result<Vec<LoadRow>, WarehouseError> {
         let sql = self
             .sql
@@ -967,7 +1052,7 @@ mod tests {
     use super::*;
 
     /// The other statements: COPYs and their checks (added per non-empty stream), queries.
-    const OTHER_STATEMENTS: [&str; 15] = [
+    const OTHER_STATEMENTS: [&str; 16] = [
         "copy_files",
         "copy_events",
         "copy_rejects",
@@ -983,6 +1068,7 @@ mod tests {
         "probe_copy",
         "request_reload",
         "close_reload_quarantined",
+        "event_catalog",
     ];
 
     #[test]

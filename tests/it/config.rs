@@ -145,7 +145,8 @@ fn example_config_parses_and_validates() {
             prefix: "8uht6u8bh/staging/".into()
         }
     );
-    assert_eq!(c.part_size_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.part_size_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.concurrency, events_etl::config::default_concurrency());
     assert!(!c.keep_staging);
     assert_eq!(
         c.warehouse,
@@ -156,6 +157,38 @@ fn example_config_parses_and_validates() {
     assert_eq!(c.schema, "analytics");
     assert!(!c.s3_force_path_style);
     assert_eq!(c.max_files_per_load, 5000);
+    // The seed's event types, with the keys the problem statement names.
+    use events_etl::event_types::{ColumnType, UnknownEventTypes};
+    let types = &c.event_types;
+    assert_eq!(types.unknown, UnknownEventTypes::Load);
+    let names: Vec<&str> = types.types.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "change_operator_identity",
+            "meeting_scheduled",
+            "message_saved",
+            "page_visit"
+        ]
+    );
+    let page = types.get("page_visit").unwrap();
+    assert_eq!(page.required_metadata, ["path"]);
+    assert_eq!(page.columns.get("path"), Some(&ColumnType::Text));
+    assert_eq!(
+        types.get("message_saved").unwrap().columns.get("message_id"),
+        Some(&ColumnType::Bigint)
+    );
+    let meeting = &types.get("meeting_scheduled").unwrap().columns;
+    assert_eq!(meeting.get("meeting_id"), Some(&ColumnType::Text));
+    assert_eq!(meeting.get("meeting_time"), Some(&ColumnType::Timestamp));
+    assert_eq!(
+        types
+            .get("change_operator_identity")
+            .unwrap()
+            .columns
+            .get("action"),
+        Some(&ColumnType::Text)
+    );
 }
 
 #[test]
@@ -187,7 +220,7 @@ url = "s3://in-bucket/staging/"
 [warehouse.postgres]
 url = "host=db user=etl"
 "#);
-    assert_eq!(c.part_size_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.part_size_bytes, 8 * 1024 * 1024);
     assert!(!c.keep_staging);
     assert_eq!(
         c.warehouse,
@@ -380,10 +413,12 @@ fn env_numbers_and_booleans_are_read_from_text() {
             ("EVENTS_ETL__STAGING__KEEP", "true"),
             ("EVENTS_ETL__S3__FORCE_PATH_STYLE", "false"),
             ("EVENTS_ETL__LOAD__MAX_FILES", "12"),
+            ("EVENTS_ETL__LOAD__CONCURRENCY", "3"),
             ("EVENTS_ETL__WAREHOUSE__REDSHIFT__STATEMENT_TIMEOUT_SECS", "90"),
         ],
     )
     .unwrap();
+    assert_eq!(c.concurrency, 3);
     assert_eq!(c.part_size_bytes, 7 * 1024 * 1024);
     assert!(c.keep_staging);
     assert!(!c.s3_force_path_style);
@@ -457,6 +492,16 @@ fn toml_numbers_and_booleans_of_the_wrong_type_are_named() {
         &edit("max_files = 100", "max_files = [1]"),
         "load.max_files",
         &["an array is not a whole number"],
+    );
+    invalid(
+        &edit("max_files = 100", "max_files = 100\nconcurrency = 0"),
+        "load.concurrency",
+        &["0 is outside 1..=256"],
+    );
+    invalid(
+        &edit("max_files = 100", "max_files = 100\nconcurrency = 257"),
+        "load.concurrency",
+        &["257 is outside 1..=256"],
     );
 }
 
@@ -1055,4 +1100,109 @@ fn binary_help_lists_the_commands() {
         assert!(commands.contains(&cmd), "{cmd} not in {commands:?}\n{out}");
     }
     assert!(out.stdout.contains("--config"), "{out}");
+}
+
+// ---- event types ----
+
+#[test]
+fn event_types_are_optional_and_parse() {
+    let c = ok(BASE);
+    assert!(c.event_types.types.is_empty());
+    assert_eq!(
+        c.event_types.unknown,
+        events_etl::event_types::UnknownEventTypes::Load
+    );
+    let c = ok(&format!(
+        "{BASE}\n[cleaning]\nunknown_event_types = \"reject\"\n\
+         [event_types.page_visit]\nrequired_metadata = [\"path\"]\ncolumns = {{ path = \"text\", n = \"bigint\", x = \"double\", b = \"boolean\", t = \"timestamp\" }}\n\
+         [event_types.bare]\n"
+    ));
+    assert_eq!(
+        c.event_types.unknown,
+        events_etl::event_types::UnknownEventTypes::Reject
+    );
+    assert_eq!(c.event_types.get("page_visit").unwrap().columns.len(), 5);
+    assert!(c.event_types.get("bare").unwrap().columns.is_empty());
+}
+
+#[test]
+fn bad_event_types_name_their_key() {
+    let with = |section: &str| format!("{BASE}\n{section}\n");
+    invalid(
+        &with("[event_types.page_visit]\ncolumns = { path = \"varchar\" }"),
+        "event_types.page_visit.columns.path",
+        &[
+            "`varchar` is not a column type",
+            "text, bigint, double, boolean, timestamp",
+        ],
+    );
+    invalid(
+        &with("[event_types.Page_Visit]\ncolumns = { path = \"text\" }"),
+        "event_types.Page_Visit",
+        &["[a-z][a-z0-9_]*", "invalid_event_name"],
+    );
+    invalid(
+        &with("[event_types.page-visit]\n"),
+        "event_types.page-visit",
+        &["not a valid name"],
+    );
+    invalid(
+        &with(&format!("[event_types.{}]\n", "a".repeat(57))),
+        &format!("event_types.{}", "a".repeat(57)),
+        &["longer than 56 bytes"],
+    );
+    invalid(
+        &with("[event_types.page_visit]\ncolumns = { Path = \"text\" }"),
+        "event_types.page_visit.columns.Path",
+        &["not a valid name"],
+    );
+    invalid(
+        &with("[event_types.page_visit]\ncolumns = { event_id = \"text\" }"),
+        "event_types.page_visit.columns.event_id",
+        &["already a column"],
+    );
+    invalid(
+        &with("[event_types.page_visit]\ncolumns = { user = \"text\" }"),
+        "event_types.page_visit.columns.user",
+        &["Redshift reserved word"],
+    );
+    invalid(
+        &with("[event_types.page_visit]\nrequired_metadata = [\"path\", \"bad key\"]"),
+        "event_types.page_visit.required_metadata",
+        &["`bad key`"],
+    );
+    invalid(
+        &with("[event_types.page_visit]\nrequired_metadata = [\"path\", \"path\"]"),
+        "event_types.page_visit.required_metadata",
+        &["listed twice"],
+    );
+    invalid(
+        &with("[cleaning]\nunknown_event_types = \"drop\""),
+        "cleaning.unknown_event_types",
+        &["`drop`", "\"load\" or \"reject\""],
+    );
+    unknown_in(
+        raw(&with("[event_types.page_visit]\nrequired = [\"path\"]"), vec![]),
+        "required",
+        "event_types.page_visit",
+    );
+    unknown_in(
+        raw(&with("[cleaning]\nunknown = 1"), vec![]),
+        "unknown",
+        "cleaning",
+    );
+}
+
+#[test]
+fn binary_bad_event_type_exits_2_before_any_io() {
+    let (dir, cfg) = config_dir(&format!(
+        "{}\n[event_types.page_visit]\ncolumns = {{ path = \"varchar\" }}\n",
+        local_config("src", "analytics", closed_port())
+    ));
+    let out = support::run_bin(&["--config", &cfg, "migrate"], &[], dir.path());
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr.contains("event_types.page_visit.columns.path"),
+        "{out}"
+    );
 }

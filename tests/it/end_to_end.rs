@@ -468,7 +468,8 @@ fn clean_command_works_offline() {
         .unwrap()
         .map(|e| e.unwrap().path().display().to_string())
         .collect();
-    let mut args = vec!["clean", "--out", "out"];
+    // One worker: one writer, so one part per table.
+    let mut args = vec!["clean", "--out", "out", "--concurrency", "1"];
     args.extend(files.iter().map(String::as_str));
     // No config, no warehouse, no AWS: it must still work.
     let out = check(run_bin(&args, &[], dir.path()));
@@ -1057,7 +1058,16 @@ async fn corrupt_gzip_data_stages_no_row() {
     let mut files = vec![src.join("a-first.json").display().to_string()];
     files.extend(damaged.iter().map(|(n, _)| src.join(n).display().to_string()));
     files.push(src.join("z-last.json").display().to_string());
-    let mut args = vec!["clean", "--out", "out", "--part-size-mb", "1"];
+    // One worker, so the damaged file's rows share parts with its neighbours'.
+    let mut args = vec![
+        "clean",
+        "--out",
+        "out",
+        "--part-size-mb",
+        "1",
+        "--concurrency",
+        "1",
+    ];
     args.extend(files.iter().map(String::as_str));
     let out = check(run_bin(&args, &[], dir.path()));
     for (name, _) in &damaged {

@@ -5,6 +5,8 @@
 //! - `config`: configuration, environment overrides and exit codes through the binary;
 //! - `dialects`: both SQL dialects end with the same tables; no TRUNCATE;
 //! - `end_to_end`: the real binary on S3 and PostgreSQL (and Redshift through the stand-in);
+//! - `event_types`: issue 10's per-type contracts, typed views and event catalog, through
+//!   the binary on both warehouses;
 //! - `harness`: the test harness itself (throwaway PostgreSQL, in-process S3);
 //! - `pipeline`: the pipeline library on local files;
 //! - `postgres_version`: a server older than 15 is refused;
@@ -21,6 +23,7 @@ mod config;
 mod deploy;
 mod dialects;
 mod end_to_end;
+mod event_types;
 mod harness;
 mod operations;
 mod pipeline;

@@ -344,8 +344,27 @@ async fn every_statement_sent_parses_as_redshift() {
     let f = fixture("rs_grammar").await;
     let wh = f.adapter(Duration::from_secs(60)).await;
     wh.migrate().await.expect("migrate");
+    // migrate's typed views: created with a column of every type, then one replaced and
+    // one dropped.
+    let all_types = support::event_types(&[
+        (
+            "page_visit",
+            &[
+                ("path", "text"),
+                ("n", "bigint"),
+                ("x", "double"),
+                ("b", "boolean"),
+                ("t", "timestamp"),
+            ],
+        ),
+        ("message_saved", &[("message_id", "bigint")]),
+    ]);
+    assert_eq!(wh.sync_views(&all_types).await.expect("views").len(), 2);
+    let fewer = support::event_types(&[("page_visit", &[("path", "text")])]);
+    assert_eq!(wh.sync_views(&fewer).await.expect("views").len(), 2);
     let staged = f.stage("load-1", &[event(1), event(2), "junk".into()]).await;
     wh.load(&staged, started()).await.expect("load").expect("row");
+    wh.event_catalog().await.expect("event_catalog");
     wh.probe_copy(&staged.files_manifest)
         .await
         .expect("check's COPY probe");
@@ -406,6 +425,12 @@ async fn every_statement_sent_parses_as_redshift() {
         "BETWEEN",
         "etl_loads",
         "sys_load_error_detail",
+        "CREATE VIEW",
+        "DROP VIEW",
+        "IS_BIGINT",
+        "JSON_TYPEOF",
+        "event_types_seen",
+        "catalog_source",
     ] {
         assert!(
             sent.iter().any(|s| s.contains(needle)),
@@ -499,6 +524,20 @@ async fn exactly_once(f: &Fixture) -> Result<(), String> {
     if unbalanced != 0 {
         return Err(format!("{unbalanced} etl_files rows do not balance"));
     }
+    let catalog_off = one(format!(
+        "SELECT count(*) FROM (SELECT event_name, events FROM {s}.event_types_seen \
+         EXCEPT SELECT event_name, count(*) FROM {s}.events GROUP BY 1) d"
+    ))
+    .await?;
+    let catalog = one(format!(
+        "SELECT COALESCE(SUM(events), 0)::bigint FROM {s}.event_types_seen"
+    ))
+    .await?;
+    if catalog_off != 0 || catalog != rows {
+        return Err(format!(
+            "the event catalog counts {catalog} events; events holds {rows}"
+        ));
+    }
     Ok(())
 }
 
@@ -514,7 +553,7 @@ async fn dupes_scenario(f: &Fixture, wh: &Redshift) -> Result<(), String> {
 
 /// SQL that PostgreSQL would take but that would break a real Redshift fails the suite:
 /// a MERGE source not deduplicated within the load, one not checked against `events`,
-/// and a TRUNCATE inside the load's transaction.
+/// a TRUNCATE inside the load's transaction, and an event catalog counting duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutations_that_would_break_redshift_are_caught() {
     let shipped = Redshift::load_sql();
@@ -524,7 +563,7 @@ async fn mutations_that_would_break_redshift_are_caught() {
         .expect("the shipped SQL loads");
     exactly_once(&f).await.expect("the shipped SQL is exactly-once");
 
-    let mutations: [(&str, &str, &str); 3] = [
+    let mutations: [(&str, &str, &str); 4] = [
         ("no dedupe within the load", "WHERE rn = 1\n  AND NOT EXISTS", "WHERE NOT EXISTS"),
         (
             "no check against events",
@@ -535,6 +574,11 @@ async fn mutations_that_would_break_redshift_are_caught() {
             "TRUNCATE in the load",
             "-- AWS: r_DELETE.html\nDELETE FROM {schema}.stage_events;",
             "TRUNCATE {schema}.stage_events;",
+        ),
+        (
+            "the catalog counts staged events, duplicates included",
+            "FROM merge_source\nGROUP BY event_name;",
+            "FROM {schema}.stage_events\nGROUP BY event_name;",
         ),
     ];
     for (what, from, to) in mutations {

@@ -253,6 +253,8 @@ async fn product_ddl_runs_as_batches() {
             "etl_reloads",
             "etl_runs",
             "event_rejects",
+            "event_type_views",
+            "event_types_seen",
             "events",
             "schema_migrations",
             "stage_events",
@@ -647,8 +649,8 @@ async fn unmappable_sql_fails_loudly() {
         w.sql("VACUUM {schema}.t"),
         w.sql("ANALYZE {schema}.t"),
         w.sql("UNLOAD ('SELECT 1') TO 's3://b/x' IAM_ROLE default"),
-        w.sql("DROP VIEW {schema}.t"),
-        w.sql("CREATE VIEW {schema}.v AS SELECT 1"),
+        w.sql("DROP SCHEMA {schema}"),
+        w.sql("CREATE MATERIALIZED VIEW {schema}.v AS SELECT 1"),
         "BEGIN".to_owned(),
         w.sql("SELECT NVL(v, 'x') FROM {schema}.t"),
         w.sql("SELECT DECODE(id, 1, 'one') FROM {schema}.t"),
@@ -1317,6 +1319,31 @@ async fn the_stand_in_refuses_what_redshift_refuses() {
             "cannot run inside a transaction block",
             "r_ALTER_TABLE_APPEND.html",
         ),
+        // jsonb functions and operators: SUPER is navigated, not jsonb (query-super.html).
+        (
+            w.sql("SELECT jsonb_typeof(v) FROM {schema}.t"),
+            false,
+            "function jsonb_typeof() does not exist",
+            "query-super.html",
+        ),
+        (
+            w.sql("SELECT v -> 'a' FROM {schema}.t"),
+            false,
+            "syntax error at or near \">\"",
+            "query-super.html",
+        ),
+        (
+            w.sql("SELECT v ->> 'a' FROM {schema}.t"),
+            false,
+            "syntax error at or near \">\"",
+            "query-super.html",
+        ),
+        (
+            w.sql("SELECT v #>> '{}' FROM {schema}.t"),
+            false,
+            "syntax error at or near \">\"",
+            "query-super.html",
+        ),
     ];
     for (sql, in_batch, says, page) in &cases {
         let d = if *in_batch {
@@ -1399,5 +1426,63 @@ async fn copy_of_an_empty_manifest_fails() {
         d.error().unwrap_or_default().contains("lists no files"),
         "{:?}",
         d.error()
+    );
+}
+
+/// SUPER navigation and the SUPER type functions the typed views use, mapped as AWS
+/// documents them (query-super.html, r_is_varchar.html, r_is_bigint.html,
+/// r_is_boolean.html, r_json_typeof.html): a missing attribute reads NULL, IS_* are
+/// false for NULL and for other types, IS_BIGINT only for whole numbers in 64 bits, a
+/// cast of a SUPER string is its text.
+#[tokio::test]
+async fn super_navigation_and_type_functions_map_as_documented() {
+    let w = World::new("rsd_super").await;
+    w.setup(&[
+        "CREATE SCHEMA {schema}",
+        "CREATE TABLE {schema}.s (id BIGINT, metadata SUPER)",
+        "INSERT INTO {schema}.s VALUES \
+         (1, JSON_PARSE('{\"k\": \"a b\"}')), (2, JSON_PARSE('{\"k\": 5}')), \
+         (3, JSON_PARSE('{\"k\": 1.5}')), (4, JSON_PARSE('{\"k\": 9223372036854775808}')), \
+         (5, JSON_PARSE('{\"k\": true}')), (6, JSON_PARSE('{\"k\": null}')), \
+         (7, JSON_PARSE('{\"o\": {\"k\": \"deep\"}}')), (8, NULL)",
+    ])
+    .await;
+    let sql = w.sql(
+        "SELECT e.id, IS_VARCHAR(e.metadata.k), IS_BIGINT(e.metadata.k), IS_BOOLEAN(e.metadata.k), \
+         JSON_TYPEOF(e.metadata.k), \
+         CASE WHEN IS_VARCHAR(e.metadata.k) THEN e.metadata.k::VARCHAR(100) END, \
+         CASE WHEN IS_BIGINT(e.metadata.k) THEN e.metadata.k::BIGINT END, \
+         e.metadata.o.k::VARCHAR(10) \
+         FROM {schema}.s e ORDER BY e.id",
+    );
+    let id = submit_one(&w.client, &sql).await;
+    let d = wait_for(&w.client, &id).await;
+    assert_eq!(d.status(), Some(&StatusString::Finished), "{}", w.api.log());
+    let (records, _, _) = all_records(&w.client, &id).await;
+    let show = |f: &Field| match f {
+        Field::IsNull(_) => "NULL".to_owned(),
+        Field::BooleanValue(b) => b.to_string(),
+        Field::LongValue(n) => n.to_string(),
+        Field::StringValue(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    let rows: Vec<String> = records
+        .iter()
+        .map(|r| r.iter().map(show).collect::<Vec<_>>().join(" | "))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "1 | true | false | false | string | a b | NULL | NULL",
+            "2 | false | true | false | number | NULL | 5 | NULL",
+            "3 | false | false | false | number | NULL | NULL | NULL",
+            "4 | false | false | false | number | NULL | NULL | NULL",
+            "5 | false | false | true | boolean | NULL | NULL | NULL",
+            "6 | false | false | false | null | NULL | NULL | NULL",
+            "7 | false | false | false | NULL | NULL | NULL | deep",
+            "8 | false | false | false | NULL | NULL | NULL | NULL",
+        ],
+        "{}",
+        w.api.log()
     );
 }

@@ -171,7 +171,7 @@ async fn load(wh: &dyn Warehouse, staged: &StagedLoad, started: &str) -> LoadRow
 // ---------------------------------------------------------------------------------------
 
 /// In byte order, as `ORDER BY` in a bytewise collation sorts them.
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 14] = [
     "etl_files",
     "etl_files_history",
     "etl_loads",
@@ -179,6 +179,8 @@ const TABLES: [&str; 12] = [
     "etl_reloads",
     "etl_runs",
     "event_rejects",
+    "event_type_views",
+    "event_types_seen",
     "events",
     "schema_migrations",
     "stage_events",
@@ -866,6 +868,30 @@ pub async fn load_commits_events_rejects_and_records(wh: &dyn Warehouse, cx: &Cx
     let load_ids = cx.db.rows("SELECT DISTINCT load_id FROM {schema}.events").await;
     assert_eq!(load_ids, ["load-1"]);
     assert_totals_consistent(cx, &row).await;
+    // The load's events per type are what it inserted, and what the catalog holds.
+    let by_type: Vec<String> = row
+        .events_by_type
+        .iter()
+        .map(|(name, n)| format!("{name} | {n}"))
+        .collect();
+    assert_eq!(
+        by_type,
+        cx.db
+            .rows("SELECT event_name, COUNT(*) FROM {schema}.events GROUP BY 1 ORDER BY 1")
+            .await
+    );
+    assert_eq!(
+        by_type,
+        cx.db
+            .rows("SELECT event_name, events FROM {schema}.event_types_seen ORDER BY 1")
+            .await
+    );
+    assert!(!by_type.is_empty());
+    // recent_loads reads etl_loads, which keeps no per-type counts.
+    let row = LoadRow {
+        events_by_type: Default::default(),
+        ..row
+    };
     assert_eq!(wh.recent_loads(10).await.expect("recent_loads"), [row]);
     assert_stage_empty(cx).await;
 }
@@ -1524,6 +1550,116 @@ async fn redshift_backend() -> Arc<RedshiftBackend> {
     })
 }
 
+/// The event catalog counts what each load inserted, per type: never a duplicate
+/// (within a load, or of a row loaded before, or a reloaded file's rows), and its first
+/// and last times are the types' earliest and latest `created_at`.
+pub async fn catalog_counts_what_each_load_inserted(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let ev = |n: u32, day: u32, name: &str| {
+        format!(
+            r#"{{"id":"{n:08x}-0000-4000-8000-000000000000","created_at":"2024-02-{day:02} 10:00:00","user_email":"a@b.co","event_name":"{name}"}}"#
+        )
+    };
+    let catalog =
+        "SELECT event_name, events, first_seen, last_seen FROM {schema}.event_types_seen ORDER BY 1";
+    let from_events = "SELECT event_name, COUNT(*), MIN(created_at), MAX(created_at) FROM {schema}.events GROUP BY 1 ORDER BY 1";
+    let first = src(
+        "c/1.json",
+        "e1",
+        &[ev(1, 5, "a"), ev(2, 7, "a"), ev(3, 6, "b"), ev(1, 5, "a")].join("\n"),
+    );
+    let row = load(
+        wh,
+        &cx.stager.stage("load-1", std::slice::from_ref(&first)).await,
+        "2024-06-01 00:00:00",
+    )
+    .await;
+    assert_eq!(row.events_by_type, [("a".into(), 2), ("b".into(), 1)].into());
+    assert_eq!(cx.db.rows(catalog).await, cx.db.rows(from_events).await);
+    // Old ids again, an earlier `a`, a new type.
+    let second = src(
+        "c/2.json",
+        "e2",
+        &[ev(2, 7, "a"), ev(4, 1, "a"), ev(5, 9, "c"), ev(3, 6, "b")].join("\n"),
+    );
+    let row = load(
+        wh,
+        &cx.stager.stage("load-2", &[second]).await,
+        "2024-06-01 00:00:01",
+    )
+    .await;
+    assert_eq!(row.events_by_type, [("a".into(), 1), ("c".into(), 1)].into());
+    assert_eq!(row.duplicates, 2);
+    assert_eq!(cx.db.rows(catalog).await, cx.db.rows(from_events).await);
+    assert_eq!(
+        cx.db
+            .rows("SELECT event_name, events FROM {schema}.event_types_seen ORDER BY 1")
+            .await,
+        ["a | 3", "b | 1", "c | 1"]
+    );
+    // A reloaded file inserts nothing new: the catalog does not move.
+    let before = cx.db.rows(catalog).await;
+    wh.request_reload(&first.key, at("2024-06-02 00:00:00"))
+        .await
+        .expect("reload");
+    let row = load(
+        wh,
+        &cx.stager.stage("load-3", &[first]).await,
+        "2024-06-02 00:00:01",
+    )
+    .await;
+    assert!(row.events_by_type.is_empty(), "{row:?}");
+    assert_eq!(cx.db.rows(catalog).await, before);
+    assert_eq!(
+        wh.event_catalog()
+            .await
+            .expect("event_catalog")
+            .iter()
+            .map(|c| format!(
+                "{} | {} | {} | {}",
+                c.event_name, c.events, c.first_seen, c.last_seen
+            ))
+            .collect::<Vec<_>>(),
+        [
+            "a | 3 | 2024-02-01 10:00:00 | 2024-02-07 10:00:00",
+            "b | 1 | 2024-02-06 10:00:00 | 2024-02-06 10:00:00",
+            "c | 1 | 2024-02-09 10:00:00 | 2024-02-09 10:00:00",
+        ]
+    );
+}
+
+/// Two `migrate` runs bringing the views in line at once: both succeed, each view is
+/// made once and recorded once.
+pub async fn concurrent_view_syncs_agree(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let other = cx
+        .backend
+        .connect(cx.db.namespace(), cx.stager.place.clone())
+        .await;
+    let types = support::event_types(&[
+        ("page_visit", &[("path", "text")]),
+        ("message_saved", &[("message_id", "bigint")]),
+    ]);
+    let (a, b) = tokio::join!(wh.sync_views(&types), other.sync_views(&types));
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    let mut made: Vec<String> = a.iter().chain(&b).map(|c| c.view_name.clone()).collect();
+    made.sort();
+    assert_eq!(made, ["events_message_saved", "events_page_visit"]);
+    assert_eq!(
+        cx.db
+            .rows("SELECT view_name FROM {schema}.event_type_views ORDER BY 1")
+            .await,
+        ["events_message_saved", "events_page_visit"]
+    );
+    assert!(wh.sync_views(&types).await.expect("again").is_empty());
+    assert_eq!(
+        cx.db
+            .rows("SELECT COUNT(*) FROM {schema}.events_page_visit")
+            .await,
+        ["0"]
+    );
+}
+
 /// One `#[tokio::test]` per check, each on a fresh namespace of `$backend`.
 macro_rules! conformance {
     ($module:ident, $backend:expr, [$($check:ident),* $(,)?]) => {
@@ -1564,6 +1700,8 @@ macro_rules! every_check {
                 failure_at_last_statement_rolls_back_everything,
                 load_without_events_records_files,
                 recent_loads_newest_first,
+                catalog_counts_what_each_load_inserted,
+                concurrent_view_syncs_agree,
             ]
         );
     };

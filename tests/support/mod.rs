@@ -1133,3 +1133,31 @@ pub fn shell_quote(s: &str) -> String {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
+
+/// `[event_types]` for tests: (type, [(column, type)]), no required keys, unknown types
+/// loaded.
+pub fn event_types(types: &[(&str, &[(&str, &str)])]) -> events_etl::event_types::EventTypes {
+    use events_etl::event_types::{ColumnType, EventType, EventTypes};
+    EventTypes {
+        types: types
+            .iter()
+            .map(|(name, cols)| {
+                let columns = cols
+                    .iter()
+                    .map(|(k, t)| {
+                        let ty = ColumnType::parse(t).unwrap_or_else(|| panic!("column type {t}"));
+                        ((*k).to_owned(), ty)
+                    })
+                    .collect();
+                (
+                    (*name).to_owned(),
+                    EventType {
+                        required_metadata: Vec::new(),
+                        columns,
+                    },
+                )
+            })
+            .collect(),
+        unknown: Default::default(),
+    }
+}

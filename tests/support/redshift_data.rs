@@ -1675,7 +1675,6 @@ const UNMAPPED_FUNCTIONS: &[&str] = &[
     "JSON_ARRAY_LENGTH",
     "JSON_SERIALIZE",
     "JSON_SERIALIZE_TO_VARBYTE",
-    "JSON_TYPEOF",
     "JSON_SIZE",
     "IS_VALID_JSON",
     "IS_VALID_JSON_ARRAY",
@@ -1689,9 +1688,6 @@ const UNMAPPED_FUNCTIONS: &[&str] = &[
     "IS_ARRAY",
     "IS_OBJECT",
     "IS_SCALAR",
-    "IS_BOOLEAN",
-    "IS_VARCHAR",
-    "IS_BIGINT",
     "IS_INTEGER",
     "IS_DECIMAL",
     "IS_FLOAT",
@@ -1712,7 +1708,10 @@ const UNMAPPED_FUNCTIONS: &[&str] = &[
 /// * `:name` parameters become quoted literals from `params` (a missing one fails);
 ///   comments are dropped; one trailing `;` is allowed, a second statement is not;
 ///   backslashes in string literals are refused (Redshift reads them as escapes);
-/// * statement kinds allowed: CREATE SCHEMA, CREATE TABLE, INSERT, DELETE, UPDATE, SELECT,
+/// * SUPER navigation on `metadata` and IS_VARCHAR/IS_BIGINT/IS_BOOLEAN/JSON_TYPEOF, see
+///   [`rewrite_super`];
+/// * statement kinds allowed: CREATE SCHEMA, CREATE TABLE, CREATE [OR REPLACE] VIEW,
+///   DROP TABLE/VIEW, INSERT, DELETE, UPDATE, SELECT,
 ///   MERGE, LOCK, COPY; any other kind (VACUUM, UNLOAD, ANALYZE, DROP, ALTER, BEGIN, ...)
 ///   fails;
 /// * type `SUPER` -> `JSONB`; `JSON_PARSE(x)` -> `(x)::jsonb`;
@@ -1795,6 +1794,19 @@ pub fn map_statement(sql: &str, params: &[(String, String)], in_batch: bool) -> 
                 drop_key_constraints(&mut toks);
                 byte_order_text(&mut toks);
             }
+            // CREATE VIEW (r_CREATE_VIEW.html); CREATE OR REPLACE VIEW is refused by
+            // PostgreSQL when the columns change, as by Redshift.
+            Some("VIEW") => {}
+            Some("OR")
+                if toks
+                    .iter()
+                    .filter_map(|t| match t {
+                        Tok::Word(w) => Some(w.to_ascii_uppercase()),
+                        _ => None,
+                    })
+                    .nth(3)
+                    .as_deref()
+                    == Some("VIEW") => {}
             other => {
                 return Err(cannot(format!(
                     "statement kind CREATE {} is not on the stand-in's allow-list",
@@ -1803,7 +1815,7 @@ pub fn map_statement(sql: &str, params: &[(String, String)], in_batch: bool) -> 
             }
         },
         "INSERT" | "DELETE" | "UPDATE" | "SELECT" | "MERGE" => {}
-        "DROP" if words.get(1).map(String::as_str) == Some("TABLE") => {}
+        "DROP" if matches!(words.get(1).map(String::as_str), Some("TABLE" | "VIEW")) => {}
         // Forms Redshift runs only outside a transaction block are refused in batches by
         // the rules above.
         "ALTER" if words.get(1).map(String::as_str) == Some("TABLE") => {}
@@ -1859,8 +1871,93 @@ pub fn map_statement(sql: &str, params: &[(String, String)], in_batch: bool) -> 
         }
     }
     check_reserved(&lexed)?;
+    rewrite_super(&mut toks)?;
     rewrite_expressions(&mut toks)?;
     Ok(Mapped::Sql(render(&toks)))
+}
+
+/// The name of the product's one SUPER column: navigation is mapped on it only.
+const SUPER_COLUMN: &str = "metadata";
+
+/// SUPER navigation and type functions, mapped to jsonb (what `sql/redshift/views.sql`
+/// uses, with Redshift's lax-mode meaning: query-super.html,
+/// r_navigate_super_null_on_error.html):
+/// * `[alias.]metadata.key[.key...]` -> `([alias.]metadata -> 'key' ...)`: a missing
+///   attribute reads NULL, as in Redshift's lax mode;
+/// * `<navigation>::TYPE` -> `((<navigation>) #>> '{}')::TYPE`: a SUPER scalar cast to a
+///   type is its value (a string's text, not its JSON quotes). A value PostgreSQL cannot
+///   cast fails the statement, where lax Redshift would read NULL: stricter, never laxer;
+/// * `IS_VARCHAR(x)`, `IS_BOOLEAN(x)` -> the jsonb type test, false for NULL
+///   (r_is_varchar.html, r_is_boolean.html); `IS_BIGINT(x)` -> a number of scale 0 in the
+///   64-bit range (r_is_bigint.html); `JSON_TYPEOF(x)` -> `jsonb_typeof(x)`
+///   (r_json_typeof.html: boolean, number, string, object, array or null).
+fn rewrite_super(toks: &mut Vec<Tok>) -> Result<(), String> {
+    let mut i = 0;
+    while i < toks.len() {
+        let is_column = toks[i].is_word(SUPER_COLUMN);
+        let dot = next_sig(toks, i + 1).filter(|&j| toks[j].is_punct("."));
+        let attr = dot
+            .and_then(|d| next_sig(toks, d + 1))
+            .filter(|&k| matches!(toks[k], Tok::Word(_)));
+        let (true, Some(mut last)) = (is_column, attr) else {
+            i += 1;
+            continue;
+        };
+        // The column, qualified by an alias or not.
+        let start = prev_sig(toks, i)
+            .filter(|&d| toks[d].is_punct("."))
+            .and_then(|d| prev_sig(toks, d))
+            .filter(|&a| matches!(toks[a], Tok::Word(_)))
+            .unwrap_or(i);
+        let mut path = format!(
+            "{} -> '{}'",
+            render(&toks[start..=i]),
+            toks[last].text().to_ascii_lowercase()
+        );
+        while let Some(k) = next_sig(toks, last + 1)
+            .filter(|&d| toks[d].is_punct("."))
+            .and_then(|d| next_sig(toks, d + 1))
+            .filter(|&k| matches!(toks[k], Tok::Word(_)))
+        {
+            path.push_str(&format!(" -> '{}'", toks[k].text().to_ascii_lowercase()));
+            last = k;
+        }
+        let cast = next_sig(toks, last + 1).is_some_and(|j| toks[j].is_punct("::"));
+        let mapped = if cast {
+            format!("(({path}) #>> '{{}}')")
+        } else {
+            format!("({path})")
+        };
+        toks.splice(start..=last, [Tok::Raw(mapped)]);
+        i = start + 1;
+    }
+    let mut i = 0;
+    while i < toks.len() {
+        let qualified = prev_sig(toks, i).is_some_and(|j| toks[j].is_punct("."));
+        let open = next_sig(toks, i + 1).filter(|&j| toks[j].is_punct("("));
+        let function = ["IS_VARCHAR", "IS_BOOLEAN", "IS_BIGINT", "JSON_TYPEOF"]
+            .into_iter()
+            .find(|f| toks[i].is_word(f));
+        let (false, Some(o), Some(f)) = (qualified, open, function) else {
+            i += 1;
+            continue;
+        };
+        let c = matching_paren(toks, o)
+            .ok_or("the Redshift Data API stand-in cannot map this statement: unbalanced parentheses")?;
+        let x = render(&toks[o + 1..c]);
+        let mapped = match f {
+            "IS_VARCHAR" => format!("COALESCE(jsonb_typeof({x}) = 'string', false)"),
+            "IS_BOOLEAN" => format!("COALESCE(jsonb_typeof({x}) = 'boolean', false)"),
+            "IS_BIGINT" => format!(
+                "COALESCE(CASE WHEN jsonb_typeof({x}) = 'number' THEN ({x})::numeric = trunc(({x})::numeric) \
+                 AND ({x})::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 END, false)"
+            ),
+            _ => format!("jsonb_typeof({x})"),
+        };
+        toks.splice(i..=c, [Tok::Raw(mapped)]);
+        i += 1;
+    }
+    Ok(())
 }
 
 /// `'value'` with quotes doubled.

@@ -336,6 +336,27 @@ pub fn check_forms(toks: &[Lex], in_batch: bool) -> Result<(), Refusal> {
                     .into(),
             );
         }
+        // PostgreSQL's jsonb functions and operators: Redshift has no JSON/JSONB type
+        // (c_unsupported-postgresql-datatypes.html) and reads SUPER with PartiQL
+        // navigation (`metadata.key`, query-super.html) and its own functions
+        // (JSON_TYPEOF, IS_VARCHAR, ...).
+        if w.starts_with("JSONB_") || w == "TO_JSONB" {
+            return refuse(format!(
+                "ERROR: function {}() does not exist {unsupported}c_unsupported-postgresql-functions.html; \
+                 SUPER is read with navigation and JSON_TYPEOF/IS_* functions, query-super.html)",
+                w.to_ascii_lowercase()
+            ));
+        }
+        let punct = |j: usize| match toks.get(j) {
+            Some(Lex::Punct(p)) => p.as_str(),
+            _ => "",
+        };
+        if (punct(i) == "-" || punct(i) == "#") && punct(i + 1) == ">" {
+            return refuse(format!(
+                "{} {unsupported}query-super.html: SUPER is navigated with `.`, not the jsonb operators -> ->> #>>)",
+                syntax_error(">")
+            ));
+        }
         if w == "ALTER" && word(i + 1) == "TABLE" && in_batch {
             let rest: Vec<String> = (i + 2..toks.len()).map(word).collect();
             let alter_type = rest.windows(2).any(|p| p[0] == "ALTER" && p[1] == "COLUMN")
