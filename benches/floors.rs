@@ -1,4 +1,4 @@
-//! `cargo bench --bench floors [-- --pairs N] [-- --only clean,run,s3,history]`: the
+//! `cargo bench --bench floors [-- [--pairs N] [--only clean,run,s3,history]]`: the
 //! release binary against floors, the five measurements of issue 8, each printed as a
 //! ratio next to its goal with PASS or MISS.
 //!
@@ -6,7 +6,8 @@
 //! floor, A, floor, ...: `N` pairs, 3 by default), so a change in the machine's load hits
 //! both sides; the ratio is the median of the per-pair ratios, the times the medians of
 //! each side. Only the command itself is timed: schemas, migrations, history loads and
-//! database copies are set up before it, untimed.
+//! database copies are set up before it, untimed, and a `CHECKPOINT` runs before each
+//! timed command that writes to PostgreSQL.
 //!
 //! 1. `events-etl clean` on 200k events (~45 MB, 100 files) vs `gzip -1 -c` of the same
 //!    files into one file: goal gzip time / clean time >= 2.
