@@ -977,8 +977,15 @@ fn bench() -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
     let pg = rt.block_on(support::postgres());
     let admin = rt.block_on(connect(&pg.url()))?;
+    // Under /dev/shm when it is writable, as the test PostgreSQL's data: no disk writeback
+    // inside a measurement. Removed when the bench ends, however it ends.
+    let dir = tempfile::Builder::new()
+        .prefix("etl-floors-")
+        .tempdir_in(support::scratch_base())
+        .context("temporary directory")?;
+    support::cleanup_at_exit(dir.path());
     let ctx = Ctx {
-        dir: tempfile::tempdir().context("temporary directory")?,
+        dir,
         rt,
         pg,
         admin,
