@@ -55,19 +55,26 @@ fn trim(s: Cow<'_, str>) -> Cow<'_, str> {
 /// a sign of a broken producer.
 pub fn normalise_id(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     let b = s.as_bytes();
-    if b.len() != 36 {
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    for (i, c) in b.iter().enumerate() {
-        let ok = match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        };
-        if !ok {
-            return None;
+    // One branch-free pass over the 32 digits (this runs for every line): all hex, and
+    // whether any is uppercase.
+    let (mut hex, mut upper) = (true, false);
+    for seg in [&b[0..8], &b[9..13], &b[14..18], &b[19..23], &b[24..36]] {
+        for c in seg {
+            hex &= c.is_ascii_hexdigit();
+            upper |= c.is_ascii_uppercase();
         }
     }
-    Some(ascii_lower(s))
+    if !hex {
+        return None;
+    }
+    Some(if upper {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        s
+    })
 }
 
 /// The result of reading `created_at`.
@@ -169,7 +176,17 @@ pub fn latest_created_at(started: DateTime<Utc>) -> NaiveDateTime {
 pub fn normalise_email(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     let s = unicode_lower(trim(s));
     let v = s.as_ref();
-    if v.len() > MAX_EMAIL_BYTES || v.chars().any(char::is_whitespace) || v.contains('\0') {
+    if v.len() > MAX_EMAIL_BYTES {
+        return None;
+    }
+    // ASCII (nearly every address) in one pass over the bytes; `char::is_whitespace`
+    // on ASCII is exactly space and \t through \r.
+    let bad = if v.is_ascii() {
+        v.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r' | 0))
+    } else {
+        v.chars().any(|c| c.is_whitespace() || c == '\0')
+    };
+    if bad {
         return None;
     }
     let (local, domain) = v.split_once('@')?;
