@@ -4,6 +4,7 @@
 
 pub mod postgres;
 pub mod redshift;
+pub mod staged;
 pub mod statements;
 pub mod views;
 
