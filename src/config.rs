@@ -579,8 +579,7 @@ pub struct Config {
     /// `created_at` range of `events` (see [`DEFAULT_DEDUPE_WINDOW_DAYS`]).
     pub dedupe_window_days: u32,
     /// Files read and cleaned at once, each by a worker with its own staged parts; up
-    /// to [`crate::stage::pool::READ_AHEAD_PER_WORKER`] times as many small objects are
-    /// fetched ahead.
+    /// to [`crate::stage::pool::READ_AHEAD_FILES`] small objects are fetched ahead.
     pub concurrency: usize,
     /// Days after which the source deletes a file (S3 lifecycle): `status` says how many
     /// are left for each pending file.

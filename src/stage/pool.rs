@@ -32,8 +32,10 @@ use crate::telemetry;
 pub const READ_AHEAD_MAX_OBJECT: u64 = 1024 * 1024;
 /// Bytes of small objects read ahead, in all.
 pub const READ_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
-/// Objects opened ahead per worker (GETs in flight at most, beyond the workers' own).
-pub const READ_AHEAD_PER_WORKER: usize = 32;
+/// Small objects opened ahead of the workers (GETs in flight at most, beyond the
+/// workers' own). Not tied to the core count: it hides S3's first-byte latency (20-100
+/// ms), so a day of thousands of small files costs a few round trips, not one each.
+pub const READ_AHEAD_FILES: usize = 256;
 
 /// What opening one object gave.
 pub enum Opened<S> {
@@ -103,7 +105,7 @@ pub async fn stage_files<O: Open>(
 ) -> Result<StagedFiles<O::Skip>, PipelineError> {
     let workers = workers.clamp(1, files.len().max(1));
     let n = files.len();
-    let (tx, rx) = mpsc::channel(READ_AHEAD_PER_WORKER * workers);
+    let (tx, rx) = mpsc::channel(READ_AHEAD_FILES);
     let queue: Queue<O::Skip> = Arc::new(Mutex::new(rx));
     let results: Results<O::Skip> = Arc::new(std::sync::Mutex::new((0..n).map(|_| None).collect()));
     let span = tracing::Span::current();

@@ -5,6 +5,7 @@
 mod copy_rows;
 pub mod postgres;
 pub mod redshift;
+pub mod staged;
 pub mod statements;
 pub mod views;
 

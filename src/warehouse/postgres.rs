@@ -208,20 +208,8 @@ impl Postgres {
         table: StageTable,
         staged: u64,
     ) -> Result<(), WarehouseError> {
-        let store = &self.staging.store;
-        let manifest_url = store.url(manifest_key);
-        let mut body = store.get(manifest_key).await?;
-        let mut text = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut body, &mut text)
-            .await
-            .map_err(|e| WarehouseError::StagedData {
-                url: manifest_url.clone(),
-                message: e.to_string(),
-            })?;
-        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| WarehouseError::StagedData {
-            url: manifest_url.clone(),
-            message: format!("not a COPY manifest: {e}"),
-        })?;
+        // The next parts' GETs are in flight while one is copied (staged.rs).
+        let (manifest, mut parts) = super::staged::open(&self.staging.store, manifest_key).await?;
 
         let statement = table.statement();
         let sink = tx
@@ -231,28 +219,22 @@ impl Postgres {
         let writer = BinaryCopyInWriter::new(sink, table.types());
         tokio::pin!(writer);
         let mut row_no = 0u64;
-        for entry in &manifest.entries {
-            let key = store
-                .key_of(&entry.url)
-                .ok_or_else(|| WarehouseError::StagedData {
-                    url: entry.url.clone(),
-                    message: format!("listed in {manifest_url} but not in the staging location"),
-                })?;
-            let part = store.get(&key).await?;
+        while let Some(next) = parts.next().await {
+            let (url, part) = next?;
             let bad = |e: std::io::Error| WarehouseError::StagedData {
-                url: entry.url.clone(),
+                url: url.clone(),
                 message: e.to_string(),
             };
             // Staged rows are longer than the source lines they came from: read them
             // with the staging limit, and never load a row cut short.
-            let mut lines = LineReader::with_limit(part, &key, MAX_STAGED_ROW_BYTES)
+            let mut lines = LineReader::with_limit(part, &url, MAX_STAGED_ROW_BYTES)
                 .await
                 .map_err(bad)?;
             while let Some(line) = lines.next_line().await.map_err(bad)? {
                 row_no += 1;
                 if line.too_long {
                     return Err(WarehouseError::StagedData {
-                        url: entry.url.clone(),
+                        url: url.clone(),
                         message: format!(
                             "row {} is longer than {MAX_STAGED_ROW_BYTES} bytes, the most staging writes",
                             line.no
@@ -262,15 +244,15 @@ impl Postgres {
                 let sent = match table {
                     StageTable::Files => match rows::parse::<rows::File>(line.bytes) {
                         Ok(r) => writer.as_mut().write(&r.columns()).await,
-                        Err(e) => return Err(refused(statement, line.bytes, row_no, &entry.url, &e)),
+                        Err(e) => return Err(refused(statement, line.bytes, row_no, &url, &e)),
                     },
                     StageTable::Events => match rows::parse::<rows::Event>(line.bytes) {
                         Ok(r) => writer.as_mut().write(&r.columns()).await,
-                        Err(e) => return Err(refused(statement, line.bytes, row_no, &entry.url, &e)),
+                        Err(e) => return Err(refused(statement, line.bytes, row_no, &url, &e)),
                     },
                     StageTable::Rejects => match rows::parse::<rows::Reject>(line.bytes) {
                         Ok(r) => writer.as_mut().write(&r.columns()).await,
-                        Err(e) => return Err(refused(statement, line.bytes, row_no, &entry.url, &e)),
+                        Err(e) => return Err(refused(statement, line.bytes, row_no, &url, &e)),
                     },
                 };
                 if let Err(e) = sent {
@@ -282,7 +264,7 @@ impl Postgres {
                 .filter(|e| !matches!(e, GzipEnd::Verified { .. }))
             {
                 return Err(WarehouseError::StagedData {
-                    url: entry.url.clone(),
+                    url: url.clone(),
                     message: format!("the staged part is damaged: {end:?}"),
                 });
             }
