@@ -499,11 +499,11 @@ fn rows_digest(table: &str) -> String {
     )
 }
 
-/// The `events` table's columns and primary key (as in `sql/postgres/migrations/0001`),
-/// for the `\copy` floor: without the table's two secondary indexes (`created_at`,
-/// `(load_id, source_key)`), which are the loader's choice, not the floor's.
+/// The `events` table's columns and primary key (`(event_id, created_at)` since
+/// migration 0007), for the `\copy` floor: without the table's secondary index on
+/// `created_at`, which is the loader's choice, not the floor's.
 const FLOOR_TABLE: &str = "(
-    event_id     VARCHAR(36)   NOT NULL PRIMARY KEY,
+    event_id     VARCHAR(36)   NOT NULL,
     created_at   TIMESTAMP     NOT NULL,
     user_email   VARCHAR(254)  NOT NULL,
     ip           VARCHAR(45),
@@ -512,7 +512,8 @@ const FLOOR_TABLE: &str = "(
     source_key   VARCHAR(1024) NOT NULL,
     source_line  BIGINT        NOT NULL,
     load_id      VARCHAR(64)   NOT NULL,
-    loaded_at    TIMESTAMP     NOT NULL
+    loaded_at    TIMESTAMP     NOT NULL,
+    PRIMARY KEY (event_id, created_at)
 )";
 
 // ---------------------------------------------------------------------------------------
