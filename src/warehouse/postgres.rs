@@ -204,12 +204,12 @@ impl Postgres {
     async fn copy_manifest(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
-        manifest_key: &str,
+        opened: (Manifest, super::staged::Parts),
         table: StageTable,
         staged: u64,
     ) -> Result<(), WarehouseError> {
         // The next parts' GETs are in flight while one is copied (staged.rs).
-        let (manifest, mut parts) = super::staged::open(&self.staging.store, manifest_key).await?;
+        let (manifest, mut parts) = opened;
 
         let statement = table.statement();
         let sink = tx
@@ -568,6 +568,14 @@ impl Warehouse for Postgres {
         staged: &StagedLoad,
         started_at: NaiveDateTime,
     ) -> Result<Option<LoadRow>, WarehouseError> {
+        // The three manifests and their first parts are opened at once, before the
+        // transaction: one round trip to the store, not three, and none under the lock.
+        let store = &self.staging.store;
+        let (files, events, rejects) = tokio::try_join!(
+            super::staged::open(store, &staged.files_manifest),
+            super::staged::open(store, &staged.events_manifest),
+            super::staged::open(store, &staged.rejects_manifest),
+        )?;
         let mut client = self.client.lock().await;
         let tx = client
             .transaction()
@@ -576,27 +584,12 @@ impl Warehouse for Postgres {
         self.batch(&tx, "lock").await?;
         self.batch(&tx, "no_jit").await?;
         self.batch(&tx, "clear_stage").await?;
-        self.copy_manifest(
-            &tx,
-            &staged.files_manifest,
-            StageTable::Files,
-            staged.files_staged,
-        )
-        .await?;
-        self.copy_manifest(
-            &tx,
-            &staged.events_manifest,
-            StageTable::Events,
-            staged.events_staged,
-        )
-        .await?;
-        self.copy_manifest(
-            &tx,
-            &staged.rejects_manifest,
-            StageTable::Rejects,
-            staged.rejects_staged,
-        )
-        .await?;
+        self.copy_manifest(&tx, files, StageTable::Files, staged.files_staged)
+            .await?;
+        self.copy_manifest(&tx, events, StageTable::Events, staged.events_staged)
+            .await?;
+        self.copy_manifest(&tx, rejects, StageTable::Rejects, staged.rejects_staged)
+            .await?;
         self.batch(&tx, "analyze_stage").await?;
         let skipped = self.exec(&tx, "skip_recorded", &[]).await?;
         if skipped > 0 {
