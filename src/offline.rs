@@ -63,23 +63,14 @@ pub async fn clean(
     let staged = result.map_err(|e| store_err(e.into()))?;
     let mut total = FileTally::default();
     for (obj, outcome) in &staged.outcomes {
-        let Outcome::Staged { row, .. } = outcome else {
+        let Outcome::Staged { tally: t, .. } = outcome else {
             continue;
         };
         println!(
             "{}: {} lines, {} events, {} rejects, {} blank, {} recovered, {} invalid ips",
-            obj.key,
-            row.lines,
-            row.events_staged,
-            row.rejects,
-            row.blank_lines,
-            row.recovered_events,
-            row.invalid_ips
+            obj.key, t.lines, t.events, t.rejects, t.blank_lines, t.recovered, t.invalid_ips
         );
-        total.lines += row.lines;
-        total.events += row.events_staged;
-        total.rejects += row.rejects;
-        total.blank_lines += row.blank_lines;
+        total.merge(t);
     }
     println!(
         "total: {} files, {} lines, {} events (before deduplication), {} rejects, {} blank; output in {}",

@@ -475,8 +475,8 @@ impl Pipeline {
         let mut reasons: BTreeMap<Reason, u64> = BTreeMap::new();
         for (obj, outcome) in staged.outcomes {
             match outcome {
-                pool::Outcome::Staged { row, reasons: r } => {
-                    file_rows.push(row);
+                pool::Outcome::Staged { tally, reasons: r } => {
+                    file_rows.push(FileRow::new(&obj.key, &obj.etag, obj.size, &tally));
                     for (reason, n) in r {
                         *reasons.entry(reason).or_insert(0) += n;
                     }

@@ -23,7 +23,7 @@ use tracing::Instrument as _;
 
 use super::writer::{write_manifests, StageError, WrittenParts};
 use super::{FileRow, StageWriter, StagedLoad};
-use crate::clean::{Cleaner, Reason};
+use crate::clean::{Cleaner, FileTally, Reason};
 use crate::pipeline::{clean_object, PipelineError};
 use crate::store::{Body, ObjectMeta, Place};
 use crate::telemetry;
@@ -55,9 +55,9 @@ pub trait Open: Send + Sync + 'static {
 
 /// How one file ended.
 pub enum Outcome<S> {
-    /// Cleaned and staged; its row is staged too.
+    /// Cleaned and staged; its row ([`FileRow`] of this tally) is staged too.
     Staged {
-        row: FileRow,
+        tally: FileTally,
         /// Its rejects, by reason.
         reasons: std::collections::BTreeMap<Reason, u64>,
     },
@@ -90,8 +90,8 @@ enum Ahead<S> {
 
 type Handle<S> = JoinHandle<Result<Ahead<S>, PipelineError>>;
 type Queue<S> = Arc<Mutex<mpsc::Receiver<(usize, ObjectMeta, Handle<S>)>>>;
-/// Each file's outcome, by its index in the input.
-type Results<S> = Arc<std::sync::Mutex<Vec<Option<Outcome<S>>>>>;
+/// What a worker did: its parts, and the outcomes of its files by their input index.
+type Done<S> = (WrittenParts, Vec<(usize, Outcome<S>)>);
 
 /// Cleans and stages `files` with `workers` workers (at least 1), then writes the
 /// manifests. The first error stops every worker and is returned; nothing is recorded
@@ -107,7 +107,6 @@ pub async fn stage_files<O: Open>(
     let n = files.len();
     let (tx, rx) = mpsc::channel(READ_AHEAD_FILES);
     let queue: Queue<O::Skip> = Arc::new(Mutex::new(rx));
-    let results: Results<O::Skip> = Arc::new(std::sync::Mutex::new((0..n).map(|_| None).collect()));
     let span = tracing::Span::current();
     let mut set = JoinSet::new();
     for i in 0..workers {
@@ -120,9 +119,7 @@ pub async fn stage_files<O: Open>(
         if workers > 1 {
             w = w.with_tag(format!("w{i}-")).with_in_flight(1);
         }
-        set.spawn(
-            work(queue.clone(), w, cleaner.clone(), opener.clone(), results.clone()).instrument(span.clone()),
-        );
+        set.spawn(work(queue.clone(), w, cleaner.clone(), opener.clone()).instrument(span.clone()));
     }
     drop(queue);
     let budget = Arc::new(Semaphore::new(kib(READ_AHEAD_BYTES)));
@@ -149,18 +146,23 @@ pub async fn stage_files<O: Open>(
     };
     let drain = async {
         let mut parts = Vec::with_capacity(workers);
+        let mut results: Vec<Option<Outcome<O::Skip>>> = (0..n).map(|_| None).collect();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Ok(p)) => parts.push(p),
+                Ok(Ok((p, done))) => {
+                    parts.push(p);
+                    for (i, outcome) in done {
+                        results[i] = Some(outcome);
+                    }
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(StageError::Join(e.to_string()).into()),
             }
         }
-        Ok(parts)
+        Ok((parts, results))
     };
-    let ((), parts) = tokio::try_join!(feed, drain)?;
+    let ((), (parts, results)) = tokio::try_join!(feed, drain)?;
     let load = write_manifests(&target.place, &target.load_id, &target.prefix, parts).await?;
-    let results = std::mem::take(&mut *results.lock().map_err(|e| StageError::Join(e.to_string()))?);
     let mut outcomes = Vec::with_capacity(n);
     for (obj, r) in files.into_iter().zip(results) {
         let r = r.ok_or_else(|| StageError::Join(format!("{} was never cleaned", obj.key)))?;
@@ -209,8 +211,8 @@ async fn work<O: Open>(
     mut w: StageWriter,
     cleaner: Arc<Cleaner>,
     opener: Arc<O>,
-    results: Results<O::Skip>,
-) -> Result<WrittenParts, PipelineError> {
+) -> Result<Done<O::Skip>, PipelineError> {
+    let mut done = Vec::new();
     loop {
         let next = queue.lock().await.recv().await;
         let Some((i, obj, handle)) = next else { break };
@@ -218,13 +220,13 @@ async fn work<O: Open>(
         let (body, permit) = match ahead {
             Ahead::Read(body, permit) => (body, permit),
             Ahead::Skip(s) => {
-                put(&results, i, Outcome::Skipped(s))?;
+                done.push((i, Outcome::Skipped(s)));
                 continue;
             }
             Ahead::Later => match opener.open(&obj).await? {
                 Opened::Body(body) => (body, None),
                 Opened::Skip(s) => {
-                    put(&results, i, Outcome::Skipped(s))?;
+                    done.push((i, Outcome::Skipped(s)));
                     continue;
                 }
             },
@@ -237,31 +239,17 @@ async fn work<O: Open>(
             w.poison_event(&obj.key)?;
         }
         telemetry::progress_file(obj.size, cleaned.tally.events);
-        let row = FileRow::new(&obj.key, &obj.etag, obj.size, &cleaned.tally);
-        w.file(&row)?;
+        w.file(&FileRow::new(&obj.key, &obj.etag, obj.size, &cleaned.tally))?;
         w.flush_full().await?;
-        put(
-            &results,
+        done.push((
             i,
             Outcome::Staged {
-                row,
+                tally: cleaned.tally,
                 reasons: cleaned.reasons,
             },
-        )?;
+        ));
         // Let read-ahead and upload tasks run between files, whatever the data.
         tokio::task::yield_now().await;
     }
-    Ok(w.finish_parts().await?)
-}
-
-fn put<S>(
-    results: &std::sync::Mutex<Vec<Option<Outcome<S>>>>,
-    i: usize,
-    outcome: Outcome<S>,
-) -> Result<(), PipelineError> {
-    let mut r = results.lock().map_err(|e| StageError::Join(e.to_string()))?;
-    if let Some(slot) = r.get_mut(i) {
-        *slot = Some(outcome);
-    }
-    Ok(())
+    Ok((w.finish_parts().await?, done))
 }

@@ -21,44 +21,6 @@ use crate::clean::{CleanEvent, FileTally, Reject, MAX_LINE_BYTES};
 /// 64 KiB of slack covers both with room to spare.
 pub const MAX_STAGED_ROW_BYTES: usize = MAX_LINE_BYTES + 64 * 1024;
 
-/// `YYYY-MM-DD HH:MM:SS.ffffff`, the form both warehouses read as a TIMESTAMP.
-pub struct Timestamp(pub NaiveDateTime);
-
-impl Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.0;
-        s.collect_str(&format_args!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.nanosecond() / 1000
-        ))
-    }
-}
-
-/// The event row's shape: [`write_event`] writes what serde would make of it (a test
-/// holds them equal).
-#[cfg(test)]
-#[derive(Serialize)]
-struct EventRow<'a> {
-    event_id: &'a str,
-    created_at: Timestamp,
-    user_email: &'a str,
-    // Absent keys load as SQL NULL under COPY's JSON 'auto'; a JSON null into SUPER
-    // would be a SUPER null, which is not the same as NULL to analysts.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ip: Option<std::net::IpAddr>,
-    event_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<&'a serde_json::value::RawValue>,
-    source_key: &'a str,
-    source_line: u64,
-}
-
 #[derive(Serialize)]
 struct RejectRow<'a> {
     source_key: &'a str,
@@ -103,7 +65,9 @@ impl FileRow {
 /// Appends one event row and its newline: the JSON `EventRow` would serialise to,
 /// written by hand. This runs once per event and serde's generic map machinery (and
 /// `fmt` for the timestamp) cost more than the rest of staging a row; a unit test
-/// checks the bytes are serde's.
+/// checks the bytes are serde's. An absent `ip` or `metadata` is left out, not written
+/// as null: COPY's JSON 'auto' loads an absent key as SQL NULL, while a JSON null into
+/// SUPER would be a SUPER null, which is not the same to analysts.
 pub fn write_event(out: &mut Vec<u8>, key: &str, line: u64, e: &CleanEvent<'_>) -> std::io::Result<()> {
     out.extend_from_slice(b"{\"event_id\":");
     json_str(out, &e.id)?;
@@ -163,7 +127,7 @@ fn decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// `YYYY-MM-DD HH:MM:SS.ffffff`, as [`Timestamp`] serialises it.
+/// `YYYY-MM-DD HH:MM:SS.ffffff`, the form both warehouses read as a TIMESTAMP.
 fn timestamp(out: &mut Vec<u8>, t: NaiveDateTime) -> std::io::Result<()> {
     let micros = t.nanosecond() / 1000;
     let year = t.year();
@@ -231,6 +195,44 @@ pub fn write_file(out: &mut (impl Write + ?Sized), f: &FileRow) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The staged timestamp as serde wrote it before [`timestamp`]: the test's reference.
+    pub struct Timestamp(pub NaiveDateTime);
+
+    impl Serialize for Timestamp {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let t = self.0;
+            s.collect_str(&format_args!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.nanosecond() / 1000
+            ))
+        }
+    }
+
+    /// The event row's shape: [`write_event`] writes what serde would make of it (a test
+    /// holds them equal).
+    #[derive(Serialize)]
+    struct EventRow<'a> {
+        event_id: &'a str,
+        created_at: Timestamp,
+        user_email: &'a str,
+        // Absent keys load as SQL NULL under COPY's JSON 'auto'; a JSON null into SUPER
+        // would be a SUPER null, which is not the same as NULL to analysts.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ip: Option<std::net::IpAddr>,
+        event_name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<&'a serde_json::value::RawValue>,
+        source_key: &'a str,
+        source_line: u64,
+    }
+
     use crate::clean::{Cleaner, LineOutcome, Reason, MAX_RAW_BYTES};
 
     /// A line of exactly `len` bytes whose every string is at its limit and made of
