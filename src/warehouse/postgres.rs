@@ -9,10 +9,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::error::Error as _;
 
 use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
 use chrono::NaiveDateTime;
+use futures_util::SinkExt;
 use tokio::sync::Mutex;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use super::copy_rows as rows;
@@ -33,8 +34,8 @@ const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
 pub const STATEMENTS: [&str; 30] = [
     "lock",
-    "no_jit",
-    "clear_stage",
+    "settings",
+    "create_stage",
     "copy_files",
     "copy_events",
     "copy_rejects",
@@ -201,6 +202,10 @@ impl Postgres {
     /// COPYs every part a manifest lists into the staging table `table`, parsing each
     /// staged row in Rust and sending typed columns in binary; checks the row count
     /// against what staging wrote.
+    ///
+    /// A task of its own reads, parses and encodes the parts ([`encode_parts`]) while
+    /// this one hands the encoded chunks to the connection: reading the staged rows back
+    /// runs beside the server's COPY instead of taking turns with it.
     async fn copy_manifest(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
@@ -209,70 +214,25 @@ impl Postgres {
         staged: u64,
     ) -> Result<(), WarehouseError> {
         // The next parts' GETs are in flight while one is copied (staged.rs).
-        let (manifest, mut parts) = opened;
-
+        let (manifest, parts) = opened;
         let statement = table.statement();
         let sink = tx
-            .copy_in(self.sql.get(statement))
+            .copy_in::<_, Bytes>(self.sql.get(statement))
             .await
             .map_err(|e| self.stmt_err(statement, &e))?;
-        let writer = BinaryCopyInWriter::new(sink, table.types());
-        tokio::pin!(writer);
-        let mut row_no = 0u64;
-        while let Some(next) = parts.next().await {
-            let (url, part) = next?;
-            let bad = |e: std::io::Error| WarehouseError::StagedData {
-                url: url.clone(),
-                message: e.to_string(),
-            };
-            // Staged rows are longer than the source lines they came from: read them
-            // with the staging limit, and never load a row cut short.
-            let mut lines = LineReader::with_limit(part, &url, MAX_STAGED_ROW_BYTES)
-                .await
-                .map_err(bad)?;
-            while let Some(line) = lines.next_line().await.map_err(bad)? {
-                row_no += 1;
-                if line.too_long {
-                    return Err(WarehouseError::StagedData {
-                        url: url.clone(),
-                        message: format!(
-                            "row {} is longer than {MAX_STAGED_ROW_BYTES} bytes, the most staging writes",
-                            line.no
-                        ),
-                    });
-                }
-                let sent = match table {
-                    StageTable::Files => match rows::parse::<rows::File>(line.bytes) {
-                        Ok(r) => writer.as_mut().write(&r.columns()).await,
-                        Err(e) => return Err(refused(statement, line.bytes, row_no, &url, &e)),
-                    },
-                    StageTable::Events => match rows::parse::<rows::Event>(line.bytes) {
-                        Ok(r) => writer.as_mut().write(&r.columns()).await,
-                        Err(e) => return Err(refused(statement, line.bytes, row_no, &url, &e)),
-                    },
-                    StageTable::Rejects => match rows::parse::<rows::Reject>(line.bytes) {
-                        Ok(r) => writer.as_mut().write(&r.columns()).await,
-                        Err(e) => return Err(refused(statement, line.bytes, row_no, &url, &e)),
-                    },
-                };
-                if let Err(e) = sent {
-                    return Err(self.copy_err(statement, &manifest, &e).await);
-                }
-            }
-            if let Some(end) = lines
-                .gzip_end()
-                .filter(|e| !matches!(e, GzipEnd::Verified { .. }))
-            {
-                return Err(WarehouseError::StagedData {
-                    url: url.clone(),
-                    message: format!("the staged part is damaged: {end:?}"),
-                });
+        tokio::pin!(sink);
+        let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel(COPY_CHUNKS_AHEAD);
+        let encoder = AbortOnDrop(tokio::spawn(encode_parts(parts, table, chunks_tx)));
+        while let Some(chunk) = chunks.recv().await {
+            if let Err(e) = sink.as_mut().send(chunk?).await {
+                return Err(self.copy_err(statement, &manifest, &e).await);
             }
         }
-        let copied = match writer.finish().await {
+        let copied = match sink.as_mut().finish().await {
             Ok(n) => n,
             Err(e) => return Err(self.copy_err(statement, &manifest, &e).await),
         };
+        drop(encoder);
         tracing::debug!(table = table.name(), rows = copied, "copied");
         if copied != staged {
             return Err(WarehouseError::CountMismatch {
@@ -283,6 +243,143 @@ impl Postgres {
         }
         Ok(())
     }
+}
+
+/// Encoded rows are handed to the connection in chunks of at least this size. Each
+/// hand-off is a wake-up of the connection's task: tokio-postgres' own binary writer
+/// hands off every 4 KiB, and those wake-ups cost more than the encoding.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
+/// Encoded chunks waiting for the connection: memory is this many chunks, at most.
+const COPY_CHUNKS_AHEAD: usize = 4;
+/// The header of `COPY ... (FORMAT binary)` data: signature, flags, extension length
+/// (PostgreSQL's documentation, "COPY", "Binary Format").
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// Aborts a task when dropped: the encoder stops reading parts when the COPY fails.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads every part in manifest order, parses each staged row as its table's row and
+/// sends the rows encoded in COPY's binary format, header and trailer included, in
+/// chunks of about [`COPY_CHUNK_BYTES`]. The first error (a part that cannot be read,
+/// a row that is not a row of its table) is sent in place of the rest, and ends the
+/// task; so does a receiver that went away.
+async fn encode_parts(
+    mut parts: super::staged::Parts,
+    table: StageTable,
+    out: tokio::sync::mpsc::Sender<Result<Bytes, WarehouseError>>,
+) {
+    let mut buf = BytesMut::with_capacity(COPY_CHUNK_BYTES + 64 * 1024);
+    buf.put_slice(COPY_SIGNATURE);
+    buf.put_i32(0);
+    buf.put_i32(0);
+    let statement = table.statement();
+    let mut row_no = 0u64;
+    while let Some(next) = parts.next().await {
+        let (url, part) = match next {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = out.send(Err(e)).await;
+                return;
+            }
+        };
+        let bad = |e: std::io::Error| WarehouseError::StagedData {
+            url: url.clone(),
+            message: e.to_string(),
+        };
+        // Staged rows are longer than the source lines they came from: read them with
+        // the staging limit, and never load a row cut short.
+        let mut lines = match LineReader::with_limit(part, &url, MAX_STAGED_ROW_BYTES).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = out.send(Err(bad(e))).await;
+                return;
+            }
+        };
+        loop {
+            let line = match lines.next_line().await {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = out.send(Err(bad(e))).await;
+                    return;
+                }
+            };
+            row_no += 1;
+            if line.too_long {
+                let e = WarehouseError::StagedData {
+                    url: url.clone(),
+                    message: format!(
+                        "row {} is longer than {MAX_STAGED_ROW_BYTES} bytes, the most staging writes",
+                        line.no
+                    ),
+                };
+                let _ = out.send(Err(e)).await;
+                return;
+            }
+            let types = table.types();
+            let encoded = match table {
+                StageTable::Files => rows::parse::<rows::File>(line.bytes)
+                    .map_err(Into::into)
+                    .and_then(|r| encode_row(&mut buf, &r.columns(), types)),
+                StageTable::Events => rows::parse::<rows::Event>(line.bytes)
+                    .map_err(Into::into)
+                    .and_then(|r| encode_row(&mut buf, &r.columns(), types)),
+                StageTable::Rejects => rows::parse::<rows::Reject>(line.bytes)
+                    .map_err(Into::into)
+                    .and_then(|r| encode_row(&mut buf, &r.columns(), types)),
+            };
+            if let Err(e) = encoded {
+                let _ = out
+                    .send(Err(refused(statement, line.bytes, row_no, &url, &e)))
+                    .await;
+                return;
+            }
+            if buf.len() >= COPY_CHUNK_BYTES && out.send(Ok(buf.split().freeze())).await.is_err() {
+                return;
+            }
+        }
+        if let Some(end) = lines
+            .gzip_end()
+            .filter(|e| !matches!(e, GzipEnd::Verified { .. }))
+        {
+            let e = WarehouseError::StagedData {
+                url: url.clone(),
+                message: format!("the staged part is damaged: {end:?}"),
+            };
+            let _ = out.send(Err(e)).await;
+            return;
+        }
+    }
+    buf.put_i16(-1);
+    let _ = out.send(Ok(buf.freeze())).await;
+}
+
+/// Appends one row in COPY's binary format: the field count, then each field's length
+/// (-1 for NULL) and its value in the type's binary form, as tokio-postgres' binary
+/// writer encodes them.
+fn encode_row(
+    buf: &mut BytesMut,
+    values: &[&(dyn ToSql + Sync)],
+    types: &[Type],
+) -> Result<(), Box<dyn std::error::Error + Sync + Send>> {
+    let fields = i16::try_from(values.len())?;
+    buf.put_i16(fields);
+    for (value, ty) in values.iter().zip(types) {
+        let at = buf.len();
+        buf.put_i32(0);
+        let len = match value.to_sql_checked(ty, buf)? {
+            IsNull::Yes => -1,
+            IsNull::No => i32::try_from(buf.len() - at - 4)?,
+        };
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(())
 }
 
 /// The staging tables COPY fills, each from its own manifest.
@@ -582,8 +679,8 @@ impl Warehouse for Postgres {
             .await
             .map_err(|e| self.stmt_err("begin", &e))?;
         self.batch(&tx, "lock").await?;
-        self.batch(&tx, "no_jit").await?;
-        self.batch(&tx, "clear_stage").await?;
+        self.batch(&tx, "settings").await?;
+        self.batch(&tx, "create_stage").await?;
         self.copy_manifest(&tx, files, StageTable::Files, staged.files_staged)
             .await?;
         self.copy_manifest(&tx, events, StageTable::Events, staged.events_staged)
@@ -614,7 +711,7 @@ impl Warehouse for Postgres {
             .query(self.sql.get("loaded_by_type"), &[])
             .await
             .map_err(|e| self.stmt_err("loaded_by_type", &e))?;
-        self.batch(&tx, "clear_stage").await?;
+        // The staging tables go with the transaction (ON COMMIT DROP).
         let row = tx
             .query_opt(self.sql.get("load_summary"), &[id])
             .await

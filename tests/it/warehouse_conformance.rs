@@ -1920,20 +1920,23 @@ async fn postgres_dedupe_probes_the_key_index_not_the_table() {
             .batch_execute(&q("VACUUM ANALYZE {schema}.events"))
             .await
             .expect("analyze");
-        let tx = client.transaction().await.expect("begin");
-        tx.batch_execute(&q(
-            "INSERT INTO {schema}.stage_events \
-             SELECT CASE WHEN i % 2 = 0 THEN md5(i::text) ELSE md5((-i)::text) END, \
-                    TIMESTAMP '2024-01-01' + i * INTERVAL '1 minute', 'a@x.io', NULL, 'e', NULL, 'n.json', i \
-             FROM generate_series(1, 10000) i; \
-             INSERT INTO {schema}.stage_files VALUES ('n.json', 'e', 1, 10000, 0, 10000, 0, 0, 0);",
-        ))
-        .await
-        .expect("stage");
         let sql = events_etl::warehouse::statements::Statements::parse(
             include_str!("../../sql/postgres/load.sql"),
             &schema,
         );
+        let tx = client.transaction().await.expect("begin");
+        tx.batch_execute(sql.get("create_stage"))
+            .await
+            .expect("create_stage");
+        tx.batch_execute(&q(
+            "INSERT INTO pg_temp.stage_events \
+             SELECT CASE WHEN i % 2 = 0 THEN md5(i::text) ELSE md5((-i)::text) END, \
+                    TIMESTAMP '2024-01-01' + i * INTERVAL '1 minute', 'a@x.io', NULL, 'e', NULL, 'n.json', i \
+             FROM generate_series(1, 10000) i; \
+             INSERT INTO pg_temp.stage_files VALUES ('n.json', 'e', 1, 10000, 0, 10000, 0, 0, 0);",
+        ))
+        .await
+        .expect("stage");
         tx.batch_execute(sql.get("analyze_stage"))
             .await
             .expect("analyze_stage");

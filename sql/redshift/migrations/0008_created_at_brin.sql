@@ -1,0 +1,5 @@
+-- Nothing to do on Redshift: the PostgreSQL dialect's 0008 replaces a B-tree on
+-- events.created_at by a BRIN index, which stands in for what events' COMPOUND SORTKEY
+-- (created_at) and its zone maps already do here (t_Sorting_data.html). The file
+-- exists so that both dialects keep the same migration versions (a test checks); it
+-- records its version and runs no statement.
