@@ -50,6 +50,30 @@ fn trim(s: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
+/// [`ID_CLASS`] bits of an id's byte: a hex digit or a hyphen (`ID_OK`), an uppercase
+/// digit, a hyphen.
+const ID_OK: u8 = 1;
+const ID_UPPER: u8 = 2;
+const ID_HYPHEN: u8 = 4;
+const ID_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_digit() || matches!(b, b'a'..=b'f') {
+            ID_OK
+        } else if matches!(b, b'A'..=b'F') {
+            ID_OK | ID_UPPER
+        } else if b == b'-' {
+            ID_OK | ID_HYPHEN
+        } else {
+            0
+        };
+        c += 1;
+    }
+    t
+};
+
 /// `8-4-4-4-12` hex digits, returned lowercased. Braced, URN and unhyphenated forms are
 /// refused on purpose: the source always sends the hyphenated form, so anything else is
 /// a sign of a broken producer.
@@ -58,15 +82,17 @@ pub fn normalise_id(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    // One branch-free pass over the 32 digits (this runs for every line): all hex, and
-    // whether any is uppercase.
-    let (mut hex, mut upper) = (true, false);
-    for seg in [&b[0..8], &b[9..13], &b[14..18], &b[19..23], &b[24..36]] {
-        for c in seg {
-            hex &= c.is_ascii_hexdigit();
-            upper |= c.is_ascii_uppercase();
-        }
+    // One branch-free pass over the 36 bytes (this runs for every line), one table
+    // lookup each: every byte is a hex digit or a hyphen, the hyphens are only the four
+    // checked above, and is any digit uppercase.
+    let (mut all, mut any, mut hyphens) = (ID_OK, 0u8, 0u32);
+    for &c in b {
+        let class = ID_CLASS[usize::from(c)];
+        all &= class;
+        any |= class;
+        hyphens += u32::from(class & ID_HYPHEN != 0);
     }
+    let (hex, upper) = (all & ID_OK != 0 && hyphens == 4, any & ID_UPPER != 0);
     if !hex {
         return None;
     }

@@ -3007,3 +3007,42 @@ fn required_key_checks_stay_linear() {
         line.len()
     );
 }
+
+/// The table-driven id check agrees with the rule written plainly (36 bytes, hyphens at
+/// 8, 13, 18 and 23, hex digits elsewhere, lowercased) for every byte at every place.
+#[test]
+fn id_check_agrees_with_the_plain_rule() {
+    let plain = |s: &str| -> Option<String> {
+        let b = s.as_bytes();
+        let ok = b.len() == 36
+            && b.iter().enumerate().all(|(i, c)| {
+                if [8, 13, 18, 23].contains(&i) {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            });
+        ok.then(|| s.to_ascii_lowercase())
+    };
+    let base = "7ccdc80e-627e-49df-bb7d-501546e13532";
+    let mut cases = vec![
+        base.to_owned(),
+        base.to_uppercase(),
+        String::new(),
+        format!("{base}0"),
+    ];
+    for i in 0..base.len() {
+        for c in 0u8..128 {
+            let mut v = base.as_bytes().to_vec();
+            v[i] = c;
+            cases.push(String::from_utf8(v).expect("ascii"));
+        }
+    }
+    for case in &cases {
+        assert_eq!(
+            fields::normalise_id(Cow::Borrowed(case)).map(Cow::into_owned),
+            plain(case),
+            "{case:?}"
+        );
+    }
+}
