@@ -205,24 +205,47 @@ pub fn normalise_email(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     if v.len() > MAX_EMAIL_BYTES {
         return None;
     }
-    // ASCII (nearly every address) in one pass over the bytes; `char::is_whitespace`
-    // on ASCII is exactly space and \t through \r.
-    let bad = if v.is_ascii() {
-        v.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r' | 0))
+    let ok = if v.is_ascii() {
+        ascii_address_ok(v.as_bytes())
     } else {
-        v.chars().any(|c| c.is_whitespace() || c == '\0')
+        !v.chars().any(|c| c.is_whitespace() || c == '\0') && address_ok(v)
     };
-    if bad {
-        return None;
+    ok.then_some(s)
+}
+
+/// The shape of an address: one `@`, a non-empty local part, a dotted domain with no
+/// empty label.
+fn address_ok(v: &str) -> bool {
+    let Some((local, domain)) = v.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.split('.').any(str::is_empty)
+}
+
+/// [`address_ok`] and no whitespace or NUL, for ASCII (nearly every address) in one pass
+/// over the bytes, the checks of the general path being five; `char::is_whitespace` on
+/// ASCII is exactly space and \t through \r.
+fn ascii_address_ok(b: &[u8]) -> bool {
+    let (mut at, mut bad, mut dots, mut empty_label, mut prev) = (None, false, 0usize, false, 0u8);
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b' ' | b'\t'..=b'\r' | 0 => bad = true,
+            b'@' => {
+                bad |= at.is_some();
+                at = Some(i);
+            }
+            b'.' if at.is_some() => {
+                dots += 1;
+                empty_label |= prev == b'.' || prev == b'@';
+            }
+            _ => {}
+        }
+        prev = c;
     }
-    let (local, domain) = v.split_once('@')?;
-    if local.is_empty() || domain.contains('@') || !domain.contains('.') {
-        return None;
-    }
-    if domain.split('.').any(str::is_empty) {
-        return None;
-    }
-    Some(s)
+    at.is_some_and(|a| a > 0) && !bad && dots > 0 && !empty_label && prev != b'.'
 }
 
 /// Trimmed, lowercased `[a-z][a-z0-9_]*` of at most [`MAX_EVENT_NAME_BYTES`].

@@ -364,7 +364,8 @@ impl Cleaner {
 
         let (ip, ip_was_invalid) = match raw.ip {
             None => (None, false),
-            Some(v) => match serde_json::from_str::<Cow<'_, str>>(v.get()) {
+            // Any reason will do: a bad ip is counted, not rejected.
+            Some(v) => match string(Some(v), Reason::MalformedJson, Reason::MalformedJson) {
                 Ok(s) => match fields::parse_ip(&s) {
                     Some(ip) => (Some(ip), false),
                     None => (None, true),
