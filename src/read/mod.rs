@@ -59,6 +59,9 @@ pub struct LineReader {
     keep: usize,
     buf: Vec<u8>,
     line_no: u64,
+    /// Bytes of the source's buffer the last line was lent from, consumed at the next
+    /// call.
+    lent: usize,
 }
 
 impl LineReader {
@@ -84,6 +87,7 @@ impl LineReader {
             keep,
             buf: Vec::new(),
             line_no: 0,
+            lent: 0,
         })
     }
 
@@ -105,6 +109,25 @@ impl LineReader {
     /// lines stop (an unfinished line is dropped): see [`LineReader::gzip_end`]. An error
     /// is always the body's (transport), never the data's.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
+        self.src.consume(std::mem::take(&mut self.lent));
+        // A whole line already in the source's buffer (nearly every line) is lent from
+        // there rather than copied: it is consumed at the next call.
+        let avail = self.src.fill_buf().await?;
+        if let Some(i) = memchr::memchr(b'\n', avail).filter(|i| *i <= self.keep) {
+            self.lent = i + 1;
+            self.line_no += 1;
+            // The same slice again: both sources read only into an empty buffer (the gzip
+            // decoder also while a byte-order mark is undecided, which its first call
+            // settled), and nothing was consumed. Asked twice because a borrow returned
+            // from one branch could not be released for the other.
+            let avail = self.src.fill_buf().await?;
+            return Ok(Some(Line {
+                no: self.line_no,
+                bytes: &avail[..i],
+                too_long: false,
+                cut: None,
+            }));
+        }
         self.buf.clear();
         let mut too_long = false;
         let mut any = false;
