@@ -222,6 +222,9 @@ impl crate::store::ObjectStore for Discard {
     async fn delete_prefix(&self, _prefix: &str) -> Result<u64, StoreError> {
         Ok(0)
     }
+    async fn delete(&self, _keys: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn url(&self, key: &str) -> String {
         format!("discard:{key}")
     }
