@@ -400,7 +400,8 @@ impl Pipeline {
                 }
                 if !self.keep_staging {
                     // The load is committed: a failure here only leaves objects behind.
-                    if let Err(e) = self.staging.store.delete_prefix(&staged.prefix).await {
+                    // The load knows every key it wrote, so no listing is needed.
+                    if let Err(e) = self.staging.store.delete(&staged.objects).await {
                         tracing::warn!(error = %e, prefix = %staged.prefix, "could not delete staged objects");
                     }
                 }

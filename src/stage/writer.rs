@@ -27,6 +27,9 @@ pub struct StagedLoad {
     pub events_manifest: String,
     pub rejects_manifest: String,
     pub files_manifest: String,
+    /// The key of every object the load wrote, parts and manifests: what a committed
+    /// load deletes, by name, without listing its prefix.
+    pub objects: Vec<String>,
     pub events_staged: u64,
     pub rejects_staged: u64,
     pub files_staged: u64,
@@ -398,6 +401,7 @@ pub async fn write_manifests(
             (a, b) => a.or(b),
         };
     }
+    let mut objects: Vec<String> = streams.iter().flatten().map(|p| p.key.clone()).collect();
     let mut keys = Vec::new();
     let mut rows = [0u64; 3];
     let mut puts = JoinSet::new();
@@ -412,6 +416,7 @@ pub async fn write_manifests(
         let (k, body) = (key.clone(), m.to_json());
         // The three manifests are written at once: one request's latency, not three.
         puts.spawn(async move { store.put(&k, body).await });
+        objects.push(key.clone());
         keys.push(key);
     }
     while let Some(done) = puts.join_next().await {
@@ -426,6 +431,7 @@ pub async fn write_manifests(
         events_manifest,
         rejects_manifest,
         files_manifest,
+        objects,
         events_staged: rows[0],
         rejects_staged: rows[1],
         files_staged: rows[2],
