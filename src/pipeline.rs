@@ -14,7 +14,7 @@ use crate::discover;
 use crate::read::{At, GzipEnd, LineReader};
 use crate::stage::pool;
 use crate::stage::writer::StageError;
-use crate::stage::{FileRow, StageWriter, StagedLoad};
+use crate::stage::{FileRow, ManifestOrder, StageWriter, StagedLoad};
 use crate::store::{Body, ObjectMeta, Place, StoreError};
 use crate::telemetry;
 use crate::warehouse::{LoadRow, QuarantineReason, Quarantined, Warehouse, WarehouseError};
@@ -468,6 +468,9 @@ impl Pipeline {
             load_id: load_id.to_owned(),
             prefix: self.staging.key(&format!("{load_id}/")),
             part_size: self.part_size,
+            // A fresh `<load_id>/` prefix, read only by this load once every write of
+            // it succeeded: the manifests need not wait for the last parts.
+            manifests: ManifestOrder::WithLastParts,
         };
         let opener = Arc::new(SourceOpener {
             source: self.source.clone(),
