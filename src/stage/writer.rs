@@ -34,6 +34,12 @@ pub struct StagedLoad {
     pub events_manifest: String,
     pub rejects_manifest: String,
     pub files_manifest: String,
+    /// What each manifest lists, as it was written. A reader that knows the load can
+    /// open the parts while the manifest is still being read, then check that the
+    /// manifest lists exactly these (see [`crate::warehouse::staged::open`]).
+    pub events_listed: Manifest,
+    pub rejects_listed: Manifest,
+    pub files_listed: Manifest,
     /// The key of every object the load wrote, parts and manifests: what a committed
     /// load deletes, by name, without listing its prefix.
     pub objects: Vec<String>,
@@ -446,6 +452,7 @@ pub async fn write_manifests(
     }
     let mut objects: Vec<String> = streams.iter().flatten().map(|p| p.key.clone()).collect();
     let mut keys = Vec::new();
+    let mut listed = Vec::new();
     let mut rows = [0u64; 3];
     let mut puts = JoinSet::new();
     for (which, (name, parts)) in ["events", "rejects", "files"].iter().zip(&streams).enumerate() {
@@ -461,6 +468,7 @@ pub async fn write_manifests(
         puts.spawn(async move { store.put(&k, body).await });
         objects.push(key.clone());
         keys.push(key);
+        listed.push(m);
     }
     // With `WithLastParts`, the parts still uploading and the manifests finish together.
     for set in &mut uploads {
@@ -470,12 +478,18 @@ pub async fn write_manifests(
     let [events_manifest, rejects_manifest, files_manifest]: [String; 3] = keys
         .try_into()
         .map_err(|_| StageError::Join("manifest count".into()))?;
+    let [events_listed, rejects_listed, files_listed]: [Manifest; 3] = listed
+        .try_into()
+        .map_err(|_| StageError::Join("manifest count".into()))?;
     Ok(StagedLoad {
         load_id: load_id.to_owned(),
         prefix: prefix.to_owned(),
         events_manifest,
         rejects_manifest,
         files_manifest,
+        events_listed,
+        rejects_listed,
+        files_listed,
         objects,
         events_staged: rows[0],
         rejects_staged: rows[1],
@@ -569,8 +583,8 @@ mod tests {
     }
 
     /// Two writers sharing a load, each with several parts per stream: whichever the
-    /// manifest order, the manifests list every part of both, and `objects` names
-    /// exactly what is under the load's prefix.
+    /// manifest order, the manifests list every part of both, the load lists what each
+    /// manifest holds, and `objects` names exactly what is under the load's prefix.
     #[tokio::test]
     async fn manifests_list_every_writers_parts_and_objects_name_every_key() {
         for order in [ManifestOrder::AfterParts, ManifestOrder::WithLastParts] {
@@ -597,8 +611,14 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!((staged.rejects_staged, staged.files_staged), (4_000, 2));
-            let rejects = read_manifest(&place, &staged.rejects_manifest).await;
-            assert!(rejects.entries.len() > 2, "{order:?}: {rejects:?}");
+            assert!(staged.rejects_listed.entries.len() > 2, "{order:?}");
+            for (key, listed) in [
+                (&staged.events_manifest, &staged.events_listed),
+                (&staged.rejects_manifest, &staged.rejects_listed),
+                (&staged.files_manifest, &staged.files_listed),
+            ] {
+                assert_eq!(&read_manifest(&place, key).await, listed, "{order:?} {key}");
+            }
             let rows = rows_listed(&place, &staged.rejects_manifest).await;
             assert_eq!(rows.len(), 4_000, "{order:?}");
             let mut on_store: Vec<String> = place
