@@ -7,6 +7,7 @@ use std::sync::Arc;
 use events_etl::clean::{Cleaner, FileTally};
 use events_etl::pipeline::PipelineError;
 use events_etl::stage::pool::{stage_files, Open, Opened, Outcome, Target};
+use events_etl::stage::ManifestOrder;
 use events_etl::store::{local::LocalStore, ObjectMeta, Place};
 
 use crate::{Failure, EXIT_CONFIG, EXIT_STORE};
@@ -56,6 +57,8 @@ pub async fn clean(
         load_id: "clean".into(),
         prefix: String::new(),
         part_size: part_size_mb * 1024 * 1024,
+        // Others read this output later: a manifest must only name parts that exist.
+        manifests: ManifestOrder::AfterParts,
     };
     events_etl::telemetry::progress_begin(objects.len(), objects.iter().map(|o| o.size).sum());
     let result = stage_files(target, cleaner, Arc::new(LocalFiles), objects, concurrency).await;

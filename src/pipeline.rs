@@ -14,7 +14,7 @@ use crate::discover;
 use crate::read::{At, GzipEnd, LineReader};
 use crate::stage::pool;
 use crate::stage::writer::StageError;
-use crate::stage::{FileRow, StageWriter, StagedLoad};
+use crate::stage::{FileRow, ManifestOrder, StageWriter, StagedLoad};
 use crate::store::{Body, ObjectMeta, Place, StoreError};
 use crate::telemetry;
 use crate::warehouse::{LoadRow, QuarantineReason, Quarantined, Warehouse, WarehouseError};
@@ -222,6 +222,9 @@ impl crate::store::ObjectStore for Discard {
     async fn delete_prefix(&self, _prefix: &str) -> Result<u64, StoreError> {
         Ok(0)
     }
+    async fn delete(&self, _keys: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn url(&self, key: &str) -> String {
         format!("discard:{key}")
     }
@@ -397,7 +400,8 @@ impl Pipeline {
                 }
                 if !self.keep_staging {
                     // The load is committed: a failure here only leaves objects behind.
-                    if let Err(e) = self.staging.store.delete_prefix(&staged.prefix).await {
+                    // The load knows every key it wrote, so no listing is needed.
+                    if let Err(e) = self.staging.store.delete(&staged.objects).await {
                         tracing::warn!(error = %e, prefix = %staged.prefix, "could not delete staged objects");
                     }
                 }
@@ -464,6 +468,9 @@ impl Pipeline {
             load_id: load_id.to_owned(),
             prefix: self.staging.key(&format!("{load_id}/")),
             part_size: self.part_size,
+            // A fresh `<load_id>/` prefix, read only by this load once every write of
+            // it succeeded: the manifests need not wait for the last parts.
+            manifests: ManifestOrder::WithLastParts,
         };
         let opener = Arc::new(SourceOpener {
             source: self.source.clone(),

@@ -9,4 +9,4 @@ pub mod writer;
 
 pub use part::{GzPart, Manifest};
 pub use rows::FileRow;
-pub use writer::{StageWriter, StagedLoad};
+pub use writer::{ManifestOrder, StageWriter, StagedLoad};

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument as _;
 
-use super::writer::{write_manifests, StageError, WrittenParts};
+use super::writer::{write_manifests, ManifestOrder, StageError, WrittenParts};
 use super::{FileRow, StageWriter, StagedLoad};
 use crate::clean::{Cleaner, FileTally, Reason};
 use crate::pipeline::{clean_object, PipelineError};
@@ -72,6 +72,8 @@ pub struct Target {
     /// Under which every staged object goes (`<staging prefix><load_id>/`).
     pub prefix: String,
     pub part_size: u64,
+    /// Whether the manifests wait for the last parts' uploads or go with them.
+    pub manifests: ManifestOrder,
 }
 
 /// One staged load: the manifests, and each file's outcome in input order.
@@ -94,8 +96,9 @@ type Queue<S> = Arc<Mutex<mpsc::Receiver<(usize, ObjectMeta, Handle<S>)>>>;
 type Done<S> = (WrittenParts, Vec<(usize, Outcome<S>)>);
 
 /// Cleans and stages `files` with `workers` workers (at least 1), then writes the
-/// manifests. The first error stops every worker and is returned; nothing is recorded
-/// anywhere, and staged objects stay for inspection.
+/// manifests (when, relative to the last parts, is `target.manifests`) and waits for
+/// every write. The first error stops every worker and is returned; nothing is
+/// recorded anywhere, and staged objects stay for inspection.
 pub async fn stage_files<O: Open>(
     target: Target,
     cleaner: Arc<Cleaner>,
@@ -162,7 +165,14 @@ pub async fn stage_files<O: Open>(
         Ok((parts, results))
     };
     let ((), (parts, results)) = tokio::try_join!(feed, drain)?;
-    let load = write_manifests(&target.place, &target.load_id, &target.prefix, parts).await?;
+    let load = write_manifests(
+        &target.place,
+        &target.load_id,
+        &target.prefix,
+        parts,
+        target.manifests,
+    )
+    .await?;
     let mut outcomes = Vec::with_capacity(n);
     for (obj, r) in files.into_iter().zip(results) {
         let r = r.ok_or_else(|| StageError::Join(format!("{} was never cleaned", obj.key)))?;
@@ -251,5 +261,6 @@ async fn work<O: Open>(
         // Let read-ahead and upload tasks run between files, whatever the data.
         tokio::task::yield_now().await;
     }
-    Ok((w.finish_parts().await?, done))
+    // The last parts' uploads are left running: the manifests can go with them.
+    Ok((w.close_parts().await?, done))
 }

@@ -3,6 +3,13 @@
 //! the input. Several writers can share one load (one per worker, see
 //! [`super::pool`]): each names its parts with its own tag, and
 //! [`write_manifests`] lists all their parts.
+//!
+//! When the manifests are written is the caller's choice ([`ManifestOrder`]): after
+//! every part, so that a manifest only ever names parts that exist (output that others
+//! read later), or alongside the last parts, which saves a round trip to the store when
+//! the manifests are read only by this process once every write succeeded (a load's
+//! own staging). Either way the [`StagedLoad`] is returned only when every object of
+//! the load is written.
 
 use chrono::NaiveDateTime;
 use tokio::task::JoinSet;
@@ -27,6 +34,15 @@ pub struct StagedLoad {
     pub events_manifest: String,
     pub rejects_manifest: String,
     pub files_manifest: String,
+    /// What each manifest lists, as it was written. A reader that knows the load can
+    /// open the parts while the manifest is still being read, then check that the
+    /// manifest lists exactly these (see [`crate::warehouse::staged::open`]).
+    pub events_listed: Manifest,
+    pub rejects_listed: Manifest,
+    pub files_listed: Manifest,
+    /// The key of every object the load wrote, parts and manifests: what a committed
+    /// load deletes, by name, without listing its prefix.
+    pub objects: Vec<String>,
     pub events_staged: u64,
     pub rejects_staged: u64,
     pub files_staged: u64,
@@ -95,6 +111,21 @@ pub struct Checkpoint {
     marks: [Mark; 3],
 }
 
+/// When [`write_manifests`] writes the manifests, relative to the last parts' uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestOrder {
+    /// Once every part is written: a manifest only ever names parts that exist, even
+    /// when a write fails midway. For output read later by others (`events-etl clean`).
+    AfterParts,
+    /// At the same time as the last parts, one round trip instead of two. Only for a
+    /// load's own staging: each load writes under a fresh `<load_id>/` prefix, and its
+    /// manifests are read (by this process, or by the COPY it issues) only after
+    /// [`write_manifests`] returned, that is after every write of the load succeeded. A
+    /// write that fails, or a process that dies, before then leaves a prefix that
+    /// nothing loads, whose manifest may name a part that was never written.
+    WithLastParts,
+}
+
 /// Error while staging: the store's, or a local IO error compressing.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -128,11 +159,14 @@ pub struct StageWriter {
     created_range: Option<(NaiveDateTime, NaiveDateTime)>,
 }
 
-/// The parts one writer closed and uploaded: what [`write_manifests`] lists.
+/// The parts one writer closed: what [`write_manifests`] lists. The last ones may
+/// still be uploading; [`write_manifests`] waits for them.
 pub struct WrittenParts {
     streams: [Vec<ClosedPart>; 3],
     /// The `created_at` range of this writer's events (see [`StagedLoad::created_range`]).
     created_range: Option<(NaiveDateTime, NaiveDateTime)>,
+    /// Uploads not yet known to have succeeded.
+    uploads: JoinSet<Result<(), StoreError>>,
 }
 
 impl StageWriter {
@@ -345,27 +379,25 @@ impl StageWriter {
         Ok(bytes)
     }
 
-    /// Uploads the last parts and the three manifests. Manifests go last: a manifest
-    /// only ever names parts that exist.
+    /// Uploads the last parts and the three manifests. Manifests go last
+    /// ([`ManifestOrder::AfterParts`]): a manifest only ever names parts that exist.
     pub async fn finish(self) -> Result<StagedLoad, StageError> {
         let place = self.place.clone();
         let load_id = self.load_id.clone();
         let prefix = self.prefix.clone();
-        let parts = self.finish_parts().await?;
-        write_manifests(&place, &load_id, &prefix, vec![parts]).await
+        let parts = self.close_parts().await?;
+        write_manifests(&place, &load_id, &prefix, vec![parts], ManifestOrder::AfterParts).await
     }
 
-    /// Uploads the last parts and waits for every upload; the manifests are left to
-    /// [`write_manifests`], which lists the parts of every writer of the load.
-    pub async fn finish_parts(mut self) -> Result<WrittenParts, StageError> {
+    /// Closes the last parts and starts their uploads, without waiting for them: the
+    /// manifests are left to [`write_manifests`], which lists the parts of every writer
+    /// of the load and waits for every upload.
+    pub async fn close_parts(mut self) -> Result<WrittenParts, StageError> {
         // The last parts of the three streams upload together: their latencies
         // overlap, and memory holds at most these three and the one still uploading.
         self.in_flight = self.in_flight.max(4);
         for which in 0..3 {
             self.close_part(which).await?;
-        }
-        while !self.uploads.is_empty() {
-            self.join_one().await?;
         }
         Ok(WrittenParts {
             streams: [
@@ -374,21 +406,35 @@ impl StageWriter {
                 std::mem::take(&mut self.files.closed),
             ],
             created_range: self.created_range,
+            uploads: std::mem::take(&mut self.uploads),
         })
     }
 }
 
+/// Waits for every task of `set`; the first failure is returned (the rest are aborted
+/// when the set is dropped).
+async fn join_all(set: &mut JoinSet<Result<(), StoreError>>) -> Result<(), StageError> {
+    while let Some(done) = set.join_next().await {
+        done.map_err(|e| StageError::Join(e.to_string()))??;
+    }
+    Ok(())
+}
+
 /// Writes the three manifests of a load under `prefix`, listing the parts of all its
-/// writers, and returns what the warehouse needs. Call it once every writer finished:
-/// a manifest only ever names parts that exist.
+/// writers (call it once every writer closed its parts), waits for every write, and
+/// returns what the warehouse needs. `order` says whether the manifests wait for the
+/// parts' uploads or go with them (see [`ManifestOrder`]); either way nothing is
+/// returned before every object of the load is written.
 pub async fn write_manifests(
     place: &Place,
     load_id: &str,
     prefix: &str,
     writers: Vec<WrittenParts>,
+    order: ManifestOrder,
 ) -> Result<StagedLoad, StageError> {
     let mut streams: [Vec<ClosedPart>; 3] = Default::default();
     let mut created_range: Option<(NaiveDateTime, NaiveDateTime)> = None;
+    let mut uploads = Vec::with_capacity(writers.len());
     for w in writers {
         for (all, mine) in streams.iter_mut().zip(w.streams) {
             all.extend(mine);
@@ -397,8 +443,16 @@ pub async fn write_manifests(
             (Some((lo, hi)), Some((l, h))) => Some((lo.min(l), hi.max(h))),
             (a, b) => a.or(b),
         };
+        uploads.push(w.uploads);
     }
+    if order == ManifestOrder::AfterParts {
+        for set in &mut uploads {
+            join_all(set).await?;
+        }
+    }
+    let mut objects: Vec<String> = streams.iter().flatten().map(|p| p.key.clone()).collect();
     let mut keys = Vec::new();
+    let mut listed = Vec::new();
     let mut rows = [0u64; 3];
     let mut puts = JoinSet::new();
     for (which, (name, parts)) in ["events", "rejects", "files"].iter().zip(&streams).enumerate() {
@@ -412,12 +466,19 @@ pub async fn write_manifests(
         let (k, body) = (key.clone(), m.to_json());
         // The three manifests are written at once: one request's latency, not three.
         puts.spawn(async move { store.put(&k, body).await });
+        objects.push(key.clone());
         keys.push(key);
+        listed.push(m);
     }
-    while let Some(done) = puts.join_next().await {
-        done.map_err(|e| StageError::Join(e.to_string()))??;
+    // With `WithLastParts`, the parts still uploading and the manifests finish together.
+    for set in &mut uploads {
+        join_all(set).await?;
     }
+    join_all(&mut puts).await?;
     let [events_manifest, rejects_manifest, files_manifest]: [String; 3] = keys
+        .try_into()
+        .map_err(|_| StageError::Join("manifest count".into()))?;
+    let [events_listed, rejects_listed, files_listed]: [Manifest; 3] = listed
         .try_into()
         .map_err(|_| StageError::Join("manifest count".into()))?;
     Ok(StagedLoad {
@@ -426,6 +487,10 @@ pub async fn write_manifests(
         events_manifest,
         rejects_manifest,
         files_manifest,
+        events_listed,
+        rejects_listed,
+        files_listed,
+        objects,
         events_staged: rows[0],
         rejects_staged: rows[1],
         files_staged: rows[2],
@@ -440,6 +505,7 @@ mod tests {
     use super::*;
     use crate::clean::Reason;
     use crate::store::local::LocalStore;
+    use crate::store::{ObjectMeta, ObjectStore};
 
     fn reject(n: u64) -> Reject<'static> {
         Reject {
@@ -469,6 +535,150 @@ mod tests {
             out.extend(text.lines().map(str::to_owned));
         }
         out
+    }
+
+    /// A directory whose writes of keys containing `fail` are refused, as a store
+    /// refusing a PUT.
+    #[derive(Debug)]
+    struct RefusingPuts {
+        inner: LocalStore,
+        fail: &'static str,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for RefusingPuts {
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn get(&self, key: &str) -> Result<crate::store::Body, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+            if key.contains(self.fail) {
+                return Err(StoreError::io("write", self.url(key), "refused by the test"));
+            }
+            self.inner.put(key, bytes).await
+        }
+        async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+            self.inner.delete_prefix(prefix).await
+        }
+        async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+            self.inner.delete(keys).await
+        }
+        fn url(&self, key: &str) -> String {
+            self.inner.url(key)
+        }
+        fn key_of(&self, url: &str) -> Option<String> {
+            self.inner.key_of(url)
+        }
+    }
+
+    async fn read_manifest(place: &Place, key: &str) -> Manifest {
+        let mut body = place.store.get(key).await.unwrap();
+        let mut text = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut body, &mut text)
+            .await
+            .unwrap();
+        serde_json::from_slice(&text).unwrap()
+    }
+
+    /// Two writers sharing a load, each with several parts per stream: whichever the
+    /// manifest order, the manifests list every part of both, the load lists what each
+    /// manifest holds, and `objects` names exactly what is under the load's prefix.
+    #[tokio::test]
+    async fn manifests_list_every_writers_parts_and_objects_name_every_key() {
+        for order in [ManifestOrder::AfterParts, ManifestOrder::WithLastParts] {
+            let dir = tempfile::tempdir().unwrap();
+            let place = Place {
+                store: Arc::new(LocalStore::new(dir.path().to_path_buf())),
+                prefix: "staging/".into(),
+            };
+            let prefix = place.key("L/");
+            let mut written = Vec::new();
+            for tag in ["w0-", "w1-"] {
+                let mut w = StageWriter::at_prefix(place.clone(), "L", prefix.clone(), 4 * 1024)
+                    .with_tag(tag.into())
+                    .with_in_flight(1);
+                for n in 0..2_000 {
+                    w.reject(&format!("{tag}.json"), n + 1, &reject(n)).unwrap();
+                    w.flush_full().await.unwrap();
+                }
+                w.file(&FileRow::new(&format!("{tag}.json"), "e", 1, &Default::default()))
+                    .unwrap();
+                written.push(w.close_parts().await.unwrap());
+            }
+            let staged = write_manifests(&place, "L", &prefix, written, order)
+                .await
+                .unwrap();
+            assert_eq!((staged.rejects_staged, staged.files_staged), (4_000, 2));
+            assert!(staged.rejects_listed.entries.len() > 2, "{order:?}");
+            for (key, listed) in [
+                (&staged.events_manifest, &staged.events_listed),
+                (&staged.rejects_manifest, &staged.rejects_listed),
+                (&staged.files_manifest, &staged.files_listed),
+            ] {
+                assert_eq!(&read_manifest(&place, key).await, listed, "{order:?} {key}");
+            }
+            let rows = rows_listed(&place, &staged.rejects_manifest).await;
+            assert_eq!(rows.len(), 4_000, "{order:?}");
+            let mut on_store: Vec<String> = place
+                .store
+                .list(&prefix)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            let mut objects = staged.objects.clone();
+            on_store.sort();
+            objects.sort();
+            assert_eq!(objects, on_store, "{order:?}");
+            // Deleting them by name empties the prefix.
+            place.store.delete(&staged.objects).await.unwrap();
+            assert_eq!(place.store.list(&prefix).await.unwrap(), []);
+        }
+    }
+
+    /// A part whose upload fails fails staging whichever the manifest order: no
+    /// `StagedLoad` comes back, so nothing can load what a manifest names. Manifests
+    /// written after the parts are not written at all.
+    #[tokio::test]
+    async fn a_failed_part_upload_fails_staging_in_either_order() {
+        for order in [ManifestOrder::AfterParts, ManifestOrder::WithLastParts] {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn ObjectStore> = Arc::new(RefusingPuts {
+                inner: LocalStore::new(dir.path().to_path_buf()),
+                fail: "rejects/part-",
+            });
+            let place = Place {
+                store,
+                prefix: String::new(),
+            };
+            let mut w = StageWriter::new(place.clone(), "L", 1024 * 1024);
+            for n in 0..10 {
+                w.reject("a.json", n + 1, &reject(n)).unwrap();
+            }
+            w.file(&FileRow::new("a.json", "e", 1, &Default::default()))
+                .unwrap();
+            // The last parts are closed here; their uploads fail later.
+            let parts = w.close_parts().await.unwrap();
+            let e = write_manifests(&place, "L", "L/", vec![parts], order)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{order:?}: staging must fail"));
+            assert!(e.to_string().contains("refused by the test"), "{order:?}: {e}");
+            if order == ManifestOrder::AfterParts {
+                let keys: Vec<String> = place
+                    .store
+                    .list("L/")
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.key)
+                    .collect();
+                assert!(keys.iter().all(|k| !k.ends_with(".manifest")), "{keys:?}");
+            }
+        }
     }
 
     /// Rolling back removes exactly the rows written since the checkpoint, whether they

@@ -179,6 +179,31 @@ impl ObjectStore for LocalStore {
         Ok(objects.len() as u64)
     }
 
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        for key in keys {
+            match tokio::fs::remove_file(self.path(key)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("delete", self.url(key), e)),
+            }
+        }
+        // Tidy the directories that held them, as `delete_prefix` does: each, if now
+        // empty, and its empty parents up to the root. Deepest first, each once. (A
+        // write racing this into one of them could find its directory gone: callers
+        // delete a load's objects once nothing writes there any more.)
+        let mut dirs = std::collections::BTreeSet::new();
+        for key in keys {
+            let mut p = self.path(key);
+            while p.pop() && p.starts_with(&self.root) && p != self.root {
+                dirs.insert(p.clone());
+            }
+        }
+        for dir in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+
     fn url(&self, key: &str) -> String {
         format!("file://{}", self.path(key).display())
     }

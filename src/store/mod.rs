@@ -73,6 +73,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
     /// Deletes every object under `prefix`; returns how many were deleted.
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
+    /// Deletes exactly these objects; a key with no object is not an error (as S3's
+    /// DeleteObjects has it). A load knows every key it wrote, so deleting them by name
+    /// costs no listing: on S3 that is one round trip instead of two.
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
     /// The URL of `key`, as COPY manifests and messages name it.
     fn url(&self, key: &str) -> String;
     /// The key of a URL this store produced with [`ObjectStore::url`], if it is one.

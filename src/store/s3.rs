@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::operation::delete_objects::{DeleteObjectsError, DeleteObjectsOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
@@ -61,6 +62,65 @@ impl S3Store {
         S3Store {
             client,
             bucket: bucket.to_owned(),
+        }
+    }
+}
+
+/// DeleteObjects takes at most 1,000 keys a call.
+const DELETE_BATCH: usize = 1000;
+/// DeleteObjects calls in flight at once: each is a round trip, so a large delete costs
+/// about one, not one per thousand keys.
+const DELETE_CALLS_IN_FLIGHT: usize = 8;
+
+/// What one DeleteObjects call gives.
+type DeleteCall = Result<DeleteObjectsOutput, aws_sdk_s3::error::SdkError<DeleteObjectsError>>;
+
+impl S3Store {
+    /// Deletes `keys` with DeleteObjects, [`DELETE_BATCH`] keys a call, the calls at once
+    /// (at most [`DELETE_CALLS_IN_FLIGHT`]). `what` names the objects in errors when no
+    /// single key is to blame (the prefix's URL, or the keys').
+    async fn delete_keys(&self, keys: &[String], what: &str) -> Result<(), StoreError> {
+        let mut calls = tokio::task::JoinSet::new();
+        for chunk in keys.chunks(DELETE_BATCH) {
+            let ids = chunk
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::io("delete", what.to_owned(), e))?;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| StoreError::io("delete", what.to_owned(), e))?;
+            while calls.len() >= DELETE_CALLS_IN_FLIGHT {
+                self.delete_done(calls.join_next().await, what)?;
+            }
+            let call = self.client.delete_objects().bucket(&self.bucket).delete(delete);
+            calls.spawn(call.send());
+        }
+        while !calls.is_empty() {
+            self.delete_done(calls.join_next().await, what)?;
+        }
+        Ok(())
+    }
+
+    /// The outcome of one DeleteObjects call: quiet mode lists only the keys it failed.
+    fn delete_done(
+        &self,
+        joined: Option<Result<DeleteCall, tokio::task::JoinError>>,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let Some(joined) = joined else { return Ok(()) };
+        let out = joined
+            .map_err(|e| StoreError::io("delete", what.to_owned(), e))?
+            .map_err(|e| StoreError::io("delete", what.to_owned(), describe(&e)))?;
+        match out.errors().first() {
+            Some(err) => Err(StoreError::io(
+                "delete",
+                err.key().map_or_else(|| what.to_owned(), |k| self.url(k)),
+                err.message().unwrap_or("DeleteObjects reported an error"),
+            )),
+            None => Ok(()),
         }
     }
 }
@@ -151,36 +211,18 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
-        let objects = self.list(prefix).await?;
-        // DeleteObjects takes at most 1,000 keys a call.
-        for chunk in objects.chunks(1000) {
-            let ids = chunk
-                .iter()
-                .map(|o| ObjectIdentifier::builder().key(&o.key).build())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StoreError::io("delete", self.url(prefix), e))?;
-            let delete = Delete::builder()
-                .set_objects(Some(ids))
-                .quiet(true)
-                .build()
-                .map_err(|e| StoreError::io("delete", self.url(prefix), e))?;
-            let out = self
-                .client
-                .delete_objects()
-                .bucket(&self.bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|e| StoreError::io("delete", self.url(prefix), describe(&e)))?;
-            if let Some(err) = out.errors().first() {
-                return Err(StoreError::io(
-                    "delete",
-                    self.url(err.key().unwrap_or(prefix)),
-                    err.message().unwrap_or("DeleteObjects reported an error"),
-                ));
-            }
-        }
-        Ok(objects.len() as u64)
+        let keys: Vec<String> = self.list(prefix).await?.into_iter().map(|o| o.key).collect();
+        self.delete_keys(&keys, &self.url(prefix)).await?;
+        Ok(keys.len() as u64)
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        let what = match keys {
+            [] => return Ok(()),
+            [key] => self.url(key),
+            [first, rest @ ..] => format!("{} and {} more", self.url(first), rest.len()),
+        };
+        self.delete_keys(keys, &what).await
     }
 
     fn url(&self, key: &str) -> String {

@@ -666,12 +666,13 @@ impl Warehouse for Postgres {
         started_at: NaiveDateTime,
     ) -> Result<Option<LoadRow>, WarehouseError> {
         // The three manifests and their first parts are opened at once, before the
-        // transaction: one round trip to the store, not three, and none under the lock.
+        // transaction: one round trip to the store, and none under the lock. The parts
+        // are known from what the load staged; each manifest read must list them.
         let store = &self.staging.store;
         let (files, events, rejects) = tokio::try_join!(
-            super::staged::open(store, &staged.files_manifest),
-            super::staged::open(store, &staged.events_manifest),
-            super::staged::open(store, &staged.rejects_manifest),
+            super::staged::open(store, &staged.files_manifest, &staged.files_listed),
+            super::staged::open(store, &staged.events_manifest, &staged.events_listed),
+            super::staged::open(store, &staged.rejects_manifest, &staged.rejects_listed),
         )?;
         let mut client = self.client.lock().await;
         let tx = client

@@ -295,6 +295,101 @@ async fn s3_incremental_load_through_the_binary() {
     assert!(out.stdout.contains("0 pending"), "{out}");
 }
 
+/// On S3, a failed load keeps its `<staging>/<load_id>/` whole for inspection: the
+/// three manifests and every part they list (staging returns only once every write
+/// succeeded, even with the manifests written alongside the last parts), and nothing
+/// else. The load that commits after the fix deletes its own objects, by name, and
+/// leaves the failed load's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
+    let pg = support::postgres().await;
+    let s3 = support::s3().await;
+    s3.create_bucket(BUCKET).await;
+    let schema = pg.fresh_schema("e2e_s3_fail").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("s3://{BUCKET}/events/"),
+        &format!("s3://{BUCKET}/staging/"),
+        pg,
+        &schema,
+        // Two workers: each stages its own parts, both listed by one manifest.
+        "[load]\nconcurrency = 2\n",
+    );
+    for i in 0..6u32 {
+        let body = format!(
+            "{}\n{}\nnot json\n",
+            event(2 * i, 3, "a"),
+            event(2 * i + 1, 3, "b")
+        );
+        s3.put(BUCKET, &format!("events/2020/01/03/{i}.json"), body).await;
+    }
+    let env = s3.env();
+    let cli = |args: &[&str]| {
+        let mut full = vec!["--config", config.as_str()];
+        full.extend_from_slice(args);
+        run_bin(&full, &env, dir.path())
+    };
+    check(cli(&["migrate"]));
+    let client = pg.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.boom() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; \
+             CREATE TRIGGER boom BEFORE INSERT ON {schema}.etl_loads FOR EACH ROW EXECUTE FUNCTION {schema}.boom();"
+        ))
+        .await
+        .unwrap();
+    let out = cli(&["run"]);
+    assert_eq!(out.code(), Some(4), "{out}");
+
+    let kept = s3.list(BUCKET, "staging/").await;
+    // staging/<load_id>/...
+    let prefix = kept
+        .first()
+        .and_then(|k| k.split('/').nth(1))
+        .map(|load_id| format!("staging/{load_id}/"))
+        .unwrap_or_else(|| panic!("nothing kept: {out}"));
+    assert!(kept.iter().all(|k| k.starts_with(&prefix)), "one load: {kept:?}");
+    let mut expected = Vec::new();
+    for table in ["events", "rejects", "files"] {
+        let key = format!("{prefix}{table}.manifest");
+        let manifest: serde_json::Value = serde_json::from_slice(&s3.get(BUCKET, &key).await).unwrap();
+        let entries = manifest["entries"].as_array().unwrap();
+        assert!(!entries.is_empty(), "{key}: {manifest}");
+        for e in entries {
+            let url = e["url"].as_str().unwrap();
+            let part = url.strip_prefix(&format!("s3://{BUCKET}/")).unwrap().to_owned();
+            assert_eq!(
+                s3.get(BUCKET, &part).await.len() as u64,
+                e["meta"]["content_length"].as_u64().unwrap(),
+                "{url}"
+            );
+            expected.push(part);
+        }
+        expected.push(key);
+    }
+    expected.sort();
+    assert_eq!(kept, expected, "exactly the manifests and the parts they list");
+
+    client
+        .batch_execute(&format!("DROP TRIGGER boom ON {schema}.etl_loads"))
+        .await
+        .unwrap();
+    let out = check(cli(&["run"]));
+    assert!(out.stdout.contains("loaded 6 of 6 event files"), "{out}");
+    assert_eq!(
+        scalar(pg, &format!("SELECT count(*) FROM {schema}.events")).await,
+        12
+    );
+    assert_eq!(
+        s3.list(BUCKET, "staging/").await,
+        kept,
+        "the committed load deleted its own objects, and only those"
+    );
+    assert_books_balance(pg, &schema).await;
+}
+
 /// Copies the repo's sample files into a fresh source dir.
 fn sample_source(dir: &Path) -> std::path::PathBuf {
     let src = dir.join("source");

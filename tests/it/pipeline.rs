@@ -44,6 +44,9 @@ impl ObjectStore for Expiring {
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         self.inner.delete_prefix(prefix).await
     }
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.inner.delete(keys).await
+    }
     fn url(&self, key: &str) -> String {
         self.inner.url(key)
     }

@@ -116,6 +116,8 @@ conformance!(
     missing_prefix_lists_empty,
     get_missing_is_not_found,
     delete_prefix_removes_exactly_the_prefix,
+    delete_removes_exactly_the_keys_named,
+    delete_by_name_spans_more_than_one_batch,
     url_and_key_of_round_trip,
     put_leaves_other_keys_alone,
     list_spans_more_than_one_page,
@@ -417,6 +419,68 @@ async fn delete_prefix_removes_exactly_the_prefix(store: &Arc<dyn ObjectStore>, 
     assert_eq!(list(store, p).await, []);
 }
 
+/// Deletes exactly the keys named, not the keys they are a prefix of; a key with no
+/// object, or no key at all, is not an error.
+async fn delete_removes_exactly_the_keys_named(store: &Arc<dyn ObjectStore>, _: Adapter, p: &str) {
+    for rel in [
+        "L/events/part-1",
+        "L/events/part-10",
+        "L/events.manifest",
+        "L/x/y/z",
+        "M/keep",
+    ] {
+        put(store, &format!("{p}{rel}"), rel).await;
+    }
+    let named = |rels: &[&str]| rels.iter().map(|r| format!("{p}{r}")).collect::<Vec<_>>();
+    store
+        .delete(&named(&[
+            "L/events/part-1",
+            "L/events.manifest",
+            "L/x/y/z",
+            "L/never-written",
+        ]))
+        .await
+        .expect("delete");
+    assert_eq!(keys(store, p).await, named(&["L/events/part-10", "M/keep"]));
+    assert_not_found(store, &format!("{p}L/events/part-1")).await;
+    // Again, and with nothing named: nothing to do, no error.
+    store
+        .delete(&named(&["L/events/part-1"]))
+        .await
+        .expect("delete again");
+    store.delete(&[]).await.expect("delete nothing");
+    // The directories emptied can be written to again (local: they were tidied).
+    put(store, &format!("{p}L/x/y/z"), "again").await;
+    assert_eq!(get(store, &format!("{p}L/x/y/z")).await, b"again");
+    store
+        .delete(&named(&["L/events/part-10", "L/x/y/z", "M/keep"]))
+        .await
+        .expect("delete the rest");
+    assert_eq!(list(store, p).await, []);
+}
+
+/// More keys than one DeleteObjects call takes (1,000): all deleted by name, the rest
+/// kept.
+async fn delete_by_name_spans_more_than_one_batch(store: &Arc<dyn ObjectStore>, _: Adapter, p: &str) {
+    const N: usize = 1003;
+    const PARALLEL: usize = 16;
+    let named: Vec<String> = (0..N).map(|i| format!("{p}L/{i:05}.part")).collect();
+    let mut set: tokio::task::JoinSet<Result<(), StoreError>> = tokio::task::JoinSet::new();
+    for key in named.iter().chain([&format!("{p}L/keep")]) {
+        while set.len() >= PARALLEL {
+            set.join_next().await.unwrap().expect("put task").expect("put");
+        }
+        let store = Arc::clone(store);
+        let key = key.clone();
+        set.spawn(async move { store.put(&key, b"x".to_vec()).await });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("put task").expect("put");
+    }
+    store.delete(&named).await.expect("delete");
+    assert_eq!(keys(store, p).await, [format!("{p}L/keep")]);
+}
+
 /// `key_of(url(k)) == k`, and URLs of other stores are refused.
 async fn url_and_key_of_round_trip(store: &Arc<dyn ObjectStore>, adapter: Adapter, p: &str) {
     for key in [
@@ -592,6 +656,34 @@ async fn local_delete_prefix_leaves_no_empty_directories() {
     }
     std::fs::create_dir_all(root.join("L/empty/deeper")).unwrap();
     assert_eq!(store.delete_prefix("L/").await.unwrap(), 4);
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["M"], "{left:?}");
+}
+
+/// Deleting a load's objects by name leaves no empty directories behind (a local
+/// load's `<load_id>/events/`, `rejects/`, `files/`), and keeps the root and other
+/// loads' directories.
+#[tokio::test]
+async fn local_delete_leaves_no_empty_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("staging");
+    std::fs::create_dir(&root).unwrap();
+    let store = LocalStore::new(root.clone());
+    let load: Vec<String> = [
+        "L/events/part-00000.jsonl.gz",
+        "L/rejects/part-00000.jsonl.gz",
+        "L/files/part-00000.jsonl.gz",
+        "L/events.manifest",
+    ]
+    .map(String::from)
+    .to_vec();
+    for key in load.iter().chain([&"M/keep".to_owned()]) {
+        store.put(key, b"x".to_vec()).await.unwrap();
+    }
+    store.delete(&load).await.unwrap();
     let left: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -1268,6 +1268,47 @@ pub async fn missing_part_fails_and_leaves_nothing(wh: &dyn Warehouse, cx: &Cx) 
     assert_totals_consistent(cx, &row).await;
 }
 
+/// A manifest changed under the load (here: its last part dropped, as if staging were
+/// rewritten between staging and loading): the load fails and leaves every table as it
+/// was. PostgreSQL reads the manifest and finds it is not the one the load wrote, and
+/// says so naming it; Redshift's COPY loads what the manifest lists, and the row-count
+/// check refuses the shortfall.
+pub async fn changed_manifest_fails_and_leaves_nothing(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let files = [sample_a(), src("m/2.json", "m2", &ev(X, "x@x.io"))];
+    let staged = cx.stager.stage("load-1", &files).await;
+    let mut manifest = staged_manifest(cx, &staged.events_manifest).await;
+    assert!(manifest.entries.len() >= 2, "want several parts: {manifest:?}");
+    manifest.entries.pop();
+    cx.stager
+        .place
+        .store
+        .put(&staged.events_manifest, manifest.to_json())
+        .await
+        .expect("rewrite the manifest");
+
+    let before = cx.db.snapshot().await;
+    let e = wh
+        .load(&staged, at("2024-06-01 00:00:01"))
+        .await
+        .expect_err("a load whose manifest changed must fail");
+    if cx.backend.dialect() == Dialect::Postgres {
+        let url = cx.stager.place.store.url(&staged.events_manifest);
+        assert!(
+            e.to_string().contains(&url) && e.to_string().contains("is not the one this load wrote"),
+            "error must name {url}: {e}"
+        );
+    }
+    assert_eq!(
+        cx.db.snapshot().await,
+        before,
+        "a failed load left something behind"
+    );
+    assert_stage_empty(cx).await;
+    let keys: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
+    assert_eq!(wh.recorded_versions(&keys).await.expect("rv"), HashSet::new());
+}
+
 /// What a load leaves, minus load ids and timestamps: comparable across namespaces.
 async fn contents(cx: &Cx) -> Vec<String> {
     let mut out = cx.db.rows(&events_sql(cx)).await;
@@ -1811,6 +1852,7 @@ macro_rules! every_check {
                 recorded_versions_are_exact,
                 concurrently_recorded_files_are_skipped,
                 missing_part_fails_and_leaves_nothing,
+                changed_manifest_fails_and_leaves_nothing,
                 failure_at_last_statement_rolls_back_everything,
                 load_without_events_records_files,
                 recent_loads_newest_first,
