@@ -13,7 +13,9 @@ pub const MAX_EVENT_NAME_BYTES: usize = 128;
 
 /// Lowercases `s` only when it has uppercase ASCII, so the common case borrows.
 fn ascii_lower(s: Cow<'_, str>) -> Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+    // A fold with no early exit, which the compiler vectorises: these strings are short
+    // and nearly always lowercase already.
+    if s.bytes().fold(false, |acc, b| acc | b.is_ascii_uppercase()) {
         Cow::Owned(s.to_ascii_lowercase())
     } else {
         s
