@@ -210,14 +210,17 @@ pub fn normalise_email(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     let ok = if v.is_ascii() {
         ascii_address_ok(v.as_bytes())
     } else {
-        !v.chars().any(|c| c.is_whitespace() || c == '\0') && address_ok(v)
+        address_ok(v)
     };
     ok.then_some(s)
 }
 
-/// The shape of an address: one `@`, a non-empty local part, a dotted domain with no
-/// empty label.
-fn address_ok(v: &str) -> bool {
+/// No whitespace or NUL, one `@`, a non-empty local part, a dotted domain with no empty
+/// label.
+pub(super) fn address_ok(v: &str) -> bool {
+    if v.chars().any(|c| c.is_whitespace() || c == '\0') {
+        return false;
+    }
     let Some((local, domain)) = v.split_once('@') else {
         return false;
     };
@@ -227,10 +230,10 @@ fn address_ok(v: &str) -> bool {
         && !domain.split('.').any(str::is_empty)
 }
 
-/// [`address_ok`] and no whitespace or NUL, for ASCII (nearly every address) in one pass
+/// [`address_ok`] for ASCII (nearly every address) in one pass
 /// over the bytes, the checks of the general path being five; `char::is_whitespace` on
 /// ASCII is exactly space and \t through \r.
-fn ascii_address_ok(b: &[u8]) -> bool {
+pub(super) fn ascii_address_ok(b: &[u8]) -> bool {
     let (mut at, mut bad, mut dots, mut empty_label, mut prev) = (None, false, 0usize, false, 0u8);
     for (i, &c) in b.iter().enumerate() {
         match c {
