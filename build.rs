@@ -6,15 +6,24 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    // Read when the script runs, not baked in when it was compiled: a build script
+    // binary reused for a checkout at another path would read that path's files.
+    let manifest_dir = match std::env::var("CARGO_MANIFEST_DIR") {
+        Ok(d) => d,
+        Err(e) => panic!("cargo sets CARGO_MANIFEST_DIR for build scripts: {e}"),
+    };
+    let root = Path::new(&manifest_dir).join("sql");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut out = String::new();
     for dialect in ["postgres", "redshift"] {
         let dir = root.join(dialect).join("migrations");
         println!("cargo:rerun-if-changed={}", dir.display());
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
+        // A missing directory is a broken checkout: a binary without migrations would
+        // refuse every database it meets.
+        let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).collect(),
+            Err(e) => panic!("cannot read {}: {e}", dir.display()),
+        };
         files.sort();
         let _ = writeln!(out, "pub const {}: &[(&str, &str)] = &[", dialect.to_uppercase());
         for f in files {
