@@ -114,20 +114,23 @@ pub fn write_event(out: &mut Vec<u8>, key: &str, line: u64, e: &CleanEvent<'_>) 
 /// email, name and key) is copied as it is, without serde_json's writer, which cost
 /// more than the copy.
 fn json_str(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
-    // A fold with no early exit: the compiler vectorises it, and the strings are short.
-    let needs_escape = s
-        .bytes()
-        .fold(false, |acc, b| acc | (b < 0x20) | (b == b'"') | (b == b'\\'));
-    if needs_escape {
+    if needs_escape(s) {
         return serde_json::to_writer(out, s).map_err(std::io::Error::other);
     }
     json_plain(out, s);
     Ok(())
 }
 
+/// Whether serde_json would escape anything in `s`. A fold with no early exit: the
+/// compiler vectorises it, and the strings are short.
+fn needs_escape(s: &str) -> bool {
+    s.bytes()
+        .fold(false, |acc, b| acc | (b < 0x20) | (b == b'"') | (b == b'\\'))
+}
+
 /// A JSON string that holds nothing to escape, quoted.
 fn json_plain(out: &mut Vec<u8>, s: &str) {
-    debug_assert!(!s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+    debug_assert!(!needs_escape(s));
     out.reserve(s.len() + 2);
     out.push(b'"');
     out.extend_from_slice(s.as_bytes());

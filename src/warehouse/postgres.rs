@@ -278,7 +278,7 @@ async fn encode_parts(
     buf.put_slice(COPY_SIGNATURE);
     buf.put_i32(0);
     buf.put_i32(0);
-    let statement = table.statement();
+    let (statement, types) = (table.statement(), table.types());
     let mut row_no = 0u64;
     while let Some(next) = parts.next().await {
         let (url, part) = match next {
@@ -322,7 +322,6 @@ async fn encode_parts(
                 let _ = out.send(Err(e)).await;
                 return;
             }
-            let types = table.types();
             let encoded = match table {
                 StageTable::Files => rows::parse::<rows::File>(line.bytes)
                     .map_err(Into::into)
@@ -557,6 +556,29 @@ fn describe_target(url: &str) -> String {
 }
 
 impl Postgres {
+    /// The applied migrations, from `schema_migrations`: what `migrate` compares the
+    /// shipped files with, and what `status` reports.
+    async fn read_applied(&self, c: &impl GenericClient) -> Result<Vec<AppliedRow>, WarehouseError> {
+        let rows = c
+            .query(
+                &with_schema(
+                    "SELECT version, name, checksum FROM {schema}.schema_migrations ORDER BY version",
+                    &self.schema,
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| self.stmt_err("read schema_migrations", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| AppliedRow {
+                version: r.get(0),
+                name: r.get(1),
+                checksum: r.get(2),
+            })
+            .collect())
+    }
+
     /// [`Warehouse::migrate`] with these migration files in place of the shipped ones
     /// (tests exercise migration forms the shipped files do not use).
     pub async fn migrate_files(
@@ -576,24 +598,7 @@ impl Postgres {
                 .batch_execute(&with_schema(BOOTSTRAP_SQL, &self.schema))
                 .await
                 .map_err(|e| self.stmt_err("bootstrap", &e))?;
-            let rows = client
-                .query(
-                    &with_schema(
-                        "SELECT version, name, checksum FROM {schema}.schema_migrations ORDER BY version",
-                        &self.schema,
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| self.stmt_err("read schema_migrations", &e))?;
-            let applied: Vec<AppliedRow> = rows
-                .iter()
-                .map(|r| AppliedRow {
-                    version: r.get(0),
-                    name: r.get(1),
-                    checksum: r.get(2),
-                })
-                .collect();
+            let applied = self.read_applied(&*client).await?;
             let mut done = Vec::new();
             for m in migrate::pending(&all, &applied)? {
                 let label = format!("migration {:04}_{}", m.version, m.name);
@@ -781,24 +786,7 @@ impl Warehouse for Postgres {
 
     async fn applied_migrations(&self) -> Result<Vec<AppliedRow>, WarehouseError> {
         let client = self.client.lock().await;
-        let rows = client
-            .query(
-                &with_schema(
-                    "SELECT version, name, checksum FROM {schema}.schema_migrations ORDER BY version",
-                    &self.schema,
-                ),
-                &[],
-            )
-            .await
-            .map_err(|e| self.stmt_err("read schema_migrations", &e))?;
-        Ok(rows
-            .iter()
-            .map(|r| AppliedRow {
-                version: r.get(0),
-                name: r.get(1),
-                checksum: r.get(2),
-            })
-            .collect())
+        self.read_applied(&*client).await
     }
 
     async fn record_run(&self, r: &RunRow) -> Result<(), WarehouseError> {
