@@ -825,8 +825,9 @@ async fn concurrent_runs_load_each_file_once() {
     assert_books_balance(pg, &schema).await;
 }
 
-/// A run killed at an arbitrary moment (here: while it is cleaning and staging), then
-/// run again, ends as one clean run: nothing of the killed run was recorded.
+/// A run killed at an arbitrary moment (here: while it is cleaning and staging, once it
+/// logged its first cleaned file), then run again, ends as one clean run: nothing of the
+/// killed run was recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_then_a_rerun_equals_one_clean_run() {
     let Twin {
@@ -840,10 +841,16 @@ async fn a_killed_run_then_a_rerun_equals_one_clean_run() {
         .args(["--config", &cfg, "run"])
         .current_dir(dir.path())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(150));
+    // Waits for the event, not for a time: the first file cleaned (the log goes to
+    // stderr), so the kill lands inside cleaning and staging however busy the machine.
+    let log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let cleaning = std::io::BufRead::lines(log)
+        .map_while(Result::ok)
+        .any(|l| l.contains("file cleaned"));
+    assert!(cleaning, "the run ended without logging a cleaned file");
     let _ = child.kill(); // SIGKILL: no cleanup of any kind
     let status = child.wait().unwrap();
     eprintln!("killed run ended with {status}");
