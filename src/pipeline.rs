@@ -11,7 +11,7 @@ use tracing::Instrument as _;
 
 use crate::clean::{Cleaner, FileTally, LineOutcome, Reason, Reject};
 use crate::discover;
-use crate::read::{At, GzipEnd, LineReader};
+use crate::read::{At, GzipEnd, Input, LineReader};
 use crate::stage::pool;
 use crate::stage::writer::StageError;
 use crate::stage::{FileRow, ManifestOrder, StageWriter, StagedLoad};
@@ -85,7 +85,7 @@ pub async fn clean_object(
     cleaner: &Cleaner,
     key: &str,
     url: &str,
-    body: Body,
+    body: impl Into<Input>,
     w: &mut StageWriter,
 ) -> Result<CleanedFile, PipelineError> {
     let read_err = |e: std::io::Error| PipelineError::Read {
@@ -96,7 +96,7 @@ pub async fn clean_object(
     let mut reader = LineReader::open(body, key).await.map_err(read_err)?;
     let mut tally = FileTally::default();
     let mut reasons = BTreeMap::new();
-    let mut rejects_logged = 0u64;
+    let mut first_rejects = Vec::new();
     let mut since_yield = 0usize;
     while let Some(line) = reader.next_line().await.map_err(read_err)? {
         since_yield += line.bytes.len() + 1;
@@ -108,7 +108,7 @@ pub async fn clean_object(
             None => cleaner.clean_line(line.no, line.bytes, line.too_long),
         };
         tally.add(&outcome);
-        emit(w, key, line.no, outcome, &mut rejects_logged, &mut reasons)?;
+        emit(w, key, line.no, outcome, &mut first_rejects, &mut reasons)?;
         w.flush_full().await?;
         if since_yield >= YIELD_EVERY {
             // A body read ahead into memory never makes the task wait: yield now and
@@ -134,11 +134,13 @@ pub async fn clean_object(
             tally = FileTally::default();
             tally.add(&outcome);
             reasons.clear();
-            emit(w, key, 1, outcome, &mut 0, &mut reasons)?;
+            first_rejects.clear();
+            emit(w, key, 1, outcome, &mut first_rejects, &mut reasons)?;
         }
         Some(GzipEnd::Truncated(at)) => telemetry::gzip_truncated(key, at, tally.lines),
         Some(GzipEnd::Verified { .. }) | None => {}
     }
+    telemetry::lines_rejected(key, tally.rejects, &reasons, &first_rejects);
     telemetry::file_cleaned(key, &tally);
     Ok(CleanedFile { tally, reasons })
 }
@@ -157,20 +159,21 @@ fn cut_line_message(at: &At, bytes: &[u8]) -> String {
     )
 }
 
-/// Writes one line's outcome to staging. `nth` counts the file's rejects, for
-/// rate-limited logging.
+/// Writes one line's outcome to staging, counting rejects by reason and keeping the
+/// file's first few (line, reason) for its one log line.
 fn emit(
     w: &mut StageWriter,
     key: &str,
     no: u64,
     outcome: LineOutcome<'_>,
-    nth: &mut u64,
+    first_rejects: &mut Vec<(u64, Reason)>,
     reasons: &mut BTreeMap<Reason, u64>,
 ) -> Result<(), StageError> {
     let mut reject = |w: &mut StageWriter, r: &Reject<'_>| {
-        *nth += 1;
         *reasons.entry(r.reason).or_insert(0) += 1;
-        telemetry::line_rejected(key, no, r.reason, *nth);
+        if first_rejects.len() < telemetry::REJECTS_LOGGED_PER_FILE {
+            first_rejects.push((no, r.reason));
+        }
         w.reject(key, no, r)
     };
     for row in outcome.into_rows() {

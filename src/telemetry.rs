@@ -1,13 +1,16 @@
 //! One typed event per stage outcome, logged in one place (vector's internal_events
 //! habit): operators grep for these names, tests do not depend on them.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
 use crate::clean::{FileTally, Reason};
 use crate::read::At;
 use crate::warehouse::LoadRow;
 
-/// How many rejects of one file are logged line by line; the rest are only counted
-/// (every reject is still stored in `event_rejects`).
-pub const REJECTS_LOGGED_PER_FILE: u64 = 20;
+/// How many of a file's rejects its log line names by line and reason; the rest are
+/// only counted (every reject is stored in `event_rejects`).
+pub const REJECTS_LOGGED_PER_FILE: usize = 20;
 
 pub fn files_discovered(listed: usize, event_files: usize, pending: usize) {
     tracing::info!(listed, event_files, pending, "files discovered");
@@ -20,15 +23,34 @@ pub fn file_vanished(url: &str) {
     );
 }
 
-pub fn line_rejected(key: &str, line: u64, reason: Reason, nth_in_file: u64) {
-    if nth_in_file <= REJECTS_LOGGED_PER_FILE {
-        tracing::warn!(file = key, line, reason = reason.as_str(), "line rejected");
-    } else if nth_in_file == REJECTS_LOGGED_PER_FILE + 1 {
-        tracing::warn!(
-            file = key,
-            "more rejects in this file; see event_rejects for all of them"
-        );
+/// One warning per file with rejects, not one per rejected line: a file of bad lines
+/// would otherwise cost a write to stderr per line, each a wake-up of whatever reads
+/// the scheduler's log pipe. `first` names the first [`REJECTS_LOGGED_PER_FILE`] as
+/// `line:reason`.
+pub fn lines_rejected(key: &str, rejects: u64, by_reason: &BTreeMap<Reason, u64>, first: &[(u64, Reason)]) {
+    if rejects == 0 {
+        return;
     }
+    let mut reasons = String::new();
+    for (r, n) in by_reason {
+        let sep = if reasons.is_empty() { "" } else { " " };
+        let _ = write!(reasons, "{sep}{}={n}", r.as_str());
+    }
+    let mut lines = String::new();
+    for (no, r) in first {
+        let sep = if lines.is_empty() { "" } else { " " };
+        let _ = write!(lines, "{sep}{no}:{}", r.as_str());
+    }
+    if rejects > first.len() as u64 {
+        lines.push_str(" ...");
+    }
+    tracing::warn!(
+        file = key,
+        rejects,
+        reasons,
+        first = lines,
+        "lines rejected; every one is in event_rejects with its line and reason"
+    );
 }
 
 pub fn gzip_corrupt(key: &str, at: &At, detail: &str, lines_read: u64) {

@@ -32,7 +32,35 @@ pub struct Line<'a> {
     pub cut: Option<At>,
 }
 
+/// What a reader reads: an object already whole in memory (read ahead), or a body to
+/// stream.
+pub enum Input {
+    Bytes(Vec<u8>),
+    Stream(Body),
+}
+
+impl From<Body> for Input {
+    fn from(body: Body) -> Input {
+        Input::Stream(body)
+    }
+}
+
+impl Input {
+    fn into_body(self) -> Body {
+        match self {
+            Input::Bytes(b) => Box::new(std::io::Cursor::new(b)),
+            Input::Stream(b) => b,
+        }
+    }
+}
+
 enum Source {
+    /// Plain bytes in memory: the whole rest is the buffer, so every line is lent from it
+    /// and none is copied.
+    Memory {
+        bytes: Vec<u8>,
+        pos: usize,
+    },
     Plain(BufReader<Body>),
     Gzip(Box<gzip::GzipDecoder>),
 }
@@ -40,6 +68,7 @@ enum Source {
 impl Source {
     async fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         match self {
+            Source::Memory { bytes, pos } => Ok(&bytes[*pos..]),
             Source::Plain(r) => r.fill_buf().await,
             Source::Gzip(g) => g.fill_buf().await,
         }
@@ -47,6 +76,7 @@ impl Source {
 
     fn consume(&mut self, n: usize) {
         match self {
+            Source::Memory { bytes, pos } => *pos = (*pos + n).min(bytes.len()),
             Source::Plain(r) => r.consume(n),
             Source::Gzip(g) => g.consume(n),
         }
@@ -68,19 +98,26 @@ impl LineReader {
     /// Wraps a source object's body, decompressing when the key ends in `.gz` or the
     /// bytes start with the gzip magic number; concatenated gzip members are read as one
     /// stream. Lines keep at most [`SOURCE_LINE_KEEP`] bytes.
-    pub async fn open(body: Body, key: &str) -> std::io::Result<LineReader> {
-        Self::with_limit(body, key, SOURCE_LINE_KEEP).await
+    pub async fn open(input: impl Into<Input>, key: &str) -> std::io::Result<LineReader> {
+        Self::with_limit(input, key, SOURCE_LINE_KEEP).await
     }
 
     /// Like [`LineReader::open`], keeping at most `keep` bytes of a line.
-    pub async fn with_limit(body: Body, key: &str, keep: usize) -> std::io::Result<LineReader> {
-        let mut raw = BufReader::with_capacity(BUF, body);
-        let head = raw.fill_buf().await?;
-        let gzip = key.ends_with(".gz") || head.starts_with(&[0x1f, 0x8b]);
-        let src = if gzip {
-            Source::Gzip(Box::new(gzip::GzipDecoder::new(raw)))
-        } else {
-            Source::Plain(raw)
+    pub async fn with_limit(input: impl Into<Input>, key: &str, keep: usize) -> std::io::Result<LineReader> {
+        const MAGIC: [u8; 2] = [0x1f, 0x8b];
+        let src = match input.into() {
+            Input::Bytes(bytes) if !key.ends_with(".gz") && !bytes.starts_with(&MAGIC) => {
+                Source::Memory { bytes, pos: 0 }
+            }
+            input => {
+                let mut raw = BufReader::with_capacity(BUF, input.into_body());
+                let head = raw.fill_buf().await?;
+                if key.ends_with(".gz") || head.starts_with(&MAGIC) {
+                    Source::Gzip(Box::new(gzip::GzipDecoder::new(raw)))
+                } else {
+                    Source::Plain(raw)
+                }
+            }
         };
         Ok(LineReader {
             src,
@@ -100,7 +137,7 @@ impl LineReader {
     pub fn gzip_end(&self) -> Option<&GzipEnd> {
         match &self.src {
             Source::Gzip(g) => g.end(),
-            Source::Plain(_) => None,
+            Source::Memory { .. } | Source::Plain(_) => None,
         }
     }
 
@@ -116,9 +153,9 @@ impl LineReader {
         if let Some(i) = memchr::memchr(b'\n', avail).filter(|i| *i <= self.keep) {
             self.lent = i + 1;
             self.line_no += 1;
-            // The same slice again: both sources read only into an empty buffer (the gzip
-            // decoder also while a byte-order mark is undecided, which its first call
-            // settled), and nothing was consumed. Asked twice because a borrow returned
+            // The same slice again: the streaming sources read only into an empty buffer
+            // (the gzip decoder also while a byte-order mark is undecided, which its first
+            // call settled), memory is never refilled, and nothing was consumed. Asked twice because a borrow returned
             // from one branch could not be released for the other.
             let avail = self.src.fill_buf().await?;
             return Ok(Some(Line {

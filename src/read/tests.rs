@@ -29,8 +29,21 @@ struct Read {
     end: Option<GzipEnd>,
 }
 
+/// Reads `bytes` as a streamed body and as bytes in memory (read ahead), which must
+/// give the same lines and end.
 async fn read(bytes: Vec<u8>, key: &str) -> Read {
-    let mut r = LineReader::open(body(bytes), key).await.unwrap();
+    let streamed = read_input(body(bytes.clone()).into(), key).await;
+    let in_memory = read_input(Input::Bytes(bytes), key).await;
+    assert_eq!(
+        format!("{streamed:?}"),
+        format!("{in_memory:?}"),
+        "streamed and in-memory reads differ"
+    );
+    streamed
+}
+
+async fn read_input(input: Input, key: &str) -> Read {
+    let mut r = LineReader::open(input, key).await.unwrap();
     let mut lines = Vec::new();
     while let Some(l) = r.next_line().await.unwrap() {
         lines.push((l.bytes.to_vec(), l.cut));
@@ -381,11 +394,14 @@ async fn lines_past_the_limit_are_cut_and_flagged() {
     let long = vec![b'x'; 100];
     let mut text = long.clone();
     text.extend(b"\nshort\n");
-    let mut r = LineReader::with_limit(body(text), "k.json", 10).await.unwrap();
-    let l = r.next_line().await.unwrap().unwrap();
-    assert_eq!((l.bytes.len(), l.too_long), (10, true));
-    let l = r.next_line().await.unwrap().unwrap();
-    assert_eq!((l.bytes, l.too_long), (&b"short"[..], false));
+    for input in [body(text.clone()).into(), Input::Bytes(text)] {
+        let mut r = LineReader::with_limit(input, "k.json", 10).await.unwrap();
+        let l = r.next_line().await.unwrap().unwrap();
+        assert_eq!((l.bytes.len(), l.too_long), (10, true));
+        let l = r.next_line().await.unwrap().unwrap();
+        assert_eq!((l.bytes, l.too_long), (&b"short"[..], false));
+        assert!(r.next_line().await.unwrap().is_none());
+    }
 }
 
 /// A line of 3 MiB spans many 256 KiB read buffers, plain and gzipped: it is kept to the
@@ -396,8 +412,15 @@ async fn a_line_over_the_limit_across_read_buffers_is_cut_once() {
     let mut text = b"first\n".to_vec();
     text.extend(&huge);
     text.extend(b"\nlast\n");
-    for (bytes, key) in [(text.clone(), "k.json"), (gz(&text), "k.json")] {
-        let mut r = LineReader::open(body(bytes), key).await.unwrap();
+    let gzipped = gz(&text);
+    let inputs: [(Input, &str); 4] = [
+        (body(text.clone()).into(), "k.json"),
+        (body(gzipped.clone()).into(), "k.json"),
+        (Input::Bytes(text), "k.json"),
+        (Input::Bytes(gzipped), "k.json"),
+    ];
+    for (input, key) in inputs {
+        let mut r = LineReader::open(input, key).await.unwrap();
         let l = r.next_line().await.unwrap().unwrap();
         assert_eq!((l.no, l.bytes, l.too_long), (1, &b"first"[..], false));
         let l = r.next_line().await.unwrap().unwrap();

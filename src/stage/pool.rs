@@ -25,6 +25,7 @@ use super::writer::{write_manifests, ManifestOrder, StageError, WrittenParts};
 use super::{FileRow, StageWriter, StagedLoad};
 use crate::clean::{Cleaner, FileTally, Reason};
 use crate::pipeline::{clean_object, PipelineError};
+use crate::read::Input;
 use crate::store::{Body, ObjectMeta, Place};
 use crate::telemetry;
 
@@ -84,7 +85,7 @@ pub struct StagedFiles<S> {
 
 /// An object read ahead, holding its share of the read-ahead budget until cleaned.
 enum Ahead<S> {
-    Read(Body, Option<OwnedSemaphorePermit>),
+    Read(Input, Option<OwnedSemaphorePermit>),
     Skip(S),
     /// Too large to read ahead: the worker opens and streams it.
     Later,
@@ -207,12 +208,12 @@ async fn read_ahead<O: Open>(
             message: e.to_string(),
         })?;
     let rest = head.into_inner();
-    let body: Body = if (bytes.len() as u64) <= READ_AHEAD_MAX_OBJECT {
-        Box::new(std::io::Cursor::new(bytes))
+    let input = if (bytes.len() as u64) <= READ_AHEAD_MAX_OBJECT {
+        Input::Bytes(bytes)
     } else {
-        Box::new(std::io::Cursor::new(bytes).chain(rest))
+        Input::Stream(Box::new(std::io::Cursor::new(bytes).chain(rest)))
     };
-    Ok(Ahead::Read(body, Some(permit)))
+    Ok(Ahead::Read(input, Some(permit)))
 }
 
 /// One worker: takes the next file in input order, cleans it whole into its writer.
@@ -234,7 +235,7 @@ async fn work<O: Open>(
                 continue;
             }
             Ahead::Later => match opener.open(&obj).await? {
-                Opened::Body(body) => (body, None),
+                Opened::Body(body) => (Input::Stream(body), None),
                 Opened::Skip(s) => {
                     done.push((i, Outcome::Skipped(s)));
                     continue;

@@ -526,6 +526,18 @@ async fn corrupt_gzip_and_bad_lines_never_stop_good_data() {
         out.stderr.contains("binary.ndjson") && out.stderr.contains("invalid_utf8"),
         "{out}"
     );
+    // One warning per file with rejects names the file, the count, and each reject's
+    // line and reason.
+    let good = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("lines rejected") && l.contains("good.json"))
+        .collect::<Vec<_>>();
+    assert_eq!(good.len(), 1, "{out}");
+    assert!(
+        good[0].contains("rejects=1") && good[0].contains("first=\"2:"),
+        "{out}"
+    );
     let q = |s: &str| s.replace("{s}", &schema);
     let loaded_cut = scalar(
         pg,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use events_etl::clean::Cleaner;
 use events_etl::config::{RedshiftConfig, RedshiftTarget};
 use events_etl::pipeline::clean_object;
+use events_etl::read::Input;
 use events_etl::stage::{FileRow, StageWriter, StagedLoad};
 use events_etl::store::s3::S3Store;
 use events_etl::store::Place;
@@ -84,7 +85,7 @@ impl Fixture {
         let body = lines.join("\n").into_bytes();
         let size = body.len() as u64;
         let key = format!("events/{load_id}.json");
-        let cleaned = clean_object(&cleaner, &key, &key, Box::new(std::io::Cursor::new(body)), &mut w)
+        let cleaned = clean_object(&cleaner, &key, &key, Input::Bytes(body), &mut w)
             .await
             .expect("clean");
         w.file(&FileRow::new(&key, "etag-1", size, &cleaned.tally))
@@ -620,7 +621,7 @@ async fn two_loaders_at_once_load_each_file_once() {
             let body = [event(1), event(2)].join("\n").into_bytes();
             let size = body.len() as u64;
             let key = "events/same.json";
-            let cleaned = clean_object(&cleaner, key, key, Box::new(std::io::Cursor::new(body)), &mut w)
+            let cleaned = clean_object(&cleaner, key, key, Input::Bytes(body), &mut w)
                 .await
                 .expect("clean");
             w.file(&FileRow::new(key, "etag-1", size, &cleaned.tally))
