@@ -758,6 +758,14 @@ fn bench_s3(ctx: &Ctx) -> Result<Row> {
         |i| run(&fast, "without", i),
     )?;
     drop((slow, fast, s3));
+    // The latency a run pays in sequence, in round trips: requests that each wait for the
+    // one before cost the latency each, however many run beside them.
+    let added = with - without;
+    println!(
+        "  latency added: {added:.3} s (median with - median without) = {:.1} x {} ms in sequence",
+        added / S3_LATENCY.as_secs_f64(),
+        S3_LATENCY.as_millis()
+    );
     Ok(Row {
         what: format!("run {} S3 files: +30 ms/request", spec.files),
         measured: format!("{with:.2} s"),
