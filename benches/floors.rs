@@ -1,4 +1,4 @@
-//! `cargo bench --bench floors [-- [--pairs N] [--only clean,run,s3,history]]`: the
+//! `cargo bench --bench floors [-- [--pairs N] [--only clean,run,s3,history] [--logs DIR]]`: the
 //! release binary against floors, the five measurements of issue 8, each printed as a
 //! ratio next to its goal with PASS or MISS.
 //!
@@ -296,6 +296,30 @@ fn reader<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::Jo
     })
 }
 
+/// `--logs DIR`: where each timed command's stderr is kept, for timelines (with
+/// `RUST_LOG`, e.g. `RUST_LOG=info,aws_smithy_runtime::client::orchestrator=debug`).
+static LOGS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Keeps `stderr` as `<n>.log` under `--logs DIR`, headed by the command, when it started
+/// (Unix seconds, to set against the log's own timestamps) and how long it took.
+fn keep_log(cmd: &Command, started_at: std::time::SystemTime, secs: f64, stderr: &str) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(dir) = LOGS.get() else { return };
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let since_epoch = started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let text = format!(
+        "# {:?} {}\n# started {since_epoch:.6} (Unix seconds), took {secs:.3} s\n{stderr}",
+        cmd.get_program(),
+        args.join(" ")
+    );
+    if let Err(e) = std::fs::write(dir.join(format!("{n:03}.log")), text) {
+        eprintln!("--logs: cannot write under {}: {e}", dir.display());
+    }
+}
+
 /// Runs `cmd` to its end, timing it from spawn to exit and polling its peak RSS; stdout
 /// goes to `stdout_to` when given (else it is captured). A failed command is an error
 /// showing the end of its stderr.
@@ -313,6 +337,7 @@ fn timed(cmd: &mut Command, stdout_to: Option<std::fs::File>) -> Result<Ran> {
         None => cmd.stdout(Stdio::piped()),
     };
     let cpu_before = children_cpu();
+    let started_at = std::time::SystemTime::now();
     let start = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
     let out = reader(child.stdout.take());
@@ -338,6 +363,7 @@ fn timed(cmd: &mut Command, stdout_to: Option<std::fs::File>) -> Result<Ran> {
     let cpu = children_cpu() - cpu_before;
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
+    keep_log(cmd, started_at, secs, &stderr);
     if !status.success() {
         let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -912,7 +938,8 @@ fn bench_history(ctx: &Ctx) -> Result<Row> {
 // main
 // ---------------------------------------------------------------------------------------
 
-const USAGE: &str = "usage: cargo bench --bench floors [-- --pairs N] [--only clean,run,s3,history]";
+const USAGE: &str =
+    "usage: cargo bench --bench floors [-- --pairs N] [--only clean,run,s3,history] [--logs DIR]";
 
 struct Opts {
     pairs: usize,
@@ -943,6 +970,11 @@ fn opts() -> Result<Opts> {
                         "--only {s}: {USAGE}"
                     );
                 }
+            }
+            "--logs" => {
+                let dir = PathBuf::from(args.next().context(USAGE)?);
+                std::fs::create_dir_all(&dir).with_context(|| format!("--logs {}", dir.display()))?;
+                let _ = LOGS.set(dir);
             }
             other => bail!("unknown argument {other}: {USAGE}"),
         }
