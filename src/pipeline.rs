@@ -140,7 +140,7 @@ pub async fn clean_object(
         Some(GzipEnd::Truncated(at)) => telemetry::gzip_truncated(key, at, tally.lines),
         Some(GzipEnd::Verified { .. }) | None => {}
     }
-    telemetry::lines_rejected(key, tally.rejects, &reasons, &first_rejects);
+    telemetry::lines_rejected(key, &reasons, &first_rejects);
     telemetry::file_cleaned(key, &tally);
     Ok(CleanedFile { tally, reasons })
 }

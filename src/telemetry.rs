@@ -2,7 +2,6 @@
 //! habit): operators grep for these names, tests do not depend on them.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use crate::clean::{FileTally, Reason};
 use crate::read::At;
@@ -27,23 +26,23 @@ pub fn file_vanished(url: &str) {
 /// would otherwise cost a write to stderr per line, each a wake-up of whatever reads
 /// the scheduler's log pipe. `first` names the first [`REJECTS_LOGGED_PER_FILE`] as
 /// `line:reason`.
-pub fn lines_rejected(key: &str, rejects: u64, by_reason: &BTreeMap<Reason, u64>, first: &[(u64, Reason)]) {
+pub fn lines_rejected(key: &str, by_reason: &BTreeMap<Reason, u64>, first: &[(u64, Reason)]) {
+    let rejects: u64 = by_reason.values().sum();
     if rejects == 0 {
         return;
     }
-    let mut reasons = String::new();
-    for (r, n) in by_reason {
-        let sep = if reasons.is_empty() { "" } else { " " };
-        let _ = write!(reasons, "{sep}{}={n}", r.as_str());
-    }
-    let mut lines = String::new();
-    for (no, r) in first {
-        let sep = if lines.is_empty() { "" } else { " " };
-        let _ = write!(lines, "{sep}{no}:{}", r.as_str());
-    }
+    let reasons: Vec<String> = by_reason
+        .iter()
+        .map(|(r, n)| format!("{}={n}", r.as_str()))
+        .collect();
+    let mut lines: Vec<String> = first
+        .iter()
+        .map(|(no, r)| format!("{no}:{}", r.as_str()))
+        .collect();
     if rejects > first.len() as u64 {
-        lines.push_str(" ...");
+        lines.push("...".into());
     }
+    let (reasons, lines) = (reasons.join(" "), lines.join(" "));
     tracing::warn!(
         file = key,
         rejects,

@@ -47,6 +47,49 @@ async fn scalar(pg: &PgServer, sql: &str) -> i64 {
     pg.client().await.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// One test's runs of the binary from and to the S3 server: a bucket, a fresh schema,
+/// and a config whose source is `s3://BUCKET/<root>events/` and staging
+/// `s3://BUCKET/<root>staging/`, plus `extra`.
+struct S3Case {
+    s3: support::S3Server,
+    schema: String,
+    dir: tempfile::TempDir,
+    config: String,
+    env: Vec<(String, String)>,
+}
+
+impl S3Case {
+    async fn new(pg: &PgServer, label: &str, root: &str, extra: &str) -> S3Case {
+        let s3 = support::s3().await;
+        s3.create_bucket(BUCKET).await;
+        let schema = pg.fresh_schema(label).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(
+            dir.path(),
+            &format!("s3://{BUCKET}/{root}events/"),
+            &format!("s3://{BUCKET}/{root}staging/"),
+            pg,
+            &schema,
+            extra,
+        );
+        let env = s3.env();
+        S3Case {
+            s3,
+            schema,
+            dir,
+            config,
+            env,
+        }
+    }
+
+    /// The binary with this case's config, then `args`.
+    fn cli(&self, args: &[&str]) -> CmdOutput {
+        let mut full = vec!["--config", self.config.as_str()];
+        full.extend_from_slice(args);
+        run_bin(&full, &self.env, self.dir.path())
+    }
+}
+
 /// The control tables must agree with the data tables, and every line must be accounted for.
 async fn assert_books_balance(pg: &PgServer, schema: &str) {
     let q = |s: &str| s.replace("{s}", schema);
@@ -118,24 +161,9 @@ fn check(out: CmdOutput) -> CmdOutput {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_incremental_load_through_the_binary() {
     let pg = support::postgres().await;
-    let s3 = support::s3().await;
-    s3.create_bucket(BUCKET).await;
-    let schema = pg.fresh_schema("e2e_s3").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("s3://{BUCKET}/events/"),
-        &format!("s3://{BUCKET}/staging/"),
-        pg,
-        &schema,
-        "",
-    );
-    let env = s3.env();
-    let cli = |args: &[&str]| {
-        let mut full = vec!["--config", config.as_str()];
-        full.extend_from_slice(args);
-        run_bin(&full, &env, dir.path())
-    };
+    let case = S3Case::new(pg, "e2e_s3", "", "").await;
+    let (s3, schema) = (&case.s3, &case.schema);
+    let cli = |args: &[&str]| case.cli(args);
 
     // More keys than one ListObjectsV2 page (1,000) holds: 1,001 one-line files, plus the
     // seed's two lines, a duplicate, a gzipped file, and keys that are not event files.
@@ -187,8 +215,8 @@ async fn s3_incremental_load_through_the_binary() {
 
     let out = check(cli(&["run"]));
     assert!(out.stdout.contains("loaded 1003 of 1003 event files"), "{out}");
-    let dump = || async { pg.dump(&schema).await };
-    let q = |s: &str| s.replace("{s}", &schema);
+    let dump = || async { pg.dump(schema).await };
+    let q = |s: &str| s.replace("{s}", schema);
     // 1,001 + 2 from the seed (its truncated record rejected); the duplicate not loaded.
     assert_eq!(
         scalar(pg, &q("SELECT count(*) FROM {s}.events")).await,
@@ -233,7 +261,7 @@ async fn s3_incremental_load_through_the_binary() {
         row.get::<_, String>(3),
         "events/2020/01/06/00000000000000000000000000000005.json"
     );
-    assert_books_balance(pg, &schema).await;
+    assert_books_balance(pg, schema).await;
     // Staged objects are deleted after the commit.
     assert!(
         s3.list(BUCKET, "staging/").await.is_empty(),
@@ -290,7 +318,7 @@ async fn s3_incremental_load_through_the_binary() {
         2,
         "both versions of the key are recorded"
     );
-    assert_books_balance(pg, &schema).await;
+    assert_books_balance(pg, schema).await;
     let out = check(cli(&["status"]));
     assert!(out.stdout.contains("0 pending"), "{out}");
 }
@@ -303,19 +331,9 @@ async fn s3_incremental_load_through_the_binary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
     let pg = support::postgres().await;
-    let s3 = support::s3().await;
-    s3.create_bucket(BUCKET).await;
-    let schema = pg.fresh_schema("e2e_s3_fail").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("s3://{BUCKET}/events/"),
-        &format!("s3://{BUCKET}/staging/"),
-        pg,
-        &schema,
-        // Two workers: each stages its own parts, both listed by one manifest.
-        "[load]\nconcurrency = 2\n",
-    );
+    // Two workers: each stages its own parts, both listed by one manifest.
+    let case = S3Case::new(pg, "e2e_s3_fail", "", "[load]\nconcurrency = 2\n").await;
+    let (s3, schema) = (&case.s3, &case.schema);
     for i in 0..6u32 {
         let body = format!(
             "{}\n{}\nnot json\n",
@@ -324,12 +342,7 @@ async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
         );
         s3.put(BUCKET, &format!("events/2020/01/03/{i}.json"), body).await;
     }
-    let env = s3.env();
-    let cli = |args: &[&str]| {
-        let mut full = vec!["--config", config.as_str()];
-        full.extend_from_slice(args);
-        run_bin(&full, &env, dir.path())
-    };
+    let cli = |args: &[&str]| case.cli(args);
     check(cli(&["migrate"]));
     let client = pg.client().await;
     client
@@ -387,7 +400,7 @@ async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
         kept,
         "the committed load deleted its own objects, and only those"
     );
-    assert_books_balance(pg, &schema).await;
+    assert_books_balance(pg, schema).await;
 }
 
 /// Copies the repo's sample files into a fresh source dir.
@@ -1010,24 +1023,9 @@ fn summary<'a>(out: &'a CmdOutput, file: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
     let pg = support::postgres().await;
-    let s3 = support::s3().await;
-    s3.create_bucket(BUCKET).await;
-    let schema = pg.fresh_schema("e2e_deflate").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("s3://{BUCKET}/deflate/events/"),
-        &format!("s3://{BUCKET}/deflate/staging/"),
-        pg,
-        &schema,
-        "",
-    );
-    let env = s3.env();
-    let cli = |args: &[&str]| {
-        let mut full = vec!["--config", config.as_str()];
-        full.extend_from_slice(args);
-        run_bin(&full, &env, dir.path())
-    };
+    let case = S3Case::new(pg, "e2e_deflate", "deflate/", "").await;
+    let (s3, schema) = (&case.s3, &case.schema);
+    let cli = |args: &[&str]| case.cli(args);
     let mut bad = gz(&events_text(100, 3));
     let mut second = gz(&events_text(200, 3));
     second[10] = 0b111; // first block: BFINAL = 1, BTYPE = 11 (reserved)
@@ -1040,7 +1038,7 @@ async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
     let out = cli(&["run"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stdout.contains("loaded 2 of 2 event files"), "{out}");
-    let q = |s: &str| s.replace("{s}", &schema);
+    let q = |s: &str| s.replace("{s}", schema);
     assert_eq!(
         scalar(
             pg,
@@ -1049,7 +1047,7 @@ async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
         .await,
         0,
         "{}",
-        pg.dump(&schema).await
+        pg.dump(schema).await
     );
     assert_eq!(
         scalar(
@@ -1083,7 +1081,7 @@ async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
         (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)),
         (1, 0, 1)
     );
-    assert_books_balance(pg, &schema).await;
+    assert_books_balance(pg, schema).await;
 
     // Quarantined: the next runs do not retry it.
     let out = check(cli(&["run"]));
@@ -1105,7 +1103,7 @@ async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
         .await,
         3
     );
-    assert_books_balance(pg, &schema).await;
+    assert_books_balance(pg, schema).await;
 }
 
 /// No row of a file whose gzip data is corrupt is staged, by `clean` or `run`: a flipped

@@ -206,6 +206,16 @@ async fn assert_stage_empty(cx: &Cx) {
     }
 }
 
+/// After a failed load: every table as it was `before` it, the staging tables empty.
+async fn assert_failed_load_left_nothing(cx: &Cx, before: &str) {
+    assert_eq!(
+        cx.db.snapshot().await,
+        before,
+        "a failed load left something behind"
+    );
+    assert_stage_empty(cx).await;
+}
+
 /// migrate on an empty namespace applies every migration of the dialect, creating the
 /// tables; a second migrate applies nothing.
 pub async fn migrate_creates_tables(wh: &dyn Warehouse, cx: &Cx) {
@@ -1252,12 +1262,7 @@ pub async fn missing_part_fails_and_leaves_nothing(wh: &dyn Warehouse, cx: &Cx) 
         .await
         .expect_err("a load with a missing part must fail");
     assert!(e.to_string().contains(&url), "error must name {url}: {e}");
-    assert_eq!(
-        cx.db.snapshot().await,
-        before,
-        "a failed load left something behind"
-    );
-    assert_stage_empty(cx).await;
+    assert_failed_load_left_nothing(cx, &before).await;
     let keys: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
     assert_eq!(wh.recorded_versions(&keys).await.expect("rv"), HashSet::new());
 
@@ -1299,12 +1304,7 @@ pub async fn changed_manifest_fails_and_leaves_nothing(wh: &dyn Warehouse, cx: &
             "error must name {url}: {e}"
         );
     }
-    assert_eq!(
-        cx.db.snapshot().await,
-        before,
-        "a failed load left something behind"
-    );
-    assert_stage_empty(cx).await;
+    assert_failed_load_left_nothing(cx, &before).await;
     let keys: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
     assert_eq!(wh.recorded_versions(&keys).await.expect("rv"), HashSet::new());
 }
@@ -1354,12 +1354,7 @@ pub async fn failure_at_last_statement_rolls_back_everything(wh: &dyn Warehouse,
         matches!(e, WarehouseError::Statement { ref statement, .. } if statement == "insert_load"),
         "{e:?}"
     );
-    assert_eq!(
-        cx.db.snapshot().await,
-        before,
-        "a failed load left something behind"
-    );
-    assert_stage_empty(cx).await;
+    assert_failed_load_left_nothing(cx, &before).await;
 
     cx.db.repair_load_recording().await;
     let row = load(wh, &staged, "2024-06-01 00:00:02").await;
