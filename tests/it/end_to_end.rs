@@ -344,15 +344,7 @@ async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
     }
     let cli = |args: &[&str]| case.cli(args);
     check(cli(&["migrate"]));
-    let client = pg.client().await;
-    client
-        .batch_execute(&format!(
-            "CREATE FUNCTION {schema}.boom() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; \
-             CREATE TRIGGER boom BEFORE INSERT ON {schema}.etl_loads FOR EACH ROW EXECUTE FUNCTION {schema}.boom();"
-        ))
-        .await
-        .unwrap();
+    pg.break_load_recording(schema, "simulated failure").await;
     let out = cli(&["run"]);
     assert_eq!(out.code(), Some(4), "{out}");
 
@@ -385,10 +377,7 @@ async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
     expected.sort();
     assert_eq!(kept, expected, "exactly the manifests and the parts they list");
 
-    client
-        .batch_execute(&format!("DROP TRIGGER boom ON {schema}.etl_loads"))
-        .await
-        .unwrap();
+    pg.repair_load_recording(schema).await;
     let out = check(cli(&["run"]));
     assert!(out.stdout.contains("loaded 6 of 6 event files"), "{out}");
     assert_eq!(
@@ -475,15 +464,8 @@ async fn interrupted_load_then_rerun_equals_one_clean_run() {
         "",
     );
     check(run_bin(&["--config", &cfg, "migrate"], &[], dir.path()));
-    let client = pg.client().await;
-    client
-        .batch_execute(&format!(
-            "CREATE FUNCTION {schema}.boom() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'simulated crash before commit'; END $$; \
-             CREATE TRIGGER boom BEFORE INSERT ON {schema}.etl_loads FOR EACH ROW EXECUTE FUNCTION {schema}.boom();"
-        ))
-        .await
-        .unwrap();
+    pg.break_load_recording(&schema, "simulated crash before commit")
+        .await;
     let out = run_bin(&["--config", &cfg, "run"], &[], dir.path());
     out.assert_failure();
     assert_eq!(out.code(), Some(4), "{out}");
@@ -497,10 +479,7 @@ async fn interrupted_load_then_rerun_equals_one_clean_run() {
         pg.dump(&schema).await
     );
 
-    client
-        .batch_execute(&format!("DROP TRIGGER boom ON {schema}.etl_loads"))
-        .await
-        .unwrap();
+    pg.repair_load_recording(&schema).await;
     check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
     check(run_bin(&["--config", &cfg, "run"], &[], dir.path()));
     assert_eq!(

@@ -1538,18 +1538,13 @@ impl Db for PgDb {
     }
 
     async fn break_load_recording(&self) {
-        self.exec(
-            "CREATE FUNCTION {schema}.refuse_load() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'conformance: INSERT into etl_loads refused'; END $$; \
-             CREATE TRIGGER refuse_load BEFORE INSERT ON {schema}.etl_loads \
-             FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_load();",
-        )
-        .await;
+        self.pg
+            .break_load_recording(&self.schema, "conformance: INSERT into etl_loads refused")
+            .await;
     }
 
     async fn repair_load_recording(&self) {
-        self.exec("DROP TRIGGER refuse_load ON {schema}.etl_loads; DROP FUNCTION {schema}.refuse_load();")
-            .await;
+        self.pg.repair_load_recording(&self.schema).await;
     }
 }
 

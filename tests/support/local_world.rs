@@ -86,25 +86,12 @@ impl LocalWorld {
     /// Makes every INSERT into `etl_loads` fail, as a load failing at its last statement.
     pub async fn break_loads(&self) {
         self.pg
-            .client()
-            .await
-            .batch_execute(&format!(
-                "CREATE FUNCTION {s}.boom() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; \
-                 CREATE TRIGGER boom BEFORE INSERT ON {s}.etl_loads FOR EACH ROW EXECUTE FUNCTION {s}.boom();",
-                s = self.schema
-            ))
-            .await
-            .unwrap();
+            .break_load_recording(&self.schema, "simulated failure")
+            .await;
     }
 
     pub async fn repair_loads(&self) {
-        self.pg
-            .client()
-            .await
-            .batch_execute(&format!("DROP TRIGGER boom ON {}.etl_loads", self.schema))
-            .await
-            .unwrap();
+        self.pg.repair_load_recording(&self.schema).await;
     }
 
     pub fn staging(&self) -> PathBuf {

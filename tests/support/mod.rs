@@ -102,6 +102,37 @@ impl PgServer {
         }
     }
 
+    /// Makes every INSERT into `<schema>.etl_loads` fail with `message` (a trigger): a
+    /// load failing at its last statement, before its commit. Undone by
+    /// [`PgServer::repair_load_recording`].
+    pub async fn break_load_recording(&self, schema: &str, message: &str) {
+        assert!(
+            !message.contains('$'),
+            "the message is put in a $$ literal: {message}"
+        );
+        self.client()
+            .await
+            .batch_execute(&format!(
+                "CREATE FUNCTION {schema}.refuse_load() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION $m${message}$m$; END $$; \
+                 CREATE TRIGGER refuse_load BEFORE INSERT ON {schema}.etl_loads \
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_load();"
+            ))
+            .await
+            .expect("install the trigger refusing etl_loads rows");
+    }
+
+    /// Undoes [`PgServer::break_load_recording`].
+    pub async fn repair_load_recording(&self, schema: &str) {
+        self.client()
+            .await
+            .batch_execute(&format!(
+                "DROP TRIGGER refuse_load ON {schema}.etl_loads; DROP FUNCTION {schema}.refuse_load();"
+            ))
+            .await
+            .expect("drop the trigger refusing etl_loads rows");
+    }
+
     /// A unique schema name `t_<prefix>_<8 hex>` (lowercase, `[a-z0-9_]`, at most 63
     /// bytes) that does not exist yet. The schema is not created.
     pub async fn fresh_schema(&self, prefix: &str) -> String {
