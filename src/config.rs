@@ -565,7 +565,7 @@ pub struct Config {
     pub staging: Location,
     /// Uncompressed bytes per staged part before it is closed and uploaded.
     pub part_size_bytes: u64,
-    /// Keep the staged objects after the load commits (they are deleted otherwise).
+    /// Keep every load's staged objects (otherwise deleted once its COPYs have read them).
     pub keep_staging: bool,
     pub warehouse: WarehouseTarget,
     /// Validated SQL identifier.

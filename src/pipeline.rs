@@ -17,7 +17,7 @@ use crate::stage::writer::StageError;
 use crate::stage::{FileRow, ManifestOrder, StageWriter, StagedLoad};
 use crate::store::{Body, ObjectMeta, Place, StoreError};
 use crate::telemetry;
-use crate::warehouse::{LoadRow, QuarantineReason, Quarantined, Warehouse, WarehouseError};
+use crate::warehouse::{LoadRow, QuarantineReason, Quarantined, StagedRead, Warehouse, WarehouseError};
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -350,15 +350,28 @@ impl Pipeline {
                 timed(report, "stage", t);
                 self.quarantine(&set_aside, report).await?;
                 let t = Instant::now();
+                let mut deleted = false;
                 let committed = if staged.files_staged == 0 {
                     None // every file of the chunk vanished or was set aside
                 } else {
-                    match self
-                        .warehouse
-                        .load(&staged, started.naive_utc())
-                        .instrument(span.clone())
-                        .await
-                    {
+                    // The staged objects are deleted as soon as the load's COPYs have
+                    // read them, while it merges and commits (see `StagedRead`).
+                    let (read, was_read) = StagedRead::channel();
+                    let delete_once_read = async {
+                        if self.keep_staging || was_read.await.is_err() {
+                            return false;
+                        }
+                        self.delete_staged(&staged).await;
+                        true
+                    };
+                    let (loaded, read_and_deleted) = tokio::join!(
+                        self.warehouse
+                            .load_reporting(&staged, started.naive_utc(), read)
+                            .instrument(span.clone()),
+                        delete_once_read.instrument(span.clone()),
+                    );
+                    deleted = read_and_deleted;
+                    match loaded {
                         Ok(row) => row,
                         Err(WarehouseError::Refused {
                             statement,
@@ -386,7 +399,8 @@ impl Pipeline {
                             );
                             self.quarantine(&[q], report).await?;
                             timed(report, "load", t);
-                            // The failed load's staged objects stay for inspection.
+                            // A COPY refused the row, so the COPYs did not all finish:
+                            // the failed load's staged objects stay for inspection.
                             continue;
                         }
                         Err(e) => return Err(e.into()),
@@ -401,17 +415,24 @@ impl Pipeline {
                     }
                     report.loads.push(row);
                 }
-                if !self.keep_staging {
-                    // The load is committed: a failure here only leaves objects behind.
-                    // The load knows every key it wrote, so no listing is needed.
-                    if let Err(e) = self.staging.store.delete(&staged.objects).await {
-                        tracing::warn!(error = %e, prefix = %staged.prefix, "could not delete staged objects");
-                    }
+                if !self.keep_staging && !deleted {
+                    // The warehouse did not say its COPYs had read them (or every file
+                    // was set aside): the load has ended, so now.
+                    self.delete_staged(&staged).await;
                 }
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Deletes a load's staged objects once nothing will read them. A failure only leaves
+    /// objects behind (a warning): the load's outcome does not depend on it. The load
+    /// knows every key it wrote, so no listing is needed.
+    async fn delete_staged(&self, staged: &StagedLoad) {
+        if let Err(e) = self.staging.store.delete(&staged.objects).await {
+            tracing::warn!(error = %e, prefix = %staged.prefix, "could not delete staged objects");
+        }
     }
 
     /// `run --dry-run`: what cleaning would make of each pending file. Reads the source

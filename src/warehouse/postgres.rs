@@ -19,7 +19,9 @@ use tokio_postgres::{Client, GenericClient, NoTls, Row};
 use super::copy_rows as rows;
 use super::statements::{split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
-use super::{AppliedMigration, CatalogRow, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError};
+use super::{
+    AppliedMigration, CatalogRow, LoadRow, Quarantined, RunRow, StagedRead, Warehouse, WarehouseError,
+};
 use crate::event_types::EventTypes;
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::read::{GzipEnd, LineReader};
@@ -665,10 +667,11 @@ impl Warehouse for Postgres {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn load(
+    async fn load_reporting(
         &self,
         staged: &StagedLoad,
         started_at: NaiveDateTime,
+        mut read: StagedRead,
     ) -> Result<Option<LoadRow>, WarehouseError> {
         // The three manifests and their first parts are opened at once, before the
         // transaction: one round trip to the store, and none under the lock. The parts
@@ -693,6 +696,8 @@ impl Warehouse for Postgres {
             .await?;
         self.copy_manifest(&tx, rejects, StageTable::Rejects, staged.rejects_staged)
             .await?;
+        // Every part has been read whole into the staging tables.
+        read.done();
         self.batch(&tx, "analyze_stage").await?;
         let skipped = self.exec(&tx, "skip_recorded", &[]).await?;
         if skipped > 0 {

@@ -10,14 +10,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_redshiftdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
-use aws_sdk_redshiftdata::types::{ExecutionMode, Field, StatusString};
+use aws_sdk_redshiftdata::types::{ExecutionMode, Field, StatementStatusString, StatusString};
 use aws_sdk_redshiftdata::Client;
 use chrono::{NaiveDateTime, Utc};
 use tokio::time::Instant;
 
 use super::statements::{split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
-use super::{AppliedMigration, CatalogRow, LoadRow, Quarantined, RunRow, Warehouse, WarehouseError};
+use super::{
+    AppliedMigration, CatalogRow, LoadRow, Quarantined, RunRow, StagedRead, Warehouse, WarehouseError,
+};
 use crate::config::{RedshiftConfig, RedshiftTarget};
 use crate::event_types::EventTypes;
 use crate::migrate::{self, AppliedRow, Dialect};
@@ -204,11 +206,22 @@ impl Redshift {
             .send()
             .await
             .map_err(|e| api_err("ExecuteStatement", &e))?;
-        self.wait(out.id().unwrap_or_default(), &[label.to_owned()]).await
+        self.wait(out.id().unwrap_or_default(), &[label.to_owned()], None)
+            .await
     }
 
     /// Runs statements as one transaction and waits for it.
     async fn batch(&self, stmts: Vec<Labeled>) -> Result<DescribeStatementOutput, WarehouseError> {
+        self.batch_reporting(stmts, None).await
+    }
+
+    /// [`Redshift::batch`], telling `read` once its first `n` statements have FINISHED
+    /// (`Some((n, read))`).
+    async fn batch_reporting(
+        &self,
+        stmts: Vec<Labeled>,
+        read: Option<(usize, &mut StagedRead)>,
+    ) -> Result<DescribeStatementOutput, WarehouseError> {
         if stmts.len() > MAX_BATCH_STATEMENTS {
             return Err(WarehouseError::Statement {
                 statement: "batch".into(),
@@ -241,7 +254,7 @@ impl Redshift {
         .send()
         .await
         .map_err(|e| api_err("BatchExecuteStatement", &e))?;
-        self.wait(out.id().unwrap_or_default(), &labels).await
+        self.wait(out.id().unwrap_or_default(), &labels, read).await
     }
 
     /// Polls DescribeStatement with backoff until the statement ends. A DescribeStatement
@@ -249,12 +262,26 @@ impl Redshift {
     /// statement may still be running and must not be abandoned uncancelled. Past the
     /// deadline the statement is cancelled and described once more, so that a batch that
     /// finished meanwhile is reported as the success it is.
-    async fn wait(&self, id: &str, labels: &[String]) -> Result<DescribeStatementOutput, WarehouseError> {
+    ///
+    /// With `Some((n, read))`, tells `read` as soon as a description shows the batch's
+    /// first `n` sub-statements FINISHED (each sub-statement has its own status while the
+    /// batch runs; AWS: API_SubStatementData.html, API_DescribeStatement.html).
+    async fn wait(
+        &self,
+        id: &str,
+        labels: &[String],
+        mut read: Option<(usize, &mut StagedRead)>,
+    ) -> Result<DescribeStatementOutput, WarehouseError> {
         let deadline = Instant::now() + self.cfg.statement_timeout;
         let mut delay = FIRST_POLL.min(self.cfg.max_poll_interval);
         loop {
             let last_api_error = match self.client.describe_statement().id(id).send().await {
                 Ok(d) => {
+                    if let Some((n, r)) = read.as_mut() {
+                        if first_finished(&d, *n) {
+                            r.done();
+                        }
+                    }
                     if let Some(done) = self.ended(d, labels) {
                         return done;
                     }
@@ -448,6 +475,23 @@ impl std::fmt::Display for LoadError {
         }
         write!(f, ": {} (error {})", self.message, self.code)
     }
+}
+
+/// Whether the batch's sub-statements `1..=n` have all FINISHED. Matched by the number
+/// each sub-statement's id ends with (`<id>:<n>`, AWS: API_SubStatementData.html), so
+/// the order the description lists them in does not matter.
+fn first_finished(d: &DescribeStatementOutput, n: usize) -> bool {
+    if n == 0 {
+        return false;
+    }
+    let finished = d
+        .sub_statements()
+        .iter()
+        .filter(|s| s.status() == Some(&StatementStatusString::Finished))
+        .filter_map(|s| s.id().rsplit_once(':')?.1.parse::<usize>().ok())
+        .filter(|k| (1..=n).contains(k))
+        .collect::<std::collections::HashSet<usize>>();
+    finished.len() == n
 }
 
 /// The error of a failed or aborted statement, naming the sub-statement that failed.
@@ -767,10 +811,11 @@ impl Warehouse for Redshift {
         }
     }
 
-    async fn load(
+    async fn load_reporting(
         &self,
         staged: &StagedLoad,
         started_at: NaiveDateTime,
+        mut read: StagedRead,
     ) -> Result<Option<LoadRow>, WarehouseError> {
         let store = &self.staging.store;
         let (iam, region) = self.copy_auth();
@@ -824,7 +869,12 @@ impl Warehouse for Redshift {
             .iter()
             .position(|s| s.label == "loaded_by_type")
             .map_or(0, |i| i + 1);
-        let done = match self.batch(stmts).await {
+        // Every COPY of the load, and the count check after it, is among these.
+        let copied = stmts
+            .iter()
+            .rposition(|s| s.label.starts_with("check_count"))
+            .map_or(0, |i| i + 1);
+        let done = match self.batch_reporting(stmts, Some((copied, &mut read))).await {
             Ok(done) => done,
             Err(WarehouseError::Statement { statement, message }) if statement.starts_with("copy_") => {
                 // COPY's own error points at the load error tables: look there, and name
@@ -1144,5 +1194,38 @@ mod tests {
             key_range(&["a\\b.json".to_owned(), "c\\d.json".to_owned()]),
             "source_key >= 'a'"
         );
+    }
+
+    /// A description of batch `b1` whose sub-statements have these (number, status).
+    fn described(subs: &[(usize, StatementStatusString)]) -> DescribeStatementOutput {
+        let mut d = DescribeStatementOutput::builder().id("b1");
+        for (n, status) in subs {
+            d = d.sub_statements(
+                aws_sdk_redshiftdata::types::SubStatementData::builder()
+                    .id(format!("b1:{n}"))
+                    .status(status.clone())
+                    .build()
+                    .expect("sub-statement"),
+            );
+        }
+        d.build().expect("description")
+    }
+
+    #[test]
+    fn the_copies_are_read_once_every_sub_statement_up_to_the_last_check_finished() {
+        use StatementStatusString::{Failed, Finished, Started, Submitted};
+        let d = described(&[(1, Finished), (2, Finished), (3, Started), (4, Submitted)]);
+        assert!(first_finished(&d, 2));
+        assert!(!first_finished(&d, 3), "the third is still running");
+        assert!(
+            !first_finished(&d, 0),
+            "no COPY in the batch: nothing to tell early"
+        );
+        // By the number in the id, whatever order the description lists them in.
+        let d = described(&[(2, Finished), (3, Failed), (1, Finished)]);
+        assert!(first_finished(&d, 2));
+        assert!(!first_finished(&d, 3), "a failed COPY or check keeps the objects");
+        // A description without sub-statements says nothing.
+        assert!(!first_finished(&described(&[]), 1));
     }
 }

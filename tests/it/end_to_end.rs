@@ -323,13 +323,14 @@ async fn s3_incremental_load_through_the_binary() {
     assert!(out.stdout.contains("0 pending"), "{out}");
 }
 
-/// On S3, a failed load keeps its `<staging>/<load_id>/` whole for inspection: the
-/// three manifests and every part they list (staging returns only once every write
-/// succeeded, even with the manifests written alongside the last parts), and nothing
-/// else. The load that commits after the fix deletes its own objects, by name, and
-/// leaves the failed load's alone.
+/// On S3, a load whose COPY fails keeps its `<staging>/<load_id>/` whole for
+/// inspection: the three manifests and every part they list (staging returns only once
+/// every write succeeded, even with the manifests written alongside the last parts), and
+/// nothing else. The failure here is a staged row the warehouse refuses (a debug-build
+/// hook): its file is quarantined and the other files load in a second load of the same
+/// run, which deletes its own objects and leaves the failed load's alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
+async fn s3_a_load_whose_copy_fails_keeps_its_staged_objects_whole() {
     let pg = support::postgres().await;
     // Two workers: each stages its own parts, both listed by one manifest.
     let case = S3Case::new(pg, "e2e_s3_fail", "", "[load]\nconcurrency = 2\n").await;
@@ -342,11 +343,14 @@ async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
         );
         s3.put(BUCKET, &format!("events/2020/01/03/{i}.json"), body).await;
     }
-    let cli = |args: &[&str]| case.cli(args);
-    check(cli(&["migrate"]));
-    pg.break_load_recording(schema, "simulated failure").await;
-    let out = cli(&["run"]);
-    assert_eq!(out.code(), Some(4), "{out}");
+    check(case.cli(&["migrate"]));
+    let poison = "events/2020/01/03/4.json";
+    let full = ["--config", case.config.as_str(), "run"];
+    let mut env = case.env.clone();
+    env.push(("EVENTS_ETL_TEST_POISON_KEY".into(), poison.into()));
+    let out = run_bin(&full, &env, case.dir.path());
+    assert_eq!(out.code(), Some(5), "{out}");
+    assert!(out.stdout.contains("loaded 5 of 6 event files"), "{out}");
 
     let kept = s3.list(BUCKET, "staging/").await;
     // staging/<load_id>/...
@@ -355,7 +359,25 @@ async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
         .and_then(|k| k.split('/').nth(1))
         .map(|load_id| format!("staging/{load_id}/"))
         .unwrap_or_else(|| panic!("nothing kept: {out}"));
-    assert!(kept.iter().all(|k| k.starts_with(&prefix)), "one load: {kept:?}");
+    assert!(
+        kept.iter().all(|k| k.starts_with(&prefix)),
+        "one load, the refused one; the committed one deleted its own: {kept:?}"
+    );
+    let loads: Vec<String> = pg
+        .client()
+        .await
+        .query(&format!("SELECT load_id FROM {schema}.etl_loads"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(loads.len(), 1, "{loads:?}");
+    assert_ne!(
+        prefix,
+        format!("staging/{}/", loads[0]),
+        "the committed load's objects stay"
+    );
     let mut expected = Vec::new();
     for table in ["events", "rejects", "files"] {
         let key = format!("{prefix}{table}.manifest");
@@ -376,19 +398,57 @@ async fn s3_a_failed_load_keeps_its_staged_objects_whole() {
     }
     expected.sort();
     assert_eq!(kept, expected, "exactly the manifests and the parts they list");
-
-    pg.repair_load_recording(schema).await;
-    let out = check(cli(&["run"]));
-    assert!(out.stdout.contains("loaded 6 of 6 event files"), "{out}");
     assert_eq!(
         scalar(pg, &format!("SELECT count(*) FROM {schema}.events")).await,
-        12
+        10
+    );
+
+    // A new version of the quarantined file loads; that load too deletes only its own.
+    s3.put(BUCKET, poison, format!("{}\n", event(100, 3, "c"))).await;
+    let out = check(case.cli(&["run"]));
+    assert!(out.stdout.contains("loaded 1 of 6 event files"), "{out}");
+    assert_eq!(
+        scalar(pg, &format!("SELECT count(*) FROM {schema}.events")).await,
+        11
     );
     assert_eq!(
         s3.list(BUCKET, "staging/").await,
         kept,
         "the committed load deleted its own objects, and only those"
     );
+    assert_books_balance(pg, schema).await;
+}
+
+/// On S3, a load that fails after its COPYs have read the staged objects (here at its
+/// last statement) leaves nothing: nothing recorded, and nothing staged, since its
+/// objects were deleted while it merged. The rerun stages and loads everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_load_failing_after_its_copy_leaves_nothing_staged() {
+    let pg = support::postgres().await;
+    let case = S3Case::new(pg, "e2e_s3_late_fail", "", "").await;
+    let (s3, schema) = (&case.s3, &case.schema);
+    for i in 0..3u32 {
+        s3.put(
+            BUCKET,
+            &format!("events/2020/01/03/{i}.json"),
+            event(i, 3, "a") + "\n",
+        )
+        .await;
+    }
+    check(case.cli(&["migrate"]));
+    pg.break_load_recording(schema, "simulated failure").await;
+    let out = case.cli(&["run"]);
+    assert_eq!(out.code(), Some(4), "{out}");
+    assert_eq!(s3.list(BUCKET, "staging/").await, Vec::<String>::new(), "{out}");
+    assert_eq!(
+        scalar(pg, &format!("SELECT count(*) FROM {schema}.etl_files")).await,
+        0
+    );
+
+    pg.repair_load_recording(schema).await;
+    let out = check(case.cli(&["run"]));
+    assert!(out.stdout.contains("loaded 3 of 3 event files"), "{out}");
+    assert_eq!(s3.list(BUCKET, "staging/").await, Vec::<String>::new());
     assert_books_balance(pg, schema).await;
 }
 

@@ -1,7 +1,8 @@
 //! README promises, each through the real binary on local files and PostgreSQL:
 //! `load.max_files` splits a run into several loads (an id repeated across them loads
-//! once); `staging.keep` keeps a committed load's staged objects; a failed load keeps its
-//! `<staging>/<load_id>/`; a missing bucket exits 3 with nothing recorded.
+//! once); `staging.keep` keeps a committed load's staged objects; a load whose COPY fails
+//! keeps its `<staging>/<load_id>/`, one failing later leaves none; a missing bucket
+//! exits 3 with nothing recorded.
 
 use std::path::Path;
 use std::time::Duration;
@@ -80,26 +81,44 @@ async fn staging_keep_keeps_a_committed_loads_objects() {
     assert!(kept.iter().any(|f| f.ends_with(".manifest")), "{kept:?}");
 }
 
+/// A load whose COPY fails (a staged row the warehouse refuses, made by a debug-build
+/// hook) keeps its `<load_id>/` for inspection; its other file loads in a second load
+/// of the same run, which deletes its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_load_keeps_its_staged_objects_and_records_nothing() {
+async fn a_load_whose_copy_fails_keeps_its_staged_objects() {
     let w = LocalWorld::new("pr_fail", "").await;
+    w.file("2020/01/13/a.json", &[event(1, "a")], Duration::ZERO);
+    w.file("2020/01/13/b.json", &[event(2, "b")], Duration::ZERO);
+    let out = w.cli(&["run"], &[("EVENTS_ETL_TEST_POISON_KEY", "2020/01/13/b.json")]);
+    assert_eq!(out.code(), Some(5), "{out}");
+    let dirs = load_dirs(&w.staging());
+    let loads = w.rows("SELECT load_id FROM {s}.etl_loads").await;
+    assert_eq!(dirs.len(), 1, "the failed load's <load_id>/ stays: {dirs:?}");
+    assert_ne!(dirs, loads, "the committed load's is deleted");
+    let staged = load_dirs(&w.staging().join(&dirs[0]));
+    assert!(staged.iter().any(|f| f.ends_with(".manifest")), "{staged:?}");
+    assert_eq!(w.rows("SELECT count(*)::text FROM {s}.events").await, ["1"]);
+}
+
+/// A load that fails after its COPYs read the staged objects (here at its last
+/// statement) records nothing and leaves nothing staged: the objects were deleted while
+/// it merged. The rerun stages the files again and loads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_failing_after_its_copy_leaves_nothing_staged_or_recorded() {
+    let w = LocalWorld::new("pr_late_fail", "").await;
     w.file("2020/01/13/a.json", &[event(1, "a")], Duration::ZERO);
     w.break_loads().await;
     let out = w.cli(&["run"], &[]);
     assert_eq!(out.code(), Some(4), "{out}");
-    let dirs = load_dirs(&w.staging());
-    assert_eq!(
-        dirs.len(),
-        1,
-        "the failed load's <load_id>/ stays for inspection: {dirs:?}"
-    );
-    let staged: Vec<String> = std::fs::read_dir(w.staging().join(&dirs[0]))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(!staged.is_empty(), "{staged:?}");
+    assert_eq!(load_dirs(&w.staging()), Vec::<String>::new(), "{out}");
     assert_eq!(w.rows("SELECT count(*)::text FROM {s}.events").await, ["0"]);
     assert_eq!(w.rows("SELECT count(*)::text FROM {s}.etl_files").await, ["0"]);
+
+    w.repair_loads().await;
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(w.rows("SELECT count(*)::text FROM {s}.events").await, ["1"]);
+    assert_eq!(load_dirs(&w.staging()), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,6 +118,23 @@ async fn poison_file_is_quarantined(redshift: bool) {
         1
     );
     assert_eq!(w.count("SELECT count(*) FROM {s}.etl_files").await, 2);
+    // The refused load's COPY failed, so its staged objects stay for inspection; the
+    // load that committed deleted its own.
+    let staged_loads: std::collections::BTreeSet<String> =
+        w.s3.list(BUCKET, "staging/")
+            .await
+            .iter()
+            .filter_map(|k| k.split('/').nth(1).map(str::to_owned))
+            .collect();
+    let committed: String =
+        w.pg.client()
+            .await
+            .query_one(&format!("SELECT load_id FROM {}.etl_loads", w.schema), &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(staged_loads.len(), 1, "{staged_loads:?}");
+    assert!(!staged_loads.contains(&committed), "{staged_loads:?} {committed}");
 
     let out = w.cli(&["status"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");

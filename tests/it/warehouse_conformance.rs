@@ -34,7 +34,7 @@ use events_etl::stage::{FileRow, Manifest, StageWriter, StagedLoad};
 use events_etl::store::local::LocalStore;
 use events_etl::store::{Body, Place};
 use events_etl::warehouse::postgres::{pg_message, Postgres};
-use events_etl::warehouse::{AppliedMigration, LoadRow, Warehouse, WarehouseError};
+use events_etl::warehouse::{AppliedMigration, LoadRow, StagedRead, Warehouse, WarehouseError};
 use tokio_postgres::SimpleQueryMessage;
 
 // ---------------------------------------------------------------------------------------
@@ -55,6 +55,9 @@ pub trait Db: Send + Sync {
     fn json_text(&self, column: &str) -> String;
     /// Every row of every table of the namespace, in a stable order.
     async fn snapshot(&self) -> String;
+    /// Runs `sql` (`{schema}` replaced) at the start of a transaction of a session of its
+    /// own, and keeps both (and so the locks it took) until the returned value is dropped.
+    async fn hold(&self, sql: &str) -> Box<dyn std::any::Any + Send>;
     /// Makes every INSERT into `etl_loads` fail until [`Db::repair_load_recording`].
     async fn break_load_recording(&self);
     async fn repair_load_recording(&self);
@@ -160,12 +163,29 @@ async fn migrated(wh: &dyn Warehouse) {
     wh.migrate().await.expect("migrate");
 }
 
+/// Loads `staged`; the adapter must have said its COPYs read the staged objects.
 async fn load(wh: &dyn Warehouse, staged: &StagedLoad, started: &str) -> LoadRow {
-    match wh.load(staged, at(started)).await {
+    let (result, told) = load_telling(wh, staged, started).await;
+    let row = match result {
         Ok(Some(row)) => row,
         Ok(None) => panic!("load {} committed nothing", staged.load_id),
         Err(e) => panic!("load {} failed: {e}", staged.load_id),
-    }
+    };
+    assert!(told, "load {}: its StagedRead was never told", staged.load_id);
+    row
+}
+
+/// Loads `staged`, and says whether the adapter told its [`StagedRead`] (every COPY of
+/// the load finished reading the staged objects).
+async fn load_telling(
+    wh: &dyn Warehouse,
+    staged: &StagedLoad,
+    started: &str,
+) -> (Result<Option<LoadRow>, WarehouseError>, bool) {
+    let (read, told) = StagedRead::channel();
+    let result = wh.load_reporting(staged, at(started), read).await;
+    // The StagedRead went with the load: told or dropped by now.
+    (result, told.await.is_ok())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1257,11 +1277,13 @@ pub async fn missing_part_fails_and_leaves_nothing(wh: &dyn Warehouse, cx: &Cx) 
     );
 
     let before = cx.db.snapshot().await;
-    let e = wh
-        .load(&staged, at("2024-06-01 00:00:01"))
-        .await
-        .expect_err("a load with a missing part must fail");
+    let (result, told) = load_telling(wh, &staged, "2024-06-01 00:00:01").await;
+    let e = result.expect_err("a load with a missing part must fail");
     assert!(e.to_string().contains(&url), "error must name {url}: {e}");
+    assert!(
+        !told,
+        "a COPY failed: the staged objects must stay for inspection"
+    );
     assert_failed_load_left_nothing(cx, &before).await;
     let keys: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
     assert_eq!(wh.recorded_versions(&keys).await.expect("rv"), HashSet::new());
@@ -1293,10 +1315,12 @@ pub async fn changed_manifest_fails_and_leaves_nothing(wh: &dyn Warehouse, cx: &
         .expect("rewrite the manifest");
 
     let before = cx.db.snapshot().await;
-    let e = wh
-        .load(&staged, at("2024-06-01 00:00:01"))
-        .await
-        .expect_err("a load whose manifest changed must fail");
+    let (result, told) = load_telling(wh, &staged, "2024-06-01 00:00:01").await;
+    let e = result.expect_err("a load whose manifest changed must fail");
+    assert!(
+        !told,
+        "the COPY's check failed: the staged objects must stay for inspection"
+    );
     if cx.backend.dialect() == Dialect::Postgres {
         let url = cx.stager.place.store.url(&staged.events_manifest);
         assert!(
@@ -1346,13 +1370,15 @@ pub async fn failure_at_last_statement_rolls_back_everything(wh: &dyn Warehouse,
     let staged = cx.stager.stage("load-1", &files).await;
     cx.db.break_load_recording().await;
     let before = cx.db.snapshot().await;
-    let e = wh
-        .load(&staged, at("2024-06-01 00:00:01"))
-        .await
-        .expect_err("recording the load must fail");
+    let (result, told) = load_telling(wh, &staged, "2024-06-01 00:00:01").await;
+    let e = result.expect_err("recording the load must fail");
     assert!(
         matches!(e, WarehouseError::Statement { ref statement, .. } if statement == "insert_load"),
         "{e:?}"
+    );
+    assert!(
+        told,
+        "the COPYs finished before the failure: the staged objects are not needed"
     );
     assert_failed_load_left_nothing(cx, &before).await;
 
@@ -1371,6 +1397,39 @@ pub async fn failure_at_last_statement_rolls_back_everything(wh: &dyn Warehouse,
     let want = contents(&clean.cx).await;
     assert!(want.len() > 10, "{want:#?}");
     assert_eq!(contents(cx).await, want);
+}
+
+/// The adapter says its COPYs have read the staged objects while the load still runs,
+/// not only once it has ended: here the load cannot write `events` (another session
+/// holds a SHARE lock on it), yet the `StagedRead` is told, and nothing is committed
+/// until the lock goes. Then the load commits as usual.
+pub async fn staged_objects_are_released_before_the_load_ends(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    let staged = cx.stager.stage("load-1", &[sample_a()]).await;
+    let lock = cx.db.hold("LOCK TABLE {schema}.events IN SHARE MODE").await;
+    let (read, told) = StagedRead::channel();
+    let load = wh.load_reporting(&staged, at("2024-06-01 00:00:01"), read);
+    tokio::pin!(load);
+    // A guard against a hang only: a load blocked on the lock never ends by itself.
+    let waited = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::select! {
+            r = &mut load => panic!("the load ended while events was locked: {r:?}"),
+            t = told => t.is_ok(),
+        }
+    })
+    .await;
+    assert_eq!(waited, Ok(true), "told while the load waits for events");
+    assert_eq!(
+        cx.db.rows("SELECT COUNT(*) FROM {schema}.etl_loads").await,
+        ["0"],
+        "nothing committed yet"
+    );
+    drop(lock);
+    let row = match tokio::time::timeout(Duration::from_secs(120), load).await {
+        Ok(Ok(Some(row))) => row,
+        other => panic!("the load must commit once events is free: {other:?}"),
+    };
+    assert_totals_consistent(cx, &row).await;
 }
 
 /// A load whose files hold only blanks and rejects (or nothing) commits and records them.
@@ -1535,6 +1594,16 @@ impl Db for PgDb {
             }
         }
         out
+    }
+
+    async fn hold(&self, sql: &str) -> Box<dyn std::any::Any + Send> {
+        let client = self.pg.client().await;
+        let sql = format!("BEGIN; {}", sql.replace("{schema}", &self.schema));
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", pg_message(&e)));
+        Box::new(client)
     }
 
     async fn break_load_recording(&self) {
@@ -1837,6 +1906,7 @@ macro_rules! every_check {
                 migrate_refuses_unknown_version,
                 operations_before_migrate_say_migrate,
                 load_commits_events_rejects_and_records,
+                staged_objects_are_released_before_the_load_ends,
                 dedupe_first_by_key_and_line_wins,
                 dedupe_window_decides_what_is_a_repeat,
                 recorded_versions_are_exact,
