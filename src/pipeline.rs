@@ -350,61 +350,44 @@ impl Pipeline {
                 timed(report, "stage", t);
                 self.quarantine(&set_aside, report).await?;
                 let t = Instant::now();
-                let mut deleted = false;
-                let committed = if staged.files_staged == 0 {
-                    None // every file of the chunk vanished or was set aside
+                let (loaded, deleted) = if staged.files_staged == 0 {
+                    (Ok(None), false) // every file of the chunk vanished or was set aside
                 } else {
-                    // The staged objects are deleted as soon as the load's COPYs have
-                    // read them, while it merges and commits (see `StagedRead`).
-                    let (read, was_read) = StagedRead::channel();
-                    let delete_once_read = async {
-                        if self.keep_staging || was_read.await.is_err() {
-                            return false;
-                        }
-                        self.delete_staged(&staged).await;
-                        true
-                    };
-                    let (loaded, read_and_deleted) = tokio::join!(
-                        self.warehouse
-                            .load_reporting(&staged, started.naive_utc(), read)
-                            .instrument(span.clone()),
-                        delete_once_read.instrument(span.clone()),
-                    );
-                    deleted = read_and_deleted;
-                    match loaded {
-                        Ok(row) => row,
-                        Err(WarehouseError::Refused {
-                            statement,
-                            source_key,
-                            message,
-                        }) => {
-                            let Some(at) = files.iter().position(|f| f.key == source_key) else {
-                                return Err(WarehouseError::Refused {
-                                    statement,
-                                    source_key,
-                                    message,
-                                }
-                                .into());
-                            };
-                            let f = files.remove(at);
-                            let detail = format!("{statement}: {message}");
-                            telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &detail);
-                            let q = Quarantined::new(
-                                &f.key,
-                                &f.etag,
-                                f.size,
-                                QuarantineReason::Refused,
-                                &detail,
-                                Utc::now().naive_utc(),
-                            );
-                            self.quarantine(&[q], report).await?;
-                            timed(report, "load", t);
-                            // A COPY refused the row, so the COPYs did not all finish:
-                            // the failed load's staged objects stay for inspection.
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
+                    self.load_releasing(&staged, started, &span).await
+                };
+                let committed = match loaded {
+                    Ok(row) => row,
+                    Err(WarehouseError::Refused {
+                        statement,
+                        source_key,
+                        message,
+                    }) => {
+                        let Some(at) = files.iter().position(|f| f.key == source_key) else {
+                            return Err(WarehouseError::Refused {
+                                statement,
+                                source_key,
+                                message,
+                            }
+                            .into());
+                        };
+                        let f = files.remove(at);
+                        let detail = format!("{statement}: {message}");
+                        telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &detail);
+                        let q = Quarantined::new(
+                            &f.key,
+                            &f.etag,
+                            f.size,
+                            QuarantineReason::Refused,
+                            &detail,
+                            Utc::now().naive_utc(),
+                        );
+                        self.quarantine(&[q], report).await?;
+                        timed(report, "load", t);
+                        // A COPY refused the row, so the COPYs did not all finish:
+                        // the failed load's staged objects stay for inspection.
+                        continue;
                     }
+                    Err(e) => return Err(e.into()),
                 };
                 timed(report, "load", t);
                 if let Some(row) = committed {
@@ -424,6 +407,31 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// Steps 4 and 5 for one staged load, with its staged objects deleted as soon as the
+    /// load's COPYs have read them, while it merges and commits (see [`StagedRead`]).
+    /// Returns the load's outcome and whether the objects were deleted meanwhile.
+    async fn load_releasing(
+        &self,
+        staged: &StagedLoad,
+        started: DateTime<Utc>,
+        span: &tracing::Span,
+    ) -> (Result<Option<LoadRow>, WarehouseError>, bool) {
+        let (read, was_read) = StagedRead::channel();
+        let delete_once_read = async {
+            if self.keep_staging || was_read.await.is_err() {
+                return false;
+            }
+            self.delete_staged(staged).await;
+            true
+        };
+        tokio::join!(
+            self.warehouse
+                .load_reporting(staged, started.naive_utc(), read)
+                .instrument(span.clone()),
+            delete_once_read.instrument(span.clone()),
+        )
     }
 
     /// Deletes a load's staged objects once nothing will read them. A failure only leaves

@@ -84,9 +84,16 @@ impl S3Case {
 
     /// The binary with this case's config, then `args`.
     fn cli(&self, args: &[&str]) -> CmdOutput {
+        self.cli_env(args, &[])
+    }
+
+    /// [`S3Case::cli`] with `extra` variables in the environment too.
+    fn cli_env(&self, args: &[&str], extra: &[(&str, &str)]) -> CmdOutput {
         let mut full = vec!["--config", self.config.as_str()];
         full.extend_from_slice(args);
-        run_bin(&full, &self.env, self.dir.path())
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        run_bin(&full, &env, self.dir.path())
     }
 }
 
@@ -345,10 +352,7 @@ async fn s3_a_load_whose_copy_fails_keeps_its_staged_objects_whole() {
     }
     check(case.cli(&["migrate"]));
     let poison = "events/2020/01/03/4.json";
-    let full = ["--config", case.config.as_str(), "run"];
-    let mut env = case.env.clone();
-    env.push(("EVENTS_ETL_TEST_POISON_KEY".into(), poison.into()));
-    let out = run_bin(&full, &env, case.dir.path());
+    let out = case.cli_env(&["run"], &[("EVENTS_ETL_TEST_POISON_KEY", poison)]);
     assert_eq!(out.code(), Some(5), "{out}");
     assert!(out.stdout.contains("loaded 5 of 6 event files"), "{out}");
 
