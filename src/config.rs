@@ -97,6 +97,8 @@ pub struct RawMonitor {
 pub struct RawSource {
     pub url: Option<String>,
     pub retention_days: Option<Scalar>,
+    pub systemic_min_files: Option<Scalar>,
+    pub systemic_min_percent: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -586,8 +588,34 @@ pub struct Config {
     pub retention_days: u64,
     /// `status --check` fails when a pending file is older than this.
     pub max_pending_age_hours: u64,
+    /// When more than this many of a run's source objects fail to be read the same way
+    /// (and more than [`Config::systemic`]'s share), the failure is systemic.
+    pub systemic: Systemic,
     /// `[event_types]` and `cleaning.unknown_event_types`: per-type contracts.
     pub event_types: EventTypes,
+}
+
+/// When a share of a run's source objects failing alike is a systemic failure (a
+/// changed role, a KMS grant, a lifecycle rule) rather than a property of each object:
+/// more than `min_files` objects failed with the same error code, and more than
+/// `min_percent` percent of the objects the run read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Systemic {
+    pub min_files: u64,
+    pub min_percent: u64,
+}
+
+impl Systemic {
+    /// More than 3 files and more than 10% of those read.
+    pub const DEFAULT: Systemic = Systemic {
+        min_files: 3,
+        min_percent: 10,
+    };
+
+    /// Whether `failed` alike out of `read` objects is systemic.
+    pub fn holds(self, failed: u64, read: u64) -> bool {
+        failed > self.min_files && failed.saturating_mul(100) > read.saturating_mul(self.min_percent)
+    }
 }
 
 /// Default uncompressed part size. Each worker holds about two parts in memory (the
@@ -738,6 +766,25 @@ impl Config {
             return Err(invalid("monitor.max_pending_age_hours", "must be at least 1"));
         }
 
+        let systemic = Systemic {
+            min_files: whole(
+                "source.systemic_min_files",
+                raw.source.systemic_min_files,
+                Systemic::DEFAULT.min_files,
+            )?,
+            min_percent: whole(
+                "source.systemic_min_percent",
+                raw.source.systemic_min_percent,
+                Systemic::DEFAULT.min_percent,
+            )?,
+        };
+        if systemic.min_percent > 100 {
+            return Err(invalid(
+                "source.systemic_min_percent",
+                format!("{} is outside 0..=100", systemic.min_percent),
+            ));
+        }
+
         let event_types = validate_event_types(raw.event_types, raw.cleaning)?;
 
         let keep_staging = boolean("staging.keep", raw.staging.keep, false)?;
@@ -756,6 +803,7 @@ impl Config {
             concurrency: usize::try_from(concurrency).unwrap_or(1),
             retention_days,
             max_pending_age_hours,
+            systemic,
             event_types,
         })
     }

@@ -13,6 +13,7 @@ pub mod clean;
 pub mod config;
 pub mod discover;
 pub mod event_types;
+pub mod failure;
 pub mod migrate;
 pub mod pipeline;
 pub mod read;

@@ -87,13 +87,13 @@ enum Command {
         to: Option<chrono::NaiveDate>,
     },
     /// Show recent loads, the last success and failure, pending files with their age
-    /// and the days before the source deletes them, and quarantined files.
+    /// and the days before the source deletes them, quarantined and lost files.
     Status {
         /// How many recent loads to show.
         #[arg(long, default_value_t = 10)]
         limit: i64,
-        /// Exit 5 when a pending file is older than monitor.max_pending_age_hours or a
-        /// file is quarantined (for cron or any monitor), 0 otherwise.
+        /// Exit 5 when a pending file is older than monitor.max_pending_age_hours, or a
+        /// quarantined or lost file is not resolved (for cron or any monitor), 0 otherwise.
         #[arg(long)]
         check: bool,
     },
@@ -111,6 +111,12 @@ enum Command {
         #[arg(long, value_name = "YYYY-MM-DD", requires = "from", value_parser = parse_day)]
         to: Option<chrono::NaiveDate>,
     },
+    /// The files set aside (quarantined) or lost before they were read: list them, or
+    /// clear their alarm once handled.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
     /// Clean local files offline (no warehouse): staged parts, rejects and a summary.
     Clean {
         /// Event files (JSON lines, optionally gzipped).
@@ -125,6 +131,35 @@ enum Command {
         /// Files cleaned at once (default: the core count, at most 8).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// The quarantined and lost file versions whose alarm stands (with --all, resolved
+    /// ones too, with who resolved them and why).
+    List {
+        /// Resolved rows too.
+        #[arg(long)]
+        all: bool,
+        /// At most this many rows, newest first.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+    /// Clears the alarm of every unresolved version of these keys, recording who and
+    /// why: a lost file whose events are accepted as gone, or a quarantined one that will
+    /// not be fixed. A fixed file needs no resolve: its new version, or `reload --key`,
+    /// clears the alarm when it loads.
+    Resolve {
+        /// Source keys (as `status` and `quarantine list` show them).
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        /// Why the alarm may clear; kept in `etl_quarantine.resolution`.
+        #[arg(long, value_name = "TEXT")]
+        note: String,
+        /// Who resolves it (default: $USER).
+        #[arg(long, value_name = "NAME", env = "USER", default_value = "operator")]
+        by: String,
     },
 }
 
@@ -165,7 +200,10 @@ impl From<PipelineError> for Failure {
     fn from(e: PipelineError) -> Self {
         let code = match &e {
             PipelineError::Warehouse(w) => warehouse_code(w),
-            PipelineError::Source(_) | PipelineError::Read { .. } | PipelineError::Stage(_) => EXIT_STORE,
+            PipelineError::Source(_)
+            | PipelineError::Read { .. }
+            | PipelineError::Stage(_)
+            | PipelineError::Systemic { .. } => EXIT_STORE,
         };
         Failure {
             code,
@@ -304,6 +342,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         keep_staging: config.keep_staging,
         event_types: Arc::new(config.event_types.clone()),
         concurrency: config.concurrency,
+        systemic: config.systemic,
     };
     match cli.command {
         Command::Migrate => {
@@ -383,20 +422,26 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                     "quarantined {} file(s) (not loaded until a new version is uploaded):",
                     report.quarantined.len()
                 );
-                print_quarantined(&report.quarantined);
+                print_quarantined(&report.quarantined, None, config.retention_days);
                 return Ok(Outcome::Attention);
             }
         }
         Command::Status { limit, check } => {
             let loads = warehouse.recent_loads(limit).await?;
-            let (event_files, pending) = pipeline.discover().await?;
-            let quarantined = warehouse.quarantined(limit).await?;
+            let files = pipeline.event_files(None).await?.1;
+            let written: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> = files
+                .iter()
+                .filter_map(|f| Some((f.key.clone(), f.last_modified?)))
+                .collect();
+            let event_files = files.len();
+            let pending = pipeline.unsettled(files).await?;
+            let alarms = warehouse.quarantined(QUARANTINE_SHOWN, false).await?;
             let runs = [
                 warehouse.last_run("succeeded").await?,
                 warehouse.last_run("failed").await?,
             ];
             let catalog = warehouse.event_catalog().await?;
-            let oldest = print_status(&config, event_files, &pending, &runs, &loads, &quarantined);
+            let oldest = print_status(&config, event_files, &pending, &runs, &loads, &alarms, &written);
             print_event_types(&config, &catalog, chrono::Utc::now().naive_utc());
             if check {
                 let max =
@@ -408,8 +453,13 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                         config.max_pending_age_hours
                     ));
                 }
-                if !quarantined.is_empty() {
-                    failed.push(format!("{} file(s) quarantined", quarantined.len()));
+                let lost = alarms.iter().filter(|q| q.is_lost()).count();
+                let set_aside = alarms.len() - lost;
+                if set_aside > 0 {
+                    failed.push(format!("{set_aside} file(s) quarantined"));
+                }
+                if lost > 0 {
+                    failed.push(format!("{lost} file(s) lost before they were read"));
                 }
                 if !failed.is_empty() {
                     println!("check: FAILED ({})", failed.join("; "));
@@ -418,6 +468,38 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 println!("check: ok");
             }
         }
+        Command::Quarantine { action } => match action {
+            QuarantineAction::List { all, limit } => {
+                let rows = warehouse.quarantined(limit, all).await?;
+                if rows.is_empty() {
+                    println!(
+                        "no {}quarantined or lost files",
+                        if all { "" } else { "unresolved " }
+                    );
+                }
+                print_quarantined(&rows, None, config.retention_days);
+            }
+            QuarantineAction::Resolve { keys, note, by } => {
+                if note.trim().is_empty() {
+                    return Err(Failure {
+                        code: EXIT_CONFIG,
+                        error: anyhow::anyhow!("--note must say why the alarm may clear"),
+                    });
+                }
+                let now = chrono::Utc::now().naive_utc();
+                let mut resolved = 0;
+                for key in &keys {
+                    let n = warehouse.resolve_quarantine(key, &by, &note, now).await?;
+                    if n == 0 {
+                        println!("{key}: nothing to resolve (no unresolved quarantined or lost version)");
+                    } else {
+                        println!("{key}: resolved {n} version(s)");
+                    }
+                    resolved += n;
+                }
+                println!("resolved {resolved} version(s)");
+            }
+        },
         Command::Reload { keys, from, to } => {
             let keys = match (from, to) {
                 (Some(from), Some(to)) if from <= to && (to - from).num_days() < 3660 => pipeline
@@ -462,7 +544,8 @@ fn print_status(
     pending: &[ObjectMeta],
     runs: &[Option<RunRow>],
     loads: &[LoadRow],
-    quarantined: &[Quarantined],
+    alarms: &[Quarantined],
+    written: &std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>,
 ) -> Option<chrono::Duration> {
     let now = chrono::Utc::now();
     let hours = |d: chrono::Duration| d.num_seconds() as f64 / 3600.0;
@@ -512,9 +595,21 @@ fn print_status(
     }
     println!("recent loads:");
     print_loads(loads);
-    if !quarantined.is_empty() {
-        println!("quarantined files (not loaded until a new version is uploaded):");
-        print_quarantined(quarantined);
+    let (lost, set_aside): (Vec<Quarantined>, Vec<Quarantined>) =
+        alarms.iter().cloned().partition(Quarantined::is_lost);
+    if !set_aside.is_empty() {
+        println!(
+            "quarantined files (not loaded until a new version loads or `reload --key`; \
+             `quarantine resolve` clears one that will not be fixed):"
+        );
+        print_quarantined(&set_aside, Some(written), config.retention_days);
+    }
+    if !lost.is_empty() {
+        println!(
+            "lost files (listed, then gone before they were read: their events are not loaded; \
+             upload a copy, or `quarantine resolve` once accepted):"
+        );
+        print_quarantined(&lost, None, config.retention_days);
     }
     oldest
 }
@@ -604,7 +699,9 @@ async fn summarise<'a>(
     } else {
         None
     };
-    let quarantined = warehouse.quarantined(1_000_000).await.ok().map(|q| q.len());
+    let alarms = warehouse.quarantined(QUARANTINE_SHOWN, false).await.ok();
+    let lost = alarms.as_ref().map(|a| a.iter().filter(|q| q.is_lost()).count());
+    let quarantined = alarms.as_ref().zip(lost).map(|(a, lost)| a.len() - lost);
     events_etl::report::RunSummary {
         run_id,
         started,
@@ -614,6 +711,7 @@ async fn summarise<'a>(
         last_success,
         pending,
         quarantined,
+        lost,
     }
 }
 
@@ -699,10 +797,35 @@ fn print_dry_run(files: &[events_etl::pipeline::DryFile]) {
     }
 }
 
-fn print_quarantined(files: &[Quarantined]) {
+/// At most this many quarantined and lost versions are read for `status` and metrics.
+const QUARANTINE_SHOWN: i64 = 100_000;
+
+/// One line per quarantined or lost version; with `written` (when each listed object
+/// was written), the days left before the source deletes it.
+fn print_quarantined(
+    files: &[Quarantined],
+    written: Option<&std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>,
+    retention_days: u64,
+) {
+    let now = chrono::Utc::now();
     for q in files {
+        let left = written
+            .and_then(|w| w.get(&q.source_key))
+            .map(|t| {
+                let days = retention_days as f64 - (now - *t).num_seconds() as f64 / 86_400.0;
+                format!(", {days:.1} days before the source deletes it")
+            })
+            .unwrap_or_default();
+        let resolved = match (&q.resolved_at, &q.resolved_by, &q.resolution) {
+            (Some(at), by, why) => format!(
+                " [resolved {at} by {}: {}]",
+                by.as_deref().unwrap_or("?"),
+                why.as_deref().unwrap_or("")
+            ),
+            _ => String::new(),
+        };
         println!(
-            "  {} (etag {}, {} bytes) {} at {}: {}",
+            "  {} (etag {}, {} bytes{left}) {} at {}: {}{resolved}",
             q.source_key, q.etag, q.size_bytes, q.reason, q.quarantined_at, q.detail
         );
     }
@@ -758,10 +881,7 @@ mod tests {
         assert_eq!(Failure::from(PipelineError::Warehouse(staged)).code, EXIT_STORE);
         let missing = WarehouseError::Staging(events_etl::store::StoreError::NotFound { url: "x".into() });
         assert_eq!(Failure::from(missing).code, EXIT_STORE);
-        let statement = WarehouseError::Statement {
-            statement: "insert_events".into(),
-            message: "boom".into(),
-        };
+        let statement = WarehouseError::systemic("insert_events", "boom");
         assert_eq!(
             Failure::from(PipelineError::Warehouse(statement)).code,
             EXIT_WAREHOUSE

@@ -10,7 +10,9 @@ use thiserror::Error;
 use tracing::Instrument as _;
 
 use crate::clean::{Cleaner, FileTally, LineOutcome, Reason, Reject};
+use crate::config::Systemic;
 use crate::discover;
+use crate::failure::FailureClass;
 use crate::read::{At, GzipEnd, Input, LineReader};
 use crate::stage::pool;
 use crate::stage::writer::StageError;
@@ -29,6 +31,41 @@ pub enum PipelineError {
     Stage(#[from] StageError),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    /// Many source objects of one run failed alike: the cause is the deployment, not the
+    /// objects, so none of them is set aside.
+    #[error("{failed} of the {read} source objects this run read failed alike ({code}), e.g. {example}; {}; likely cause: {}", FailureClass::Systemic.advice(), systemic_cause(code))]
+    Systemic {
+        /// The store's error code they share.
+        code: String,
+        failed: u64,
+        read: u64,
+        /// One of them, with the store's words.
+        example: String,
+    },
+}
+
+/// What usually makes many objects fail with this store error code at once.
+fn systemic_cause(code: &str) -> &'static str {
+    match code {
+        "InvalidObjectState" => {
+            "a lifecycle rule moves source objects to an archive storage class before they are loaded"
+        }
+        c if c.starts_with("KMS.") => "the task role lacks kms:Decrypt on the source bucket's key",
+        _ => "the task role lacks s3:GetObject (or kms:Decrypt) on the source, or a bucket or VPC endpoint policy denies it",
+    }
+}
+
+impl PipelineError {
+    /// How this failure is handled (see [`FailureClass`]).
+    pub fn class(&self) -> FailureClass {
+        match self {
+            PipelineError::Source(e) => e.class(),
+            PipelineError::Read { .. } => FailureClass::Transient,
+            PipelineError::Stage(_) => FailureClass::Transient,
+            PipelineError::Warehouse(e) => e.class(),
+            PipelineError::Systemic { .. } => FailureClass::Systemic,
+        }
+    }
 }
 
 /// What a run did.
@@ -40,7 +77,8 @@ pub struct RunReport {
     pub pending: usize,
     /// The committed loads, in order.
     pub loads: Vec<LoadRow>,
-    /// File versions this run quarantined instead of loading.
+    /// File versions this run quarantined instead of loading, and those it found gone
+    /// (reason `vanished`).
     pub quarantined: Vec<Quarantined>,
     /// The files of the committed loads, as cleaned and staged.
     pub files: Vec<FileRow>,
@@ -53,7 +91,11 @@ pub struct RunReport {
 /// What staging one load produced.
 struct Staged {
     load: StagedLoad,
-    set_aside: Vec<Quarantined>,
+    /// Versions gone when read: recorded as lost at once.
+    lost: Vec<Quarantined>,
+    /// Versions the store would not read: quarantined at the end of the run, unless so
+    /// many failed alike that the failure is systemic.
+    unreadable: Vec<Suspect>,
     files: Vec<FileRow>,
     reasons: BTreeMap<Reason, u64>,
 }
@@ -63,6 +105,43 @@ pub struct CleanedFile {
     pub tally: FileTally,
     /// Rejects staged for the file, by reason.
     pub reasons: BTreeMap<Reason, u64>,
+}
+
+/// A source object the store would not read, held until the run knows whether the
+/// failure is the object's or the deployment's.
+#[derive(Debug, Clone)]
+struct Suspect {
+    file: ObjectMeta,
+    reason: QuarantineReason,
+    /// The store's error code.
+    code: String,
+    detail: String,
+}
+
+/// The objects of one run the store would not read, and how many it tried to read.
+#[derive(Debug, Default)]
+struct Unreadable {
+    read: u64,
+    held: Vec<Suspect>,
+}
+
+impl Unreadable {
+    /// A systemic failure when more objects failed with one code than `rule` allows.
+    fn systemic(&self, rule: Systemic) -> Option<PipelineError> {
+        let mut by_code: BTreeMap<&str, Vec<&Suspect>> = BTreeMap::new();
+        for s in &self.held {
+            by_code.entry(s.code.as_str()).or_default().push(s);
+        }
+        let (code, alike) = by_code
+            .into_iter()
+            .find(|(_, alike)| rule.holds(alike.len() as u64, self.read))?;
+        Some(PipelineError::Systemic {
+            code: code.to_owned(),
+            failed: alike.len() as u64,
+            read: self.read,
+            example: alike[0].detail.clone(),
+        })
+    }
 }
 
 /// Bytes cleaned between two yields to the scheduler.
@@ -248,6 +327,8 @@ pub struct Pipeline {
     pub event_types: Arc<crate::event_types::EventTypes>,
     /// Files read and cleaned at once (`load.concurrency`).
     pub concurrency: usize,
+    /// When unreadable source objects are the deployment's failure (`source.systemic_*`).
+    pub systemic: Systemic,
 }
 
 impl Pipeline {
@@ -260,12 +341,18 @@ impl Pipeline {
     /// only the `<prefix>YYYY/MM/DD/` prefixes of those days are listed.
     pub async fn discover_in(&self, days: Option<Days>) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
         let (listed_n, event_files) = self.event_files(days).await?;
-        let keys: Vec<String> = event_files.iter().map(|o| o.key.clone()).collect();
-        let recorded = self.warehouse.recorded_versions(&keys).await?;
         let n = event_files.len();
-        let pending = discover::pending(event_files, &recorded);
+        let pending = self.unsettled(event_files).await?;
         telemetry::files_discovered(listed_n, n, pending.len());
         Ok((n, pending))
+    }
+
+    /// Of these listed event files, the versions the control tables have not settled
+    /// (loaded or quarantined), in key order.
+    pub async fn unsettled(&self, event_files: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>, PipelineError> {
+        let keys: Vec<String> = event_files.iter().map(|o| o.key.clone()).collect();
+        let recorded = self.warehouse.recorded_versions(&keys).await?;
+        Ok(discover::pending(event_files, &recorded))
     }
 
     /// The event files under the source prefix (only the partitions of `days`, when
@@ -298,11 +385,16 @@ impl Pipeline {
     /// Loads every pending file, `max_files_per_load` files per transaction. `now` is
     /// the run's start: it bounds `created_at` for the whole run.
     ///
-    /// What fails the same way on every rerun is quarantined, not retried: an archived
-    /// or unreadable object, or a file whose staged row the warehouse refuses. That file
-    /// version is recorded in `etl_quarantine` and the rest of its load is staged again
-    /// and loaded. Anything else (throttling, a dropped connection, a full disk) fails the
-    /// run with nothing of the load recorded; the next run retries it.
+    /// Failures are handled by their [`FailureClass`], decided where they arise:
+    /// - permanent for one object (archived, unreadable, a staged row the warehouse
+    ///   refuses): that version is recorded in `etl_quarantine` and the rest loads. An
+    ///   unreadable object is held until the run ends, and when more of the run's objects
+    ///   failed alike than `source.systemic_*` allows, the run fails instead and sets none
+    ///   of them aside;
+    /// - an object gone when read is recorded as lost (reason `vanished`);
+    /// - transient or systemic (throttling, a timeout, a dropped connection, a permission
+    ///   on the bucket or the warehouse): the run fails with nothing of the load recorded
+    ///   and nothing set aside; the next run retries it.
     pub async fn run(&self, now: DateTime<Utc>, days: Option<Days>) -> Result<RunReport, PipelineError> {
         let t = Instant::now();
         let (event_files, pending) = self.discover_in(days).await?;
@@ -319,94 +411,133 @@ impl Pipeline {
         result.map(|()| report)
     }
 
-    /// The loads of a run, `max_files_per_load` files each.
+    /// The loads of a run, `max_files_per_load` files each; then the unreadable objects
+    /// quarantined, unless they are a systemic failure.
     async fn load_all(
         &self,
         cleaner: &Arc<Cleaner>,
         pending: &[ObjectMeta],
         report: &mut RunReport,
     ) -> Result<(), PipelineError> {
+        let mut unreadable = Unreadable::default();
+        for chunk in pending.chunks(self.max_files_per_load) {
+            self.load_chunk(cleaner, chunk, report, &mut unreadable).await?;
+            if let Some(e) = unreadable.systemic(self.systemic) {
+                return Err(e);
+            }
+        }
+        let set_aside: Vec<Quarantined> = unreadable
+            .held
+            .iter()
+            .map(|s| {
+                telemetry::file_quarantined(&s.file.key, s.reason, &s.detail);
+                Quarantined::new(
+                    &s.file.key,
+                    &s.file.etag,
+                    s.file.size,
+                    s.reason,
+                    &s.detail,
+                    Utc::now().naive_utc(),
+                )
+            })
+            .collect();
+        self.quarantine(&set_aside, report).await
+    }
+
+    /// One chunk of pending files: staged and loaded; a file whose staged row the
+    /// warehouse refuses is quarantined and the rest staged again.
+    async fn load_chunk(
+        &self,
+        cleaner: &Arc<Cleaner>,
+        chunk: &[ObjectMeta],
+        report: &mut RunReport,
+        unreadable: &mut Unreadable,
+    ) -> Result<(), PipelineError> {
         let timed = |report: &mut RunReport, step: &'static str, t: Instant| {
             *report.seconds.entry(step).or_insert(0.0) += t.elapsed().as_secs_f64();
         };
-        for chunk in pending.chunks(self.max_files_per_load) {
-            let mut files: Vec<ObjectMeta> = chunk.to_vec();
-            // Each pass quarantines at least one file or ends: at most len + 1 passes.
-            loop {
-                let started = Utc::now();
-                let load_id = new_load_id(started);
-                // Every log line of this load carries its id (JSON logs: in `spans`).
-                let span = tracing::info_span!("load", load_id = %load_id);
-                let t = Instant::now();
-                let Staged {
-                    load: staged,
-                    set_aside,
-                    files: file_rows,
-                    reasons,
-                } = self
-                    .stage(cleaner, &load_id, &files)
-                    .instrument(span.clone())
-                    .await?;
-                timed(report, "stage", t);
-                self.quarantine(&set_aside, report).await?;
-                let t = Instant::now();
-                let (loaded, deleted) = if staged.files_staged == 0 {
-                    (Ok(None), false) // every file of the chunk vanished or was set aside
-                } else {
-                    self.load_releasing(&staged, started, &span).await
-                };
-                let committed = match loaded {
-                    Ok(row) => row,
-                    Err(WarehouseError::Refused {
-                        statement,
-                        source_key,
-                        message,
-                    }) => {
-                        let Some(at) = files.iter().position(|f| f.key == source_key) else {
-                            return Err(WarehouseError::Refused {
-                                statement,
-                                source_key,
-                                message,
-                            }
-                            .into());
-                        };
-                        let f = files.remove(at);
-                        let detail = format!("{statement}: {message}");
-                        telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &detail);
-                        let q = Quarantined::new(
-                            &f.key,
-                            &f.etag,
-                            f.size,
-                            QuarantineReason::Refused,
-                            &detail,
-                            Utc::now().naive_utc(),
-                        );
-                        self.quarantine(&[q], report).await?;
-                        timed(report, "load", t);
-                        // A COPY refused the row, so the COPYs did not all finish:
-                        // the failed load's staged objects stay for inspection.
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                timed(report, "load", t);
-                if let Some(row) = committed {
-                    span.in_scope(|| telemetry::load_committed(&row));
-                    report.files.extend(file_rows);
-                    for (reason, n) in reasons {
-                        *report.rejects_by_reason.entry(reason).or_insert(0) += n;
-                    }
-                    report.loads.push(row);
+        let mut files: Vec<ObjectMeta> = chunk.to_vec();
+        unreadable.read += files.len() as u64;
+        // Each pass quarantines at least one file or ends: at most len + 1 passes.
+        loop {
+            let started = Utc::now();
+            let load_id = new_load_id(started);
+            // Every log line of this load carries its id (JSON logs: in `spans`).
+            let span = tracing::info_span!("load", load_id = %load_id);
+            let t = Instant::now();
+            let Staged {
+                load: staged,
+                lost,
+                unreadable: held,
+                files: file_rows,
+                reasons,
+            } = self
+                .stage(cleaner, &load_id, &files)
+                .instrument(span.clone())
+                .await?;
+            timed(report, "stage", t);
+            self.quarantine(&lost, report).await?;
+            // A later pass need not open them again.
+            files.retain(|f| {
+                !lost.iter().any(|q| q.source_key == f.key) && !held.iter().any(|s| s.file.key == f.key)
+            });
+            unreadable.held.extend(held);
+            let t = Instant::now();
+            let (loaded, deleted) = if staged.files_staged == 0 {
+                (Ok(None), false) // every file of the chunk vanished or was set aside
+            } else {
+                self.load_releasing(&staged, started, &span).await
+            };
+            let committed = match loaded {
+                Ok(row) => row,
+                Err(WarehouseError::Refused {
+                    statement,
+                    source_key,
+                    message,
+                }) => {
+                    let Some(at) = files.iter().position(|f| f.key == source_key) else {
+                        return Err(WarehouseError::Refused {
+                            statement,
+                            source_key,
+                            message,
+                        }
+                        .into());
+                    };
+                    let f = files.remove(at);
+                    let detail = format!("{statement}: {message}");
+                    telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &detail);
+                    let q = Quarantined::new(
+                        &f.key,
+                        &f.etag,
+                        f.size,
+                        QuarantineReason::Refused,
+                        &detail,
+                        Utc::now().naive_utc(),
+                    );
+                    self.quarantine(&[q], report).await?;
+                    timed(report, "load", t);
+                    // A COPY refused the row, so the COPYs did not all finish:
+                    // the failed load's staged objects stay for inspection.
+                    continue;
                 }
-                if !self.keep_staging && !deleted {
-                    // The warehouse did not say its COPYs had read them (or every file
-                    // was set aside): the load has ended, so now.
-                    self.delete_staged(&staged).await;
+                Err(e) => return Err(e.into()),
+            };
+            timed(report, "load", t);
+            if let Some(row) = committed {
+                span.in_scope(|| telemetry::load_committed(&row));
+                report.files.extend(file_rows);
+                for (reason, n) in reasons {
+                    *report.rejects_by_reason.entry(reason).or_insert(0) += n;
                 }
-                break;
+                report.loads.push(row);
             }
+            if !self.keep_staging && !deleted {
+                // The warehouse did not say its COPYs had read them (or every file
+                // was set aside): the load has ended, so now.
+                self.delete_staged(&staged).await;
+            }
+            return Ok(());
         }
-        Ok(())
     }
 
     /// Steps 4 and 5 for one staged load, with its staged objects deleted as soon as the
@@ -462,7 +593,9 @@ impl Pipeline {
             let url = self.source.store.url(&obj.key);
             let body = match self.source.store.get(&obj.key).await {
                 Ok(body) => body,
-                Err(StoreError::NotFound { .. } | StoreError::Unreadable { .. }) => continue,
+                Err(
+                    StoreError::NotFound { .. } | StoreError::Archived { .. } | StoreError::Unreadable { .. },
+                ) => continue,
                 Err(e) => return Err(PipelineError::Source(e)),
             };
             let mut w = StageWriter::new(discard.clone(), "dry-run", self.part_size);
@@ -487,8 +620,8 @@ impl Pipeline {
     }
 
     /// Steps 2 and 3: clean the files into staged parts, `concurrency` at once (see
-    /// [`crate::stage::pool`]), and write the manifests. Also returns the files set
-    /// aside: archived or unreadable objects.
+    /// [`crate::stage::pool`]), and write the manifests. Also returns the files that
+    /// could not be read: gone, archived or unreadable.
     async fn stage(
         &self,
         cleaner: &Arc<Cleaner>,
@@ -509,7 +642,7 @@ impl Pipeline {
         });
         let staged =
             pool::stage_files(target, cleaner.clone(), opener, files.to_vec(), self.concurrency).await?;
-        let mut set_aside = Vec::new();
+        let (mut lost, mut unreadable) = (Vec::new(), Vec::new());
         let mut file_rows = Vec::new();
         let mut reasons: BTreeMap<Reason, u64> = BTreeMap::new();
         for (obj, outcome) in staged.outcomes {
@@ -520,22 +653,30 @@ impl Pipeline {
                         *reasons.entry(reason).or_insert(0) += n;
                     }
                 }
-                pool::Outcome::Skipped(Skip::Vanished) => {}
-                pool::Outcome::Skipped(Skip::Aside(reason, detail)) => set_aside.push(Quarantined::new(
+                pool::Outcome::Skipped(Skip::Vanished(detail)) => lost.push(Quarantined::new(
                     &obj.key,
                     &obj.etag,
                     obj.size,
-                    reason,
+                    QuarantineReason::Vanished,
                     &detail,
                     Utc::now().naive_utc(),
                 )),
+                pool::Outcome::Skipped(Skip::Unreadable { reason, code, detail }) => {
+                    unreadable.push(Suspect {
+                        file: obj,
+                        reason,
+                        code,
+                        detail,
+                    })
+                }
             }
         }
         let load = staged.load;
         telemetry::load_staged(load_id, files.len(), load.events_staged, load.rejects_staged);
         Ok(Staged {
             load,
-            set_aside,
+            lost,
+            unreadable,
             files: file_rows,
             reasons,
         })
@@ -544,14 +685,20 @@ impl Pipeline {
 
 /// Why a source object was not read.
 enum Skip {
-    /// Listed, then expired (S3 deletes after 28 days) or removed: there is nothing to
-    /// load and nothing to record; a re-upload is a new version.
-    Vanished,
-    /// Archived or unreadable: quarantined.
-    Aside(QuarantineReason, String),
+    /// Listed, then gone (expired: the source deletes files after its retention, or
+    /// removed): nothing is left to load, and the version is recorded as lost.
+    Vanished(String),
+    /// The store will not read it: archived, or refused with a permanent error code.
+    Unreadable {
+        reason: QuarantineReason,
+        code: String,
+        detail: String,
+    },
 }
 
-/// Opens source objects for the staging pool.
+/// Opens source objects for the staging pool. The object is always read: what the
+/// listing says of its storage class is not trusted (a restored object still lists as
+/// archived), the store's answer is.
 struct SourceOpener {
     source: Place,
 }
@@ -561,26 +708,29 @@ impl pool::Open for SourceOpener {
     type Skip = Skip;
 
     async fn open(&self, obj: &ObjectMeta) -> Result<pool::Opened<Skip>, PipelineError> {
-        let url = self.url(obj);
-        let aside = |reason, detail: String| {
-            telemetry::file_quarantined(&obj.key, reason, &detail);
-            Ok(pool::Opened::Skip(Skip::Aside(reason, detail)))
-        };
-        if obj.archived {
-            return aside(
-                QuarantineReason::Archived,
-                format!("{url} is in an archive storage class (GLACIER or DEEP_ARCHIVE); restore it, then reload it"),
-            );
-        }
+        let skip = |s| Ok(pool::Opened::Skip(s));
         match self.source.store.get(&obj.key).await {
             Ok(body) => Ok(pool::Opened::Body(body)),
             Err(StoreError::NotFound { url }) => {
                 telemetry::file_vanished(&url);
-                Ok(pool::Opened::Skip(Skip::Vanished))
+                skip(Skip::Vanished(format!(
+                    "{url} was listed but was gone when read (expired or deleted): its events were not loaded; \
+                     if a copy exists, upload it again (a new version loads), then `events-etl quarantine resolve`"
+                )))
             }
-            Err(StoreError::Unreadable { url, message }) => {
-                aside(QuarantineReason::Unreadable, format!("{url}: {message}"))
-            }
+            Err(StoreError::Archived { url, message }) => skip(Skip::Unreadable {
+                reason: QuarantineReason::Archived,
+                code: "InvalidObjectState".to_owned(),
+                detail: format!(
+                    "{url} is in an archive storage class ({message}); restore it, then `events-etl reload --key {}`",
+                    obj.key
+                ),
+            }),
+            Err(StoreError::Unreadable { url, code, message }) => skip(Skip::Unreadable {
+                reason: QuarantineReason::Unreadable,
+                code,
+                detail: format!("{url}: {message}"),
+            }),
             Err(e) => Err(PipelineError::Source(e)),
         }
     }

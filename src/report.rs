@@ -25,8 +25,11 @@ pub struct RunSummary<'a> {
     /// Files still pending after the run, and the oldest one's age, if the source could
     /// be listed.
     pub pending: Option<(usize, Option<chrono::Duration>)>,
-    /// Quarantined file versions, if the warehouse could say.
+    /// Quarantined file versions whose alarm stands, if the warehouse could say.
     pub quarantined: Option<usize>,
+    /// File versions lost before they were read (`vanished`) whose alarm stands, if
+    /// the warehouse could say.
+    pub lost: Option<usize>,
 }
 
 fn metric(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
@@ -139,8 +142,16 @@ pub fn prometheus(s: &RunSummary<'_>) -> String {
         metric(
             &mut out,
             "events_etl_files_quarantined",
-            "File versions quarantined (see `status`).",
+            "File versions quarantined and not resolved (see `events-etl quarantine list`).",
             &one(q as f64),
+        );
+    }
+    if let Some(n) = s.lost {
+        metric(
+            &mut out,
+            "events_etl_files_lost",
+            "File versions listed but gone before they were read, not resolved (see `status`).",
+            &one(n as f64),
         );
     }
     out

@@ -18,7 +18,7 @@ pub fn files_discovered(listed: usize, event_files: usize, pending: usize) {
 pub fn file_vanished(url: &str) {
     tracing::warn!(
         url,
-        "file listed but gone when read (expired or deleted); skipped, not recorded"
+        "file listed but gone when read (expired or deleted): recorded as lost (reason `vanished`, see `events-etl status`)"
     );
 }
 

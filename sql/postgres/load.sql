@@ -269,10 +269,33 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.etl_quarantine q WHERE q.source_key = $
   AND NOT EXISTS (SELECT 1 FROM {schema}.etl_files f WHERE f.source_key = $1 AND f.etag = $2);
 
 -- name: quarantined
-SELECT source_key, etag, size_bytes, reason, detail, quarantined_at
+-- Unresolved rows (the alarms), or every row when $2 is true; newest first.
+SELECT source_key, etag, size_bytes, reason, detail, quarantined_at, resolved_at, resolved_by, resolution
 FROM {schema}.etl_quarantine
+WHERE $2 OR resolved_at IS NULL
 ORDER BY quarantined_at DESC, source_key
 LIMIT $1;
+
+-- name: reopen_quarantine
+-- A resolved version quarantined again (a reload that failed the same way): the alarm
+-- stands again, with the new reason and detail.
+UPDATE {schema}.etl_quarantine
+SET reason = $3, detail = $4, quarantined_at = $5, resolved_at = NULL, resolved_by = NULL, resolution = NULL
+WHERE source_key = $1 AND etag = $2 AND resolved_at IS NOT NULL;
+
+-- name: resolve_quarantine
+-- `quarantine resolve`: an operator clears every unresolved row of key $1.
+UPDATE {schema}.etl_quarantine
+SET resolved_at = $2, resolved_by = $3, resolution = $4
+WHERE source_key = $1 AND resolved_at IS NULL;
+
+-- name: resolve_loaded
+-- A load of a key clears its alarms: a newer version loaded, or a reload of the
+-- quarantined version did. $1 is the load id.
+UPDATE {schema}.etl_quarantine q
+SET resolved_at = now() AT TIME ZONE 'UTC', resolved_by = 'load ' || $1, resolution = 'loaded'
+FROM pg_temp.stage_files s
+WHERE q.resolved_at IS NULL AND q.source_key = s.source_key;
 
 -- name: record_run
 INSERT INTO {schema}.etl_runs

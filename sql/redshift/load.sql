@@ -254,6 +254,16 @@ DELETE FROM {schema}.stage_files;
 -- AWS: r_DROP_TABLE.html
 DROP TABLE merge_source;
 
+-- name: resolve_loaded
+-- A load of a key clears its alarms: a newer version loaded, or a reload of the
+-- quarantined version did.
+-- AWS: r_UPDATE.html (FROM), r_concatenation_operator.html
+UPDATE {schema}.etl_quarantine
+SET resolved_at = CAST({loaded_at} AS TIMESTAMP), resolved_by = 'load ' || {load_id}, resolution = 'loaded'
+FROM {schema}.stage_files
+WHERE {schema}.etl_quarantine.resolved_at IS NULL
+  AND {schema}.etl_quarantine.source_key = {schema}.stage_files.source_key;
+
 -- name: load_summary
 -- AWS: r_SELECT_synopsis.html
 SELECT load_id, started_at, finished_at, status, files, lines, events_loaded, duplicates, rejects,
@@ -303,11 +313,30 @@ WHERE NOT EXISTS (
 );
 
 -- name: quarantined
+-- Unresolved rows (the alarms), or every row when {include_resolved} is TRUE.
 -- AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
-SELECT source_key, etag, size_bytes, reason, detail, quarantined_at
+SELECT source_key, etag, size_bytes, reason, detail, quarantined_at, resolved_at, resolved_by, resolution
 FROM {schema}.etl_quarantine
+WHERE {include_resolved} OR resolved_at IS NULL
 ORDER BY quarantined_at DESC, source_key
 LIMIT {limit};
+
+-- name: reopen_quarantine
+-- A resolved version quarantined again (a reload that failed the same way): the alarm
+-- stands again, with the new reason and detail. Sent in the quarantine batch.
+-- AWS: r_UPDATE.html
+UPDATE {schema}.etl_quarantine
+SET reason = {reason}, detail = {detail}, quarantined_at = CAST({quarantined_at} AS TIMESTAMP),
+    resolved_at = NULL, resolved_by = NULL, resolution = NULL
+WHERE source_key = {source_key} AND etag = {etag} AND resolved_at IS NOT NULL;
+
+-- name: resolve_quarantine
+-- `quarantine resolve`: an operator clears every unresolved row of the key. Sent after
+-- `lock`.
+-- AWS: r_UPDATE.html
+UPDATE {schema}.etl_quarantine
+SET resolved_at = CAST({resolved_at} AS TIMESTAMP), resolved_by = {resolved_by}, resolution = {resolution}
+WHERE source_key = {source_key} AND resolved_at IS NULL;
 
 -- name: load_errors
 -- After a COPY failed: what Redshift logged for this load's staged parts (the COPY error

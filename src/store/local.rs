@@ -67,6 +67,16 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
     Ok(())
 }
 
+/// A filesystem error's class: a permission or a read-only filesystem is the
+/// deployment's (systemic); anything else (a full disk, an interrupted call) may pass.
+fn io_error(op: &'static str, url: String, e: &std::io::Error) -> StoreError {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => StoreError::systemic(op, url, e),
+        _ => StoreError::io(op, url, e),
+    }
+}
+
 /// Removes the empty directories below `dir` (not `dir` itself), deepest first.
 fn remove_empty_dirs_under(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -90,20 +100,20 @@ impl ObjectStore for LocalStore {
         match tokio::fs::metadata(&self.root).await {
             Ok(md) if md.is_dir() => {}
             Ok(_) => {
-                return Err(StoreError::io(
+                return Err(StoreError::systemic(
                     "list",
                     self.url(prefix),
                     format!("{} is not a directory", self.root.display()),
                 ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::io(
+                return Err(StoreError::systemic(
                     "list",
                     self.url(prefix),
                     format!("the directory {} does not exist", self.root.display()),
                 ))
             }
-            Err(e) => return Err(StoreError::io("list", self.url(prefix), e)),
+            Err(e) => return Err(io_error("list", self.url(prefix), &e)),
         }
         let root = self.root.clone();
         let p = prefix.to_owned();
@@ -113,7 +123,7 @@ impl ObjectStore for LocalStore {
         })
         .await
         .map_err(|e| StoreError::io("list", self.url(prefix), e))?
-        .map_err(|e| StoreError::io("list", self.url(prefix), e))?;
+        .map_err(|e| io_error("list", self.url(prefix), &e))?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -131,6 +141,7 @@ impl ObjectStore for LocalStore {
             // Permanent for this file until someone changes its permissions.
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(StoreError::Unreadable {
                 url: self.url(key),
+                code: "EACCES".to_owned(),
                 message: e.to_string(),
             }),
             Err(e) => Err(StoreError::io("read", self.url(key), e)),
@@ -142,7 +153,7 @@ impl ObjectStore for LocalStore {
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
-                .map_err(|e| StoreError::io("write", self.url(key), e))?;
+                .map_err(|e| io_error("write", self.url(key), &e))?;
         }
         // Write then rename, so a reader never sees half an object. The temporary name is
         // unique: `with_extension` would share one file between `x.a` and `x.b` and
@@ -151,10 +162,10 @@ impl ObjectStore for LocalStore {
         let tmp = path.with_file_name(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()));
         tokio::fs::write(&tmp, bytes)
             .await
-            .map_err(|e| StoreError::io("write", self.url(key), e))?;
+            .map_err(|e| io_error("write", self.url(key), &e))?;
         tokio::fs::rename(&tmp, &path)
             .await
-            .map_err(|e| StoreError::io("write", self.url(key), e))
+            .map_err(|e| io_error("write", self.url(key), &e))
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {

@@ -12,6 +12,7 @@ use thiserror::Error;
 use tokio::io::AsyncRead;
 
 use crate::config::Location;
+use crate::failure::FailureClass;
 
 /// One listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +23,9 @@ pub struct ObjectMeta {
     /// A key seen with a new ETag is a new file version and is loaded again.
     pub etag: String,
     pub size: u64,
-    /// Listed in an archive storage class (S3 GLACIER, DEEP_ARCHIVE): not readable until
-    /// restored, so it is quarantined rather than read.
+    /// Listed in an archive storage class (S3 GLACIER, DEEP_ARCHIVE). Shown, never
+    /// trusted: a restored object still lists as archived, so the object is read and
+    /// only the store's answer (`InvalidObjectState`) sets it aside.
     pub archived: bool,
     /// When the object was written (S3 LastModified, the file's mtime): how old a
     /// pending file is, and how long before the source deletes it.
@@ -33,30 +35,65 @@ pub struct ObjectMeta {
 /// A streaming object body.
 pub type Body = Box<dyn AsyncRead + Send + Unpin>;
 
-/// An object-store failure, naming the object and what to check.
+/// An object-store failure, naming the object and what to check. Each variant knows
+/// its [`FailureClass`], decided by the adapter from the store's own error code.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// Listed, then gone when read: expired (the source deletes files after its
+    /// retention) or removed. Nothing is left to load; the version is recorded as lost.
     #[error("object {url} not found")]
     NotFound { url: String },
-    /// The store will not give this object's bytes, and asking again will not change
-    /// that: access denied (a KMS key or object ownership the tool lacks), or an object
-    /// in an archive tier (`InvalidObjectState`). The object is quarantined.
+    /// In an archive storage class and not restored (S3 `InvalidObjectState`): readable
+    /// once restored.
+    #[error("object {url} is archived and cannot be read until it is restored: {message}")]
+    Archived { url: String, message: String },
+    /// The store refuses this object's bytes with a permanent error (`code`): access
+    /// denied to it (a KMS key or object ownership the tool lacks), or another 4xx.
     #[error("object {url} cannot be read: {message}")]
-    Unreadable { url: String, message: String },
-    #[error("cannot {op} {url}: {message}")]
+    Unreadable {
+        url: String,
+        /// The store's error code (S3: `AccessDenied`, `KMS.DisabledException`, ...).
+        code: String,
+        message: String,
+    },
+    #[error("cannot {op} {url}: {message} ({})", class.advice())]
     Io {
         op: &'static str,
         url: String,
         message: String,
+        /// [`FailureClass::Transient`] or [`FailureClass::Systemic`].
+        class: FailureClass,
     },
 }
 
 impl StoreError {
+    /// A failure that may pass on its own (throttling, a timeout, a 5xx).
     pub(crate) fn io(op: &'static str, url: String, e: impl std::fmt::Display) -> Self {
         StoreError::Io {
             op,
             url,
             message: e.to_string(),
+            class: FailureClass::Transient,
+        }
+    }
+
+    /// A failure of the configuration or a permission: every object would fail alike.
+    pub(crate) fn systemic(op: &'static str, url: String, e: impl std::fmt::Display) -> Self {
+        StoreError::Io {
+            op,
+            url,
+            message: e.to_string(),
+            class: FailureClass::Systemic,
+        }
+    }
+
+    /// How the pipeline handles this failure.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            StoreError::NotFound { .. } | StoreError::Archived { .. } | StoreError::Unreadable { .. } => {
+                FailureClass::Object
+            }
+            StoreError::Io { class, .. } => *class,
         }
     }
 }

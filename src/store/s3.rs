@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::operation::delete_objects::{DeleteObjectsError, DeleteObjectsOutput};
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
@@ -113,7 +114,7 @@ impl S3Store {
         let Some(joined) = joined else { return Ok(()) };
         let out = joined
             .map_err(|e| StoreError::io("delete", what.to_owned(), e))?
-            .map_err(|e| StoreError::io("delete", what.to_owned(), describe(&e)))?;
+            .map_err(|e| op_error("delete", what.to_owned(), &e))?;
         match out.errors().first() {
             Some(err) => Err(StoreError::io(
                 "delete",
@@ -137,6 +138,78 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
+/// S3 error codes that every request of this identity to this bucket would get: the
+/// credentials, the bucket or the account (AWS: ErrorResponses.html, "List of error
+/// codes"). `AccessDenied` is among them for listing and writing; for reading one object
+/// it may concern that object alone (see [`get_error`]).
+const SYSTEMIC_CODES: [&str; 13] = [
+    "AccessDenied",
+    "AccountProblem",
+    "AllAccessDisabled",
+    "AuthorizationHeaderMalformed",
+    "ExpiredToken",
+    "InvalidAccessKeyId",
+    "InvalidBucketName",
+    "InvalidToken",
+    "NoSuchBucket",
+    "NotSignedUp",
+    "PermanentRedirect",
+    "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
+];
+
+/// The class of a failed request other than GetObject: systemic for the codes above,
+/// transient for anything else (throttling, 5xx, timeouts, a dropped connection).
+fn op_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    op: &'static str,
+    url: String,
+    e: &aws_sdk_s3::error::SdkError<E>,
+) -> StoreError {
+    match e.code() {
+        Some(code) if SYSTEMIC_CODES.contains(&code) => StoreError::systemic(op, url, describe(e)),
+        _ => StoreError::io(op, url, describe(e)),
+    }
+}
+
+/// The class of a failed GetObject, from its error code and HTTP status (AWS:
+/// API_GetObject.html, ErrorResponses.html):
+/// - `NoSuchKey`: the object is gone (expired or removed since the listing);
+/// - `InvalidObjectState`: archived and not restored;
+/// - `AccessDenied`, a `KMS.*` code, or another 4xx that is neither throttling nor a
+///   timeout: this object cannot be read, permanently (the pipeline treats it as
+///   systemic when a large share of a run's objects fail alike);
+/// - the credential, bucket and account codes of [`SYSTEMIC_CODES`] other than
+///   `AccessDenied`: systemic;
+/// - anything else (5xx, `SlowDown`, `RequestTimeout`, no response): transient.
+fn get_error(url: String, e: &aws_sdk_s3::error::SdkError<GetObjectError>) -> StoreError {
+    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+        return StoreError::NotFound { url };
+    }
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    match e.code() {
+        Some("InvalidObjectState") => StoreError::Archived {
+            url,
+            message: describe(e),
+        },
+        Some(code) if code != "AccessDenied" && SYSTEMIC_CODES.contains(&code) => {
+            StoreError::systemic("read", url, describe(e))
+        }
+        Some(code)
+            if code == "AccessDenied"
+                || code.starts_with("KMS.")
+                || status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429)
+                    && !matches!(code, "SlowDown" | "RequestTimeout" | "RequestTimeTooSkewed") =>
+        {
+            StoreError::Unreadable {
+                url,
+                code: code.to_owned(),
+                message: describe(e),
+            }
+        }
+        _ => StoreError::io("read", url, describe(e)),
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -149,7 +222,7 @@ impl ObjectStore for S3Store {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| StoreError::io("list", self.url(prefix), describe(&e)))?;
+            let page = page.map_err(|e| op_error("list", self.url(prefix), &e))?;
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
                 if key.ends_with('/') {
@@ -182,19 +255,7 @@ impl ObjectStore for S3Store {
             .await;
         match resp {
             Ok(r) => Ok(Box::new(r.body.into_async_read())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                Err(StoreError::NotFound { url: self.url(key) })
-            }
-            // Permanent for this object (GetObject's documented errors): an archived
-            // object (`InvalidObjectState`) or one this identity may list but not read
-            // (`AccessDenied`, e.g. a KMS key or object ownership it lacks).
-            Err(e) if matches!(e.code(), Some("InvalidObjectState" | "AccessDenied")) => {
-                Err(StoreError::Unreadable {
-                    url: self.url(key),
-                    message: describe(&e),
-                })
-            }
-            Err(e) => Err(StoreError::io("read", self.url(key), describe(&e))),
+            Err(e) => Err(get_error(self.url(key), &e)),
         }
     }
 
@@ -207,7 +268,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::io("write", self.url(key), describe(&e)))
+            .map_err(|e| op_error("write", self.url(key), &e))
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use chrono::NaiveDateTime;
 use thiserror::Error;
 
+use crate::failure::FailureClass;
 use crate::migrate::MigrateError;
 use crate::read::LineReader;
 use crate::stage::rows::MAX_STAGED_ROW_BYTES;
@@ -54,30 +55,41 @@ pub struct CatalogRow {
 }
 
 /// A file version set aside instead of loaded (`etl_quarantine`): its failure is
-/// permanent for that object, so retrying it would stall every run. A new version of the
-/// file (new ETag) loads normally.
+/// permanent for that object, so retrying it would stall every run; or a version lost
+/// before it could be read (`vanished`). Each row is an alarm until it is resolved: by
+/// a load of a newer version of the key, by a load of a reload of it, or by an operator
+/// (`events-etl quarantine resolve`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantined {
     pub source_key: String,
     pub etag: String,
     pub size_bytes: i64,
-    /// `archived`, `unreadable` or `refused` (see [`QuarantineReason`]).
+    /// `archived`, `unreadable`, `refused` or `vanished` (see [`QuarantineReason`]).
     pub reason: String,
     /// What happened, in the words of the store or the warehouse.
     pub detail: String,
     pub quarantined_at: NaiveDateTime,
+    /// When the alarm was cleared; `None` while it stands.
+    pub resolved_at: Option<NaiveDateTime>,
+    /// Who or what cleared it: `load <load_id>` or the operator's name.
+    pub resolved_by: Option<String>,
+    /// Why: `loaded` for a load, the operator's note otherwise.
+    pub resolution: Option<String>,
 }
 
 /// Why a file version was quarantined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum QuarantineReason {
-    /// Listed in an archive storage class (GLACIER, DEEP_ARCHIVE): not readable until
-    /// restored.
+    /// In an archive storage class (GLACIER, DEEP_ARCHIVE) and not restored: the store
+    /// answered `InvalidObjectState`.
     Archived,
-    /// The store refuses to read it (access denied, invalid object state).
+    /// The store refuses to read it (access denied, a KMS key, another permanent error).
     Unreadable,
     /// The warehouse refused one of its staged rows.
     Refused,
+    /// Listed, then gone before it was read (expired or deleted): its events are lost
+    /// unless someone has a copy.
+    Vanished,
 }
 
 impl QuarantineReason {
@@ -86,6 +98,7 @@ impl QuarantineReason {
             QuarantineReason::Archived => "archived",
             QuarantineReason::Unreadable => "unreadable",
             QuarantineReason::Refused => "refused",
+            QuarantineReason::Vanished => "vanished",
         }
     }
 }
@@ -113,7 +126,15 @@ impl Quarantined {
             reason: reason.as_str().to_owned(),
             detail: detail[..end].to_owned(),
             quarantined_at: at,
+            resolved_at: None,
+            resolved_by: None,
+            resolution: None,
         }
+    }
+
+    /// Whether this row is a lost file (`vanished`) rather than one set aside.
+    pub fn is_lost(&self) -> bool {
+        self.reason == QuarantineReason::Vanished.as_str()
     }
 }
 
@@ -156,8 +177,14 @@ pub enum WarehouseError {
     },
     #[error("the warehouse schema `{schema}` is missing tables ({message}): run `events-etl migrate` first")]
     NotMigrated { schema: String, message: String },
-    #[error("statement `{statement}` failed: {message}")]
-    Statement { statement: String, message: String },
+    #[error("statement `{statement}` failed: {message} ({})", class.advice())]
+    Statement {
+        statement: String,
+        message: String,
+        /// Decided from the server's code (PostgreSQL's SQLSTATE, Redshift's error
+        /// number): [`FailureClass::Transient`] or [`FailureClass::Systemic`].
+        class: FailureClass,
+    },
     #[error(transparent)]
     Migrate(#[from] MigrateError),
     #[error("reading staged data: {0}")]
@@ -169,11 +196,14 @@ pub enum WarehouseError {
         operation: &'static str,
         message: String,
     },
-    #[error("statement {statement} (Data API id {id}) still running after {secs} s; {}; nothing was committed, rerun or raise warehouse.redshift.statement_timeout_secs", if *cancelled { "it was cancelled" } else { "cancelling it failed, check the console" })]
+    /// Past its timeout, cancelled, and seen ABORTED afterwards: rolled back.
+    #[error("statement {statement} (Data API id {id}) still running after {secs} s; it was cancelled and rolled back (ABORTED): nothing was committed; rerun, or raise warehouse.redshift.statement_timeout_secs")]
     Timeout {
         statement: String,
         id: String,
         secs: u64,
+        /// Always true: a statement not seen ABORTED after the cancel is
+        /// [`WarehouseError::OutcomeUnknown`].
         cancelled: bool,
     },
     #[error("statement {statement} (Data API id {id}): its outcome is unknown, the Data API could not describe it ({message}); it may have committed: rerun, which never loads or records a file twice")]
@@ -197,30 +227,79 @@ pub enum WarehouseError {
     },
 }
 
+impl WarehouseError {
+    /// A failure of the warehouse or of what it was asked, not of the data: the run stops
+    /// and nothing is set aside.
+    pub fn systemic(statement: impl Into<String>, message: impl Into<String>) -> WarehouseError {
+        WarehouseError::Statement {
+            statement: statement.into(),
+            message: message.into(),
+            class: FailureClass::Systemic,
+        }
+    }
+
+    /// How the pipeline handles this failure. [`WarehouseError::Refused`] is the only
+    /// failure of one object; the rest stop the run with nothing set aside.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            WarehouseError::Refused { .. } => FailureClass::Object,
+            WarehouseError::Statement { class, .. } => *class,
+            WarehouseError::Connect { .. }
+            | WarehouseError::Timeout { .. }
+            | WarehouseError::OutcomeUnknown { .. }
+            | WarehouseError::CountMismatch { .. } => FailureClass::Transient,
+            WarehouseError::Staging(e) => e.class(),
+            WarehouseError::Api { .. }
+            | WarehouseError::UnsupportedVersion { .. }
+            | WarehouseError::NotMigrated { .. }
+            | WarehouseError::Migrate(_)
+            | WarehouseError::StagedData { .. } => FailureClass::Systemic,
+        }
+    }
+}
+
 /// Told when a load's COPYs have read its staged objects. The pipeline then deletes them
 /// while the load merges and commits, instead of after the commit: one store round trip
 /// (a DeleteObjects) less in every load's sequence, and the cleaned rows (emails, IPs)
 /// stay in staging no longer than they are needed. Dropped without [`StagedRead::done`]
 /// (a COPY failed, or the adapter cannot tell), the objects stay until the load ends.
-pub struct StagedRead(Option<tokio::sync::oneshot::Sender<()>>);
+pub struct StagedRead {
+    tx: Option<tokio::sync::oneshot::Sender<()>>,
+    told: bool,
+}
 
 impl StagedRead {
     /// A `StagedRead` and what it tells: `Ok(())` once done, an error if dropped first.
     pub fn channel() -> (StagedRead, tokio::sync::oneshot::Receiver<()>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        (StagedRead(Some(tx)), rx)
+        (
+            StagedRead {
+                tx: Some(tx),
+                told: false,
+            },
+            rx,
+        )
     }
 
     /// Tells no one.
     pub fn ignored() -> StagedRead {
-        StagedRead(None)
+        StagedRead {
+            tx: None,
+            told: false,
+        }
+    }
+
+    /// Whether someone was told the staged objects may go: a failed load can then not
+    /// run its COPYs again.
+    pub fn released(&self) -> bool {
+        self.told
     }
 
     /// Every COPY of the load has finished reading; later calls do nothing.
     pub fn done(&mut self) {
-        if let Some(tx) = self.0.take() {
+        if let Some(tx) = self.tx.take() {
             // The receiver gone means no one waits to delete: nothing to do.
-            let _ = tx.send(());
+            self.told = tx.send(()).is_ok();
         }
     }
 }
@@ -266,8 +345,23 @@ pub trait Warehouse: Send + Sync {
     /// version already recorded (loaded or quarantined) is left as it is.
     async fn quarantine(&self, files: &[Quarantined]) -> Result<(), WarehouseError>;
 
-    /// The quarantined file versions, newest first.
-    async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, WarehouseError>;
+    /// The quarantined and lost file versions whose alarm stands (with
+    /// `include_resolved`, every row), newest first.
+    async fn quarantined(
+        &self,
+        limit: i64,
+        include_resolved: bool,
+    ) -> Result<Vec<Quarantined>, WarehouseError>;
+
+    /// `quarantine resolve`: clears every standing alarm of `key`, recording who and
+    /// why; returns how many rows it resolved. Under the loaders' lock.
+    async fn resolve_quarantine(
+        &self,
+        key: &str,
+        by: &str,
+        note: &str,
+        at: NaiveDateTime,
+    ) -> Result<u64, WarehouseError>;
 
     /// The migrations recorded in `schema_migrations` (for `check`).
     async fn applied_migrations(&self) -> Result<Vec<crate::migrate::AppliedRow>, WarehouseError>;

@@ -23,6 +23,7 @@ use super::{
     AppliedMigration, CatalogRow, LoadRow, Quarantined, RunRow, StagedRead, Warehouse, WarehouseError,
 };
 use crate::event_types::EventTypes;
+use crate::failure::FailureClass;
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::read::{GzipEnd, LineReader};
 use crate::stage::rows::MAX_STAGED_ROW_BYTES;
@@ -34,7 +35,7 @@ const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 30] = [
+pub const STATEMENTS: [&str; 33] = [
     "lock",
     "settings",
     "create_stage",
@@ -55,6 +56,9 @@ pub const STATEMENTS: [&str; 30] = [
     "recorded_versions",
     "quarantine",
     "quarantined",
+    "reopen_quarantine",
+    "resolve_quarantine",
+    "resolve_loaded",
     "record_run",
     "last_run",
     "archive_reloaded",
@@ -98,6 +102,32 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
         Some(s) => format!("{e}: {s}"),
         None => e.to_string(),
     }
+}
+
+/// The class of a PostgreSQL error, from its SQLSTATE class (PostgreSQL manual,
+/// appendix A): a lost connection (no SQLSTATE, or class 08), a transaction rollback
+/// (40: serialization failure, deadlock), insufficient resources (53), operator
+/// intervention (57: statement timeout, cancel, shutdown), a system error (58) or a lock
+/// not available (55P03) may pass; anything else (privileges, configuration, a bug) is
+/// systemic.
+fn sqlstate_class(e: &tokio_postgres::Error) -> FailureClass {
+    let Some(code) = e.code() else {
+        return FailureClass::Transient;
+    };
+    let code = code.code();
+    if matches!(&code[..2], "08" | "40" | "53" | "57" | "58") || code == "55P03" {
+        FailureClass::Transient
+    } else {
+        FailureClass::Systemic
+    }
+}
+
+/// Whether a COPY error names a row as the cause: only data exceptions (SQLSTATE class
+/// 22) and program limits exceeded (54, such as a row too large). PostgreSQL attaches
+/// the `COPY ..., line N` context to every error raised during a COPY, timeouts and
+/// cancels included, so the context alone says nothing about the row.
+fn row_refused(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| matches!(&c.code()[..2], "22" | "54"))
 }
 
 fn load_row(r: &Row) -> LoadRow {
@@ -165,6 +195,7 @@ impl Postgres {
         WarehouseError::Statement {
             statement: name.to_owned(),
             message,
+            class: sqlstate_class(e),
         }
     }
 
@@ -509,17 +540,19 @@ async fn check_server_version(client: &Client, target: &str) -> Result<(), Wareh
 }
 
 impl Postgres {
-    /// A failed COPY: when the server names the row (`COPY stage_events, line N`), the
-    /// source file it came from, so that the pipeline can quarantine that file and load
-    /// the others.
+    /// A failed COPY: when the server refuses a row's data ([`row_refused`]) and names the
+    /// row (`COPY stage_events, line N`), the source file it came from, so that the
+    /// pipeline can quarantine that file and load the others. Any other failure is the
+    /// statement's, classed by its SQLSTATE.
     async fn copy_err(
         &self,
         statement: &str,
         manifest: &Manifest,
         e: &tokio_postgres::Error,
     ) -> WarehouseError {
-        let line = e
-            .as_db_error()
+        let line = Some(e)
+            .filter(|e| row_refused(e))
+            .and_then(|e| e.as_db_error())
             .and_then(|db| db.where_())
             .and_then(|w| w.split(", line ").nth(1))
             .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
@@ -716,6 +749,7 @@ impl Warehouse for Postgres {
         self.batch(&tx, "probe_reset").await?;
         self.exec(&tx, "insert_rejects", &[id]).await?;
         self.exec(&tx, "insert_load", &[id, &started_at]).await?;
+        self.exec(&tx, "resolve_loaded", &[id]).await?;
         // The event catalog, in the load's transaction.
         self.exec(&tx, "catalog", &[]).await?;
         let by_type = tx
@@ -758,6 +792,12 @@ impl Warehouse for Postgres {
                 ],
             )
             .await?;
+            self.exec(
+                &tx,
+                "reopen_quarantine",
+                &[&q.source_key, &q.etag, &q.reason, &q.detail, &q.quarantined_at],
+            )
+            .await?;
             self.exec(&tx, "close_reload_quarantined", &[&q.source_key, &q.etag])
                 .await?;
         }
@@ -765,15 +805,49 @@ impl Warehouse for Postgres {
     }
 
     async fn request_reload(&self, key: &str, at: NaiveDateTime) -> Result<u64, WarehouseError> {
-        let client = self.client.lock().await;
+        // Under the loaders' lock: a load that is recording this key meanwhile either
+        // commits first (and the request then reopens what it recorded) or sees it.
+        let mut client = self.client.lock().await;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.stmt_err("begin", &e))?;
+        self.batch(&tx, "lock").await?;
         let key = key.to_owned();
-        self.exec(&*client, "request_reload", &[&key, &at]).await
+        let n = self.exec(&tx, "request_reload", &[&key, &at]).await?;
+        tx.commit().await.map_err(|e| self.stmt_err("commit", &e))?;
+        Ok(n)
     }
 
-    async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, WarehouseError> {
+    async fn resolve_quarantine(
+        &self,
+        key: &str,
+        by: &str,
+        note: &str,
+        at: NaiveDateTime,
+    ) -> Result<u64, WarehouseError> {
+        let mut client = self.client.lock().await;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.stmt_err("begin", &e))?;
+        self.batch(&tx, "lock").await?;
+        let (key, by, note) = (key.to_owned(), by.to_owned(), note.to_owned());
+        let n = self
+            .exec(&tx, "resolve_quarantine", &[&key, &at, &by, &note])
+            .await?;
+        tx.commit().await.map_err(|e| self.stmt_err("commit", &e))?;
+        Ok(n)
+    }
+
+    async fn quarantined(
+        &self,
+        limit: i64,
+        include_resolved: bool,
+    ) -> Result<Vec<Quarantined>, WarehouseError> {
         let client = self.client.lock().await;
         let rows = client
-            .query(self.sql.get("quarantined"), &[&limit])
+            .query(self.sql.get("quarantined"), &[&limit, &include_resolved])
             .await
             .map_err(|e| self.stmt_err("quarantined", &e))?;
         Ok(rows
@@ -785,6 +859,9 @@ impl Warehouse for Postgres {
                 reason: r.get(3),
                 detail: r.get(4),
                 quarantined_at: r.get(5),
+                resolved_at: r.get(6),
+                resolved_by: r.get(7),
+                resolution: r.get(8),
             })
             .collect())
     }

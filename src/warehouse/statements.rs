@@ -14,6 +14,37 @@ pub fn with_schema(sql: &str, schema: &str) -> String {
     sql.replace("{schema}", schema)
 }
 
+/// Renders `template` in one pass: each `{name}` whose name `values` holds is replaced by
+/// its value, and a substituted value is never scanned again, so a value may hold any
+/// text (an S3 key may be `{offset}.json`). Any other `{...}` is kept as it is.
+pub fn render(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + values.iter().map(|(_, v)| v.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let value = (after.as_bytes().get(name_len) == Some(&b'}'))
+            .then(|| &after[..name_len])
+            .and_then(|name| values.iter().find(|(n, _)| *n == name))
+            .map(|(_, v)| *v);
+        match value {
+            Some(v) => {
+                out.push_str(v);
+                rest = &after[name_len + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Statements {
     pub fn parse(text: &str, schema: &str) -> Statements {
         let mut map = HashMap::new();
@@ -112,6 +143,17 @@ mod tests {
         );
         assert_eq!(got, ["CREATE TABLE t (a int)", "INSERT INTO t VALUES (';')"]);
         assert!(split_statements("-- only;\n").is_empty());
+    }
+
+    #[test]
+    fn render_substitutes_in_one_pass() {
+        let got = render(
+            "SELECT {a}, {b}, {unknown}, {not a name}, {",
+            &[("a", "'{b}'"), ("b", "{a}{offset}")],
+        );
+        assert_eq!(got, "SELECT '{b}', {a}{offset}, {unknown}, {not a name}, {");
+        assert_eq!(render("{x}{x}", &[("x", "}{")]), "}{}{");
+        assert_eq!(render("", &[]), "");
     }
 
     #[test]

@@ -142,15 +142,18 @@ pub fn plan(sql: &Statements, types: &EventTypes, tracked: &[TrackedView], at: &
 /// did not create, say so (it is never dropped or replaced).
 pub fn explain_failure(label: &str, e: super::WarehouseError) -> super::WarehouseError {
     match e {
-        super::WarehouseError::Statement { statement, message } if message.contains("already exists") => {
-            super::WarehouseError::Statement {
-                statement,
-                message: format!(
-                    "{message}: a table or view of that name exists that events-etl did not create, \
+        super::WarehouseError::Statement {
+            statement,
+            message,
+            class,
+        } if message.contains("already exists") => super::WarehouseError::Statement {
+            statement,
+            class,
+            message: format!(
+                "{message}: a table or view of that name exists that events-etl did not create, \
                      and it is never dropped or replaced; rename it, or remove the event type ({label})"
-                ),
-            }
-        }
+            ),
+        },
         other => other,
     }
 }

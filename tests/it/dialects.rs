@@ -374,6 +374,14 @@ fn apply_alters(tables: &mut [Table], sql: &str) -> Result<(), String> {
                     return Err(format!("table {name} has no primary key to drop"));
                 }
             }
+            ["ADD", "COLUMN", _, _, ..] => {
+                let column = words[5];
+                if t.columns.iter().any(|(c, _)| c == column) {
+                    return Err(format!("table {name} already has a column {column}"));
+                }
+                t.columns
+                    .push((column.to_owned(), normalise(&words[6..].join(" "))));
+            }
             ["ADD", "PRIMARY", "KEY", ..] => {
                 let has_key = t.constraints.iter().any(|c| c.starts_with("PRIMARY KEY"))
                     || t.columns.iter().any(|(_, d)| d.contains("PRIMARY KEY"));

@@ -5,6 +5,8 @@
 //! - `config`: configuration, environment overrides and exit codes through the binary;
 //! - `dialects`: both SQL dialects end with the same tables; no TRUNCATE;
 //! - `end_to_end`: the real binary on S3 and PostgreSQL (and Redshift through the stand-in);
+//! - `failure_classes`: transient, per-object and systemic failures, quarantine as an
+//!   alarm that clears, lost files, and keys SQL would misread, through the binary;
 //! - `event_types`: issue 10's per-type contracts, typed views and event catalog, through
 //!   the binary on both warehouses;
 //! - `harness`: the test harness itself (throwaway PostgreSQL, in-process S3);
@@ -24,6 +26,7 @@ mod deploy;
 mod dialects;
 mod end_to_end;
 mod event_types;
+mod failure_classes;
 mod harness;
 mod operations;
 mod pipeline;

@@ -95,6 +95,7 @@ async fn pipeline(ghosts: &[&str], files: &[(&str, String)]) -> (Pipeline, Strin
         keep_staging: false,
         event_types: Default::default(),
         concurrency: 4,
+        systemic: events_etl::config::Systemic::DEFAULT,
     };
     (p, schema, dir)
 }
@@ -109,8 +110,10 @@ async fn count(schema: &str, table: &str) -> i64 {
         .get(0)
 }
 
+/// A file listed, then gone when read: the rest loads, and the lost version is recorded
+/// (reason `vanished`), never only logged; it is settled, so no run reads it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_gone_between_list_and_read_is_skipped_not_recorded() {
+async fn a_file_gone_between_list_and_read_is_recorded_as_lost() {
     let (p, schema, _dir) = pipeline(
         &["events/2020/01/01/expired.json"],
         &[("events/2020/01/02/a.json", event(1) + "\n" + &event(2))],
@@ -121,12 +124,18 @@ async fn a_file_gone_between_list_and_read_is_skipped_not_recorded() {
     assert_eq!(report.loads.len(), 1);
     assert_eq!((report.loads[0].files, report.loads[0].events_loaded), (1, 2));
     assert_eq!(count(&schema, "etl_files").await, 1);
+    assert_eq!(report.quarantined.len(), 1);
+    assert_eq!(report.quarantined[0].source_key, "events/2020/01/01/expired.json");
+    assert!(report.quarantined[0].is_lost(), "{:?}", report.quarantined);
+    let lost = p.warehouse.quarantined(10, false).await.unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].reason, "vanished");
     let recorded = p
         .warehouse
         .recorded_versions(&["events/2020/01/01/expired.json".to_owned()])
         .await
         .unwrap();
-    assert!(recorded.is_empty(), "a vanished file must not be recorded");
+    assert_eq!(recorded.len(), 1, "the lost version is settled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,6 +146,11 @@ async fn a_run_whose_files_all_vanished_commits_no_load() {
     assert!(report.loads.is_empty(), "{report:?}");
     assert_eq!(count(&schema, "etl_loads").await, 0);
     assert_eq!(count(&schema, "etl_files").await, 0);
+    assert_eq!(
+        count(&schema, "etl_quarantine").await,
+        2,
+        "both are recorded as lost"
+    );
     // Its staging was cleaned up like any load's.
     let left: Vec<_> = walk(&dir.path().join("staging"));
     assert!(left.is_empty(), "{left:?}");

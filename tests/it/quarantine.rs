@@ -7,16 +7,16 @@
 
 use crate::support::{self, run_bin, CmdOutput, ObjectPolicy, PgServer};
 
-const BUCKET: &str = "quarantine-events";
+pub(crate) const BUCKET: &str = "quarantine-events";
 
-fn event(n: u32) -> String {
+pub(crate) fn event(n: u32) -> String {
     format!(
         r#"{{"id":"{n:08x}-0000-4000-8000-000000000000","created_at":"2020-01-13 10:00:{:02}","user_email":"u{n}@x.io","event_name":"page_visit","metadata":{{"n":{n}}}}}"#,
         n % 60
     )
 }
 
-fn lines(ns: std::ops::Range<u32>) -> String {
+pub(crate) fn lines(ns: std::ops::Range<u32>) -> String {
     ns.map(|n| event(n) + "\n").collect()
 }
 
@@ -24,18 +24,18 @@ async fn scalar(pg: &PgServer, sql: &str) -> i64 {
     pg.client().await.query_one(sql, &[]).await.unwrap().get(0)
 }
 
-struct World {
-    pg: &'static PgServer,
-    s3: support::S3Server,
-    schema: String,
+pub(crate) struct World {
+    pub(crate) pg: &'static PgServer,
+    pub(crate) s3: support::S3Server,
+    pub(crate) schema: String,
     dir: tempfile::TempDir,
     config: String,
     env: Vec<(String, String)>,
-    _api: Option<support::redshift_data::DataApiServer>,
+    pub(crate) _api: Option<support::redshift_data::DataApiServer>,
 }
 
 impl World {
-    async fn new(label: &str, redshift: bool) -> World {
+    pub(crate) async fn new(label: &str, redshift: bool) -> World {
         let pg = support::postgres().await;
         let s3 = support::s3().await;
         s3.create_bucket(BUCKET).await;
@@ -78,7 +78,7 @@ impl World {
         }
     }
 
-    fn cli(&self, args: &[&str], extra_env: &[(&str, &str)]) -> CmdOutput {
+    pub(crate) fn cli(&self, args: &[&str], extra_env: &[(&str, &str)]) -> CmdOutput {
         let mut full = vec!["--config", self.config.as_str()];
         full.extend_from_slice(args);
         let mut env = self.env.clone();
@@ -86,7 +86,7 @@ impl World {
         run_bin(&full, &env, self.dir.path())
     }
 
-    async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         scalar(self.pg, &sql.replace("{s}", &self.schema)).await
     }
 }

@@ -147,7 +147,9 @@ async fn failed_statement_mid_batch_commits_nothing_and_is_named() {
         .fail_when_sql_contains("FROM merge_source;", "simulated: disk full on slice 3");
     let e = wh.load(&staged, started()).await.expect_err("the insert fails");
     match &e {
-        WarehouseError::Statement { statement, message } => {
+        WarehouseError::Statement {
+            statement, message, ..
+        } => {
             assert_eq!(statement, "insert_events", "{e}");
             assert!(message.contains("simulated: disk full on slice 3"), "{e}");
             assert!(message.contains("sub-statement"), "{e}");
@@ -382,7 +384,20 @@ async fn every_statement_sent_parses_as_redshift() {
         started(),
     );
     wh.quarantine(&[q]).await.expect("quarantine");
-    assert_eq!(wh.quarantined(10).await.expect("quarantined").len(), 1);
+    assert_eq!(wh.quarantined(10, false).await.expect("quarantined").len(), 1);
+    assert_eq!(
+        wh.resolve_quarantine("events/q'.json", "ops\\me", "won't fix: C:\\x", started())
+            .await
+            .expect("resolve_quarantine"),
+        1
+    );
+    let all = wh.quarantined(10, true).await.expect("quarantined, resolved too");
+    assert_eq!(all[0].resolution.as_deref(), Some("won't fix: C:\\x"));
+    assert_eq!(all[0].resolved_by.as_deref(), Some("ops\\me"));
+    assert!(wh.quarantined(10, false).await.expect("quarantined").is_empty());
+    wh.recorded_versions(&["events/a\\b'{offset}.json".into(), "events/z.json".into()])
+        .await
+        .expect("recorded_versions with a backslash");
     let run = events_etl::warehouse::RunRow {
         run_id: "run-1".into(),
         started_at: started(),

@@ -371,6 +371,93 @@ pub async fn times_and_invalid_ips(wh: &dyn Warehouse, cx: &Cx) {
     assert_totals_consistent(cx, &row).await;
 }
 
+/// A quarantine row is an alarm that clears: a load of a newer version of the key
+/// resolves it (`load <id>`, `loaded`); an operator resolves another with who and why;
+/// the same version quarantined again after that stands again. Resolved rows stay
+/// settled and are listed only with `include_resolved`.
+pub async fn quarantine_alarms_clear(wh: &dyn Warehouse, cx: &Cx) {
+    use events_etl::warehouse::{QuarantineReason, Quarantined};
+    migrated(wh).await;
+    let q = |key: &str, etag: &str, reason| {
+        Quarantined::new(
+            key,
+            etag,
+            7,
+            reason,
+            "it's gone: C:\\x",
+            at("2024-06-02 00:00:00"),
+        )
+    };
+    let text = r#"{"id":"a1b2c3d4-0000-4000-8000-000000000001","created_at":"2024-01-05T12:00:00Z","user_email":"a@x.io","event_name":"view"}"#;
+    wh.quarantine(&[
+        q("r/a.json", "e-1", QuarantineReason::Unreadable),
+        q("r/b'\\{offset}.json", "e-1", QuarantineReason::Vanished),
+    ])
+    .await
+    .expect("quarantine");
+    assert_eq!(wh.quarantined(10, false).await.expect("quarantined").len(), 2);
+
+    // A new version of r/a.json loads: its alarm clears.
+    let staged = cx.stager.stage("load-1", &[src("r/a.json", "e-2", text)]).await;
+    load(wh, &staged, "2024-06-03 00:00:00").await;
+    let standing = wh.quarantined(10, false).await.expect("quarantined");
+    assert_eq!(standing.len(), 1, "{standing:?}");
+    assert_eq!(standing[0].source_key, "r/b'\\{offset}.json");
+    assert!(standing[0].is_lost());
+    let all = wh.quarantined(10, true).await.expect("quarantined, resolved too");
+    let a = all.iter().find(|r| r.source_key == "r/a.json").expect("kept");
+    assert_eq!(a.resolution.as_deref(), Some("loaded"), "{a:?}");
+    assert_eq!(a.resolved_by.as_deref(), Some("load load-1"), "{a:?}");
+    assert!(a.resolved_at.is_some());
+
+    // An operator resolves the lost one; nothing else matches.
+    let by_op = wh
+        .resolve_quarantine(
+            "r/b'\\{offset}.json",
+            "ops",
+            "accepted; no copy",
+            at("2024-06-04 00:00:00"),
+        )
+        .await
+        .expect("resolve");
+    assert_eq!(by_op, 1);
+    assert_eq!(
+        wh.resolve_quarantine("r/none.json", "ops", "x", at("2024-06-04 00:00:00"))
+            .await
+            .expect("resolve"),
+        0
+    );
+    assert!(wh.quarantined(10, false).await.expect("quarantined").is_empty());
+    let all = wh.quarantined(10, true).await.expect("quarantined, resolved too");
+    let b = all
+        .iter()
+        .find(|r| r.source_key.starts_with("r/b"))
+        .expect("kept");
+    assert_eq!(
+        (b.resolved_by.as_deref(), b.resolution.as_deref(), b.resolved_at),
+        (
+            Some("ops"),
+            Some("accepted; no copy"),
+            Some(at("2024-06-04 00:00:00"))
+        )
+    );
+    // Still settled: discovery does not read it again.
+    let settled = wh
+        .recorded_versions(&["r/b'\\{offset}.json".to_owned()])
+        .await
+        .expect("recorded_versions");
+    assert_eq!(settled.len(), 1);
+
+    // Quarantined again (a reload that failed alike): the alarm stands again.
+    wh.quarantine(&[q("r/b'\\{offset}.json", "e-1", QuarantineReason::Unreadable)])
+        .await
+        .expect("quarantine again");
+    let standing = wh.quarantined(10, false).await.expect("quarantined");
+    assert_eq!(standing.len(), 1);
+    assert_eq!(standing[0].reason, "unreadable");
+    assert_eq!(standing[0].resolved_at, None);
+}
+
 /// A quarantined version is settled (discovery skips it) and listed; another version of
 /// the same key is not; quarantining a loaded version, or one twice, changes nothing.
 pub async fn quarantine_settles_a_version(wh: &dyn Warehouse, cx: &Cx) {
@@ -403,7 +490,7 @@ pub async fn quarantine_settles_a_version(wh: &dyn Warehouse, cx: &Cx) {
         "{settled:?}"
     );
     assert!(!settled.contains(&("q/bad.json".to_owned(), "e-2".to_owned())));
-    assert_eq!(wh.quarantined(10).await.expect("quarantined"), [bad]);
+    assert_eq!(wh.quarantined(10, false).await.expect("quarantined"), [bad]);
 }
 
 /// Runs are recorded and read back: the latest of each status, with the error text of a
@@ -1900,6 +1987,7 @@ macro_rules! every_check {
                 absent_and_null_metadata_load_as_sql_null,
                 times_and_invalid_ips,
                 quarantine_settles_a_version,
+                quarantine_alarms_clear,
                 runs_are_recorded,
                 reload_reads_a_version_again,
                 migrate_refuses_edited,

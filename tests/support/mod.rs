@@ -887,6 +887,12 @@ pub enum ObjectPolicy {
     /// GetObject answers `AccessDenied` (403), as for an object whose KMS key or
     /// ownership the reader lacks; listing still shows it.
     Denied,
+    /// Listed with storage class DEEP_ARCHIVE but readable: an archived object that was
+    /// restored (S3 keeps listing the archive class while a restored copy is readable).
+    Restored,
+    /// Listed, but GetObject answers `NoSuchKey` (404): an object deleted (expired)
+    /// between the listing and the read.
+    Gone,
 }
 
 type Policies = Arc<std::sync::Mutex<std::collections::HashMap<String, ObjectPolicy>>>;
@@ -982,7 +988,10 @@ delegate_s3! {
             self.fill_etags(&meta, &bucket, objects).await;
             for o in objects.iter_mut() {
                 let key = o.key.clone().unwrap_or_default();
-                if policy(&self.policies, &bucket, &key) == Some(ObjectPolicy::Archived) {
+                if matches!(
+                    policy(&self.policies, &bucket, &key),
+                    Some(ObjectPolicy::Archived | ObjectPolicy::Restored)
+                ) {
                     o.storage_class = Some(s3s::dto::ObjectStorageClass::from_static(
                         s3s::dto::ObjectStorageClass::DEEP_ARCHIVE,
                     ));
@@ -1002,7 +1011,8 @@ delegate_s3! {
                 "The operation is not valid for the object's storage class"
             )),
             Some(ObjectPolicy::Denied) => Err(s3s::s3_error!(AccessDenied, "Access Denied")),
-            None => self.fs.get_object(req).await,
+            Some(ObjectPolicy::Gone) => Err(s3s::s3_error!(NoSuchKey, "The specified key does not exist.")),
+            Some(ObjectPolicy::Restored) | None => self.fs.get_object(req).await,
         }
     }
 }

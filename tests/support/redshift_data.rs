@@ -1139,7 +1139,10 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
     });
     // Redshift sessions run in UTC; ISO output is the `YYYY-MM-DD HH:MM:SS[.ffffff]` form.
     client
-        .batch_execute("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 1")
+        .batch_execute(
+            "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 1; \
+             SET standard_conforming_strings = off; SET escape_string_warning = off",
+        )
         .await?;
     Ok(client)
 }
@@ -1707,7 +1710,8 @@ const UNMAPPED_FUNCTIONS: &[&str] = &[
 /// Rules (only what the product's `sql/redshift/*.sql` needs):
 /// * `:name` parameters become quoted literals from `params` (a missing one fails);
 ///   comments are dropped; one trailing `;` is allowed, a second statement is not;
-///   backslashes in string literals are refused (Redshift reads them as escapes);
+///   a backslash in a string literal escapes the next character, as on Redshift (the
+///   session runs with `standard_conforming_strings = off`);
 /// * SUPER navigation on `metadata` and IS_VARCHAR/IS_BIGINT/IS_BOOLEAN/JSON_TYPEOF, see
 ///   [`rewrite_super`];
 /// * statement kinds allowed: CREATE SCHEMA, CREATE TABLE, CREATE [OR REPLACE] VIEW,
@@ -1965,8 +1969,10 @@ fn rewrite_super(toks: &mut Vec<Tok>) -> Result<(), String> {
 }
 
 /// `'value'` with quotes doubled.
+/// A string literal as Redshift reads it: quotes doubled, and backslashes doubled since
+/// a backslash in a literal is an escape (as QUOTE_LITERAL does, r_QUOTE_LITERAL.html).
 fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 fn rewrite_expressions(toks: &mut Vec<Tok>) -> Result<(), String> {
@@ -2326,8 +2332,26 @@ fn parse_copy(toks: &[Tok]) -> Result<CopySpec, String> {
     })
 }
 
+/// The text of a string literal: `''` and backslash escapes read as Redshift reads them.
 fn unquote(literal: &str) -> String {
-    literal[1..literal.len() - 1].replace("''", "'")
+    let mut out = String::new();
+    let mut chars = literal[1..literal.len() - 1].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            '\'' => {
+                chars.next(); // the second quote of ''
+                out.push('\'');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -2441,10 +2465,15 @@ fn tokenize(sql: &str) -> Result<Vec<Tok>, String> {
                     None => return Err(format!("unterminated {c}-quoted text")),
                     Some(&q) if q == c && b.get(j + 1) == Some(&c) => j += 2,
                     Some(&q) if q == c => break,
-                    Some('\\') if c == '\'' => return Err(
-                        "backslash in a string literal (Redshift reads it as an escape, PostgreSQL does not)"
-                            .into(),
-                    ),
+                    // Redshift reads a backslash in a literal as an escape of the next
+                    // character; the session runs with standard_conforming_strings off,
+                    // so PostgreSQL reads it the same way.
+                    Some('\\') if c == '\'' => {
+                        if j + 1 >= b.len() {
+                            return Err("unterminated '-quoted text".into());
+                        }
+                        j += 2;
+                    }
                     Some(_) => j += 1,
                 }
             }
