@@ -150,6 +150,7 @@ pub struct RawS3 {
 #[serde(deny_unknown_fields)]
 pub struct RawLoad {
     pub max_files: Option<Scalar>,
+    pub max_bytes: Option<Scalar>,
     pub dedupe_window_days: Option<Scalar>,
     pub concurrency: Option<Scalar>,
 }
@@ -576,6 +577,9 @@ pub struct Config {
     /// At most this many files go into one load (one transaction); a run makes as many
     /// loads as it needs.
     pub max_files_per_load: usize,
+    /// A load also ends before its files' source bytes pass this (a file larger than it
+    /// is a load of its own): a load's COPY and merge time stay bounded.
+    pub max_bytes_per_load: u64,
     /// A staged event is a duplicate of a row already in `events` with the same id whose
     /// `created_at` is at most this many days from its own; the dedupe reads only that
     /// `created_at` range of `events` (see [`DEFAULT_DEDUPE_WINDOW_DAYS`]).
@@ -636,6 +640,8 @@ pub fn default_concurrency() -> usize {
 }
 pub const DEFAULT_SCHEMA: &str = "analytics";
 pub const DEFAULT_MAX_FILES: u64 = 5000;
+/// Default `load.max_bytes`: 1 GiB of source objects per load.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 /// Loads deduplicate against `events` only within this many days of each staged
 /// event's `created_at`, so that the scan of `events` (sorted by `created_at` on
 /// Redshift) covers the load's own time range, not all of history. The app writes the
@@ -718,6 +724,10 @@ impl Config {
         }
 
         let max_files = whole("load.max_files", raw.load.max_files, DEFAULT_MAX_FILES)?;
+        let max_bytes = whole("load.max_bytes", raw.load.max_bytes, DEFAULT_MAX_BYTES)?;
+        if max_bytes == 0 {
+            return Err(invalid("load.max_bytes", "must be at least 1"));
+        }
         if max_files == 0 {
             return Err(invalid("load.max_files", "must be at least 1"));
         }
@@ -799,6 +809,7 @@ impl Config {
             schema,
             s3_force_path_style,
             max_files_per_load: usize::try_from(max_files).unwrap_or(usize::MAX),
+            max_bytes_per_load: max_bytes,
             dedupe_window_days: u32::try_from(dedupe_window_days).unwrap_or(u32::MAX),
             concurrency: usize::try_from(concurrency).unwrap_or(1),
             retention_days,

@@ -339,6 +339,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         warehouse: warehouse.clone(),
         part_size: config.part_size_bytes,
         max_files_per_load: config.max_files_per_load,
+        max_bytes_per_load: config.max_bytes_per_load,
         keep_staging: config.keep_staging,
         event_types: Arc::new(config.event_types.clone()),
         concurrency: config.concurrency,

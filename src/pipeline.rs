@@ -264,6 +264,34 @@ fn emit(
     Ok(())
 }
 
+/// The pending files cut into loads, in order: each at most `max_files` files, and a
+/// new load started before the source bytes would pass `max_bytes` (a file larger than
+/// `max_bytes` is a load of its own).
+pub fn load_cuts(pending: &[ObjectMeta], max_files: usize, max_bytes: u64) -> Vec<&[ObjectMeta]> {
+    let mut cuts = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, f) in pending.iter().enumerate() {
+        let full = i - start >= max_files.max(1) || (i > start && bytes.saturating_add(f.size) > max_bytes);
+        if full {
+            cuts.push(&pending[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(f.size);
+    }
+    if start < pending.len() {
+        cuts.push(&pending[start..]);
+    }
+    cuts
+}
+
+/// Loads tried while narrowing one failed chunk of `n` files: enough to find two files
+/// that fail alone (two loads per halving), few enough that a failure every load hits
+/// (a revoked role) costs a bounded number of attempts before the run stops.
+pub fn narrowing_budget(n: usize) -> u32 {
+    let halvings = usize::BITS - n.max(1).saturating_sub(1).leading_zeros();
+    4 * halvings + 4
+}
+
 /// A load id: sortable by time, unique across hosts.
 pub fn new_load_id(now: DateTime<Utc>) -> String {
     let rand = uuid::Uuid::new_v4().simple().to_string();
@@ -327,6 +355,9 @@ pub struct Pipeline {
     pub event_types: Arc<crate::event_types::EventTypes>,
     /// Files read and cleaned at once (`load.concurrency`).
     pub concurrency: usize,
+    /// A load's source bytes stay under this (`load.max_bytes`), unless one file alone
+    /// is larger.
+    pub max_bytes_per_load: u64,
     /// When unreadable source objects are the deployment's failure (`source.systemic_*`).
     pub systemic: Systemic,
 }
@@ -411,8 +442,12 @@ impl Pipeline {
         result.map(|()| report)
     }
 
-    /// The loads of a run, `max_files_per_load` files each; then the unreadable objects
-    /// quarantined, unless they are a systemic failure.
+    /// The loads of a run, at most `max_files_per_load` files and `max_bytes_per_load`
+    /// source bytes each (see [`load_cuts`]), each narrowed when it fails without naming
+    /// a file (see [`Pipeline::load_narrowing`]). Then the files that failed alone are
+    /// quarantined when other loads of the run committed (without that, nothing shows
+    /// the failure is theirs: the run fails), and the unreadable objects unless they are
+    /// a systemic failure.
     async fn load_all(
         &self,
         cleaner: &Arc<Cleaner>,
@@ -420,11 +455,45 @@ impl Pipeline {
         report: &mut RunReport,
     ) -> Result<(), PipelineError> {
         let mut unreadable = Unreadable::default();
-        for chunk in pending.chunks(self.max_files_per_load) {
-            self.load_chunk(cleaner, chunk, report, &mut unreadable).await?;
+        let mut alone: Vec<(ObjectMeta, WarehouseError)> = Vec::new();
+        for chunk in load_cuts(pending, self.max_files_per_load, self.max_bytes_per_load) {
+            unreadable.read += chunk.len() as u64;
+            self.load_narrowing(cleaner, chunk, report, &mut unreadable, &mut alone)
+                .await?;
             if let Some(e) = unreadable.systemic(self.systemic) {
                 return Err(e);
             }
+        }
+        // A file that alone outlasts the statement timeout is not broken: it stays
+        // pending (the run fails once everything else has loaded; raise the timeout).
+        let (timed_out, alone): (Vec<_>, Vec<_>) = alone.into_iter().partition(|(_, e)| {
+            matches!(
+                e,
+                WarehouseError::Timeout { .. } | WarehouseError::Cancelled { .. }
+            )
+        });
+        if !alone.is_empty() {
+            if report.loads.is_empty() {
+                let mut alone = alone;
+                return Err(alone.swap_remove(0).1.into());
+            }
+            let refused: Vec<Quarantined> = alone
+                .iter()
+                .map(|(f, e)| {
+                    let detail =
+                        format!("loaded alone, this file failed while other files of the run loaded: {e}");
+                    telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &detail);
+                    Quarantined::new(
+                        &f.key,
+                        &f.etag,
+                        f.size,
+                        QuarantineReason::Refused,
+                        &detail,
+                        Utc::now().naive_utc(),
+                    )
+                })
+                .collect();
+            self.quarantine(&refused, report).await?;
         }
         let set_aside: Vec<Quarantined> = unreadable
             .held
@@ -441,23 +510,76 @@ impl Pipeline {
                 )
             })
             .collect();
-        self.quarantine(&set_aside, report).await
+        self.quarantine(&set_aside, report).await?;
+        if let Some((f, e)) = timed_out.into_iter().next() {
+            tracing::warn!(key = %f.key, "this file alone outlasts the warehouse's statement timeout; it stays pending");
+            return Err(e.into());
+        }
+        Ok(())
     }
 
-    /// One chunk of pending files: staged and loaded; a file whose staged row the
-    /// warehouse refuses is quarantined and the rest staged again.
-    async fn load_chunk(
+    /// Loads one chunk. When its load fails in a way that names no file
+    /// ([`WarehouseError::narrowable`]: a timeout, a COPY error without a row), its two
+    /// halves are loaded on their own, and each half that fails so is split again, so the
+    /// rest of the chunk loads within this run instead of every run retrying the whole
+    /// chunk first. A file that fails alone is added to `alone`. At most
+    /// [`narrowing_budget`] loads are tried; past that the run fails with the error.
+    async fn load_narrowing(
         &self,
         cleaner: &Arc<Cleaner>,
         chunk: &[ObjectMeta],
+        report: &mut RunReport,
+        unreadable: &mut Unreadable,
+        alone: &mut Vec<(ObjectMeta, WarehouseError)>,
+    ) -> Result<(), PipelineError> {
+        let mut files = chunk.to_vec();
+        let first = match self.load_chunk(cleaner, &mut files, report, unreadable).await {
+            Err(PipelineError::Warehouse(e)) if e.narrowable() => e,
+            other => return other,
+        };
+        let mut budget = narrowing_budget(files.len());
+        let mut stack = vec![(files, first)];
+        while let Some((mut files, err)) = stack.pop() {
+            if files.len() <= 1 {
+                if let Some(f) = files.pop() {
+                    alone.push((f, err));
+                }
+                continue;
+            }
+            telemetry::load_narrowed(files.len(), &err);
+            let right = files.split_off(files.len() / 2);
+            let mut failed = Vec::new();
+            for mut half in [files, right] {
+                if budget == 0 {
+                    return Err(err.into());
+                }
+                budget -= 1;
+                match self.load_chunk(cleaner, &mut half, report, unreadable).await {
+                    Ok(()) => {}
+                    Err(PipelineError::Warehouse(e)) if e.narrowable() => failed.push((half, e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            // The left half first: loads stay in key order where they can.
+            stack.extend(failed.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// One load of `files`: staged and loaded; a file whose staged row the warehouse
+    /// refuses is quarantined and the rest staged again. Files that could not be read,
+    /// or were quarantined, are removed from `files`, so that on failure it holds what
+    /// is left to load.
+    async fn load_chunk(
+        &self,
+        cleaner: &Arc<Cleaner>,
+        files: &mut Vec<ObjectMeta>,
         report: &mut RunReport,
         unreadable: &mut Unreadable,
     ) -> Result<(), PipelineError> {
         let timed = |report: &mut RunReport, step: &'static str, t: Instant| {
             *report.seconds.entry(step).or_insert(0.0) += t.elapsed().as_secs_f64();
         };
-        let mut files: Vec<ObjectMeta> = chunk.to_vec();
-        unreadable.read += files.len() as u64;
         // Each pass quarantines at least one file or ends: at most len + 1 passes.
         loop {
             let started = Utc::now();
@@ -472,7 +594,7 @@ impl Pipeline {
                 files: file_rows,
                 reasons,
             } = self
-                .stage(cleaner, &load_id, &files)
+                .stage(cleaner, &load_id, files)
                 .instrument(span.clone())
                 .await?;
             timed(report, "stage", t);
@@ -737,5 +859,50 @@ impl pool::Open for SourceOpener {
 
     fn url(&self, obj: &ObjectMeta) -> String {
         self.source.store.url(&obj.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(sizes: &[u64]) -> Vec<ObjectMeta> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| ObjectMeta {
+                key: format!("k{i}"),
+                etag: "e".into(),
+                size,
+                archived: false,
+                last_modified: None,
+            })
+            .collect()
+    }
+
+    fn shape(cuts: &[&[ObjectMeta]]) -> Vec<usize> {
+        cuts.iter().map(|c| c.len()).collect()
+    }
+
+    #[test]
+    fn loads_are_cut_by_files_and_by_bytes() {
+        let f = files(&[10, 10, 10, 10, 10]);
+        assert_eq!(shape(&load_cuts(&f, 2, 1000)), [2, 2, 1]);
+        assert_eq!(shape(&load_cuts(&f, 100, 25)), [2, 2, 1]);
+        assert_eq!(shape(&load_cuts(&f, 100, 30)), [3, 2]);
+        // A file larger than the bound is a load of its own; none is ever empty.
+        let f = files(&[5, 100, 5, 5]);
+        assert_eq!(shape(&load_cuts(&f, 100, 20)), [1, 1, 2]);
+        assert!(load_cuts(&[], 10, 10).is_empty());
+        assert_eq!(shape(&load_cuts(&files(&[1, 1]), 0, 10)), [1, 1]);
+    }
+
+    #[test]
+    fn narrowing_finds_two_files_within_its_budget() {
+        // Two loads per halving, for two files: 4 per halving covers them.
+        assert_eq!(narrowing_budget(1), 4);
+        assert_eq!(narrowing_budget(2), 8);
+        assert_eq!(narrowing_budget(5000), 4 * 13 + 4);
+        assert!(narrowing_budget(usize::MAX) < 300);
     }
 }

@@ -103,6 +103,15 @@ pub fn load_committed(r: &LoadRow) {
     );
 }
 
+/// A load failed without naming a file: its files are loaded in halves.
+pub fn load_narrowed(files: usize, error: &dyn std::fmt::Display) {
+    tracing::warn!(
+        files,
+        error = %error,
+        "the load failed without naming a file; loading its two halves on their own"
+    );
+}
+
 /// A file version set aside: archived, unreadable, or refused by the warehouse.
 pub fn file_quarantined(key: &str, reason: crate::warehouse::QuarantineReason, detail: &str) {
     tracing::warn!(

@@ -219,6 +219,15 @@ pub enum WarehouseError {
         source_key: String,
         message: String,
     },
+    /// A statement the server cancelled: a statement timeout or a cancel request
+    /// (PostgreSQL SQLSTATE 57014). A load that hits it is narrowed to fewer files.
+    #[error("statement `{statement}` was cancelled (a statement timeout or a cancel request): {message} ({})", FailureClass::Transient.advice())]
+    Cancelled { statement: String, message: String },
+    /// The load failed on its staged data and the warehouse named no row (a Redshift
+    /// COPY error without a SYS_LOAD_ERROR_DETAIL row, a COPY that loaded another number
+    /// of rows than were staged). The pipeline narrows the load to find the file.
+    #[error("statement `{statement}` failed on the load's staged data without naming a row: {message}")]
+    Unattributed { statement: String, message: String },
     #[error("COPY of {table} loaded {loaded} rows but staging wrote {staged}: the staged parts and manifest disagree; nothing was committed, rerun the load")]
     CountMismatch {
         table: &'static str,
@@ -238,6 +247,20 @@ impl WarehouseError {
         }
     }
 
+    /// Whether the failure may be the size or the data of the load's files without
+    /// naming one: a timeout, a cancel, a COPY error without a row, a row-count mismatch.
+    /// The pipeline then loads fewer files at a time, so that the rest of a chunk loads
+    /// and a file that fails alone is found.
+    pub fn narrowable(&self) -> bool {
+        matches!(
+            self,
+            WarehouseError::Timeout { .. }
+                | WarehouseError::Cancelled { .. }
+                | WarehouseError::Unattributed { .. }
+                | WarehouseError::CountMismatch { .. }
+        )
+    }
+
     /// How the pipeline handles this failure. [`WarehouseError::Refused`] is the only
     /// failure of one object; the rest stop the run with nothing set aside.
     pub fn class(&self) -> FailureClass {
@@ -247,6 +270,8 @@ impl WarehouseError {
             WarehouseError::Connect { .. }
             | WarehouseError::Timeout { .. }
             | WarehouseError::OutcomeUnknown { .. }
+            | WarehouseError::Cancelled { .. }
+            | WarehouseError::Unattributed { .. }
             | WarehouseError::CountMismatch { .. } => FailureClass::Transient,
             WarehouseError::Staging(e) => e.class(),
             WarehouseError::Api { .. }

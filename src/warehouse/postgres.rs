@@ -192,6 +192,12 @@ impl Postgres {
                 message,
             };
         }
+        if e.code() == Some(&SqlState::QUERY_CANCELED) {
+            return WarehouseError::Cancelled {
+                statement: name.to_owned(),
+                message,
+            };
+        }
         WarehouseError::Statement {
             statement: name.to_owned(),
             message,

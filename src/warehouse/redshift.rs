@@ -570,10 +570,9 @@ fn failure(d: &DescribeStatementOutput, labels: &[String], schema: &str) -> Ware
         };
     }
     if label.starts_with("check_count") {
-        return WarehouseError::Statement {
+        return WarehouseError::Unattributed {
             statement: label,
-            message: format!("a COPY loaded a different number of rows than staging wrote ({message}); nothing was committed, rerun"),
-            class: FailureClass::Transient,
+            message: format!("a COPY loaded a different number of rows than staging wrote ({message}); nothing was committed"),
         };
     }
     let class = if aborted || error_number(&message) == Some(SERIALIZABLE_ISOLATION) {
@@ -944,9 +943,7 @@ impl Warehouse for Redshift {
         let done = match self.batch_reporting(stmts, Some((copied, &mut read))).await {
             Ok(done) => done,
             Err(WarehouseError::Statement {
-                statement,
-                message,
-                class,
+                statement, message, ..
             }) if statement.starts_with("copy_") => {
                 // COPY's own error points at the load error tables: look there, and name
                 // the source file of the refused row, so that the pipeline can quarantine
@@ -954,11 +951,9 @@ impl Warehouse for Redshift {
                 let prefix = store.url(&staged.prefix);
                 let errors = self.load_errors(&prefix).await;
                 if errors.is_empty() {
-                    return Err(WarehouseError::Statement {
-                        statement,
-                        message,
-                        class,
-                    });
+                    // A COPY that failed without a load error row: the pipeline narrows
+                    // the load (a COPY of fewer files either loads or names the file).
+                    return Err(WarehouseError::Unattributed { statement, message });
                 }
                 let details: Vec<String> = errors.iter().map(LoadError::to_string).collect();
                 let message = format!("{message}; SYS_LOAD_ERROR_DETAIL: {}", details.join("; "));
@@ -975,11 +970,7 @@ impl Warehouse for Redshift {
                         source_key,
                         message,
                     },
-                    None => WarehouseError::Statement {
-                        statement,
-                        message,
-                        class,
-                    },
+                    None => WarehouseError::Unattributed { statement, message },
                 });
             }
             Err(e) => return Err(e),

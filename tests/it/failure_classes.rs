@@ -320,3 +320,58 @@ async fn keys_sql_could_misread_load_on_postgres() {
 async fn keys_sql_could_misread_load_on_redshift() {
     keys_sql_could_misread(true).await;
 }
+
+/// A load that fails without naming a file (a Redshift COPY error with no
+/// SYS_LOAD_ERROR_DETAIL row) in the run's first chunk: the chunk is narrowed within the
+/// run, so its other files and every later chunk load; the file that fails alone is
+/// quarantined (`refused`) and, once it loads, its alarm clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_failing_without_naming_a_file_does_not_stop_the_rest() {
+    let w = World::new("fc_narrow_rs", true).await;
+    assert_eq!(w.cli(&["migrate"], &[]).code(), Some(0));
+    let poison = day_key("f1.json");
+    for f in 0..8u32 {
+        w.s3.put(BUCKET, &day_key(&format!("f{f}.json")), lines(f * 3..f * 3 + 3))
+            .await;
+    }
+    let api = w._api.as_ref().expect("stand-in");
+    api.fail_copy_of_rows_containing(&poison, "ERROR: XX000: internal error, node 3 lost during COPY");
+    let out = w.cli(&["run"], &[("EVENTS_ETL__LOAD__MAX_FILES", "4")]);
+    assert_eq!(out.code(), Some(5), "{out}");
+    assert!(out.stderr.contains("loading its two halves"), "{out}");
+    assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 21);
+    assert_eq!(w.count("SELECT count(*) FROM {s}.etl_files").await, 7);
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM {{s}}.etl_quarantine WHERE source_key = '{poison}' AND reason = 'refused'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(w.cli(&["status", "--check"], &[]).code(), Some(5));
+
+    api.clear_failures();
+    assert_eq!(w.cli(&["reload", "--key", &poison], &[]).code(), Some(0));
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 24);
+    assert_eq!(w.cli(&["status", "--check"], &[]).code(), Some(0));
+}
+
+/// When the only load of a run fails without naming a file, nothing shows the failure
+/// is the file's: the run fails (exit 4) and nothing is set aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_unattributed_failure_sets_nothing_aside() {
+    let w = World::new("fc_narrow_alone", true).await;
+    assert_eq!(w.cli(&["migrate"], &[]).code(), Some(0));
+    let only = day_key("only.json");
+    w.s3.put(BUCKET, &only, lines(0..3)).await;
+    let api = w._api.as_ref().expect("stand-in");
+    api.fail_copy_of_rows_containing(&only, "ERROR: XX000: internal error");
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(4), "{out}");
+    assert_eq!(w.count("SELECT count(*) FROM {s}.etl_quarantine").await, 0);
+    api.clear_failures();
+    assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
+    assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 3);
+}

@@ -96,6 +96,7 @@ async fn pipeline(ghosts: &[&str], files: &[(&str, String)]) -> (Pipeline, Strin
         event_types: Default::default(),
         concurrency: 4,
         systemic: events_etl::config::Systemic::DEFAULT,
+        max_bytes_per_load: events_etl::config::DEFAULT_MAX_BYTES,
     };
     (p, schema, dir)
 }

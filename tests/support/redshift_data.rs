@@ -86,6 +86,7 @@ pub async fn redshift_data(s3_client: aws_sdk_s3::Client) -> DataApiServer {
         throttle: AtomicU32::new(0),
         delay: Mutex::new(Duration::ZERO),
         failures: Mutex::new(Vec::new()),
+        copy_failures: Mutex::new(Vec::new()),
         calls: Mutex::new(BTreeMap::new()),
         execution_modes: Mutex::new(Vec::new()),
         cancel_too_late: std::sync::atomic::AtomicBool::new(false),
@@ -230,9 +231,18 @@ impl DataApiServer {
         lock(&self.shared.failures).push((needle.to_owned(), message.to_owned()));
     }
 
-    /// Forgets every [`DataApiServer::fail_when_sql_contains`] rule.
+    /// From now on, a COPY that reads a staged row containing `needle` fails with error
+    /// text `message` and logs no SYS_LOAD_ERROR_DETAIL row: a COPY failure that names no
+    /// row (an internal error, a node lost mid-COPY).
+    pub fn fail_copy_of_rows_containing(&self, needle: &str, message: &str) {
+        lock(&self.shared.copy_failures).push((needle.to_owned(), message.to_owned()));
+    }
+
+    /// Forgets every [`DataApiServer::fail_when_sql_contains`] and
+    /// [`DataApiServer::fail_copy_of_rows_containing`] rule.
     pub fn clear_failures(&self) {
         lock(&self.shared.failures).clear();
+        lock(&self.shared.copy_failures).clear();
     }
 
     /// How many requests named `operation` (e.g. `"ExecuteStatement"`) arrived, throttled
@@ -392,6 +402,9 @@ struct Shared {
     throttle: AtomicU32,
     delay: Mutex<Duration>,
     failures: Mutex<Vec<(String, String)>>,
+    /// (needle, error): a COPY that reads a row containing needle fails with error and
+    /// logs no SYS_LOAD_ERROR_DETAIL row.
+    copy_failures: Mutex<Vec<(String, String)>>,
     calls: Mutex<BTreeMap<String, u64>>,
     /// Bumped to end every statement's delay (see [`DataApiServer::release_delayed`]).
     release: tokio::sync::watch::Sender<u64>,
@@ -1533,6 +1546,13 @@ async fn run_copy(shared: &Shared, client: &tokio_postgres::Client, copy: &CopyS
                     );
                 }
             };
+            let injected = lock(&shared.copy_failures)
+                .iter()
+                .find(|(needle, _)| doc.get().contains(needle.as_str()))
+                .map(|(_, message)| message.clone());
+            if let Some(message) = injected {
+                return Err(message);
+            }
             if !doc.get().starts_with('{') {
                 return Err(load_failed(
                     shared,
