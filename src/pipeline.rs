@@ -19,7 +19,9 @@ use crate::stage::writer::StageError;
 use crate::stage::{FileRow, ManifestOrder, StageWriter, StagedLoad};
 use crate::store::{Body, ObjectMeta, Place, StoreError};
 use crate::telemetry;
-use crate::warehouse::{LoadRow, QuarantineReason, Quarantined, StagedRead, Warehouse, WarehouseError};
+use crate::warehouse::{
+    LoadRow, Loaded, QuarantineReason, Quarantined, StagedRead, Warehouse, WarehouseError,
+};
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -97,7 +99,8 @@ struct Staged {
     /// many failed alike that the failure is systemic.
     unreadable: Vec<Suspect>,
     files: Vec<FileRow>,
-    reasons: BTreeMap<Reason, u64>,
+    /// Rejects staged per file, by reason.
+    reasons: Vec<(String, BTreeMap<Reason, u64>)>,
 }
 
 /// The result of cleaning one file into a stage writer.
@@ -606,53 +609,73 @@ impl Pipeline {
             unreadable.held.extend(held);
             let t = Instant::now();
             let (loaded, deleted) = if staged.files_staged == 0 {
-                (Ok(None), false) // every file of the chunk vanished or was set aside
+                (Ok(Loaded::default()), false) // every file of the chunk vanished or was set aside
             } else {
                 self.load_releasing(&staged, started, &span).await
             };
-            let committed = match loaded {
-                Ok(row) => row,
+            let loaded = match loaded {
+                Ok(loaded) => loaded,
                 Err(WarehouseError::Refused {
                     statement,
-                    source_key,
-                    message,
+                    files: refused,
                 }) => {
-                    let Some(at) = files.iter().position(|f| f.key == source_key) else {
+                    timed(report, "load", t);
+                    // The rows of these files are refused: all of them are set aside
+                    // at once, and the rest is staged and loaded again without them.
+                    let mut set_aside = Vec::new();
+                    for r in &refused {
+                        if let Some(at) = files.iter().position(|f| f.key == r.source_key) {
+                            let f = files.remove(at);
+                            telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &r.message);
+                            set_aside.push(Quarantined::new(
+                                &f.key,
+                                &f.etag,
+                                f.size,
+                                QuarantineReason::Refused,
+                                &r.message,
+                                Utc::now().naive_utc(),
+                            ));
+                        }
+                    }
+                    if set_aside.is_empty() {
                         return Err(WarehouseError::Refused {
                             statement,
-                            source_key,
-                            message,
+                            files: refused,
                         }
                         .into());
-                    };
-                    let f = files.remove(at);
-                    let detail = format!("{statement}: {message}");
-                    telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &detail);
-                    let q = Quarantined::new(
-                        &f.key,
-                        &f.etag,
-                        f.size,
-                        QuarantineReason::Refused,
-                        &detail,
-                        Utc::now().naive_utc(),
-                    );
-                    self.quarantine(&[q], report).await?;
-                    timed(report, "load", t);
-                    // A COPY refused the row, so the COPYs did not all finish:
-                    // the failed load's staged objects stay for inspection.
+                    }
+                    self.quarantine(&set_aside, report).await?;
+                    if !self.keep_staging {
+                        // Nothing will read this pass's objects (cleaned emails, IPs).
+                        self.delete_staged(&staged).await;
+                    }
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             timed(report, "load", t);
-            if let Some(row) = committed {
+            // Files the warehouse refused in the load's own transaction.
+            for q in &loaded.refused {
+                telemetry::file_quarantined(&q.source_key, QuarantineReason::Refused, &q.detail);
+            }
+            report.quarantined.extend(loaded.refused.iter().cloned());
+            let refused = |key: &str| loaded.refused.iter().any(|q| q.source_key == key);
+            if let Some(row) = loaded.row {
                 span.in_scope(|| telemetry::load_committed(&row));
-                report.files.extend(file_rows);
-                for (reason, n) in reasons {
-                    *report.rejects_by_reason.entry(reason).or_insert(0) += n;
+                report
+                    .files
+                    .extend(file_rows.into_iter().filter(|f| !refused(&f.source_key)));
+                for (key, by_reason) in reasons {
+                    if refused(&key) {
+                        continue;
+                    }
+                    for (reason, n) in by_reason {
+                        *report.rejects_by_reason.entry(reason).or_insert(0) += n;
+                    }
                 }
                 report.loads.push(row);
             }
+            files.retain(|f| !refused(&f.key));
             if !self.keep_staging && !deleted {
                 // The warehouse did not say its COPYs had read them (or every file
                 // was set aside): the load has ended, so now.
@@ -670,7 +693,7 @@ impl Pipeline {
         staged: &StagedLoad,
         started: DateTime<Utc>,
         span: &tracing::Span,
-    ) -> (Result<Option<LoadRow>, WarehouseError>, bool) {
+    ) -> (Result<Loaded, WarehouseError>, bool) {
         let (read, was_read) = StagedRead::channel();
         let delete_once_read = async {
             if self.keep_staging || was_read.await.is_err() {
@@ -766,14 +789,12 @@ impl Pipeline {
             pool::stage_files(target, cleaner.clone(), opener, files.to_vec(), self.concurrency).await?;
         let (mut lost, mut unreadable) = (Vec::new(), Vec::new());
         let mut file_rows = Vec::new();
-        let mut reasons: BTreeMap<Reason, u64> = BTreeMap::new();
+        let mut reasons = Vec::new();
         for (obj, outcome) in staged.outcomes {
             match outcome {
                 pool::Outcome::Staged { tally, reasons: r } => {
                     file_rows.push(FileRow::new(&obj.key, &obj.etag, obj.size, &tally));
-                    for (reason, n) in r {
-                        *reasons.entry(reason).or_insert(0) += n;
-                    }
+                    reasons.push((obj.key.clone(), r));
                 }
                 pool::Outcome::Skipped(Skip::Vanished(detail)) => lost.push(Quarantined::new(
                     &obj.key,

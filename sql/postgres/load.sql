@@ -8,6 +8,14 @@
 -- recorded and skips them. Readers (discovery, status) are not blocked.
 LOCK TABLE {schema}.etl_files IN SHARE ROW EXCLUSIVE MODE;
 
+-- name: copies_begin
+-- Before the COPYs: a row the server refuses fails its COPY, and the load goes back
+-- here to copy again without that row's file, in the same transaction.
+SAVEPOINT copies;
+
+-- name: copies_undo
+ROLLBACK TO SAVEPOINT copies;
+
 -- name: settings
 -- For this transaction only. JIT compilation of the load's statements costs more than
 -- it saves: measured on a 20,000-event load, insert_events took about 400 ms with JIT

@@ -36,22 +36,31 @@ DELETE FROM {schema}.stage_rejects;
 DELETE FROM {schema}.stage_files;
 
 -- name: copy_files
+-- Every COPY of a load skips the rows it refuses (MAXERROR at its limit, 100000) and
+-- logs each in SYS_LOAD_ERROR_DETAIL; the `check_count` after it then fails the batch,
+-- so nothing commits, and the adapter reads every refused row's file at once: one more
+-- pass without those files loads the rest. The staging tables are throwaway rows: no
+-- compression analysis, no statistics (COMPUPDATE OFF, STATUPDATE OFF).
 -- AWS: r_COPY.html, copy-parameters-authorization.html (IAM_ROLE),
 -- copy-parameters-data-format.html (FORMAT AS JSON 'auto'),
 -- copy-parameters-file-compression.html (GZIP), copy-parameters-data-source-s3.html
--- (MANIFEST), loading-data-files-using-manifest.html
-COPY {schema}.stage_files FROM {files_manifest} IAM_ROLE {iam_role} FORMAT AS JSON 'auto' GZIP MANIFEST{region};
+-- (MANIFEST), loading-data-files-using-manifest.html, copy-parameters-data-load.html
+-- (MAXERROR, COMPUPDATE, STATUPDATE), SYS_LOAD_ERROR_DETAIL.html
+COPY {schema}.stage_files FROM {files_manifest} IAM_ROLE {iam_role} FORMAT AS JSON 'auto' GZIP MANIFEST MAXERROR 100000 COMPUPDATE OFF STATUPDATE OFF{region};
 
 -- name: copy_events
 -- JSON 'auto' maps keys to columns by name; an absent key loads NULL (the stager omits
 -- absent ip/metadata, since a JSON null would load as a SUPER null):
 -- copy-usage_notes-copy-from-json.html. TIMEFORMAT: copy-parameters-data-conversion.html
--- AWS: r_COPY.html, copy-parameters-data-format.html, copy-parameters-data-conversion.html
-COPY {schema}.stage_events FROM {events_manifest} IAM_ROLE {iam_role} FORMAT AS JSON 'auto' GZIP MANIFEST TIMEFORMAT 'auto'{region};
+-- MAXERROR, COMPUPDATE, STATUPDATE: as copy_files.
+-- AWS: r_COPY.html, copy-parameters-data-format.html, copy-parameters-data-conversion.html,
+-- copy-parameters-data-load.html
+COPY {schema}.stage_events FROM {events_manifest} IAM_ROLE {iam_role} FORMAT AS JSON 'auto' GZIP MANIFEST TIMEFORMAT 'auto' MAXERROR 100000 COMPUPDATE OFF STATUPDATE OFF{region};
 
 -- name: copy_rejects
--- AWS: r_COPY.html, copy-parameters-data-format.html
-COPY {schema}.stage_rejects FROM {rejects_manifest} IAM_ROLE {iam_role} FORMAT AS JSON 'auto' GZIP MANIFEST{region};
+-- MAXERROR, COMPUPDATE, STATUPDATE: as copy_files.
+-- AWS: r_COPY.html, copy-parameters-data-format.html, copy-parameters-data-load.html
+COPY {schema}.stage_rejects FROM {rejects_manifest} IAM_ROLE {iam_role} FORMAT AS JSON 'auto' GZIP MANIFEST MAXERROR 100000 COMPUPDATE OFF STATUPDATE OFF{region};
 
 -- name: check_count
 -- Fails the batch (division by zero) when a COPY loaded a different number of rows
@@ -339,15 +348,16 @@ SET resolved_at = CAST({resolved_at} AS TIMESTAMP), resolved_by = {resolved_by},
 WHERE source_key = {source_key} AND resolved_at IS NULL;
 
 -- name: load_errors
--- After a COPY failed: what Redshift logged for this load's staged parts (the COPY error
--- itself only says to look in the load error tables). Run as its own statement: the
--- failed batch rolled back, but the system view keeps its rows.
+-- After a COPY failed or fell short: what Redshift logged for this load's staged parts
+-- (the COPY error itself only says to look in the load error tables). Run as its own
+-- statement: the failed batch rolled back, but the system view keeps its rows. Up to
+-- 1000 rows, each naming a staged row whose source file is set aside.
 -- AWS: SYS_LOAD_ERROR_DETAIL.html
 SELECT TRIM(file_name), line_number, TRIM(column_name), error_code, TRIM(error_message)
 FROM sys_load_error_detail
 WHERE LEFT(TRIM(file_name), {prefix_len}) = {parts_prefix}
 ORDER BY start_time DESC
-LIMIT 20;
+LIMIT 1000;
 
 -- name: record_run
 -- One run, succeeded or failed; its own statement, outside any load's transaction.

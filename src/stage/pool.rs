@@ -246,7 +246,7 @@ async fn work<O: Open>(
         let cleaned = clean_object(&cleaner, &obj.key, &url, body, &mut w).await?;
         drop(permit);
         #[cfg(debug_assertions)]
-        if std::env::var("EVENTS_ETL_TEST_POISON_KEY").is_ok_and(|k| k == obj.key) {
+        if std::env::var("EVENTS_ETL_TEST_POISON_KEY").is_ok_and(|k| k.split(',').any(|k| k == obj.key)) {
             w.poison_event(&obj.key)?;
         }
         telemetry::progress_file(obj.size, cleaned.tally.events);

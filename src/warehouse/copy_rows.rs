@@ -160,6 +160,11 @@ impl Event<'_> {
         ]
     }
 
+    /// The source file the row came from.
+    pub fn source_key(&self) -> Option<&str> {
+        self.source_key.as_ref().map(|t| t.0.as_ref())
+    }
+
     #[cfg(test)]
     pub fn created_at(&self) -> Option<NaiveDateTime> {
         self.created_at.as_ref().map(|s| s.0)
@@ -182,6 +187,11 @@ impl Reject<'_> {
     /// The columns in `copy_rejects`' order.
     pub fn columns(&self) -> [&(dyn ToSql + Sync); 4] {
         [&self.source_key, &self.source_line, &self.reason, &self.raw_line]
+    }
+
+    /// The source file the row came from.
+    pub fn source_key(&self) -> Option<&str> {
+        self.source_key.as_ref().map(|t| t.0.as_ref())
     }
 }
 
@@ -215,6 +225,16 @@ impl File<'_> {
             &self.recovered_events,
             &self.invalid_ips,
         ]
+    }
+
+    /// The source file the row describes.
+    pub fn source_key(&self) -> Option<&str> {
+        self.source_key.as_ref().map(|t| t.0.as_ref())
+    }
+
+    /// The version and size of the source file.
+    pub fn version(&self) -> (Option<&str>, Option<i64>) {
+        (self.etag.as_ref().map(|t| t.0.as_ref()), self.size_bytes)
     }
 }
 

@@ -212,12 +212,12 @@ pub enum WarehouseError {
         id: String,
         message: String,
     },
-    #[error("statement `{statement}` failed on a staged row of {source_key}: {message}")]
+    /// The warehouse refused staged rows, and named the source file of each.
+    #[error("statement `{statement}` refused staged rows of {}", describe_refused(files))]
     Refused {
         statement: String,
-        /// The source file whose staged row the warehouse refused.
-        source_key: String,
-        message: String,
+        /// Never empty; one entry per source file.
+        files: Vec<RefusedFile>,
     },
     /// A statement the server cancelled: a statement timeout or a cancel request
     /// (PostgreSQL SQLSTATE 57014). A load that hits it is narrowed to fewer files.
@@ -234,6 +234,38 @@ pub enum WarehouseError {
         staged: u64,
         loaded: u64,
     },
+}
+
+/// A source file one of whose staged rows the warehouse refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedFile {
+    pub source_key: String,
+    pub message: String,
+}
+
+fn describe_refused(files: &[RefusedFile]) -> String {
+    match files {
+        [] => "no file".to_owned(),
+        [one] => format!("{}: {}", one.source_key, one.message),
+        [first, rest @ ..] => format!(
+            "{} file(s), first {}: {}",
+            rest.len() + 1,
+            first.source_key,
+            first.message
+        ),
+    }
+}
+
+/// What a committed (or empty) load did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Loaded {
+    /// The committed `etl_loads` row; `None` when every file had been recorded (or
+    /// refused).
+    pub row: Option<LoadRow>,
+    /// Files the warehouse refused a row of, quarantined in the load's own transaction
+    /// (PostgreSQL copies the rest again without them); empty on Redshift, which
+    /// reports them as [`WarehouseError::Refused`].
+    pub refused: Vec<Quarantined>,
 }
 
 impl WarehouseError {
@@ -351,7 +383,7 @@ pub trait Warehouse: Send + Sync {
         staged: &StagedLoad,
         started_at: NaiveDateTime,
         read: StagedRead,
-    ) -> Result<Option<LoadRow>, WarehouseError>;
+    ) -> Result<Loaded, WarehouseError>;
 
     /// [`Warehouse::load_reporting`], for callers that do not delete staged objects.
     async fn load(
@@ -361,6 +393,7 @@ pub trait Warehouse: Send + Sync {
     ) -> Result<Option<LoadRow>, WarehouseError> {
         self.load_reporting(staged, started_at, StagedRead::ignored())
             .await
+            .map(|l| l.row)
     }
 
     /// The most recent loads, newest first.
@@ -422,29 +455,46 @@ pub trait Warehouse: Send + Sync {
     async fn event_catalog(&self) -> Result<Vec<CatalogRow>, WarehouseError>;
 }
 
-/// The `source_key` of row `n` (1-based) of the staged parts `part_urls`, read in order:
-/// which source file a row the warehouse refused came from. Every staged row (event,
-/// reject, file) carries its `source_key`.
-pub async fn staged_row_source(staging: &Place, part_urls: &[&str], n: u64) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Row {
-        source_key: String,
-    }
+/// The `source_key` of each row numbered in `rows` (1-based, counting only rows whose
+/// source file is not in `skipped`) of the staged parts `part_urls`, read in order once:
+/// which source file each row the warehouse refused came from. Every staged row (event,
+/// reject, file) carries its `source_key`. Rows that cannot be read are left out.
+pub async fn staged_row_sources(
+    staging: &Place,
+    part_urls: &[&str],
+    rows: &std::collections::BTreeSet<u64>,
+    skipped: &HashSet<String>,
+) -> BTreeMap<u64, String> {
+    let mut found = BTreeMap::new();
+    let Some(&last) = rows.iter().next_back() else {
+        return found;
+    };
     let mut seen = 0u64;
     for url in part_urls {
-        let key = staging.store.key_of(url)?;
-        let part = staging.store.get(&key).await.ok()?;
-        let mut lines = LineReader::with_limit(part, &key, MAX_STAGED_ROW_BYTES)
-            .await
-            .ok()?;
-        while let Some(line) = lines.next_line().await.ok()? {
+        let Some(key) = staging.store.key_of(url) else {
+            return found;
+        };
+        let Ok(part) = staging.store.get(&key).await else {
+            return found;
+        };
+        let Ok(mut lines) = LineReader::with_limit(part, &key, MAX_STAGED_ROW_BYTES).await else {
+            return found;
+        };
+        while let Ok(Some(line)) = lines.next_line().await {
+            let source = copy_rows::source_key(line.bytes);
+            if source.as_ref().is_some_and(|k| skipped.contains(k)) {
+                continue;
+            }
             seen += 1;
-            if seen == n {
-                return serde_json::from_slice::<Row>(line.bytes)
-                    .ok()
-                    .map(|r| r.source_key);
+            if rows.contains(&seen) {
+                if let Some(k) = source {
+                    found.insert(seen, k);
+                }
+            }
+            if seen >= last {
+                return found;
             }
         }
     }
-    None
+    found
 }

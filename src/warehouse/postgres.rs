@@ -20,7 +20,8 @@ use super::copy_rows as rows;
 use super::statements::{split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
 use super::{
-    AppliedMigration, CatalogRow, LoadRow, Quarantined, RunRow, StagedRead, Warehouse, WarehouseError,
+    AppliedMigration, CatalogRow, LoadRow, Loaded, Quarantined, RefusedFile, RunRow, StagedRead, Warehouse,
+    WarehouseError,
 };
 use crate::event_types::EventTypes;
 use crate::failure::FailureClass;
@@ -35,9 +36,11 @@ const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 33] = [
+pub const STATEMENTS: [&str; 35] = [
     "lock",
     "settings",
+    "copies_begin",
+    "copies_undo",
     "create_stage",
     "copy_files",
     "copy_events",
@@ -239,8 +242,9 @@ impl Postgres {
     }
 
     /// COPYs every part a manifest lists into the staging table `table`, parsing each
-    /// staged row in Rust and sending typed columns in binary; checks the row count
-    /// against what staging wrote.
+    /// staged row in Rust and sending typed columns in binary, without the rows of the
+    /// files in `without`; checks the row count against what staging wrote. Returns the
+    /// (key, ETag, size) of the `stage_files` rows left out.
     ///
     /// A task of its own reads, parses and encodes the parts ([`encode_parts`]) while
     /// this one hands the encoded chunks to the connection: reading the staged rows back
@@ -248,10 +252,11 @@ impl Postgres {
     async fn copy_manifest(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
-        opened: (Manifest, super::staged::Parts),
+        opened: Opened,
         table: StageTable,
         staged: u64,
-    ) -> Result<(), WarehouseError> {
+        without: &HashSet<String>,
+    ) -> Result<Vec<(String, String, i64)>, WarehouseError> {
         // The next parts' GETs are in flight while one is copied (staged.rs).
         let (manifest, parts) = opened;
         let statement = table.statement();
@@ -261,27 +266,41 @@ impl Postgres {
             .map_err(|e| self.stmt_err(statement, &e))?;
         tokio::pin!(sink);
         let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel(COPY_CHUNKS_AHEAD);
-        let encoder = AbortOnDrop(tokio::spawn(encode_parts(parts, table, chunks_tx)));
+        let mut encoder = AbortOnDrop(tokio::spawn(encode_parts(
+            parts,
+            table,
+            without.clone(),
+            chunks_tx,
+        )));
         while let Some(chunk) = chunks.recv().await {
             if let Err(e) = sink.as_mut().send(chunk?).await {
-                return Err(self.copy_err(statement, &manifest, &e).await);
+                return Err(self.copy_err(statement, &manifest, without, &e).await);
             }
         }
         let copied = match sink.as_mut().finish().await {
             Ok(n) => n,
-            Err(e) => return Err(self.copy_err(statement, &manifest, &e).await),
+            Err(e) => return Err(self.copy_err(statement, &manifest, without, &e).await),
         };
-        drop(encoder);
-        tracing::debug!(table = table.name(), rows = copied, "copied");
-        if copied != staged {
+        let left_out = (&mut encoder.0).await.unwrap_or_default();
+        let skipped: u64 = left_out.rows;
+        tracing::debug!(table = table.name(), rows = copied, skipped, "copied");
+        if copied + skipped != staged {
             return Err(WarehouseError::CountMismatch {
                 table: table.name(),
                 staged,
-                loaded: copied,
+                loaded: copied + skipped,
             });
         }
-        Ok(())
+        Ok(left_out.files)
     }
+}
+
+/// What [`encode_parts`] left out: how many rows, and the `stage_files` rows'
+/// (key, ETag, size).
+#[derive(Debug, Default)]
+struct LeftOut {
+    rows: u64,
+    files: Vec<(String, String, i64)>,
 }
 
 /// Encoded rows are handed to the connection in chunks of at least this size. Each
@@ -311,8 +330,10 @@ impl<T> Drop for AbortOnDrop<T> {
 async fn encode_parts(
     mut parts: super::staged::Parts,
     table: StageTable,
+    without: HashSet<String>,
     out: tokio::sync::mpsc::Sender<Result<Bytes, WarehouseError>>,
-) {
+) -> LeftOut {
+    let mut left_out = LeftOut::default();
     let mut buf = BytesMut::with_capacity(COPY_CHUNK_BYTES + 64 * 1024);
     buf.put_slice(COPY_SIGNATURE);
     buf.put_i32(0);
@@ -324,7 +345,7 @@ async fn encode_parts(
             Ok(p) => p,
             Err(e) => {
                 let _ = out.send(Err(e)).await;
-                return;
+                return left_out;
             }
         };
         let bad = |e: std::io::Error| WarehouseError::StagedData {
@@ -337,7 +358,7 @@ async fn encode_parts(
             Ok(l) => l,
             Err(e) => {
                 let _ = out.send(Err(bad(e))).await;
-                return;
+                return left_out;
             }
         };
         loop {
@@ -346,10 +367,9 @@ async fn encode_parts(
                 Ok(None) => break,
                 Err(e) => {
                     let _ = out.send(Err(bad(e))).await;
-                    return;
+                    return left_out;
                 }
             };
-            row_no += 1;
             if line.too_long {
                 let e = WarehouseError::StagedData {
                     url: url.clone(),
@@ -359,27 +379,53 @@ async fn encode_parts(
                     ),
                 };
                 let _ = out.send(Err(e)).await;
-                return;
+                return left_out;
             }
+            let left = |key: Option<&str>| key.is_some_and(|k| without.contains(k));
             let encoded = match table {
                 StageTable::Files => rows::parse::<rows::File>(line.bytes)
                     .map_err(Into::into)
-                    .and_then(|r| encode_row(&mut buf, &r.columns(), types)),
+                    .and_then(|r| {
+                        if left(r.source_key()) {
+                            let (etag, size) = r.version();
+                            left_out.files.push((
+                                r.source_key().unwrap_or_default().to_owned(),
+                                etag.unwrap_or_default().to_owned(),
+                                size.unwrap_or(0),
+                            ));
+                            return Ok(false);
+                        }
+                        encode_row(&mut buf, &r.columns(), types).map(|()| true)
+                    }),
                 StageTable::Events => rows::parse::<rows::Event>(line.bytes)
                     .map_err(Into::into)
-                    .and_then(|r| encode_row(&mut buf, &r.columns(), types)),
+                    .and_then(|r| {
+                        if left(r.source_key()) {
+                            return Ok(false);
+                        }
+                        encode_row(&mut buf, &r.columns(), types).map(|()| true)
+                    }),
                 StageTable::Rejects => rows::parse::<rows::Reject>(line.bytes)
                     .map_err(Into::into)
-                    .and_then(|r| encode_row(&mut buf, &r.columns(), types)),
+                    .and_then(|r| {
+                        if left(r.source_key()) {
+                            return Ok(false);
+                        }
+                        encode_row(&mut buf, &r.columns(), types).map(|()| true)
+                    }),
             };
-            if let Err(e) = encoded {
-                let _ = out
-                    .send(Err(refused(statement, line.bytes, row_no, &url, &e)))
-                    .await;
-                return;
+            match encoded {
+                Ok(true) => row_no += 1,
+                Ok(false) => left_out.rows += 1,
+                Err(e) => {
+                    let _ = out
+                        .send(Err(refused(statement, line.bytes, row_no + 1, &url, &e)))
+                        .await;
+                    return left_out;
+                }
             }
             if buf.len() >= COPY_CHUNK_BYTES && out.send(Ok(buf.split().freeze())).await.is_err() {
-                return;
+                return left_out;
             }
         }
         if let Some(end) = lines
@@ -391,11 +437,12 @@ async fn encode_parts(
                 message: format!("the staged part is damaged: {end:?}"),
             };
             let _ = out.send(Err(e)).await;
-            return;
+            return left_out;
         }
     }
     buf.put_i16(-1);
     let _ = out.send(Ok(buf.freeze())).await;
+    left_out
 }
 
 /// Appends one row in COPY's binary format: the field count, then each field's length
@@ -481,8 +528,10 @@ fn refused(statement: &str, line: &[u8], row: u64, url: &str, e: &dyn std::fmt::
     match rows::source_key(line) {
         Some(source_key) => WarehouseError::Refused {
             statement: statement.to_owned(),
-            source_key,
-            message: format!("{e} (staged row {row})"),
+            files: vec![RefusedFile {
+                source_key,
+                message: format!("{e} (staged row {row})"),
+            }],
         },
         None => WarehouseError::StagedData {
             url: url.to_owned(),
@@ -554,6 +603,7 @@ impl Postgres {
         &self,
         statement: &str,
         manifest: &Manifest,
+        without: &HashSet<String>,
         e: &tokio_postgres::Error,
     ) -> WarehouseError {
         let line = Some(e)
@@ -566,11 +616,17 @@ impl Postgres {
         let err = self.stmt_err(statement, e);
         let Some(line) = line else { return err };
         let parts: Vec<&str> = manifest.entries.iter().map(|e| e.url.as_str()).collect();
-        match super::staged_row_source(&self.staging, &parts, line).await {
+        let rows = std::collections::BTreeSet::from([line]);
+        match super::staged_row_sources(&self.staging, &parts, &rows, without)
+            .await
+            .remove(&line)
+        {
             Some(source_key) => WarehouseError::Refused {
                 statement: statement.into(),
-                source_key,
-                message: format!("{} (staged row {line})", pg_message(e)),
+                files: vec![RefusedFile {
+                    source_key,
+                    message: format!("{} (staged row {line})", pg_message(e)),
+                }],
             },
             None => err,
         }
@@ -691,6 +747,74 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// The three manifests of a staged load, read and checked, with their parts being
+    /// opened.
+    async fn open_staged(&self, staged: &StagedLoad) -> Result<[Opened; 3], WarehouseError> {
+        let store = &self.staging.store;
+        let (files, events, rejects) = tokio::try_join!(
+            super::staged::open(store, &staged.files_manifest, &staged.files_listed),
+            super::staged::open(store, &staged.events_manifest, &staged.events_listed),
+            super::staged::open(store, &staged.rejects_manifest, &staged.rejects_listed),
+        )?;
+        Ok([files, events, rejects])
+    }
+
+    /// The load's three COPYs, leaving out the rows of the files in `without`; returns
+    /// the (key, ETag, size) of the file rows left out.
+    async fn copy_all(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        [files, events, rejects]: [Opened; 3],
+        staged: &StagedLoad,
+        without: &HashSet<String>,
+    ) -> Result<Vec<(String, String, i64)>, WarehouseError> {
+        let left_out = self
+            .copy_manifest(tx, files, StageTable::Files, staged.files_staged, without)
+            .await?;
+        self.copy_manifest(tx, events, StageTable::Events, staged.events_staged, without)
+            .await?;
+        self.copy_manifest(tx, rejects, StageTable::Rejects, staged.rejects_staged, without)
+            .await?;
+        Ok(left_out)
+    }
+
+    /// Records these versions as quarantined inside `tx` (which holds the loaders' lock).
+    async fn quarantine_in(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        files: &[Quarantined],
+    ) -> Result<(), WarehouseError> {
+        for q in files {
+            self.exec(
+                tx,
+                "quarantine",
+                &[
+                    &q.source_key,
+                    &q.etag,
+                    &q.size_bytes,
+                    &q.reason,
+                    &q.detail,
+                    &q.quarantined_at,
+                ],
+            )
+            .await?;
+            self.exec(
+                tx,
+                "reopen_quarantine",
+                &[&q.source_key, &q.etag, &q.reason, &q.detail, &q.quarantined_at],
+            )
+            .await?;
+            self.exec(tx, "close_reload_quarantined", &[&q.source_key, &q.etag])
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A manifest read and checked, and its parts being opened.
+type Opened = (Manifest, super::staged::Parts);
+
 #[async_trait]
 impl Warehouse for Postgres {
     async fn migrate(&self) -> Result<Vec<AppliedMigration>, WarehouseError> {
@@ -711,16 +835,11 @@ impl Warehouse for Postgres {
         staged: &StagedLoad,
         started_at: NaiveDateTime,
         mut read: StagedRead,
-    ) -> Result<Option<LoadRow>, WarehouseError> {
+    ) -> Result<Loaded, WarehouseError> {
         // The three manifests and their first parts are opened at once, before the
         // transaction: one round trip to the store, and none under the lock. The parts
         // are known from what the load staged; each manifest read must list them.
-        let store = &self.staging.store;
-        let (files, events, rejects) = tokio::try_join!(
-            super::staged::open(store, &staged.files_manifest, &staged.files_listed),
-            super::staged::open(store, &staged.events_manifest, &staged.events_listed),
-            super::staged::open(store, &staged.rejects_manifest, &staged.rejects_listed),
-        )?;
+        let mut opened = Some(self.open_staged(staged).await?);
         let mut client = self.client.lock().await;
         let tx = client
             .transaction()
@@ -729,12 +848,30 @@ impl Warehouse for Postgres {
         self.batch(&tx, "lock").await?;
         self.batch(&tx, "settings").await?;
         self.batch(&tx, "create_stage").await?;
-        self.copy_manifest(&tx, files, StageTable::Files, staged.files_staged)
-            .await?;
-        self.copy_manifest(&tx, events, StageTable::Events, staged.events_staged)
-            .await?;
-        self.copy_manifest(&tx, rejects, StageTable::Rejects, staged.rejects_staged)
-            .await?;
+        // A row the server refuses fails its COPY: the COPYs are rolled back to this
+        // savepoint and run again from the staged parts without that file's rows, in
+        // the same transaction, until they succeed. Each pass sets one file aside.
+        let mut refused: Vec<RefusedFile> = Vec::new();
+        let mut without: HashSet<String> = HashSet::new();
+        let left_out = loop {
+            self.batch(&tx, "copies_begin").await?;
+            let parts = match opened.take() {
+                Some(p) => p,
+                None => self.open_staged(staged).await?,
+            };
+            match self.copy_all(&tx, parts, staged, &without).await {
+                Ok(left_out) => break left_out,
+                Err(WarehouseError::Refused { statement, files })
+                    if files.iter().all(|f| !without.contains(&f.source_key)) =>
+                {
+                    self.batch(&tx, "copies_undo").await?;
+                    tracing::warn!(statement, files = ?files.iter().map(|f| &f.source_key).collect::<Vec<_>>(), "the server refused a staged row; copying again without its file");
+                    without.extend(files.iter().map(|f| f.source_key.clone()));
+                    refused.extend(files);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         // Every part has been read whole into the staging tables.
         read.done();
         self.batch(&tx, "analyze_stage").await?;
@@ -767,11 +904,32 @@ impl Warehouse for Postgres {
             .query_opt(self.sql.get("load_summary"), &[id])
             .await
             .map_err(|e| self.stmt_err("load_summary", &e))?;
+        // The refused files are quarantined in the load's transaction: a rerun never
+        // finds them pending once the rest has committed.
+        let at = chrono::Utc::now().naive_utc();
+        let refused: Vec<Quarantined> = refused
+            .iter()
+            .filter_map(|r| {
+                let (key, etag, size) = left_out.iter().find(|(k, _, _)| *k == r.source_key)?;
+                Some(Quarantined::new(
+                    key,
+                    etag,
+                    u64::try_from(*size).unwrap_or(0),
+                    super::QuarantineReason::Refused,
+                    &format!("copy: {}", r.message),
+                    at,
+                ))
+            })
+            .collect();
+        self.quarantine_in(&tx, &refused).await?;
         tx.commit().await.map_err(|e| self.stmt_err("commit", &e))?;
-        Ok(row.as_ref().map(|r| LoadRow {
-            events_by_type: by_type.iter().map(|t| (t.get(0), t.get(1))).collect(),
-            ..load_row(r)
-        }))
+        Ok(Loaded {
+            row: row.as_ref().map(|r| LoadRow {
+                events_by_type: by_type.iter().map(|t| (t.get(0), t.get(1))).collect(),
+                ..load_row(r)
+            }),
+            refused,
+        })
     }
 
     async fn quarantine(&self, files: &[Quarantined]) -> Result<(), WarehouseError> {
@@ -784,29 +942,7 @@ impl Warehouse for Postgres {
             .await
             .map_err(|e| self.stmt_err("begin", &e))?;
         self.batch(&tx, "lock").await?;
-        for q in files {
-            self.exec(
-                &tx,
-                "quarantine",
-                &[
-                    &q.source_key,
-                    &q.etag,
-                    &q.size_bytes,
-                    &q.reason,
-                    &q.detail,
-                    &q.quarantined_at,
-                ],
-            )
-            .await?;
-            self.exec(
-                &tx,
-                "reopen_quarantine",
-                &[&q.source_key, &q.etag, &q.reason, &q.detail, &q.quarantined_at],
-            )
-            .await?;
-            self.exec(&tx, "close_reload_quarantined", &[&q.source_key, &q.etag])
-                .await?;
-        }
+        self.quarantine_in(&tx, files).await?;
         tx.commit().await.map_err(|e| self.stmt_err("commit", &e))
     }
 

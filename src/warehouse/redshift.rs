@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::statements::{render, split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
 use super::{
-    AppliedMigration, CatalogRow, LoadRow, Quarantined, RunRow, StagedRead, Warehouse, WarehouseError,
+    AppliedMigration, CatalogRow, LoadRow, Loaded, Quarantined, RunRow, StagedRead, Warehouse, WarehouseError,
 };
 use crate::config::{RedshiftConfig, RedshiftTarget};
 use crate::event_types::EventTypes;
@@ -688,6 +688,55 @@ fn key_range(keys: &[String]) -> String {
 }
 
 impl Redshift {
+    /// After a COPY of the load whose parts are under `prefix` failed or fell short: the
+    /// source files of the rows SYS_LOAD_ERROR_DETAIL names for these parts, each with
+    /// its first error ([`WarehouseError::Refused`]), or, when it names none,
+    /// [`WarehouseError::Unattributed`].
+    async fn refused_rows(&self, prefix: &str, statement: String, message: String) -> WarehouseError {
+        // `check_count stage_events` checks what `copy_events` loaded: name the COPY.
+        let statement = match statement.strip_prefix("check_count stage_") {
+            Some(table) => format!("copy_{table}"),
+            None => statement,
+        };
+        let errors = self.load_errors(&self.staging.store.url(prefix)).await;
+        let mut by_part: BTreeMap<&str, std::collections::BTreeSet<u64>> = BTreeMap::new();
+        for e in &errors {
+            if let Ok(line) = u64::try_from(e.line) {
+                if line > 0 {
+                    by_part.entry(e.file.as_str()).or_default().insert(line);
+                }
+            }
+        }
+        let mut files: Vec<super::RefusedFile> = Vec::new();
+        for (part, lines) in &by_part {
+            let sources = super::staged_row_sources(&self.staging, &[part], lines, &HashSet::new()).await;
+            for (line, source_key) in sources {
+                if files.iter().any(|f| f.source_key == source_key) {
+                    continue;
+                }
+                let error = errors
+                    .iter()
+                    .find(|e| e.file == *part && u64::try_from(e.line) == Ok(line))
+                    .map(LoadError::to_string)
+                    .unwrap_or_default();
+                files.push(super::RefusedFile {
+                    source_key,
+                    message: format!("{statement}: {message}; SYS_LOAD_ERROR_DETAIL: {error}"),
+                });
+            }
+        }
+        if files.is_empty() {
+            let details: Vec<String> = errors.iter().take(5).map(LoadError::to_string).collect();
+            let message = if details.is_empty() {
+                message
+            } else {
+                format!("{message}; SYS_LOAD_ERROR_DETAIL: {}", details.join("; "))
+            };
+            return WarehouseError::Unattributed { statement, message };
+        }
+        WarehouseError::Refused { statement, files }
+    }
+
     /// The views `migrate` created before (`event_type_views`).
     async fn tracked_views(&self, sql: &Statements) -> Result<Vec<TrackedView>, WarehouseError> {
         Ok(self
@@ -886,7 +935,7 @@ impl Warehouse for Redshift {
         staged: &StagedLoad,
         started_at: NaiveDateTime,
         mut read: StagedRead,
-    ) -> Result<Option<LoadRow>, WarehouseError> {
+    ) -> Result<Loaded, WarehouseError> {
         let store = &self.staging.store;
         let (iam, region) = self.copy_auth();
         // One time for every row this load writes (GETDATE() differs per statement).
@@ -942,36 +991,17 @@ impl Warehouse for Redshift {
             .map_or(0, |i| i + 1);
         let done = match self.batch_reporting(stmts, Some((copied, &mut read))).await {
             Ok(done) => done,
-            Err(WarehouseError::Statement {
-                statement, message, ..
-            }) if statement.starts_with("copy_") => {
-                // COPY's own error points at the load error tables: look there, and name
-                // the source file of the refused row, so that the pipeline can quarantine
-                // it and load the others.
-                let prefix = store.url(&staged.prefix);
-                let errors = self.load_errors(&prefix).await;
-                if errors.is_empty() {
-                    // A COPY that failed without a load error row: the pipeline narrows
-                    // the load (a COPY of fewer files either loads or names the file).
-                    return Err(WarehouseError::Unattributed { statement, message });
+            // A COPY failed, or loaded fewer rows than staged (MAXERROR lets it skip the
+            // rows it refuses, and `check_count` then fails the batch): the load error
+            // view names every refused row of this load's parts, so that the pipeline
+            // sets all their files aside at once and loads the rest in one more pass.
+            Err(
+                WarehouseError::Statement {
+                    statement, message, ..
                 }
-                let details: Vec<String> = errors.iter().map(LoadError::to_string).collect();
-                let message = format!("{message}; SYS_LOAD_ERROR_DETAIL: {}", details.join("; "));
-                let first = &errors[0];
-                let source = match u64::try_from(first.line) {
-                    Ok(line) if line > 0 => {
-                        super::staged_row_source(&self.staging, &[first.file.as_str()], line).await
-                    }
-                    _ => None,
-                };
-                return Err(match source {
-                    Some(source_key) => WarehouseError::Refused {
-                        statement,
-                        source_key,
-                        message,
-                    },
-                    None => WarehouseError::Unattributed { statement, message },
-                });
+                | WarehouseError::Unattributed { statement, message },
+            ) if statement.starts_with("copy_") || statement.starts_with("check_count") => {
+                return Err(self.refused_rows(&staged.prefix, statement, message).await);
             }
             Err(e) => return Err(e),
         };
@@ -988,14 +1018,14 @@ impl Warehouse for Redshift {
                 BTreeMap::new()
             }
         };
-        match summary {
-            Ok(rows) => Ok(rows.first().and_then(|r| load_row(r)).map(|r| LoadRow {
+        let row = match summary {
+            Ok(rows) => rows.first().and_then(|r| load_row(r)).map(|r| LoadRow {
                 events_by_type: by_type,
                 ..r
-            })),
+            }),
             Err(e) => {
                 tracing::warn!(load_id = %staged.load_id, error = %e, "the load committed, but its summary could not be read; `events-etl status` shows it");
-                Ok(Some(LoadRow {
+                Some(LoadRow {
                     load_id: staged.load_id.clone(),
                     started_at,
                     finished_at: loaded_at,
@@ -1009,9 +1039,13 @@ impl Warehouse for Redshift {
                     recovered_events: 0,
                     invalid_ips: 0,
                     events_by_type: by_type,
-                }))
+                })
             }
-        }
+        };
+        Ok(Loaded {
+            row,
+            refused: Vec::new(),
+        })
     }
 
     async fn quarantine(&self, files: &[Quarantined]) -> Result<(), WarehouseError> {

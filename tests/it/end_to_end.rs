@@ -330,14 +330,14 @@ async fn s3_incremental_load_through_the_binary() {
     assert!(out.stdout.contains("0 pending"), "{out}");
 }
 
-/// On S3, a load whose COPY fails keeps its `<staging>/<load_id>/` whole for
-/// inspection: the three manifests and every part they list (staging returns only once
-/// every write succeeded, even with the manifests written alongside the last parts), and
-/// nothing else. The failure here is a staged row the warehouse refuses (a debug-build
-/// hook): its file is quarantined and the other files load in a second load of the same
-/// run, which deletes its own objects and leaves the failed load's alone.
+/// On S3 with `staging.keep`, a load keeps its `<staging>/<load_id>/` whole: the three
+/// manifests and every part they list (staging returns only once every write
+/// succeeded, even with the manifests written alongside the last parts), and nothing
+/// else. One file's staged row is refused (a debug-build hook): it is quarantined, and
+/// the load copies again without it in its own transaction. A later load without
+/// `staging.keep` deletes its own objects and leaves the kept ones alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_a_load_whose_copy_fails_keeps_its_staged_objects_whole() {
+async fn s3_a_kept_load_holds_its_staged_objects_whole() {
     let pg = support::postgres().await;
     // Two workers: each stages its own parts, both listed by one manifest.
     let case = S3Case::new(pg, "e2e_s3_fail", "", "[load]\nconcurrency = 2\n").await;
@@ -352,7 +352,13 @@ async fn s3_a_load_whose_copy_fails_keeps_its_staged_objects_whole() {
     }
     check(case.cli(&["migrate"]));
     let poison = "events/2020/01/03/4.json";
-    let out = case.cli_env(&["run"], &[("EVENTS_ETL_TEST_POISON_KEY", poison)]);
+    let out = case.cli_env(
+        &["run"],
+        &[
+            ("EVENTS_ETL_TEST_POISON_KEY", poison),
+            ("EVENTS_ETL__STAGING__KEEP", "true"),
+        ],
+    );
     assert_eq!(out.code(), Some(5), "{out}");
     assert!(out.stdout.contains("loaded 5 of 6 event files"), "{out}");
 
@@ -365,7 +371,7 @@ async fn s3_a_load_whose_copy_fails_keeps_its_staged_objects_whole() {
         .unwrap_or_else(|| panic!("nothing kept: {out}"));
     assert!(
         kept.iter().all(|k| k.starts_with(&prefix)),
-        "one load, the refused one; the committed one deleted its own: {kept:?}"
+        "one load, kept: {kept:?}"
     );
     let loads: Vec<String> = pg
         .client()
@@ -377,10 +383,10 @@ async fn s3_a_load_whose_copy_fails_keeps_its_staged_objects_whole() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(loads.len(), 1, "{loads:?}");
-    assert_ne!(
+    assert_eq!(
         prefix,
         format!("staging/{}/", loads[0]),
-        "the committed load's objects stay"
+        "the committed, kept load's objects stay"
     );
     let mut expected = Vec::new();
     for table in ["events", "rejects", "files"] {

@@ -375,3 +375,65 @@ async fn a_lone_unattributed_failure_sets_nothing_aside() {
     assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
     assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 3);
 }
+
+/// Two files with a staged row the warehouse refuses (a debug-build hook) among five:
+/// both are set aside, each counted once, and the other three load in the same run.
+/// Redshift's COPYs skip refused rows (MAXERROR) and the load error view names both
+/// files at once: one failed pass, then one that commits. PostgreSQL copies again
+/// without each refused file inside one transaction: one load, nothing staged again.
+async fn refused_files_are_set_aside_in_one_pass(redshift: bool) {
+    let w = World::new(
+        if redshift {
+            "fc_refused_rs"
+        } else {
+            "fc_refused_pg"
+        },
+        redshift,
+    )
+    .await;
+    assert_eq!(w.cli(&["migrate"], &[]).code(), Some(0));
+    let (p1, p2) = (day_key("f1.json"), day_key("f3.json"));
+    for f in 0..5u32 {
+        w.s3.put(BUCKET, &day_key(&format!("f{f}.json")), lines(f * 3..f * 3 + 3))
+            .await;
+    }
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let report_path = report.path().display().to_string();
+    let poison = format!("{p1},{p2}");
+    let out = w.cli(
+        &["run", "--report-json", &report_path],
+        &[("EVENTS_ETL_TEST_POISON_KEY", &poison)],
+    );
+    assert_eq!(out.code(), Some(5), "{out}");
+    assert!(out.stdout.contains("quarantined 2 file(s)"), "{out}");
+    assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 9);
+    assert_eq!(w.count("SELECT count(*) FROM {s}.etl_files").await, 3);
+    assert_eq!(
+        w.count("SELECT count(*) FROM {s}.etl_quarantine WHERE reason = 'refused'")
+            .await,
+        2
+    );
+    assert_eq!(w.count("SELECT count(*) FROM {s}.etl_loads").await, 1);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    let quarantined = json["quarantined"].as_array().expect("quarantined");
+    assert_eq!(quarantined.len(), 2, "each set-aside file once: {json}");
+    assert!(w.s3.list(BUCKET, "staging/").await.is_empty());
+    if let Some(api) = w._api.as_ref() {
+        let copies = api
+            .sent_sql()
+            .iter()
+            .filter(|s| s.starts_with("COPY") && s.contains("stage_files"))
+            .count();
+        assert_eq!(copies, 2, "one refused pass, one that commits");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_files_are_set_aside_in_one_pass_on_postgres() {
+    refused_files_are_set_aside_in_one_pass(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_files_are_set_aside_in_one_pass_on_redshift() {
+    refused_files_are_set_aside_in_one_pass(true).await;
+}

@@ -81,23 +81,37 @@ async fn staging_keep_keeps_a_committed_loads_objects() {
     assert!(kept.iter().any(|f| f.ends_with(".manifest")), "{kept:?}");
 }
 
-/// A load whose COPY fails (a staged row the warehouse refuses, made by a debug-build
-/// hook) keeps its `<load_id>/` for inspection; its other file loads in a second load
-/// of the same run, which deletes its own.
+/// A staged row the warehouse refuses (made by a debug-build hook): its file is
+/// quarantined, the other file loads in the same run, and no staged copy of the cleaned
+/// rows is left behind; with `staging.keep` the committed load's objects stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_load_whose_copy_fails_keeps_its_staged_objects() {
+async fn a_refused_file_leaves_no_staged_objects_unless_kept() {
     let w = LocalWorld::new("pr_fail", "").await;
     w.file("2020/01/13/a.json", &[event(1, "a")], Duration::ZERO);
     w.file("2020/01/13/b.json", &[event(2, "b")], Duration::ZERO);
     let out = w.cli(&["run"], &[("EVENTS_ETL_TEST_POISON_KEY", "2020/01/13/b.json")]);
     assert_eq!(out.code(), Some(5), "{out}");
+    assert_eq!(load_dirs(&w.staging()), Vec::<String>::new());
+    assert_eq!(w.rows("SELECT count(*)::text FROM {s}.events").await, ["1"]);
+    assert_eq!(w.rows("SELECT reason FROM {s}.etl_quarantine").await, ["refused"]);
+
+    w.file("2020/01/13/c.json", &[event(3, "c")], Duration::ZERO);
+    w.file("2020/01/13/d.json", &[event(4, "d")], Duration::ZERO);
+    let out = w.cli(
+        &["run"],
+        &[
+            ("EVENTS_ETL_TEST_POISON_KEY", "2020/01/13/d.json"),
+            ("EVENTS_ETL__STAGING__KEEP", "true"),
+        ],
+    );
+    assert_eq!(out.code(), Some(5), "{out}");
     let dirs = load_dirs(&w.staging());
-    let loads = w.rows("SELECT load_id FROM {s}.etl_loads").await;
-    assert_eq!(dirs.len(), 1, "the failed load's <load_id>/ stays: {dirs:?}");
-    assert_ne!(dirs, loads, "the committed load's is deleted");
+    let loads = w
+        .rows("SELECT load_id FROM {s}.etl_loads ORDER BY started_at DESC LIMIT 1")
+        .await;
+    assert_eq!(dirs, loads, "the kept load's <load_id>/ stays");
     let staged = load_dirs(&w.staging().join(&dirs[0]));
     assert!(staged.iter().any(|f| f.ends_with(".manifest")), "{staged:?}");
-    assert_eq!(w.rows("SELECT count(*)::text FROM {s}.events").await, ["1"]);
 }
 
 /// A load that fails after its COPYs read the staged objects (here at its last

@@ -183,7 +183,7 @@ async fn load_telling(
     started: &str,
 ) -> (Result<Option<LoadRow>, WarehouseError>, bool) {
     let (read, told) = StagedRead::channel();
-    let result = wh.load_reporting(staged, at(started), read).await;
+    let result = wh.load_reporting(staged, at(started), read).await.map(|l| l.row);
     // The StagedRead went with the load: told or dropped by now.
     (result, told.await.is_ok())
 }
@@ -1513,7 +1513,7 @@ pub async fn staged_objects_are_released_before_the_load_ends(wh: &dyn Warehouse
     );
     drop(lock);
     let row = match tokio::time::timeout(Duration::from_secs(120), load).await {
-        Ok(Ok(Some(row))) => row,
+        Ok(Ok(events_etl::warehouse::Loaded { row: Some(row), .. })) => row,
         other => panic!("the load must commit once events is free: {other:?}"),
     };
     assert_totals_consistent(cx, &row).await;

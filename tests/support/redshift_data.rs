@@ -1365,6 +1365,10 @@ pub struct CopySpec {
     pub columns: Option<Vec<String>>,
     /// `s3://bucket/key` of the manifest.
     pub manifest: String,
+    /// `MAXERROR n` (default 0): the COPY skips refused rows, logging each, and fails
+    /// once it has met max(n, 1) of them (copy-parameters-data-load.html: "If the load
+    /// returns the error_count number of errors or greater, the load fails").
+    pub max_errors: u32,
 }
 
 enum Fetch {
@@ -1497,6 +1501,7 @@ async fn run_copy(shared: &Shared, client: &tokio_postgres::Client, copy: &CopyS
         .collect();
 
     let mut loaded = 0i64;
+    let mut errors = 0u32;
     for entry in entries {
         let url = entry.get("url").and_then(Value::as_str).ok_or_else(|| {
             format!(
@@ -1541,9 +1546,10 @@ async fn run_copy(shared: &Shared, client: &tokio_postgres::Client, copy: &CopyS
                 Ok(doc) => doc,
                 Err(e) => {
                     let at = at + i64::try_from(e.line()).unwrap_or(1) - 1;
-                    return Err(
-                        load_failed(shared, copy, url, at, "", 1224, &format!("Invalid JSON: {e}")).await,
-                    );
+                    let reason = format!("Invalid JSON: {e}");
+                    row_error(shared, copy, url, at, "", 1224, &reason, &mut errors).await?;
+                    // Nothing after an unparsable object can be read.
+                    break;
                 }
             };
             let injected = lock(&shared.copy_failures)
@@ -1554,27 +1560,22 @@ async fn run_copy(shared: &Shared, client: &tokio_postgres::Client, copy: &CopyS
                 return Err(message);
             }
             if !doc.get().starts_with('{') {
-                return Err(load_failed(
-                    shared,
-                    copy,
-                    url,
-                    at,
-                    "",
-                    1224,
-                    "Invalid JSONPath format: a JSON object is expected",
-                )
-                .await);
+                let reason = "Invalid JSONPath format: a JSON object is expected";
+                row_error(shared, copy, url, at, "", 1224, reason, &mut errors).await?;
+                continue;
             }
             if !limits.is_empty() {
                 let value: Value = serde_json::from_str(doc.get()).unwrap_or(Value::Null);
-                for (column, max) in &limits {
-                    if let Some(Value::String(v)) = value.get(*column) {
-                        if v.len() > *max {
-                            let reason =
-                                format!("String length exceeds DDL length ({} bytes > {max})", v.len());
-                            return Err(load_failed(shared, copy, url, at, column, 1204, &reason).await);
-                        }
-                    }
+                let too_long = limits.iter().find_map(|(column, max)| match value.get(*column) {
+                    Some(Value::String(v)) if v.len() > *max => Some((
+                        *column,
+                        format!("String length exceeds DDL length ({} bytes > {max})", v.len()),
+                    )),
+                    _ => None,
+                });
+                if let Some((column, reason)) = too_long {
+                    row_error(shared, copy, url, at, column, 1204, &reason, &mut errors).await?;
+                    continue;
                 }
             }
             docs.push((at, doc.get().to_owned()));
@@ -1594,30 +1595,81 @@ async fn run_copy(shared: &Shared, client: &tokio_postgres::Client, copy: &CopyS
                         .map_err(|e| format!("ERROR: {}", pg_message(&e)))?;
                 }
                 Err(chunk_err) => {
-                    // Find the first object that fails, for the load error view; the COPY
-                    // fails either way.
+                    // One object at a time: each that fails is a load error (logged and
+                    // skipped while MAXERROR allows), the others load.
                     let _ = client.batch_execute("ROLLBACK TO SAVEPOINT copy_chunk").await;
-                    let mut culprit = (chunk[0].0, "".to_owned(), pg_message(&chunk_err));
+                    let mut any_failed = false;
                     for (at, doc) in chunk {
                         let one = [doc.as_str()];
-                        if let Err(e) = client.execute(insert.as_str(), &[&one.as_slice()]).await {
-                            let column = e
-                                .as_db_error()
-                                .and_then(|d| d.column())
-                                .unwrap_or_default()
-                                .to_owned();
-                            culprit = (*at, column, pg_message(&e));
-                            break;
+                        let _ = client.batch_execute("SAVEPOINT copy_one").await;
+                        match client.execute(insert.as_str(), &[&one.as_slice()]).await {
+                            Ok(n) => {
+                                loaded += i64::try_from(n).unwrap_or(i64::MAX);
+                                let _ = client.batch_execute("RELEASE SAVEPOINT copy_one").await;
+                            }
+                            Err(e) => {
+                                any_failed = true;
+                                let _ = client.batch_execute("ROLLBACK TO SAVEPOINT copy_one").await;
+                                let column = e
+                                    .as_db_error()
+                                    .and_then(|d| d.column())
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                let reason = pg_message(&e);
+                                if let Err(failed) =
+                                    row_error(shared, copy, url, *at, &column, 1216, &reason, &mut errors)
+                                        .await
+                                {
+                                    let _ = client.batch_execute("ROLLBACK TO SAVEPOINT copy_chunk").await;
+                                    return Err(failed);
+                                }
+                            }
                         }
                     }
-                    let _ = client.batch_execute("ROLLBACK TO SAVEPOINT copy_chunk").await;
-                    let (at, column, message) = culprit;
-                    return Err(load_failed(shared, copy, url, at, &column, 1216, &message).await);
+                    if !any_failed {
+                        let _ = client.batch_execute("ROLLBACK TO SAVEPOINT copy_chunk").await;
+                        return Err(load_failed(
+                            shared,
+                            copy,
+                            url,
+                            chunk[0].0,
+                            "",
+                            1216,
+                            &pg_message(&chunk_err),
+                        )
+                        .await);
+                    }
+                    client
+                        .batch_execute("RELEASE SAVEPOINT copy_chunk")
+                        .await
+                        .map_err(|e| format!("ERROR: {}", pg_message(&e)))?;
                 }
             }
         }
     }
     Ok(loaded)
+}
+
+/// One row COPY refuses: logged in `sys_load_error_detail`; an error (the COPY fails)
+/// once `errors` reaches max(MAXERROR, 1).
+#[allow(clippy::too_many_arguments)]
+async fn row_error(
+    shared: &Shared,
+    copy: &CopySpec,
+    file: &str,
+    line: i64,
+    column: &str,
+    code: i32,
+    reason: &str,
+    errors: &mut u32,
+) -> Result<(), String> {
+    let failed = load_failed(shared, copy, file, line, column, code, reason).await;
+    *errors += 1;
+    if *errors >= copy.max_errors.max(1) {
+        Err(failed)
+    } else {
+        Ok(())
+    }
 }
 
 /// Records a COPY error in the stand-in's `sys_load_error_detail` (outside the COPY's
@@ -2259,6 +2311,7 @@ fn parse_copy(toks: &[Tok]) -> Result<CopySpec, String> {
     }
     i += 1;
     let (mut iam, mut json_auto, mut gzip, mut is_manifest) = (false, false, false, false);
+    let mut max_errors = 0u32;
     let string_arg = |i: usize| match sig.get(i) {
         Some(Tok::Str(s)) => Some(unquote(s)),
         _ => None,
@@ -2326,6 +2379,29 @@ fn parse_copy(toks: &[Tok]) -> Result<CopySpec, String> {
                 }
                 i += 2;
             }
+            "MAXERROR" => {
+                if sig.get(i + 1).is_some_and(|t| t.is_word("AS")) {
+                    i += 1;
+                }
+                let n = match sig.get(i + 1) {
+                    Some(Tok::Num(n)) => n.parse::<u32>().ok(),
+                    _ => None,
+                };
+                // The limit is 100000 (copy-parameters-data-load.html).
+                max_errors = match n {
+                    Some(n) if n <= 100_000 => n,
+                    _ => return Err("MAXERROR needs a whole number from 0 to 100000".into()),
+                };
+                i += 2;
+            }
+            // Throwaway staging tables: no compression analysis, no statistics
+            // (copy-parameters-data-load.html, COMPUPDATE and STATUPDATE).
+            "COMPUPDATE" | "STATUPDATE" => {
+                if !sig.get(i + 1).is_some_and(|t| t.is_word("OFF")) {
+                    return Err(format!("only {w} OFF is supported"));
+                }
+                i += 2;
+            }
             other => return Err(format!("COPY option {other} is not supported")),
         }
     }
@@ -2349,6 +2425,7 @@ fn parse_copy(toks: &[Tok]) -> Result<CopySpec, String> {
         table,
         columns,
         manifest,
+        max_errors,
     })
 }
 

@@ -87,6 +87,8 @@ const KEYWORDS: &[&str] = &[
     "NOTNULL",
     "NULL",
     "NULLS",
+    // COPY ... COMPUPDATE OFF STATUPDATE OFF (copy-parameters-data-load.html).
+    "OFF",
     "OFFSET",
     "ON",
     "ONLY",
