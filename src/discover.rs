@@ -25,6 +25,17 @@ pub fn day_prefixes(prefix: &str, from: chrono::NaiveDate, to: chrono::NaiveDate
         .collect()
 }
 
+/// The key range `[low, high)` of the date partitions `from..=to` under `prefix`: every
+/// key of those days sorts (bytewise, as S3 and Redshift compare) within it, and no
+/// other day's key does.
+pub fn day_range(prefix: &str, from: chrono::NaiveDate, to: chrono::NaiveDate) -> (String, String) {
+    let after = to.succ_opt().unwrap_or(to);
+    (
+        format!("{prefix}{}/", from.format("%Y/%m/%d")),
+        format!("{prefix}{}/", after.format("%Y/%m/%d")),
+    )
+}
+
 /// The listed event files whose (key, ETag) is not in `recorded`, in key order: the
 /// order that decides which copy of a duplicated event wins.
 pub fn pending(listed: Vec<ObjectMeta>, recorded: &HashSet<(String, String)>) -> Vec<ObjectMeta> {
@@ -40,6 +51,22 @@ pub fn pending(listed: Vec<ObjectMeta>, recorded: &HashSet<(String, String)>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn day_ranges_hold_exactly_the_days_keys() {
+        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let (low, high) = day_range("events/", d("2020-01-31"), d("2020-02-01"));
+        assert_eq!(
+            (low.as_str(), high.as_str()),
+            ("events/2020/01/31/", "events/2020/02/02/")
+        );
+        let inside = |k: &str| low.as_str() <= k && k < high.as_str();
+        assert!(inside("events/2020/01/31/a.json"));
+        assert!(inside("events/2020/02/01/zz\\'{x}.json"));
+        assert!(!inside("events/2020/01/30/z.json"));
+        assert!(!inside("events/2020/02/02/a.json"));
+        assert!(!inside("events/2020/01/31"));
+    }
 
     #[test]
     fn day_prefixes_cover_the_range_inclusive() {

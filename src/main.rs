@@ -443,6 +443,22 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             ];
             let catalog = warehouse.event_catalog().await?;
             let oldest = print_status(&config, event_files, &pending, &runs, &loads, &alarms, &written);
+            let reloads = warehouse.open_reloads(QUARANTINE_SHOWN).await?;
+            if !reloads.is_empty() {
+                println!(
+                    "open reload requests (read again by the next run): {}",
+                    reloads.len()
+                );
+                for r in reloads.iter().take(20) {
+                    println!(
+                        "  {} (ETag {}) requested {}",
+                        r.source_key, r.etag, r.requested_at
+                    );
+                }
+                if reloads.len() > 20 {
+                    println!("  ... and {} more", reloads.len() - 20);
+                }
+            }
             print_event_types(&config, &catalog, chrono::Utc::now().naive_utc());
             if check {
                 let max =
@@ -502,14 +518,15 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             }
         },
         Command::Reload { keys, from, to } => {
-            let keys = match (from, to) {
-                (Some(from), Some(to)) if from <= to && (to - from).num_days() < 3660 => pipeline
-                    .event_files(Some(events_etl::pipeline::Days { from, to }))
-                    .await?
-                    .1
-                    .into_iter()
-                    .map(|o| o.key)
-                    .collect(),
+            let now = chrono::Utc::now().naive_utc();
+            match (from, to) {
+                (Some(from), Some(to)) if from <= to && (to - from).num_days() < 3660 => {
+                    let (low, high) = events_etl::discover::day_range(&pipeline.source.prefix, from, to);
+                    let n = warehouse.request_reload_range(&low, &high, now).await?;
+                    println!(
+                        "reload requested for {n} file version(s) from {from} to {to}; run `events-etl run` to load them"
+                    );
+                }
                 (Some(_), Some(_)) => {
                     return Err(Failure {
                         code: EXIT_CONFIG,
@@ -518,24 +535,63 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                         ),
                     })
                 }
-                _ => keys,
-            };
-            let now = chrono::Utc::now().naive_utc();
-            let mut requested = 0;
-            for key in &keys {
-                let n = warehouse.request_reload(key, now).await?;
-                if n == 0 {
-                    println!("{key}: nothing to reload (not loaded nor quarantined, or a reload is already requested)");
-                } else {
-                    println!("{key}: {n} version(s) will be read again by the next run");
-                }
-                requested += n;
+                _ => return reload_keys(&pipeline, warehouse.as_ref(), &keys, now).await,
             }
-            println!("reload requested for {requested} file version(s); run `events-etl run` to load them");
         }
         Command::Clean { .. } | Command::Check => {}
     }
     Ok(Outcome::Done)
+}
+
+/// `reload --key`: a request for the version of each key the source lists now. A key
+/// the source no longer has is refused by name (nothing could read it again): exit 2
+/// once the others are requested.
+async fn reload_keys(
+    pipeline: &events_etl::pipeline::Pipeline,
+    warehouse: &dyn Warehouse,
+    keys: &[String],
+    now: chrono::NaiveDateTime,
+) -> Result<Outcome, Failure> {
+    let mut requested = 0;
+    let mut gone = Vec::new();
+    for key in keys {
+        let listed = pipeline
+            .source
+            .store
+            .list(key)
+            .await
+            .map_err(|e| Failure::from(PipelineError::Source(e)))?;
+        let Some(version) = listed.iter().find(|o| o.key == *key) else {
+            println!("{key}: the source no longer has this key; nothing can read it again");
+            gone.push(key.as_str());
+            continue;
+        };
+        let n = warehouse.request_reload(key, &version.etag, now).await?;
+        if n == 0 {
+            println!(
+                "{key}: nothing to reload (its version {} is not loaded nor quarantined, or a reload is already requested)",
+                version.etag
+            );
+        } else {
+            println!(
+                "{key}: {n} version(s) will be read again by the next run (ETag {})",
+                version.etag
+            );
+        }
+        requested += n;
+    }
+    println!("reload requested for {requested} file version(s); run `events-etl run` to load them");
+    if gone.is_empty() {
+        Ok(Outcome::Done)
+    } else {
+        Err(Failure {
+            code: EXIT_CONFIG,
+            error: anyhow::anyhow!(
+                "the source no longer has {}: a reload reads the source again, so these cannot be reloaded",
+                gone.join(", ")
+            ),
+        })
+    }
 }
 
 /// Prints `status`; returns the age of the oldest pending file, when known.

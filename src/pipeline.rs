@@ -147,6 +147,9 @@ impl Unreadable {
     }
 }
 
+/// Open reload requests each run compares with its listing.
+const OPEN_RELOADS_CHECKED: i64 = 100_000;
+
 /// Bytes cleaned between two yields to the scheduler.
 const YIELD_EVERY: usize = 256 * 1024;
 
@@ -416,6 +419,43 @@ impl Pipeline {
         ))
     }
 
+    /// Closes the open reload requests for versions the source no longer lists (within
+    /// what this listing covered): nothing can read them again, and an open request
+    /// would stay open forever.
+    async fn close_gone_reloads(
+        &self,
+        listed: &[ObjectMeta],
+        days: Option<Days>,
+    ) -> Result<(), PipelineError> {
+        let open = self.warehouse.open_reloads(OPEN_RELOADS_CHECKED).await?;
+        if open.is_empty() {
+            return Ok(());
+        }
+        let covered = |key: &str| match days {
+            Some(Days { from, to }) => {
+                let (low, high) = discover::day_range(&self.source.prefix, from, to);
+                low.as_str() <= key && key < high.as_str()
+            }
+            None => key.starts_with(&self.source.prefix),
+        };
+        let listed: std::collections::HashSet<(&str, &str)> =
+            listed.iter().map(|o| (o.key.as_str(), o.etag.as_str())).collect();
+        let gone: Vec<(String, String)> = open
+            .into_iter()
+            .filter(|r| covered(&r.source_key) && !listed.contains(&(r.source_key.as_str(), r.etag.as_str())))
+            .map(|r| (r.source_key, r.etag))
+            .collect();
+        for (key, etag) in &gone {
+            tracing::warn!(
+                key,
+                etag,
+                "a reload was requested for a version the source no longer lists; request closed"
+            );
+        }
+        self.warehouse.close_reloads_gone(&gone).await?;
+        Ok(())
+    }
+
     /// Loads every pending file, `max_files_per_load` files per transaction. `now` is
     /// the run's start: it bounds `created_at` for the whole run.
     ///
@@ -431,7 +471,11 @@ impl Pipeline {
     ///   and nothing set aside; the next run retries it.
     pub async fn run(&self, now: DateTime<Utc>, days: Option<Days>) -> Result<RunReport, PipelineError> {
         let t = Instant::now();
-        let (event_files, pending) = self.discover_in(days).await?;
+        let (listed_n, listed) = self.event_files(days).await?;
+        self.close_gone_reloads(&listed, days).await?;
+        let event_files = listed.len();
+        let pending = self.unsettled(listed).await?;
+        telemetry::files_discovered(listed_n, event_files, pending.len());
         let mut report = RunReport {
             event_files,
             pending: pending.len(),

@@ -251,16 +251,45 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.etl_reloads r
                   WHERE r.source_key = v.source_key AND r.etag = v.etag AND r.load_id IS NULL);
 
 -- name: request_reload
--- `reload`: an open request for each settled version of key $1, unless one is open.
+-- `reload --key`: an open request for version ($1, $2), the one the source lists now,
+-- if it is settled (loaded or quarantined) and no request for it is open.
 INSERT INTO {schema}.etl_reloads (source_key, etag, requested_at, load_id)
-SELECT v.source_key, v.etag, $2::timestamp, NULL
+SELECT v.source_key, v.etag, $3::timestamp, NULL
 FROM (
-    SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = $1
+    SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = $1 AND etag = $2
     UNION
-    SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key = $1
+    SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key = $1 AND etag = $2
 ) v
 WHERE NOT EXISTS (SELECT 1 FROM {schema}.etl_reloads r
                   WHERE r.source_key = v.source_key AND r.etag = v.etag AND r.load_id IS NULL);
+
+-- name: request_reload_range
+-- `reload --from --to`: one statement for every settled version whose key is in
+-- [$1, $2) (the date partitions' key range, compared bytewise as S3 orders keys).
+-- Versions the source no longer lists are closed by the next run (close_reload_gone).
+INSERT INTO {schema}.etl_reloads (source_key, etag, requested_at, load_id)
+SELECT v.source_key, v.etag, $3::timestamp, NULL
+FROM (
+    SELECT source_key, etag FROM {schema}.etl_files
+    WHERE source_key COLLATE "C" >= $1 AND source_key COLLATE "C" < $2
+    UNION
+    SELECT source_key, etag FROM {schema}.etl_quarantine
+    WHERE source_key COLLATE "C" >= $1 AND source_key COLLATE "C" < $2
+) v
+WHERE NOT EXISTS (SELECT 1 FROM {schema}.etl_reloads r
+                  WHERE r.source_key = v.source_key AND r.etag = v.etag AND r.load_id IS NULL);
+
+-- name: open_reloads
+-- `status` and each run: the reload requests not served yet, oldest first.
+SELECT source_key, etag, requested_at FROM {schema}.etl_reloads
+WHERE load_id IS NULL
+ORDER BY requested_at, source_key
+LIMIT $1;
+
+-- name: close_reload_gone
+-- A requested version the source no longer lists: nothing can read it again.
+UPDATE {schema}.etl_reloads SET load_id = 'gone'
+WHERE load_id IS NULL AND source_key = $1 AND etag = $2;
 
 -- name: close_reload_quarantined
 -- A reloaded version quarantined again: its request is closed, or every run would

@@ -386,19 +386,52 @@ CREATE TEMP TABLE events_etl_probe (probe BIGINT);
 COPY events_etl_probe FROM {manifest} IAM_ROLE {iam_role} FORMAT AS JSON 'auto' GZIP MANIFEST{region};
 
 -- name: request_reload
--- `reload`: an open request for each settled version of the key, unless one is open.
+-- `reload --key`: an open request for the version the source lists now, if it is
+-- settled (loaded or quarantined) and no request for it is open. Sent after `lock`.
 -- AWS: r_INSERT_30.html, r_UNION.html, r_exists_condition.html
 INSERT INTO {schema}.etl_reloads (source_key, etag, requested_at, load_id)
 SELECT v.source_key, v.etag, CAST({requested_at} AS TIMESTAMP), NULL
 FROM (
-    SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = {source_key}
+    SELECT source_key, etag FROM {schema}.etl_files WHERE source_key = {source_key} AND etag = {etag}
     UNION
-    SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key = {source_key}
+    SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key = {source_key} AND etag = {etag}
 ) v
 WHERE NOT EXISTS (
     SELECT 1 FROM {schema}.etl_reloads r
     WHERE r.source_key = v.source_key AND r.etag = v.etag AND r.load_id IS NULL
 );
+
+-- name: request_reload_range
+-- `reload --from --to`: one statement for every settled version whose key is in
+-- [{low}, {high}) (the date partitions' key range; Redshift compares strings bytewise,
+-- as S3 orders keys). Versions the source no longer lists are closed by the next run.
+-- Sent after `lock`.
+-- AWS: r_INSERT_30.html, r_UNION.html, r_exists_condition.html, r_comparison_condition.html
+INSERT INTO {schema}.etl_reloads (source_key, etag, requested_at, load_id)
+SELECT v.source_key, v.etag, CAST({requested_at} AS TIMESTAMP), NULL
+FROM (
+    SELECT source_key, etag FROM {schema}.etl_files WHERE source_key >= {low} AND source_key < {high}
+    UNION
+    SELECT source_key, etag FROM {schema}.etl_quarantine WHERE source_key >= {low} AND source_key < {high}
+) v
+WHERE NOT EXISTS (
+    SELECT 1 FROM {schema}.etl_reloads r
+    WHERE r.source_key = v.source_key AND r.etag = v.etag AND r.load_id IS NULL
+);
+
+-- name: open_reloads
+-- `status` and each run: the reload requests not served yet, oldest first.
+-- AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
+SELECT source_key, etag, requested_at FROM {schema}.etl_reloads
+WHERE load_id IS NULL
+ORDER BY requested_at, source_key
+LIMIT {limit};
+
+-- name: close_reload_gone
+-- A requested version the source no longer lists: nothing can read it again.
+-- AWS: r_UPDATE.html
+UPDATE {schema}.etl_reloads SET load_id = 'gone'
+WHERE load_id IS NULL AND source_key = {source_key} AND etag = {etag};
 
 -- name: close_reload_quarantined
 -- A reloaded version quarantined again: its request is closed, or every run would read

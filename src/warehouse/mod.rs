@@ -138,6 +138,14 @@ impl Quarantined {
     }
 }
 
+/// A reload request not served yet (`etl_reloads` with no `load_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReload {
+    pub source_key: String,
+    pub etag: String,
+    pub requested_at: NaiveDateTime,
+}
+
 /// A row of `etl_runs`: one `events-etl run`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRow {
@@ -432,10 +440,26 @@ pub trait Warehouse: Send + Sync {
         Ok(())
     }
 
-    /// `reload`: opens a request to read every settled version of `key` again (loaded or
-    /// quarantined); returns how many versions it opened (0: nothing recorded under the
-    /// key, or a request already open).
-    async fn request_reload(&self, key: &str, at: NaiveDateTime) -> Result<u64, WarehouseError>;
+    /// `reload --key`: opens a request to read version (`key`, `etag`) again, the one
+    /// the source lists now; returns 1, or 0 when that version is not settled (loaded or
+    /// quarantined) or a request for it is open. Under the loaders' lock.
+    async fn request_reload(&self, key: &str, etag: &str, at: NaiveDateTime) -> Result<u64, WarehouseError>;
+
+    /// `reload --from --to`: one set-based request for every settled version whose key
+    /// is in `[low, high)` (compared bytewise); returns how many it opened. Under the
+    /// loaders' lock.
+    async fn request_reload_range(
+        &self,
+        low: &str,
+        high: &str,
+        at: NaiveDateTime,
+    ) -> Result<u64, WarehouseError>;
+
+    /// The reload requests not served yet, oldest first.
+    async fn open_reloads(&self, limit: i64) -> Result<Vec<OpenReload>, WarehouseError>;
+
+    /// Closes the open requests for these versions, which the source no longer lists.
+    async fn close_reloads_gone(&self, versions: &[(String, String)]) -> Result<(), WarehouseError>;
 
     /// Records one run in `etl_runs`, in a transaction of its own.
     async fn record_run(&self, run: &RunRow) -> Result<(), WarehouseError>;

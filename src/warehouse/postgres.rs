@@ -20,8 +20,8 @@ use super::copy_rows as rows;
 use super::statements::{split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
 use super::{
-    AppliedMigration, CatalogRow, LoadRow, Loaded, Quarantined, RefusedFile, RunRow, StagedRead, Warehouse,
-    WarehouseError,
+    AppliedMigration, CatalogRow, LoadRow, Loaded, OpenReload, Quarantined, RefusedFile, RunRow, StagedRead,
+    Warehouse, WarehouseError,
 };
 use crate::event_types::EventTypes;
 use crate::failure::FailureClass;
@@ -36,7 +36,7 @@ const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 35] = [
+pub const STATEMENTS: [&str; 38] = [
     "lock",
     "settings",
     "copies_begin",
@@ -68,6 +68,9 @@ pub const STATEMENTS: [&str; 35] = [
     "drop_reloaded",
     "close_reloads",
     "request_reload",
+    "request_reload_range",
+    "open_reloads",
+    "close_reload_gone",
     "close_reload_quarantined",
     "catalog",
     "loaded_by_type",
@@ -812,6 +815,22 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Runs one statement in a transaction of its own under the loaders' lock: a load
+    /// recording the same versions meanwhile either commits first or waits.
+    async fn under_lock(&self, name: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, WarehouseError> {
+        let mut client = self.client.lock().await;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.stmt_err("begin", &e))?;
+        self.batch(&tx, "lock").await?;
+        let n = self.exec(&tx, name, params).await?;
+        tx.commit().await.map_err(|e| self.stmt_err("commit", &e))?;
+        Ok(n)
+    }
+}
+
 /// A manifest read and checked, and its parts being opened.
 type Opened = (Manifest, super::staged::Parts);
 
@@ -946,19 +965,43 @@ impl Warehouse for Postgres {
         tx.commit().await.map_err(|e| self.stmt_err("commit", &e))
     }
 
-    async fn request_reload(&self, key: &str, at: NaiveDateTime) -> Result<u64, WarehouseError> {
-        // Under the loaders' lock: a load that is recording this key meanwhile either
-        // commits first (and the request then reopens what it recorded) or sees it.
-        let mut client = self.client.lock().await;
-        let tx = client
-            .transaction()
+    async fn request_reload(&self, key: &str, etag: &str, at: NaiveDateTime) -> Result<u64, WarehouseError> {
+        let (key, etag) = (key.to_owned(), etag.to_owned());
+        self.under_lock("request_reload", &[&key, &etag, &at]).await
+    }
+
+    async fn request_reload_range(
+        &self,
+        low: &str,
+        high: &str,
+        at: NaiveDateTime,
+    ) -> Result<u64, WarehouseError> {
+        let (low, high) = (low.to_owned(), high.to_owned());
+        self.under_lock("request_reload_range", &[&low, &high, &at]).await
+    }
+
+    async fn open_reloads(&self, limit: i64) -> Result<Vec<OpenReload>, WarehouseError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(self.sql.get("open_reloads"), &[&limit])
             .await
-            .map_err(|e| self.stmt_err("begin", &e))?;
-        self.batch(&tx, "lock").await?;
-        let key = key.to_owned();
-        let n = self.exec(&tx, "request_reload", &[&key, &at]).await?;
-        tx.commit().await.map_err(|e| self.stmt_err("commit", &e))?;
-        Ok(n)
+            .map_err(|e| self.stmt_err("open_reloads", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| OpenReload {
+                source_key: r.get(0),
+                etag: r.get(1),
+                requested_at: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn close_reloads_gone(&self, versions: &[(String, String)]) -> Result<(), WarehouseError> {
+        let client = self.client.lock().await;
+        for (key, etag) in versions {
+            self.exec(&*client, "close_reload_gone", &[key, etag]).await?;
+        }
+        Ok(())
     }
 
     async fn resolve_quarantine(

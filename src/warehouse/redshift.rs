@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use super::statements::{render, split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
 use super::{
-    AppliedMigration, CatalogRow, LoadRow, Loaded, Quarantined, RunRow, StagedRead, Warehouse, WarehouseError,
+    AppliedMigration, CatalogRow, LoadRow, Loaded, OpenReload, Quarantined, RunRow, StagedRead, Warehouse,
+    WarehouseError,
 };
 use crate::config::{RedshiftConfig, RedshiftTarget};
 use crate::event_types::EventTypes;
@@ -688,6 +689,18 @@ fn key_range(keys: &[String]) -> String {
 }
 
 impl Redshift {
+    /// Runs statement `name` with `values` after `lock`, in one transaction; returns the
+    /// rows it changed (the second sub-statement's count).
+    async fn under_lock(&self, name: &str, values: &[(&str, &str)]) -> Result<u64, WarehouseError> {
+        let mut s = self.statement(name);
+        s.sql = render(&s.sql, values);
+        let d = self.batch(vec![self.statement("lock"), s]).await?;
+        Ok(d.sub_statements()
+            .get(1)
+            .and_then(|s| u64::try_from(s.result_rows()).ok())
+            .unwrap_or(0))
+    }
+
     /// After a COPY of the load whose parts are under `prefix` failed or fell short: the
     /// source files of the rows SYS_LOAD_ERROR_DETAIL names for these parts, each with
     /// its first error ([`WarehouseError::Refused`]), or, when it names none,
@@ -1078,22 +1091,65 @@ impl Warehouse for Redshift {
         Ok(())
     }
 
-    async fn request_reload(&self, key: &str, at: NaiveDateTime) -> Result<u64, WarehouseError> {
-        // Under the loaders' lock, in one transaction: the request's row count is the
-        // second sub-statement's.
-        let mut request = self.statement("request_reload");
-        request.sql = render(
-            &request.sql,
+    async fn request_reload(&self, key: &str, etag: &str, at: NaiveDateTime) -> Result<u64, WarehouseError> {
+        self.under_lock(
+            "request_reload",
             &[
                 ("source_key", &lit(key)),
+                ("etag", &lit(etag)),
                 ("requested_at", &lit(&at.format(TIME_FORMAT).to_string())),
             ],
+        )
+        .await
+    }
+
+    async fn request_reload_range(
+        &self,
+        low: &str,
+        high: &str,
+        at: NaiveDateTime,
+    ) -> Result<u64, WarehouseError> {
+        self.under_lock(
+            "request_reload_range",
+            &[
+                ("low", &lit(low)),
+                ("high", &lit(high)),
+                ("requested_at", &lit(&at.format(TIME_FORMAT).to_string())),
+            ],
+        )
+        .await
+    }
+
+    async fn open_reloads(&self, limit: i64) -> Result<Vec<OpenReload>, WarehouseError> {
+        let sql = render(
+            self.sql.get("open_reloads"),
+            &[("limit", &limit.max(0).to_string())],
         );
-        let d = self.batch(vec![self.statement("lock"), request]).await?;
-        Ok(d.sub_statements()
-            .get(1)
-            .and_then(|s| u64::try_from(s.result_rows()).ok())
-            .unwrap_or(0))
+        let rows = self.query("open_reloads", &sql).await?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.len() >= 3)
+            .map(|r| OpenReload {
+                source_key: text(&r[0]).unwrap_or_default(),
+                etag: text(&r[1]).unwrap_or_default(),
+                requested_at: timestamp(&r[2]),
+            })
+            .collect())
+    }
+
+    async fn close_reloads_gone(&self, versions: &[(String, String)]) -> Result<(), WarehouseError> {
+        for chunk in versions.chunks(MAX_BATCH_STATEMENTS) {
+            let stmts = chunk
+                .iter()
+                .map(|(key, etag)| {
+                    let mut s = self.statement("close_reload_gone");
+                    s.sql = render(&s.sql, &[("source_key", &lit(key)), ("etag", &lit(etag))]);
+                    s
+                })
+                .collect();
+            self.batch(stmts).await?;
+        }
+        Ok(())
     }
 
     async fn resolve_quarantine(
@@ -1103,21 +1159,16 @@ impl Warehouse for Redshift {
         note: &str,
         at: NaiveDateTime,
     ) -> Result<u64, WarehouseError> {
-        let mut resolve = self.statement("resolve_quarantine");
-        resolve.sql = render(
-            &resolve.sql,
+        self.under_lock(
+            "resolve_quarantine",
             &[
                 ("source_key", &lit(key)),
                 ("resolved_at", &lit(&at.format(TIME_FORMAT).to_string())),
                 ("resolved_by", &lit(by)),
                 ("resolution", &lit(note)),
             ],
-        );
-        let d = self.batch(vec![self.statement("lock"), resolve]).await?;
-        Ok(d.sub_statements()
-            .get(1)
-            .and_then(|s| u64::try_from(s.result_rows()).ok())
-            .unwrap_or(0))
+        )
+        .await
     }
 
     async fn quarantined(
@@ -1269,7 +1320,7 @@ mod tests {
     use super::*;
 
     /// The other statements: COPYs and their checks (added per non-empty stream), queries.
-    const OTHER_STATEMENTS: [&str; 18] = [
+    const OTHER_STATEMENTS: [&str; 21] = [
         "copy_files",
         "copy_events",
         "copy_rejects",
@@ -1284,6 +1335,9 @@ mod tests {
         "probe_table",
         "probe_copy",
         "request_reload",
+        "request_reload_range",
+        "open_reloads",
+        "close_reload_gone",
         "close_reload_quarantined",
         "reopen_quarantine",
         "resolve_quarantine",

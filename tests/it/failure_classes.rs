@@ -437,3 +437,53 @@ async fn refused_files_are_set_aside_in_one_pass_on_postgres() {
 async fn refused_files_are_set_aside_in_one_pass_on_redshift() {
     refused_files_are_set_aside_in_one_pass(true).await;
 }
+
+/// `reload --key` of a key the source no longer has is refused by name (exit 2); a
+/// range reload opens every settled version of those days in one statement, `status`
+/// lists the open requests, and a requested version that has left the source is closed
+/// by the next run instead of staying open forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_of_versions_the_source_no_longer_has_do_not_stay_open() {
+    let w = World::new("fc_reload_gone", true).await;
+    assert_eq!(w.cli(&["migrate"], &[]).code(), Some(0));
+    let (a, b, c) = (day_key("a.json"), day_key("b.json"), "events/2020/01/14/c.json");
+    w.s3.put(BUCKET, &a, lines(0..2)).await;
+    w.s3.put(BUCKET, &b, lines(2..4)).await;
+    w.s3.put(BUCKET, c, lines(4..6)).await;
+    assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
+
+    let out = w.cli(&["reload", "--key", "events/2020/01/13/never.json"], &[]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("events/2020/01/13/never.json"), "{out}");
+
+    let out = w.cli(&["reload", "--from", "2020-01-13", "--to", "2020-01-13"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stdout.contains("reload requested for 2 file version(s)"),
+        "{out}"
+    );
+    let status = w.cli(&["status"], &[]);
+    assert!(
+        status
+            .stdout
+            .contains("open reload requests (read again by the next run): 2"),
+        "{status}"
+    );
+    // b expires before the next run: its request is closed, a is read again.
+    w.s3.delete(BUCKET, &b).await;
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("loaded 1 of 2 event files"), "{out}");
+    assert_eq!(
+        w.count("SELECT count(*) FROM {s}.etl_reloads WHERE load_id IS NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM {s}.etl_reloads WHERE load_id = 'gone'")
+            .await,
+        1
+    );
+    assert!(!w.cli(&["status"], &[]).stdout.contains("open reload requests"));
+    assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 6);
+}

@@ -356,13 +356,24 @@ async fn reload_reads_files_again_by_key_or_date_range() {
     assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
 
     let out = w.cli(&["reload", "--key", key, "--key", "2020/01/13/none.json"], &[]);
-    assert_eq!(out.code(), Some(0), "{out}");
+    // A key the source does not have is refused by name; the others are requested.
+    assert_eq!(out.code(), Some(2), "{out}");
     assert!(
         out.stdout
             .contains(&format!("{key}: 1 version(s) will be read again")),
         "{out}"
     );
-    assert!(out.stdout.contains("none.json: nothing to reload"), "{out}");
+    assert!(
+        out.stdout
+            .contains("none.json: the source no longer has this key"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("2020/01/13/none.json"), "{out}");
+    let out = w.cli(&["reload", "--key", key], &[]);
+    assert!(
+        out.stdout.contains(&format!("{key}: nothing to reload")),
+        "already requested: {out}"
+    );
     assert!(w.cli(&["status"], &[]).stdout.contains("1 pending"));
     let out = w.cli(&["run"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");

@@ -411,11 +411,26 @@ async fn every_statement_sent_parses_as_redshift() {
     };
     wh.record_run(&run).await.expect("record_run");
     assert_eq!(
-        wh.request_reload("events/load-1.json", started())
+        wh.request_reload("events/load-1.json", "etag-1", started())
             .await
             .expect("request_reload"),
         1
     );
+    assert_eq!(
+        wh.request_reload_range("events/", "events0", started())
+            .await
+            .expect("request_reload_range"),
+        1,
+        "the quarantined version; the loaded one's request is open already"
+    );
+    assert_eq!(wh.open_reloads(10).await.expect("open_reloads").len(), 2);
+    wh.close_reloads_gone(&[
+        ("events/load-1.json".into(), "etag-1".into()),
+        ("events/q'.json".into(), "etag-q".into()),
+    ])
+    .await
+    .expect("close_reloads_gone");
+    assert!(wh.open_reloads(10).await.expect("open_reloads").is_empty());
     assert!(wh.last_run("failed").await.expect("last_run").is_some());
     // A failing COPY, for the error lookup.
     let staged = f.stage("load-2", &[event(3)]).await;

@@ -554,23 +554,36 @@ pub async fn reload_reads_a_version_again(wh: &dyn Warehouse, cx: &Cx) {
     assert!(settled(&wh.recorded_versions(&keys).await.expect("rv")));
 
     assert_eq!(
-        wh.request_reload(&key, at("2024-06-02 00:00:00"))
+        wh.request_reload(&key, &file.etag, at("2024-06-02 00:00:00"))
             .await
             .expect("reload"),
         1
     );
     assert_eq!(
-        wh.request_reload(&key, at("2024-06-02 00:00:01"))
+        wh.request_reload(&key, &file.etag, at("2024-06-02 00:00:01"))
             .await
             .expect("again"),
         0,
         "one open request"
     );
     assert_eq!(
-        wh.request_reload("no/such.json", at("2024-06-02 00:00:00"))
+        wh.request_reload("no/such.json", "e", at("2024-06-02 00:00:00"))
             .await
             .expect("unknown"),
         0
+    );
+    assert_eq!(
+        wh.request_reload(&key, "another-etag", at("2024-06-02 00:00:00"))
+            .await
+            .expect("unsettled version"),
+        0,
+        "only the settled version the source lists"
+    );
+    let open = wh.open_reloads(10).await.expect("open_reloads");
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (open[0].source_key.as_str(), open[0].etag.as_str()),
+        (key.as_str(), file.etag.as_str())
     );
     assert!(
         !settled(&wh.recorded_versions(&keys).await.expect("rv")),
@@ -1899,7 +1912,7 @@ pub async fn catalog_counts_what_each_load_inserted(wh: &dyn Warehouse, cx: &Cx)
     );
     // A reloaded file inserts nothing new: the catalog does not move.
     let before = cx.db.rows(catalog).await;
-    wh.request_reload(&first.key, at("2024-06-02 00:00:00"))
+    wh.request_reload(&first.key, &first.etag, at("2024-06-02 00:00:00"))
         .await
         .expect("reload");
     let row = load(

@@ -826,6 +826,18 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("put s3://{bucket}/{key}: {}", err_text(&e)));
     }
 
+    /// Deletes one object (as the source's expiry does).
+    pub async fn delete(&self, bucket: &str, key: &str) {
+        self.client()
+            .await
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("delete s3://{bucket}/{key}: {}", err_text(&e)));
+    }
+
     pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         let out = self
             .client()
