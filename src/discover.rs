@@ -36,6 +36,21 @@ pub fn day_range(prefix: &str, from: chrono::NaiveDate, to: chrono::NaiveDate) -
     )
 }
 
+/// The key range `[prefix, end)` of every key under `prefix`: `end` is the prefix with
+/// its last character raised by one (bytewise order), or above any key when `prefix` is
+/// empty.
+pub fn prefix_range(prefix: &str) -> (String, String) {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return (prefix.to_owned(), chars.into_iter().collect());
+        }
+    }
+    (prefix.to_owned(), char::MAX.to_string())
+}
+
 /// The listed event files whose (key, ETag) is not in `recorded`, in key order: the
 /// order that decides which copy of a duplicated event wins.
 pub fn pending(listed: Vec<ObjectMeta>, recorded: &HashSet<(String, String)>) -> Vec<ObjectMeta> {
@@ -51,6 +66,18 @@ pub fn pending(listed: Vec<ObjectMeta>, recorded: &HashSet<(String, String)>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_ranges_hold_exactly_the_prefixs_keys() {
+        let (low, high) = prefix_range("events/");
+        assert_eq!((low.as_str(), high.as_str()), ("events/", "events0"));
+        let inside = |k: &str| low.as_str() <= k && k < high.as_str();
+        assert!(inside("events/2020/01/01/a.json") && inside("events/\u{10FFFF}"));
+        assert!(!inside("events0") && !inside("event") && !inside("eventsa"));
+        assert_eq!(prefix_range("a\u{D7FF}").1, "a\u{E000}", "surrogates are skipped");
+        let (low, high) = prefix_range("");
+        assert!(low.as_str() <= "x" && "\u{10FFFE}z" < high.as_str());
+    }
 
     #[test]
     fn day_ranges_hold_exactly_the_days_keys() {

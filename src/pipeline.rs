@@ -147,6 +147,10 @@ impl Unreadable {
     }
 }
 
+/// Pending versions a run remembers at most (the rest of a larger backlog is not
+/// watched for leaving the source until a run leaves fewer).
+const MAX_REMEMBERED_PENDING: usize = 200_000;
+
 /// Open reload requests each run compares with its listing.
 const OPEN_RELOADS_CHECKED: i64 = 100_000;
 
@@ -472,21 +476,124 @@ impl Pipeline {
     pub async fn run(&self, now: DateTime<Utc>, days: Option<Days>) -> Result<RunReport, PipelineError> {
         let t = Instant::now();
         let (listed_n, listed) = self.event_files(days).await?;
-        self.close_gone_reloads(&listed, days).await?;
-        let event_files = listed.len();
-        let pending = self.unsettled(listed).await?;
-        telemetry::files_discovered(listed_n, event_files, pending.len());
+        let ranges = self.listed_ranges(days);
         let mut report = RunReport {
-            event_files,
-            pending: pending.len(),
+            event_files: listed.len(),
             ..RunReport::default()
         };
+        self.close_gone_reloads(&listed, days).await?;
+        let known = self.record_vanished(&listed, &ranges, &mut report).await?;
+        let pending = self.unsettled(listed).await?;
+        telemetry::files_discovered(listed_n, report.event_files, pending.len());
+        report.pending = pending.len();
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
         let cleaner = Arc::new(Cleaner::new(now).with_event_types(self.event_types.clone()));
         telemetry::progress_begin(pending.len(), pending.iter().map(|f| f.size).sum());
         let result = self.load_all(&cleaner, &pending, &mut report).await;
         telemetry::progress_end();
+        self.remember_left(&pending, &ranges, &known, &report).await;
         result.map(|()| report)
+    }
+
+    /// The key ranges a listing of `days` (or of the whole source) covers.
+    fn listed_ranges(&self, days: Option<Days>) -> Vec<(String, String)> {
+        match days {
+            Some(Days { from, to }) => vec![discover::day_range(&self.source.prefix, from, to)],
+            None => vec![discover::prefix_range(&self.source.prefix)],
+        }
+    }
+
+    /// Versions an earlier run listed and left pending that this listing of the same
+    /// range no longer holds, and that were not settled meanwhile: recorded as lost
+    /// (reason `vanished`). A key listed again with another ETag was overwritten, not
+    /// lost. Returns how many versions were remembered in each range.
+    async fn record_vanished(
+        &self,
+        listed: &[ObjectMeta],
+        ranges: &[(String, String)],
+        report: &mut RunReport,
+    ) -> Result<Vec<usize>, PipelineError> {
+        let versions: std::collections::HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        let mut gone = Vec::new();
+        let mut known = Vec::new();
+        for (low, high) in ranges {
+            let remembered = self.warehouse.known_pending(low, high).await?;
+            known.push(remembered.len());
+            gone.extend(
+                remembered
+                    .into_iter()
+                    .filter(|p| !versions.contains(p.source_key.as_str())),
+            );
+        }
+        if gone.is_empty() {
+            return Ok(known);
+        }
+        let keys: Vec<String> = gone.iter().map(|p| p.source_key.clone()).collect();
+        let settled = self.warehouse.recorded_versions(&keys).await?;
+        let now = Utc::now().naive_utc();
+        let lost: Vec<Quarantined> = gone
+            .iter()
+            .filter(|p| !settled.contains(&(p.source_key.clone(), p.etag.clone())))
+            .map(|p| {
+                let url = self.source.store.url(&p.source_key);
+                telemetry::file_vanished(&url);
+                Quarantined::new(
+                    &p.source_key,
+                    &p.etag,
+                    u64::try_from(p.size_bytes).unwrap_or(0),
+                    QuarantineReason::Vanished,
+                    &format!(
+                        "{url} was listed pending on {} and left the source before it was loaded \
+                         (expired or deleted): its events were not loaded; if a copy exists, upload \
+                         it again (a new version loads), then `events-etl quarantine resolve`",
+                        p.listed_at
+                    ),
+                    now,
+                )
+            })
+            .collect();
+        self.quarantine(&lost, report).await?;
+        Ok(known)
+    }
+
+    /// Remembers the pending versions this run did not settle (it failed, or stopped
+    /// early), replacing what earlier runs remembered of the ranges it listed: the next
+    /// run can then tell a version that left the source without loading. Best effort: a
+    /// failure only loses that knowledge, with a warning.
+    async fn remember_left(
+        &self,
+        pending: &[ObjectMeta],
+        ranges: &[(String, String)],
+        known: &[usize],
+        report: &RunReport,
+    ) {
+        let settled: std::collections::HashSet<(&str, &str)> = report
+            .files
+            .iter()
+            .map(|f| (f.source_key.as_str(), f.etag.as_str()))
+            .chain(
+                report
+                    .quarantined
+                    .iter()
+                    .map(|q| (q.source_key.as_str(), q.etag.as_str())),
+            )
+            .collect();
+        let now = Utc::now().naive_utc();
+        for (i, (low, high)) in ranges.iter().enumerate() {
+            let left: Vec<ObjectMeta> = pending
+                .iter()
+                .filter(|p| low.as_str() <= p.key.as_str() && p.key.as_str() < high.as_str())
+                .filter(|p| !settled.contains(&(p.key.as_str(), p.etag.as_str())))
+                .take(MAX_REMEMBERED_PENDING)
+                .cloned()
+                .collect();
+            if left.is_empty() && known.get(i) == Some(&0) {
+                continue; // nothing was remembered, nothing is left: nothing to write
+            }
+            if let Err(e) = self.warehouse.remember_pending(low, high, &left, now).await {
+                tracing::warn!(error = %e, "could not record the files left pending; a later run cannot tell if they leave the source unloaded");
+            }
+        }
     }
 
     /// The loads of a run, at most `max_files_per_load` files and `max_bytes_per_load`

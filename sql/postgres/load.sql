@@ -349,3 +349,18 @@ LIMIT 1;
 -- name: event_catalog
 -- `status`: the event catalog.
 SELECT event_name, first_seen, last_seen, events FROM {schema}.event_types_seen ORDER BY event_name;
+
+-- name: known_pending
+-- The versions an earlier run left pending in the key range [$1, $2).
+SELECT source_key, etag, size_bytes, last_modified, listed_at FROM {schema}.etl_pending
+WHERE source_key COLLATE "C" >= $1 AND source_key COLLATE "C" < $2
+ORDER BY source_key COLLATE "C";
+
+-- name: forget_pending
+-- Before a run records what it left pending in [$1, $2).
+DELETE FROM {schema}.etl_pending
+WHERE source_key COLLATE "C" >= $1 AND source_key COLLATE "C" < $2;
+
+-- name: remember_pending
+INSERT INTO {schema}.etl_pending (source_key, etag, size_bytes, last_modified, listed_at)
+SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::bigint[], $4::timestamp[], $5::timestamp[]);

@@ -444,3 +444,24 @@ WHERE load_id IS NULL AND source_key = {source_key} AND etag = {etag};
 -- `status`: the event catalog.
 -- AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
 SELECT event_name, first_seen, last_seen, events FROM {schema}.event_types_seen ORDER BY event_name;
+
+-- name: known_pending
+-- The versions an earlier run left pending in the key range [{low}, {high}), a page at a
+-- time: {after} is TRUE, then the keyset condition past the last (key, etag) read, so no
+-- page sorts again what an earlier one read.
+-- AWS: r_SELECT_synopsis.html, r_comparison_condition.html, r_ORDER_BY_clause.html
+SELECT source_key, etag, size_bytes, last_modified, listed_at FROM {schema}.etl_pending
+WHERE source_key >= {low} AND source_key < {high} AND {after}
+ORDER BY source_key, etag
+LIMIT {limit};
+
+-- name: forget_pending
+-- Before a run records what it left pending in [{low}, {high}).
+-- AWS: r_DELETE.html
+DELETE FROM {schema}.etl_pending WHERE source_key >= {low} AND source_key < {high};
+
+-- name: remember_pending
+-- {rows}: `(key, etag, size, last_modified, listed_at)` tuples of literals, as many as
+-- fit the Data API's statement size.
+-- AWS: r_INSERT_30.html (multiple-row VALUES)
+INSERT INTO {schema}.etl_pending (source_key, etag, size_bytes, last_modified, listed_at) VALUES {rows};

@@ -146,6 +146,16 @@ pub struct OpenReload {
     pub requested_at: NaiveDateTime,
 }
 
+/// A version a run listed and left pending (`etl_pending`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownPending {
+    pub source_key: String,
+    pub etag: String,
+    pub size_bytes: i64,
+    /// When that run listed it.
+    pub listed_at: NaiveDateTime,
+}
+
 /// A row of `etl_runs`: one `events-etl run`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRow {
@@ -460,6 +470,20 @@ pub trait Warehouse: Send + Sync {
 
     /// Closes the open requests for these versions, which the source no longer lists.
     async fn close_reloads_gone(&self, versions: &[(String, String)]) -> Result<(), WarehouseError>;
+
+    /// The versions an earlier run listed and left pending, in the key range
+    /// `[low, high)` (compared bytewise).
+    async fn known_pending(&self, low: &str, high: &str) -> Result<Vec<KnownPending>, WarehouseError>;
+
+    /// Replaces the remembered pending versions of `[low, high)` by `files` (the ones
+    /// this run listed there and did not settle).
+    async fn remember_pending(
+        &self,
+        low: &str,
+        high: &str,
+        files: &[crate::store::ObjectMeta],
+        at: NaiveDateTime,
+    ) -> Result<(), WarehouseError>;
 
     /// Records one run in `etl_runs`, in a transaction of its own.
     async fn record_run(&self, run: &RunRow) -> Result<(), WarehouseError>;

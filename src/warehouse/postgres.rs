@@ -20,8 +20,8 @@ use super::copy_rows as rows;
 use super::statements::{split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
 use super::{
-    AppliedMigration, CatalogRow, LoadRow, Loaded, OpenReload, Quarantined, RefusedFile, RunRow, StagedRead,
-    Warehouse, WarehouseError,
+    AppliedMigration, CatalogRow, KnownPending, LoadRow, Loaded, OpenReload, Quarantined, RefusedFile,
+    RunRow, StagedRead, Warehouse, WarehouseError,
 };
 use crate::event_types::EventTypes;
 use crate::failure::FailureClass;
@@ -29,14 +29,14 @@ use crate::migrate::{self, AppliedRow, Dialect};
 use crate::read::{GzipEnd, LineReader};
 use crate::stage::rows::MAX_STAGED_ROW_BYTES;
 use crate::stage::{Manifest, StagedLoad};
-use crate::store::Place;
+use crate::store::{ObjectMeta, Place};
 
 const LOAD_SQL: &str = include_str!("../../sql/postgres/load.sql");
 const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 38] = [
+pub const STATEMENTS: [&str; 41] = [
     "lock",
     "settings",
     "copies_begin",
@@ -71,6 +71,9 @@ pub const STATEMENTS: [&str; 38] = [
     "request_reload_range",
     "open_reloads",
     "close_reload_gone",
+    "known_pending",
+    "forget_pending",
+    "remember_pending",
     "close_reload_quarantined",
     "catalog",
     "loaded_by_type",
@@ -994,6 +997,60 @@ impl Warehouse for Postgres {
                 requested_at: r.get(2),
             })
             .collect())
+    }
+
+    async fn known_pending(&self, low: &str, high: &str) -> Result<Vec<KnownPending>, WarehouseError> {
+        let client = self.client.lock().await;
+        let (low, high) = (low.to_owned(), high.to_owned());
+        let rows = client
+            .query(self.sql.get("known_pending"), &[&low, &high])
+            .await
+            .map_err(|e| self.stmt_err("known_pending", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| KnownPending {
+                source_key: r.get(0),
+                etag: r.get(1),
+                size_bytes: r.get(2),
+                listed_at: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn remember_pending(
+        &self,
+        low: &str,
+        high: &str,
+        files: &[ObjectMeta],
+        at: NaiveDateTime,
+    ) -> Result<(), WarehouseError> {
+        let keys: Vec<&str> = files.iter().map(|f| f.key.as_str()).collect();
+        let etags: Vec<&str> = files.iter().map(|f| f.etag.as_str()).collect();
+        let sizes: Vec<i64> = files
+            .iter()
+            .map(|f| i64::try_from(f.size).unwrap_or(i64::MAX))
+            .collect();
+        let modified: Vec<Option<NaiveDateTime>> = files
+            .iter()
+            .map(|f| f.last_modified.map(|t| t.naive_utc()))
+            .collect();
+        let listed: Vec<NaiveDateTime> = vec![at; files.len()];
+        let (low, high) = (low.to_owned(), high.to_owned());
+        let mut client = self.client.lock().await;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.stmt_err("begin", &e))?;
+        self.exec(&tx, "forget_pending", &[&low, &high]).await?;
+        if !files.is_empty() {
+            self.exec(
+                &tx,
+                "remember_pending",
+                &[&keys, &etags, &sizes, &modified, &listed],
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(|e| self.stmt_err("commit", &e))
     }
 
     async fn close_reloads_gone(&self, versions: &[(String, String)]) -> Result<(), WarehouseError> {

@@ -18,15 +18,15 @@ use tokio::time::Instant;
 use super::statements::{render, split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
 use super::{
-    AppliedMigration, CatalogRow, LoadRow, Loaded, OpenReload, Quarantined, RunRow, StagedRead, Warehouse,
-    WarehouseError,
+    AppliedMigration, CatalogRow, KnownPending, LoadRow, Loaded, OpenReload, Quarantined, RunRow, StagedRead,
+    Warehouse, WarehouseError,
 };
 use crate::config::{RedshiftConfig, RedshiftTarget};
 use crate::event_types::EventTypes;
 use crate::failure::FailureClass;
 use crate::migrate::{self, AppliedRow, Dialect};
 use crate::stage::StagedLoad;
-use crate::store::Place;
+use crate::store::{ObjectMeta, Place};
 
 const LOAD_SQL: &str = include_str!("../../sql/redshift/load.sql");
 const BOOTSTRAP_SQL: &str = include_str!("../../sql/redshift/bootstrap.sql");
@@ -1137,6 +1137,100 @@ impl Warehouse for Redshift {
             .collect())
     }
 
+    async fn known_pending(&self, low: &str, high: &str) -> Result<Vec<KnownPending>, WarehouseError> {
+        let mut out: Vec<KnownPending> = Vec::new();
+        let mut after = "TRUE".to_owned();
+        loop {
+            let sql = render(
+                self.sql.get("known_pending"),
+                &[
+                    ("low", &lit(low)),
+                    ("high", &lit(high)),
+                    ("after", &after),
+                    ("limit", &RECORDED_PAGE_ROWS.to_string()),
+                ],
+            );
+            let rows = self.query("known_pending", &sql).await?;
+            let n = rows.len();
+            out.extend(rows.iter().filter(|r| r.len() >= 5).map(|r| KnownPending {
+                source_key: text(&r[0]).unwrap_or_default(),
+                etag: text(&r[1]).unwrap_or_default(),
+                size_bytes: long(&r[2]),
+                listed_at: timestamp(&r[4]),
+            }));
+            match out.last() {
+                Some(last) if n == RECORDED_PAGE_ROWS => {
+                    let (k, e) = (lit(&last.source_key), lit(&last.etag));
+                    after = format!("(source_key > {k} OR (source_key = {k} AND etag > {e}))");
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn remember_pending(
+        &self,
+        low: &str,
+        high: &str,
+        files: &[ObjectMeta],
+        at: NaiveDateTime,
+    ) -> Result<(), WarehouseError> {
+        let mut forget = self.statement("forget_pending");
+        forget.sql = render(&forget.sql, &[("low", &lit(low)), ("high", &lit(high))]);
+        let listed = format!("CAST({} AS TIMESTAMP)", lit(&at.format(TIME_FORMAT).to_string()));
+        let template = self.sql.get("remember_pending").to_owned();
+        // Rows as literals, as many per INSERT as keep it well under the statement limit.
+        let mut inserts: Vec<Labeled> = Vec::new();
+        let mut rows: Vec<String> = Vec::new();
+        let mut size = 0usize;
+        let flush = |rows: &mut Vec<String>, inserts: &mut Vec<Labeled>| {
+            if !rows.is_empty() {
+                inserts.push(Labeled {
+                    label: "remember_pending".into(),
+                    sql: render(&template, &[("rows", &rows.join(", "))]),
+                });
+                rows.clear();
+            }
+        };
+        for f in files {
+            let modified = f.last_modified.map_or_else(
+                || "NULL".to_owned(),
+                |t| {
+                    format!(
+                        "CAST({} AS TIMESTAMP)",
+                        lit(&t.naive_utc().format(TIME_FORMAT).to_string())
+                    )
+                },
+            );
+            let row = format!(
+                "({}, {}, {}, {modified}, {listed})",
+                lit(&f.key),
+                lit(&f.etag),
+                f.size
+            );
+            if size + row.len() > MAX_STATEMENT_BYTES / 2 {
+                flush(&mut rows, &mut inserts);
+                size = 0;
+            }
+            size += row.len() + 2;
+            rows.push(row);
+        }
+        flush(&mut rows, &mut inserts);
+        // The first batch forgets the range and writes what fits; later ones add the
+        // rest (a failure between them only forgets some pending versions).
+        let mut batch = vec![forget];
+        for insert in inserts {
+            if batch.len() == MAX_BATCH_STATEMENTS {
+                self.batch(std::mem::take(&mut batch)).await?;
+            }
+            batch.push(insert);
+        }
+        if !batch.is_empty() {
+            self.batch(batch).await?;
+        }
+        Ok(())
+    }
+
     async fn close_reloads_gone(&self, versions: &[(String, String)]) -> Result<(), WarehouseError> {
         for chunk in versions.chunks(MAX_BATCH_STATEMENTS) {
             let stmts = chunk
@@ -1320,7 +1414,7 @@ mod tests {
     use super::*;
 
     /// The other statements: COPYs and their checks (added per non-empty stream), queries.
-    const OTHER_STATEMENTS: [&str; 21] = [
+    const OTHER_STATEMENTS: [&str; 24] = [
         "copy_files",
         "copy_events",
         "copy_rejects",
@@ -1338,6 +1432,9 @@ mod tests {
         "request_reload_range",
         "open_reloads",
         "close_reload_gone",
+        "known_pending",
+        "forget_pending",
+        "remember_pending",
         "close_reload_quarantined",
         "reopen_quarantine",
         "resolve_quarantine",

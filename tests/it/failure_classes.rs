@@ -487,3 +487,70 @@ async fn reloads_of_versions_the_source_no_longer_has_do_not_stay_open() {
     assert!(!w.cli(&["status"], &[]).stdout.contains("open reload requests"));
     assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 6);
 }
+
+/// A version a failed run listed and left pending, gone from the source before the next
+/// run (the 28-day expiry racing a stalled backlog): the next run records it as lost,
+/// `status` names it and `status --check` exits 5; a version overwritten meanwhile (same
+/// key, new ETag) is not lost, its new version loads.
+async fn a_pending_file_that_leaves_the_listing_is_recorded_as_lost(redshift: bool) {
+    let w = World::new(if redshift { "fc_left_rs" } else { "fc_left_pg" }, redshift).await;
+    assert_eq!(w.cli(&["migrate"], &[]).code(), Some(0));
+    let (a, b, c) = (day_key("a.json"), day_key("b.json"), day_key("c.json"));
+    w.s3.put(BUCKET, &a, lines(0..2)).await;
+    w.s3.put(BUCKET, &b, lines(2..4)).await;
+    w.s3.put(BUCKET, &c, lines(4..6)).await;
+    match w._api.as_ref() {
+        Some(api) => api.fail_when_sql_contains(
+            &format!("INSERT INTO {}.etl_loads", w.schema),
+            "ERROR: permission denied for relation etl_loads",
+        ),
+        None => {
+            w.pg.break_load_recording(&w.schema, "permission denied for etl_loads")
+                .await
+        }
+    }
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(4), "{out}");
+    assert_eq!(w.count("SELECT count(*) FROM {s}.etl_pending").await, 3);
+
+    w.s3.delete(BUCKET, &b).await;
+    w.s3.put(BUCKET, &c, lines(4..7)).await;
+    match w._api.as_ref() {
+        Some(api) => api.clear_failures(),
+        None => w.pg.repair_load_recording(&w.schema).await,
+    }
+    let out = w.cli(&["run"], &[]);
+    assert_eq!(out.code(), Some(5), "{out}");
+    assert!(
+        out.stdout.contains(&b) && out.stdout.contains("vanished"),
+        "{out}"
+    );
+    assert!(
+        !out.stdout.contains(&format!("{c} (")),
+        "overwritten, not lost: {out}"
+    );
+    assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 5);
+    assert_eq!(
+        w.count("SELECT count(*) FROM {s}.etl_quarantine WHERE reason = 'vanished'")
+            .await,
+        1
+    );
+    assert_eq!(w.count("SELECT count(*) FROM {s}.etl_pending").await, 0);
+    let status = w.cli(&["status", "--check"], &[]);
+    assert_eq!(status.code(), Some(5), "{status}");
+    assert!(
+        status.stdout.contains("lost files") && status.stdout.contains(&b),
+        "{status}"
+    );
+    assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_file_that_leaves_the_listing_is_recorded_as_lost_on_postgres() {
+    a_pending_file_that_leaves_the_listing_is_recorded_as_lost(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_file_that_leaves_the_listing_is_recorded_as_lost_on_redshift() {
+    a_pending_file_that_leaves_the_listing_is_recorded_as_lost(true).await;
+}

@@ -431,6 +431,38 @@ async fn every_statement_sent_parses_as_redshift() {
     .await
     .expect("close_reloads_gone");
     assert!(wh.open_reloads(10).await.expect("open_reloads").is_empty());
+    let left = |key: &str, modified| events_etl::store::ObjectMeta {
+        key: key.into(),
+        etag: "e'1".into(),
+        size: 7,
+        archived: false,
+        last_modified: modified,
+    };
+    wh.remember_pending(
+        "events/",
+        "events0",
+        &[
+            left("events/a\\'b.json", None),
+            left("events/c.json", Some(chrono::Utc::now())),
+        ],
+        started(),
+    )
+    .await
+    .expect("remember_pending");
+    let known = wh
+        .known_pending("events/", "events0")
+        .await
+        .expect("known_pending");
+    assert_eq!(known.len(), 2);
+    assert_eq!(known[0].source_key, "events/a\\'b.json");
+    wh.remember_pending("events/", "events0", &[], started())
+        .await
+        .expect("forget_pending");
+    assert!(wh
+        .known_pending("events/", "events0")
+        .await
+        .expect("known")
+        .is_empty());
     assert!(wh.last_run("failed").await.expect("last_run").is_some());
     // A failing COPY, for the error lookup.
     let staged = f.stage("load-2", &[event(3)]).await;

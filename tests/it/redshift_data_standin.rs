@@ -249,6 +249,7 @@ async fn product_ddl_runs_as_batches() {
             "etl_files",
             "etl_files_history",
             "etl_loads",
+            "etl_pending",
             "etl_quarantine",
             "etl_reloads",
             "etl_runs",

@@ -193,10 +193,11 @@ async fn load_telling(
 // ---------------------------------------------------------------------------------------
 
 /// In byte order, as `ORDER BY` in a bytewise collation sorts them.
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 15] = [
     "etl_files",
     "etl_files_history",
     "etl_loads",
+    "etl_pending",
     "etl_quarantine",
     "etl_reloads",
     "etl_runs",
@@ -456,6 +457,46 @@ pub async fn quarantine_alarms_clear(wh: &dyn Warehouse, cx: &Cx) {
     assert_eq!(standing.len(), 1);
     assert_eq!(standing[0].reason, "unreadable");
     assert_eq!(standing[0].resolved_at, None);
+}
+
+/// The pending versions a run remembers are kept per key range: replacing one range
+/// leaves the others alone, and ranges compare keys bytewise.
+pub async fn pending_versions_are_remembered_per_range(wh: &dyn Warehouse, cx: &Cx) {
+    let _ = cx;
+    migrated(wh).await;
+    let meta = |key: &str| events_etl::store::ObjectMeta {
+        key: key.into(),
+        etag: "e-1".into(),
+        size: 3,
+        archived: false,
+        last_modified: None,
+    };
+    let t = at("2024-06-01 00:00:00");
+    wh.remember_pending("p/1/", "p/10", &[meta("p/1/a'\\.json"), meta("p/1/b.json")], t)
+        .await
+        .expect("remember");
+    wh.remember_pending("p/2/", "p/20", &[meta("p/2/{offset}.json")], t)
+        .await
+        .expect("remember");
+    let keys = |v: Vec<events_etl::warehouse::KnownPending>| -> Vec<String> {
+        v.into_iter().map(|p| p.source_key).collect()
+    };
+    assert_eq!(
+        keys(wh.known_pending("p/1/", "p/10").await.expect("known")),
+        ["p/1/a'\\.json", "p/1/b.json"]
+    );
+    wh.remember_pending("p/1/", "p/10", &[meta("p/1/b.json")], t)
+        .await
+        .expect("replace");
+    assert_eq!(
+        keys(wh.known_pending("p/", "p0").await.expect("known")),
+        ["p/1/b.json", "p/2/{offset}.json"]
+    );
+    let one = wh.known_pending("p/2/", "p/20").await.expect("known");
+    assert_eq!(
+        (one[0].etag.as_str(), one[0].size_bytes, one[0].listed_at),
+        ("e-1", 3, t)
+    );
 }
 
 /// A quarantined version is settled (discovery skips it) and listed; another version of
@@ -2001,6 +2042,7 @@ macro_rules! every_check {
                 times_and_invalid_ips,
                 quarantine_settles_a_version,
                 quarantine_alarms_clear,
+                pending_versions_are_remembered_per_range,
                 runs_are_recorded,
                 reload_reads_a_version_again,
                 migrate_refuses_edited,
