@@ -272,67 +272,49 @@ impl RawConfig {
 
 // ---- phase 2: validate ----
 
-/// Where objects live: an S3 bucket and key prefix, or a local directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// `prefix` is empty or ends in `/`.
-    S3 { bucket: String, prefix: String },
-    /// An absolute directory; keys are `/`-separated paths below it.
-    Local { root: PathBuf },
-}
+pub use crate::store::Location;
 
-impl Location {
-    /// Parses `s3://bucket/prefix/`, `file:///abs/dir/` or a filesystem path (relative
-    /// paths are taken from `cwd`).
-    pub fn parse(key: &'static str, url: &str, cwd: &Path) -> Result<Location, ConfigError> {
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if !valid_bucket(bucket) {
-                return Err(invalid(
-                    key,
-                    format!("`{url}`: `{bucket}` is not a valid S3 bucket name (3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit)"),
-                ));
-            }
-            let mut prefix = prefix.to_owned();
-            if !prefix.is_empty() && !prefix.ends_with('/') {
-                prefix.push('/');
-            }
-            return Ok(Location::S3 {
-                bucket: bucket.to_owned(),
-                prefix,
-            });
-        }
-        let path = if let Some(rest) = url.strip_prefix("file://") {
-            if !rest.starts_with('/') {
-                return Err(invalid(
-                    key,
-                    format!("`{url}`: a file URL needs an absolute path (file:///abs/dir/)"),
-                ));
-            }
-            PathBuf::from(rest)
-        } else if url.contains("://") {
+/// Parses `s3://bucket/prefix/`, `file:///abs/dir/` or a filesystem path (relative paths
+/// are taken from `cwd`) as the location of configuration key `key`.
+fn parse_location(key: &'static str, url: &str, cwd: &Path) -> Result<Location, ConfigError> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if !valid_bucket(bucket) {
             return Err(invalid(
                 key,
-                format!("`{url}`: only s3:// and file:// URLs or plain paths are supported"),
+                format!("`{url}`: `{bucket}` is not a valid S3 bucket name (3-63 characters of a-z, 0-9, '.', '-', starting and ending with a letter or digit)"),
             ));
-        } else if url.is_empty() {
-            return Err(invalid(key, "is empty"));
-        } else {
-            cwd.join(url)
-        };
-        Ok(Location::Local {
-            root: normalise_path(&path),
-        })
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-            Location::Local { root } => write!(f, "file://{}/", root.display()),
         }
+        let mut prefix = prefix.to_owned();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        return Ok(Location::S3 {
+            bucket: bucket.to_owned(),
+            prefix,
+        });
     }
+    let path = if let Some(rest) = url.strip_prefix("file://") {
+        if !rest.starts_with('/') {
+            return Err(invalid(
+                key,
+                format!("`{url}`: a file URL needs an absolute path (file:///abs/dir/)"),
+            ));
+        }
+        PathBuf::from(rest)
+    } else if url.contains("://") {
+        return Err(invalid(
+            key,
+            format!("`{url}`: only s3:// and file:// URLs or plain paths are supported"),
+        ));
+    } else if url.is_empty() {
+        return Err(invalid(key, "is empty"));
+    } else {
+        cwd.join(url)
+    };
+    Ok(Location::Local {
+        root: normalise_path(&path),
+    })
 }
 
 /// Removes `.` and `..` components without touching the filesystem.
@@ -367,40 +349,7 @@ pub enum WarehouseTarget {
     Redshift(RedshiftConfig),
 }
 
-/// How the Data API reaches the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedshiftTarget {
-    /// Provisioned cluster, temporary credentials for `db_user`.
-    ClusterDbUser {
-        cluster_identifier: String,
-        db_user: String,
-    },
-    /// Provisioned cluster, credentials from Secrets Manager.
-    ClusterSecret {
-        cluster_identifier: String,
-        secret_arn: String,
-    },
-    /// Serverless workgroup, with the caller's IAM identity or a secret.
-    Workgroup {
-        workgroup_name: String,
-        secret_arn: Option<String>,
-    },
-}
-
-/// The validated `warehouse.redshift` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedshiftConfig {
-    pub target: RedshiftTarget,
-    pub database: String,
-    /// ARN of the role COPY assumes to read staging, or `default`.
-    pub iam_role: String,
-    /// `REGION` for COPY when the staging bucket is in another region.
-    pub copy_region: Option<String>,
-    /// How long to wait for a statement before cancelling it.
-    pub statement_timeout: std::time::Duration,
-    /// DescribeStatement polls start at 50 ms and back off to this.
-    pub max_poll_interval: std::time::Duration,
-}
+pub use crate::warehouse::redshift::{RedshiftConfig, RedshiftTarget};
 
 pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 3600;
 pub const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 5000;
@@ -599,28 +548,7 @@ pub struct Config {
     pub event_types: EventTypes,
 }
 
-/// When a share of a run's source objects failing alike is a systemic failure (a
-/// changed role, a KMS grant, a lifecycle rule) rather than a property of each object:
-/// more than `min_files` objects failed with the same error code, and more than
-/// `min_percent` percent of the objects the run read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Systemic {
-    pub min_files: u64,
-    pub min_percent: u64,
-}
-
-impl Systemic {
-    /// More than 3 files and more than 10% of those read.
-    pub const DEFAULT: Systemic = Systemic {
-        min_files: 3,
-        min_percent: 10,
-    };
-
-    /// Whether `failed` alike out of `read` objects is systemic.
-    pub fn holds(self, failed: u64, read: u64) -> bool {
-        failed > self.min_files && failed.saturating_mul(100) > read.saturating_mul(self.min_percent)
-    }
-}
+pub use crate::failure::Systemic;
 
 /// Default uncompressed part size. Each worker holds about two parts in memory (the
 /// one being filled and one uploading), compressed; on input gzip cannot shrink that is
@@ -642,14 +570,7 @@ pub const DEFAULT_SCHEMA: &str = "analytics";
 pub const DEFAULT_MAX_FILES: u64 = 5000;
 /// Default `load.max_bytes`: 1 GiB of source objects per load.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
-/// Loads deduplicate against `events` only within this many days of each staged
-/// event's `created_at`, so that the scan of `events` (sorted by `created_at` on
-/// Redshift) covers the load's own time range, not all of history. The app writes the
-/// id and `created_at` together and re-sends both unchanged, so a true duplicate has
-/// the same `created_at`; one day covers the widest honest disagreement, a client that
-/// wrote the same instant as naive local time instead of UTC (offsets reach +14:00 and
-/// -12:00), and keeps the scanned range at the load's span plus two days.
-pub const DEFAULT_DEDUPE_WINDOW_DAYS: u64 = 1;
+pub use crate::warehouse::DEFAULT_DEDUPE_WINDOW_DAYS;
 /// The widest window accepted: ten years is all of history for any real table.
 pub const MAX_DEDUPE_WINDOW_DAYS: u64 = 3650;
 pub const DEFAULT_RETENTION_DAYS: u64 = 28;
@@ -662,12 +583,12 @@ impl Config {
             .source
             .url
             .ok_or_else(|| invalid("source.url", "is required"))?;
-        let source = Location::parse("source.url", &source_url, cwd)?;
+        let source = parse_location("source.url", &source_url, cwd)?;
         let staging_url = raw
             .staging
             .url
             .ok_or_else(|| invalid("staging.url", "is required"))?;
-        let staging = Location::parse("staging.url", &staging_url, cwd)?;
+        let staging = parse_location("staging.url", &staging_url, cwd)?;
         if overlaps(&source, &staging) {
             return Err(invalid(
                 "staging.url",

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::clean::fields::MAX_EVENT_NAME_BYTES;
+use crate::limits::MAX_EVENT_NAME_BYTES;
 
 /// Prefix of a type's view: `<schema>.events_<type>`.
 pub const VIEW_PREFIX: &str = "events_";

@@ -27,3 +27,26 @@ impl FailureClass {
         }
     }
 }
+
+/// When a share of a run's source objects failing alike is a systemic failure (a
+/// changed role, a KMS grant, a lifecycle rule) rather than a property of each object:
+/// more than `min_files` objects failed with the same error code, and more than
+/// `min_percent` percent of the objects the run read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Systemic {
+    pub min_files: u64,
+    pub min_percent: u64,
+}
+
+impl Systemic {
+    /// More than 3 files and more than 10% of those read.
+    pub const DEFAULT: Systemic = Systemic {
+        min_files: 3,
+        min_percent: 10,
+    };
+
+    /// Whether `failed` alike out of `read` objects is systemic.
+    pub fn holds(self, failed: u64, read: u64) -> bool {
+        failed > self.min_files && failed.saturating_mul(100) > read.saturating_mul(self.min_percent)
+    }
+}

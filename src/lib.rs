@@ -14,6 +14,7 @@ pub mod config;
 pub mod discover;
 pub mod event_types;
 pub mod failure;
+pub mod limits;
 pub mod migrate;
 pub mod pipeline;
 pub mod read;

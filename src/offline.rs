@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use events_etl::clean::{Cleaner, FileTally};
-use events_etl::pipeline::PipelineError;
 use events_etl::stage::pool::{stage_files, Open, Opened, Outcome, Target};
-use events_etl::stage::ManifestOrder;
+use events_etl::stage::{FileError, ManifestOrder};
 use events_etl::store::{local::LocalStore, ObjectMeta, Place};
 
 use crate::{Failure, EXIT_CONFIG, EXIT_STORE};
@@ -95,12 +94,12 @@ struct LocalFiles;
 impl Open for LocalFiles {
     type Skip = std::convert::Infallible;
 
-    async fn open(&self, obj: &ObjectMeta) -> Result<Opened<Self::Skip>, PipelineError> {
+    async fn open(&self, obj: &ObjectMeta) -> Result<Opened<Self::Skip>, FileError> {
         let file = tokio::fs::File::open(&obj.key)
             .await
-            .map_err(|e| PipelineError::Read {
+            .map_err(|source| FileError::Read {
                 url: obj.key.clone(),
-                message: format!("cannot open: {e}"),
+                source,
             })?;
         Ok(Opened::Body(Box::new(file)))
     }

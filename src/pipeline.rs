@@ -9,13 +9,12 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 use tracing::Instrument as _;
 
-use crate::clean::{Cleaner, FileTally, LineOutcome, Reason, Reject};
-use crate::config::Systemic;
+use crate::clean::{Cleaner, FileTally, Reason};
 use crate::discover;
-use crate::failure::FailureClass;
-use crate::read::{At, GzipEnd, Input, LineReader};
+use crate::failure::{FailureClass, Systemic};
 use crate::stage::pool;
 use crate::stage::writer::StageError;
+use crate::stage::{clean_object, FileError};
 use crate::stage::{FileRow, ManifestOrder, StageWriter, StagedLoad};
 use crate::store::{Body, ObjectMeta, Place, StoreError};
 use crate::telemetry;
@@ -27,8 +26,12 @@ use crate::warehouse::{
 pub enum PipelineError {
     #[error("source: {0}")]
     Source(#[source] StoreError),
-    #[error("reading {url}: {message} (transport error: nothing was recorded; rerun)")]
-    Read { url: String, message: String },
+    #[error("reading {url}: {source} (transport error: nothing was recorded; rerun)")]
+    Read {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("staging: {0}")]
     Stage(#[from] StageError),
     #[error(transparent)]
@@ -54,6 +57,16 @@ fn systemic_cause(code: &str) -> &'static str {
         }
         c if c.starts_with("KMS.") => "the task role lacks kms:Decrypt on the source bucket's key",
         _ => "the task role lacks s3:GetObject (or kms:Decrypt) on the source, or a bucket or VPC endpoint policy denies it",
+    }
+}
+
+impl From<FileError> for PipelineError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::Source(e) => PipelineError::Source(e),
+            FileError::Read { url, source } => PipelineError::Read { url, source },
+            FileError::Stage(e) => PipelineError::Stage(e),
+        }
     }
 }
 
@@ -103,13 +116,6 @@ struct Staged {
     reasons: Vec<(String, BTreeMap<Reason, u64>)>,
 }
 
-/// The result of cleaning one file into a stage writer.
-pub struct CleanedFile {
-    pub tally: FileTally,
-    /// Rejects staged for the file, by reason.
-    pub reasons: BTreeMap<Reason, u64>,
-}
-
 /// A source object the store would not read, held until the run knows whether the
 /// failure is the object's or the deployment's.
 #[derive(Debug, Clone)]
@@ -153,126 +159,6 @@ const MAX_REMEMBERED_PENDING: usize = 200_000;
 
 /// Open reload requests each run compares with its listing.
 const OPEN_RELOADS_CHECKED: i64 = 100_000;
-
-/// Bytes cleaned between two yields to the scheduler.
-const YIELD_EVERY: usize = 256 * 1024;
-
-/// Cleans one object's lines into `w`, recording rows and rejects.
-///
-/// Damaged gzip input (see the README's cleaning contract):
-/// - cut short ([`GzipEnd::Truncated`]): the complete lines load; a line the data ends
-///   inside is that line's `invalid_gzip` reject;
-/// - corrupt ([`GzipEnd::Corrupt`]: a deflate error, a CRC-32 or length mismatch, a bad
-///   header): none of the file's lines can be trusted, so every row written for it is
-///   rolled back and the file becomes one `invalid_gzip` reject (counted as its one
-///   line), naming the member and offset. It is recorded like any file, so it is not
-///   retried; a new version (new ETag) loads again.
-///
-/// A transport failure reading the body is an error: nothing of the file is recorded
-/// and the next run retries it.
-pub async fn clean_object(
-    cleaner: &Cleaner,
-    key: &str,
-    url: &str,
-    body: impl Into<Input>,
-    w: &mut StageWriter,
-) -> Result<CleanedFile, PipelineError> {
-    let read_err = |e: std::io::Error| PipelineError::Read {
-        url: url.to_owned(),
-        message: e.to_string(),
-    };
-    let checkpoint = w.checkpoint();
-    let mut reader = LineReader::open(body, key).await.map_err(read_err)?;
-    let mut tally = FileTally::default();
-    let mut reasons = BTreeMap::new();
-    let mut first_rejects = Vec::new();
-    let mut since_yield = 0usize;
-    while let Some(line) = reader.next_line().await.map_err(read_err)? {
-        since_yield += line.bytes.len() + 1;
-        let outcome = match line.cut {
-            Some(at) => LineOutcome::Reject(Reject {
-                reason: Reason::InvalidGzip,
-                raw: cut_line_message(&at, line.bytes).into(),
-            }),
-            None => cleaner.clean_line(line.no, line.bytes, line.too_long),
-        };
-        tally.add(&outcome);
-        emit(w, key, line.no, outcome, &mut first_rejects, &mut reasons)?;
-        w.flush_full().await?;
-        if since_yield >= YIELD_EVERY {
-            // A body read ahead into memory never makes the task wait: yield now and
-            // then, so read-ahead and upload tasks keep running beside the cleaning.
-            since_yield = 0;
-            tokio::task::yield_now().await;
-        }
-    }
-    match reader.gzip_end() {
-        Some(GzipEnd::Corrupt { at, detail }) => {
-            let read = tally.lines;
-            w.rollback(checkpoint).await?;
-            telemetry::gzip_corrupt(key, at, detail, read);
-            let outcome = LineOutcome::Reject(Reject {
-                reason: Reason::InvalidGzip,
-                raw: format!(
-                    "gzip data is corrupt in member {} at or before compressed byte {}: {detail}; \
-                     no line of this file was loaded ({read} lines had been read)",
-                    at.member, at.offset
-                )
-                .into(),
-            });
-            tally = FileTally::default();
-            tally.add(&outcome);
-            reasons.clear();
-            first_rejects.clear();
-            emit(w, key, 1, outcome, &mut first_rejects, &mut reasons)?;
-        }
-        Some(GzipEnd::Truncated(at)) => telemetry::gzip_truncated(key, at, tally.lines),
-        Some(GzipEnd::Verified { .. }) | None => {}
-    }
-    telemetry::lines_rejected(key, &reasons, &first_rejects);
-    telemetry::file_cleaned(key, &tally);
-    Ok(CleanedFile { tally, reasons })
-}
-
-/// The `raw` text of the reject for a line that gzip data ended inside: what happened,
-/// then the start of what was read of the line.
-fn cut_line_message(at: &At, bytes: &[u8]) -> String {
-    const SHOWN: usize = 1024;
-    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN)]).replace('\0', "\u{FFFD}");
-    format!(
-        "gzip data ends early in member {} at compressed byte {}, inside this line \
-         ({} bytes of it were read): {head}",
-        at.member,
-        at.offset,
-        bytes.len()
-    )
-}
-
-/// Writes one line's outcome to staging, counting rejects by reason and keeping the
-/// file's first few (line, reason) for its one log line.
-fn emit(
-    w: &mut StageWriter,
-    key: &str,
-    no: u64,
-    outcome: LineOutcome<'_>,
-    first_rejects: &mut Vec<(u64, Reason)>,
-    reasons: &mut BTreeMap<Reason, u64>,
-) -> Result<(), StageError> {
-    let mut reject = |w: &mut StageWriter, r: &Reject<'_>| {
-        *reasons.entry(r.reason).or_insert(0) += 1;
-        if first_rejects.len() < telemetry::REJECTS_LOGGED_PER_FILE {
-            first_rejects.push((no, r.reason));
-        }
-        w.reject(key, no, r)
-    };
-    for row in outcome.into_rows() {
-        match row {
-            Ok(e) => w.event(key, no, &e)?,
-            Err(r) => reject(w, &r)?,
-        }
-    }
-    Ok(())
-}
 
 /// The pending files cut into loads, in order: each at most `max_files` files, and a
 /// new load started before the source bytes would pass `max_bytes` (a file larger than
@@ -636,7 +522,7 @@ impl Pipeline {
                 .map(|(f, e)| {
                     let detail =
                         format!("loaded alone, this file failed while other files of the run loaded: {e}");
-                    telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &detail);
+                    telemetry::file_quarantined(&f.key, QuarantineReason::Refused.as_str(), &detail);
                     Quarantined::new(
                         &f.key,
                         &f.etag,
@@ -653,7 +539,7 @@ impl Pipeline {
             .held
             .iter()
             .map(|s| {
-                telemetry::file_quarantined(&s.file.key, s.reason, &s.detail);
+                telemetry::file_quarantined(&s.file.key, s.reason.as_str(), &s.detail);
                 Quarantined::new(
                     &s.file.key,
                     &s.file.etag,
@@ -777,7 +663,11 @@ impl Pipeline {
                     for r in &refused {
                         if let Some(at) = files.iter().position(|f| f.key == r.source_key) {
                             let f = files.remove(at);
-                            telemetry::file_quarantined(&f.key, QuarantineReason::Refused, &r.message);
+                            telemetry::file_quarantined(
+                                &f.key,
+                                QuarantineReason::Refused.as_str(),
+                                &r.message,
+                            );
                             set_aside.push(Quarantined::new(
                                 &f.key,
                                 &f.etag,
@@ -807,12 +697,22 @@ impl Pipeline {
             timed(report, "load", t);
             // Files the warehouse refused in the load's own transaction.
             for q in &loaded.refused {
-                telemetry::file_quarantined(&q.source_key, QuarantineReason::Refused, &q.detail);
+                telemetry::file_quarantined(&q.source_key, QuarantineReason::Refused.as_str(), &q.detail);
             }
             report.quarantined.extend(loaded.refused.iter().cloned());
             let refused = |key: &str| loaded.refused.iter().any(|q| q.source_key == key);
             if let Some(row) = loaded.row {
-                span.in_scope(|| telemetry::load_committed(&row));
+                span.in_scope(|| {
+                    telemetry::load_committed(&telemetry::LoadCounts {
+                        load_id: &row.load_id,
+                        files: row.files,
+                        lines: row.lines,
+                        events_loaded: row.events_loaded,
+                        duplicates: row.duplicates,
+                        rejects: row.rejects,
+                        blank_lines: row.blank_lines,
+                    })
+                });
                 report
                     .files
                     .extend(file_rows.into_iter().filter(|f| !refused(&f.source_key)));
@@ -1001,7 +901,7 @@ struct SourceOpener {
 impl pool::Open for SourceOpener {
     type Skip = Skip;
 
-    async fn open(&self, obj: &ObjectMeta) -> Result<pool::Opened<Skip>, PipelineError> {
+    async fn open(&self, obj: &ObjectMeta) -> Result<pool::Opened<Skip>, FileError> {
         let skip = |s| Ok(pool::Opened::Skip(s));
         match self.source.store.get(&obj.key).await {
             Ok(body) => Ok(pool::Opened::Body(body)),
@@ -1025,7 +925,7 @@ impl pool::Open for SourceOpener {
                 code,
                 detail: format!("{url}: {message}"),
             }),
-            Err(e) => Err(PipelineError::Source(e)),
+            Err(e) => Err(FileError::Source(e)),
         }
     }
 

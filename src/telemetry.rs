@@ -1,12 +1,6 @@
 //! One typed event per stage outcome, logged in one place (vector's internal_events
 //! habit): operators grep for these names, tests do not depend on them.
 
-use std::collections::BTreeMap;
-
-use crate::clean::{FileTally, Reason};
-use crate::read::At;
-use crate::warehouse::LoadRow;
-
 /// How many of a file's rejects its log line names by line and reason; the rest are
 /// only counted (every reject is stored in `event_rejects`).
 pub const REJECTS_LOGGED_PER_FILE: usize = 20;
@@ -26,19 +20,13 @@ pub fn file_vanished(url: &str) {
 /// would otherwise cost a write to stderr per line, each a wake-up of whatever reads
 /// the scheduler's log pipe. `first` names the first [`REJECTS_LOGGED_PER_FILE`] as
 /// `line:reason`.
-pub fn lines_rejected(key: &str, by_reason: &BTreeMap<Reason, u64>, first: &[(u64, Reason)]) {
-    let rejects: u64 = by_reason.values().sum();
+pub fn lines_rejected(key: &str, by_reason: &[(&str, u64)], first: &[(u64, &str)]) {
+    let rejects: u64 = by_reason.iter().map(|(_, n)| n).sum();
     if rejects == 0 {
         return;
     }
-    let reasons: Vec<String> = by_reason
-        .iter()
-        .map(|(r, n)| format!("{}={n}", r.as_str()))
-        .collect();
-    let mut lines: Vec<String> = first
-        .iter()
-        .map(|(no, r)| format!("{no}:{}", r.as_str()))
-        .collect();
+    let reasons: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r}={n}")).collect();
+    let mut lines: Vec<String> = first.iter().map(|(no, r)| format!("{no}:{r}")).collect();
     if rejects > first.len() as u64 {
         lines.push("...".into());
     }
@@ -52,28 +40,38 @@ pub fn lines_rejected(key: &str, by_reason: &BTreeMap<Reason, u64>, first: &[(u6
     );
 }
 
-pub fn gzip_corrupt(key: &str, at: &At, detail: &str, lines_read: u64) {
+pub fn gzip_corrupt(key: &str, member: u64, offset: u64, detail: &str, lines_read: u64) {
     tracing::warn!(
         file = key,
-        member = at.member,
-        offset = at.offset,
+        member,
+        offset,
         detail,
         lines_read,
         "gzip data is corrupt: no line of the file is loaded; it is recorded with one invalid_gzip reject"
     );
 }
 
-pub fn gzip_truncated(key: &str, at: &At, lines: u64) {
+pub fn gzip_truncated(key: &str, member: u64, offset: u64, lines: u64) {
     tracing::warn!(
         file = key,
-        member = at.member,
-        offset = at.offset,
+        member,
+        offset,
         lines,
         "gzip data ends early (the file was cut short): its complete lines load"
     );
 }
 
-pub fn file_cleaned(key: &str, t: &FileTally) {
+/// What cleaning one file made of its lines.
+pub struct FileCounts {
+    pub lines: u64,
+    pub events: u64,
+    pub rejects: u64,
+    pub blank_lines: u64,
+    pub recovered: u64,
+    pub invalid_ips: u64,
+}
+
+pub fn file_cleaned(key: &str, t: &FileCounts) {
     tracing::info!(
         file = key,
         lines = t.lines,
@@ -90,9 +88,20 @@ pub fn load_staged(load_id: &str, files: usize, events: u64, rejects: u64) {
     tracing::info!(load_id, files, events, rejects, "load staged");
 }
 
-pub fn load_committed(r: &LoadRow) {
+/// A committed load's totals, as `etl_loads` holds them.
+pub struct LoadCounts<'a> {
+    pub load_id: &'a str,
+    pub files: i64,
+    pub lines: i64,
+    pub events_loaded: i64,
+    pub duplicates: i64,
+    pub rejects: i64,
+    pub blank_lines: i64,
+}
+
+pub fn load_committed(r: &LoadCounts<'_>) {
     tracing::info!(
-        load_id = %r.load_id,
+        load_id = r.load_id,
         files = r.files,
         lines = r.lines,
         events_loaded = r.events_loaded,
@@ -113,10 +122,10 @@ pub fn load_narrowed(files: usize, error: &dyn std::fmt::Display) {
 }
 
 /// A file version set aside: archived, unreadable, or refused by the warehouse.
-pub fn file_quarantined(key: &str, reason: crate::warehouse::QuarantineReason, detail: &str) {
+pub fn file_quarantined(key: &str, reason: &str, detail: &str) {
     tracing::warn!(
         key,
-        reason = reason.as_str(),
+        reason,
         detail,
         "file quarantined: it is not loaded until a new version is uploaded (see `events-etl status`)"
     );

@@ -8,8 +8,7 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTim
 /// Longest accepted `user_email`, in bytes (RFC 5321 path limit; Redshift widths are bytes).
 pub const MAX_EMAIL_BYTES: usize = 254;
 
-/// Longest accepted `event_name`, in bytes.
-pub const MAX_EVENT_NAME_BYTES: usize = 128;
+pub use crate::limits::MAX_EVENT_NAME_BYTES;
 
 /// Lowercases `s` only when it has uppercase ASCII, so the common case borrows.
 fn ascii_lower(s: Cow<'_, str>) -> Cow<'_, str> {

@@ -25,8 +25,7 @@ use crate::event_types::{EventTypes, UnknownEventTypes};
 use fields::CreatedAt;
 use json::{JsonKey, KeySet};
 
-/// Lines longer than this (terminator excluded) are rejected as `record_too_large`.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+pub use crate::limits::MAX_LINE_BYTES;
 /// How much of a rejected line is kept in `event_rejects.raw`.
 pub const MAX_RAW_BYTES: usize = 4096;
 

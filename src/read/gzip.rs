@@ -8,7 +8,7 @@
 use flate2::{Crc, Decompress, FlushDecompress, Status};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::store::Body;
+use super::Body;
 
 /// Decoded bytes produced per step; also the body's read buffer.
 const BUF: usize = 256 * 1024;

@@ -10,12 +10,14 @@ pub mod gzip;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::clean::MAX_LINE_BYTES;
-use crate::store::Body;
+use crate::limits::MAX_LINE_BYTES;
 
 pub use gzip::{At, GzipEnd};
 
 const BUF: usize = 256 * 1024;
+/// A streaming body of bytes: an object being read.
+pub type Body = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
 /// Bytes kept of a source line: the cleaner's limit plus one for a trailing `\r`.
 pub const SOURCE_LINE_KEEP: usize = MAX_LINE_BYTES + 1;
 

@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument as _;
 
+use super::file::{clean_object, FileError};
 use super::writer::{write_manifests, ManifestOrder, StageError, WrittenParts};
 use super::{FileRow, StageWriter, StagedLoad};
 use crate::clean::{Cleaner, FileTally, Reason};
-use crate::pipeline::{clean_object, PipelineError};
 use crate::read::Input;
 use crate::store::{Body, ObjectMeta, Place};
 use crate::telemetry;
@@ -49,7 +49,7 @@ pub enum Opened<S> {
 #[async_trait]
 pub trait Open: Send + Sync + 'static {
     type Skip: Send + 'static;
-    async fn open(&self, obj: &ObjectMeta) -> Result<Opened<Self::Skip>, PipelineError>;
+    async fn open(&self, obj: &ObjectMeta) -> Result<Opened<Self::Skip>, FileError>;
     /// The object's URL, as rejects and messages name it.
     fn url(&self, obj: &ObjectMeta) -> String;
 }
@@ -91,7 +91,7 @@ enum Ahead<S> {
     Later,
 }
 
-type Handle<S> = JoinHandle<Result<Ahead<S>, PipelineError>>;
+type Handle<S> = JoinHandle<Result<Ahead<S>, FileError>>;
 type Queue<S> = Arc<Mutex<mpsc::Receiver<(usize, ObjectMeta, Handle<S>)>>>;
 /// What a worker did: its parts, and the outcomes of its files by their input index.
 type Done<S> = (WrittenParts, Vec<(usize, Outcome<S>)>);
@@ -106,7 +106,7 @@ pub async fn stage_files<O: Open>(
     opener: Arc<O>,
     files: Vec<ObjectMeta>,
     workers: usize,
-) -> Result<StagedFiles<O::Skip>, PipelineError> {
+) -> Result<StagedFiles<O::Skip>, FileError> {
     let workers = workers.clamp(1, files.len().max(1));
     let n = files.len();
     let (tx, rx) = mpsc::channel(READ_AHEAD_FILES);
@@ -146,7 +146,7 @@ pub async fn stage_files<O: Open>(
             }
         }
         drop(tx);
-        Ok::<(), PipelineError>(())
+        Ok::<(), FileError>(())
     };
     let drain = async {
         let mut parts = Vec::with_capacity(workers);
@@ -192,7 +192,7 @@ async fn read_ahead<O: Open>(
     opener: Arc<O>,
     obj: ObjectMeta,
     permit: OwnedSemaphorePermit,
-) -> Result<Ahead<O::Skip>, PipelineError> {
+) -> Result<Ahead<O::Skip>, FileError> {
     let body = match opener.open(&obj).await? {
         Opened::Body(b) => b,
         Opened::Skip(s) => return Ok(Ahead::Skip(s)),
@@ -203,9 +203,9 @@ async fn read_ahead<O: Open>(
     let mut bytes = Vec::with_capacity(usize::try_from(obj.size).unwrap_or(0));
     head.read_to_end(&mut bytes)
         .await
-        .map_err(|e| PipelineError::Read {
+        .map_err(|source| FileError::Read {
             url: opener.url(&obj),
-            message: e.to_string(),
+            source,
         })?;
     let rest = head.into_inner();
     let input = if (bytes.len() as u64) <= READ_AHEAD_MAX_OBJECT {
@@ -222,7 +222,7 @@ async fn work<O: Open>(
     mut w: StageWriter,
     cleaner: Arc<Cleaner>,
     opener: Arc<O>,
-) -> Result<Done<O::Skip>, PipelineError> {
+) -> Result<Done<O::Skip>, FileError> {
     let mut done = Vec::new();
     loop {
         let next = queue.lock().await.recv().await;

@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use thiserror::Error;
-use tokio::io::AsyncRead;
 
-use crate::config::Location;
 use crate::failure::FailureClass;
 
 /// One listed object.
@@ -32,8 +30,8 @@ pub struct ObjectMeta {
     pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// A streaming object body.
-pub type Body = Box<dyn AsyncRead + Send + Unpin>;
+/// A streaming object body (defined where bodies are read).
+pub use crate::read::Body;
 
 /// An object-store failure, naming the object and what to check. Each variant knows
 /// its [`FailureClass`], decided by the adapter from the store's own error code.
@@ -118,6 +116,24 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn url(&self, key: &str) -> String;
     /// The key of a URL this store produced with [`ObjectStore::url`], if it is one.
     fn key_of(&self, url: &str) -> Option<String>;
+}
+
+/// Where objects live: an S3 bucket and key prefix, or a local directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `prefix` is empty or ends in `/`.
+    S3 { bucket: String, prefix: String },
+    /// An absolute directory; keys are `/`-separated paths below it.
+    Local { root: std::path::PathBuf },
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Location::Local { root } => write!(f, "file://{}/", root.display()),
+        }
+    }
 }
 
 /// A store and the key prefix inside it that a config URL named.

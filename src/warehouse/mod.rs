@@ -23,6 +23,15 @@ use crate::stage::StagedLoad;
 use crate::store::Place;
 use crate::store::StoreError;
 
+/// Loads deduplicate against `events` only within this many days of each staged
+/// event's `created_at`, so that the scan of `events` (sorted by `created_at` on
+/// Redshift) covers the load's own time range, not all of history. The app writes the
+/// id and `created_at` together and re-sends both unchanged, so a true duplicate has
+/// the same `created_at`; one day covers the widest honest disagreement, a client that
+/// wrote the same instant as naive local time instead of UTC (offsets reach +14:00 and
+/// -12:00), and keeps the scanned range at the load's span plus two days.
+pub const DEFAULT_DEDUPE_WINDOW_DAYS: u64 = 1;
+
 /// A row of `etl_loads`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadRow {

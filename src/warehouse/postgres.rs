@@ -179,7 +179,7 @@ impl Postgres {
             schema: schema.to_owned(),
             sql: Statements::parse(LOAD_SQL, schema),
             staging,
-            dedupe_window_days: i32::try_from(crate::config::DEFAULT_DEDUPE_WINDOW_DAYS).unwrap_or(1),
+            dedupe_window_days: i32::try_from(super::DEFAULT_DEDUPE_WINDOW_DAYS).unwrap_or(1),
         })
     }
 

@@ -21,7 +21,6 @@ use super::{
     AppliedMigration, CatalogRow, KnownPending, LoadRow, Loaded, OpenReload, Quarantined, RunRow, StagedRead,
     Warehouse, WarehouseError,
 };
-use crate::config::{RedshiftConfig, RedshiftTarget};
 use crate::event_types::EventTypes;
 use crate::failure::FailureClass;
 use crate::migrate::{self, AppliedRow, Dialect};
@@ -71,7 +70,7 @@ const LOAD_AFTER_COPY: [&str; 21] = [
 ];
 
 /// `load.dedupe_window_days` when the adapter is not told otherwise.
-const DEFAULT_WINDOW_DAYS: u32 = crate::config::DEFAULT_DEDUPE_WINDOW_DAYS as u32;
+const DEFAULT_WINDOW_DAYS: u32 = super::DEFAULT_DEDUPE_WINDOW_DAYS as u32;
 
 /// Rows per `recorded_versions` page: well under the Data API's result size cap.
 const RECORDED_PAGE_ROWS: usize = 50_000;
@@ -112,6 +111,41 @@ fn api_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
 struct Labeled {
     label: String,
     sql: String,
+}
+
+/// How the Data API reaches the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedshiftTarget {
+    /// Provisioned cluster, temporary credentials for `db_user`.
+    ClusterDbUser {
+        cluster_identifier: String,
+        db_user: String,
+    },
+    /// Provisioned cluster, credentials from Secrets Manager.
+    ClusterSecret {
+        cluster_identifier: String,
+        secret_arn: String,
+    },
+    /// Serverless workgroup, with the caller's IAM identity or a secret.
+    Workgroup {
+        workgroup_name: String,
+        secret_arn: Option<String>,
+    },
+}
+
+/// The validated `warehouse.redshift` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedshiftConfig {
+    pub target: RedshiftTarget,
+    pub database: String,
+    /// ARN of the role COPY assumes to read staging, or `default`.
+    pub iam_role: String,
+    /// `REGION` for COPY when the staging bucket is in another region.
+    pub copy_region: Option<String>,
+    /// How long to wait for a statement before cancelling it.
+    pub statement_timeout: std::time::Duration,
+    /// DescribeStatement polls start at 50 ms and back off to this.
+    pub max_poll_interval: std::time::Duration,
 }
 
 /// The Data API adapter.

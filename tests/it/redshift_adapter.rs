@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use events_etl::clean::Cleaner;
 use events_etl::config::{RedshiftConfig, RedshiftTarget};
-use events_etl::pipeline::clean_object;
 use events_etl::read::Input;
+use events_etl::stage::clean_object;
 use events_etl::stage::{FileRow, StageWriter, StagedLoad};
 use events_etl::store::s3::S3Store;
 use events_etl::store::Place;

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use events_etl::clean::Cleaner;
 use events_etl::migrate::{self, Dialect, MigrateError};
-use events_etl::pipeline::clean_object;
+use events_etl::stage::clean_object;
 use events_etl::stage::{FileRow, Manifest, StageWriter, StagedLoad};
 use events_etl::store::local::LocalStore;
 use events_etl::store::{Body, Place};
