@@ -4,14 +4,13 @@
 //! COPY reading staging through `iam_role`. Nothing is loaded or recorded.
 
 use std::io::Write as _;
-use std::sync::Arc;
 
 use tokio::io::AsyncReadExt as _;
 
-use crate::config::{Config, WarehouseTarget};
+use crate::app::Stores;
+use crate::config::Config;
 use crate::migrate::{self, Dialect};
-use crate::store::{s3::S3Factory, Place};
-use crate::warehouse::{postgres::Postgres, redshift::Redshift, Warehouse};
+use crate::store::Place;
 
 /// The outcome of one check: what was checked, and the failure with its fix.
 pub struct Line {
@@ -38,176 +37,174 @@ fn line(what: impl Into<String>, result: Result<(), String>) -> Line {
 /// Runs every check it can; `print` is called with each line as it is known.
 pub async fn run(config_path: &std::path::Path, mut print: impl FnMut(&Line)) -> Vec<Line> {
     let mut lines = Vec::new();
-    let mut push = |l: Line, lines: &mut Vec<Line>| {
+    let mut push = |l: Line| {
         print(&l);
         lines.push(l);
     };
+    let what = format!("configuration {}", config_path.display());
     let config = match Config::from_file(config_path) {
         Ok(c) => c,
         Err(e) => {
-            push(
-                line(
-                    format!("configuration {}", config_path.display()),
-                    Err(e.to_string()),
-                ),
-                &mut lines,
-            );
+            push(line(what, Err(e.to_string())));
             return lines;
         }
     };
-    push(
-        line(format!("configuration {}", config_path.display()), Ok(())),
-        &mut lines,
-    );
+    push(line(what, Ok(())));
+    let Stores { source, staging } = Stores::open(&config).await;
+    for l in check_source(&config, &source).await {
+        push(l);
+    }
+    let probe = Probe::new(&staging);
+    let written = probe.write(&staging).await;
+    let staging_ok = written.is_ok();
+    push(line(
+        format!("write and read a probe under staging {}", config.staging),
+        written.map_err(|e| format!("{e} (check staging.url, s3:PutObject and s3:GetObject)")),
+    ));
+    for l in check_warehouse(
+        &config,
+        &staging,
+        staging_ok.then_some(probe.manifest_key.as_str()),
+    )
+    .await
+    {
+        push(l);
+    }
+    let deleted = staging
+        .store
+        .delete_prefix(&probe.prefix)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e} (check s3:DeleteObject on staging)"));
+    push(line("delete the staging probe", deleted));
+    lines
+}
 
-    let s3 = S3Factory::new(config.s3_force_path_style);
-    let source = Place::open(&config.source, &s3).await;
-    let staging = Place::open(&config.staging, &s3).await;
-
-    // The source: listed, and its first event file readable.
-    match source.store.list(&source.prefix).await {
-        Ok(objects) => {
-            let events: Vec<_> = objects
-                .iter()
-                .filter(|o| crate::discover::is_event_file(&o.key))
-                .collect();
-            push(
-                line(
-                    format!("list source {} ({} event files)", config.source, events.len()),
-                    Ok(()),
-                ),
-                &mut lines,
-            );
-            if let Some(first) = events.first() {
-                let read = async {
-                    let mut body = source.store.get(&first.key).await.map_err(|e| e.to_string())?;
-                    let mut byte = [0u8; 1];
-                    body.read(&mut byte).await.map(|_| ()).map_err(|e| e.to_string())
-                }
-                .await;
-                push(
-                    line(
-                        format!("read source object {}", source.store.url(&first.key)),
-                        read.map_err(|e| format!("{e} (check s3:GetObject on the source and any KMS key)")),
-                    ),
-                    &mut lines,
-                );
-            }
-        }
-        Err(e) => push(
-            line(
+/// The source: listed, and its first event file readable.
+async fn check_source(config: &Config, source: &Place) -> Vec<Line> {
+    let objects = match source.store.list(&source.prefix).await {
+        Ok(objects) => objects,
+        Err(e) => {
+            return vec![line(
                 format!("list source {}", config.source),
                 Err(format!("{e} (check source.url and s3:ListBucket)")),
-            ),
-            &mut lines,
-        ),
+            )]
+        }
+    };
+    let events: Vec<_> = objects
+        .iter()
+        .filter(|o| crate::discover::is_event_file(&o.key))
+        .collect();
+    let mut lines = vec![line(
+        format!("list source {} ({} event files)", config.source, events.len()),
+        Ok(()),
+    )];
+    if let Some(first) = events.first() {
+        let read = async {
+            let mut body = source.store.get(&first.key).await.map_err(|e| e.to_string())?;
+            let mut byte = [0u8; 1];
+            body.read(&mut byte).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+        .await;
+        lines.push(line(
+            format!("read source object {}", source.store.url(&first.key)),
+            read.map_err(|e| format!("{e} (check s3:GetObject on the source and any KMS key)")),
+        ));
+    }
+    lines
+}
+
+/// A probe part and its manifest under a prefix of their own in staging.
+struct Probe {
+    prefix: String,
+    part_key: String,
+    manifest_key: String,
+    part: Vec<u8>,
+    manifest: String,
+}
+
+impl Probe {
+    fn new(staging: &Place) -> Probe {
+        let prefix = format!(
+            "{}_events_etl_check/{}/",
+            staging.prefix,
+            uuid::Uuid::new_v4().simple()
+        );
+        let part_key = format!("{prefix}probe.jsonl.gz");
+        let manifest_key = format!("{prefix}probe.manifest");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let part = gz
+            .write_all(b"{\"probe\":1}\n")
+            .and_then(|()| gz.finish())
+            .unwrap_or_default();
+        let manifest = format!(
+            "{{\"entries\":[{{\"url\":\"{}\",\"mandatory\":true,\"meta\":{{\"content_length\":{}}}}}]}}",
+            staging.store.url(&part_key),
+            part.len()
+        );
+        Probe {
+            prefix,
+            part_key,
+            manifest_key,
+            part,
+            manifest,
+        }
     }
 
-    // Staging: a probe part and manifest written, read back, (COPYed on Redshift), deleted.
-    let probe_prefix = format!(
-        "{}_events_etl_check/{}/",
-        staging.prefix,
-        uuid::Uuid::new_v4().simple()
-    );
-    let part_key = format!("{probe_prefix}probe.jsonl.gz");
-    let manifest_key = format!("{probe_prefix}probe.manifest");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let part = gz
-        .write_all(b"{\"probe\":1}\n")
-        .and_then(|()| gz.finish())
-        .unwrap_or_default();
-    let manifest = format!(
-        "{{\"entries\":[{{\"url\":\"{}\",\"mandatory\":true,\"meta\":{{\"content_length\":{}}}}}]}}",
-        staging.store.url(&part_key),
-        part.len()
-    );
-    let written = async {
-        staging
-            .store
-            .put(&part_key, part.clone())
+    /// Writes the part and the manifest, and reads the part back.
+    async fn write(&self, staging: &Place) -> Result<(), String> {
+        let store = &staging.store;
+        store
+            .put(&self.part_key, self.part.clone())
             .await
             .map_err(|e| e.to_string())?;
-        staging
-            .store
-            .put(&manifest_key, manifest.into_bytes())
+        store
+            .put(&self.manifest_key, self.manifest.clone().into_bytes())
             .await
             .map_err(|e| e.to_string())?;
         let mut back = Vec::new();
-        let mut body = staging.store.get(&part_key).await.map_err(|e| e.to_string())?;
+        let mut body = store.get(&self.part_key).await.map_err(|e| e.to_string())?;
         body.read_to_end(&mut back).await.map_err(|e| e.to_string())?;
-        if back != part {
+        if back != self.part {
             return Err("the probe read back differs from what was written".to_owned());
         }
         Ok(())
     }
-    .await;
-    let staging_ok = written.is_ok();
-    push(
-        line(
-            format!("write and read a probe under staging {}", config.staging),
-            written.map_err(|e| format!("{e} (check staging.url, s3:PutObject and s3:GetObject)")),
-        ),
-        &mut lines,
-    );
+}
 
-    // The warehouse: reachable, migrated, and (Redshift) COPY through iam_role.
-    let (warehouse, dialect): (Result<Arc<dyn Warehouse>, String>, Dialect) = match &config.warehouse {
-        WarehouseTarget::Postgres { url } => (
-            Postgres::connect(url, &config.schema, staging.clone())
-                .await
-                .map(|p| Arc::new(p) as Arc<dyn Warehouse>)
-                .map_err(|e| e.to_string()),
-            Dialect::Postgres,
-        ),
-        WarehouseTarget::Redshift(rs) => (
-            Ok(Arc::new(Redshift::connect(rs, &config.schema, staging.clone()).await) as Arc<dyn Warehouse>),
-            Dialect::Redshift,
-        ),
+/// The warehouse: reachable, migrated, and on Redshift COPY reading the probe at
+/// `manifest_key` through `iam_role` (when the probe was written).
+async fn check_warehouse(config: &Config, staging: &Place, manifest_key: Option<&str>) -> Vec<Line> {
+    let wh = match crate::app::connect(config, staging).await {
+        Ok(wh) => wh,
+        Err(e) => return vec![line("connect to the warehouse", Err(e.to_string()))],
     };
-    match warehouse {
-        Err(e) => push(line("connect to the warehouse", Err(e)), &mut lines),
-        Ok(wh) => {
-            let current = async {
-                let all = migrate::migrations(dialect.dir(), dialect.files()).map_err(|e| e.to_string())?;
-                let applied = wh.applied_migrations().await.map_err(|e| e.to_string())?;
-                let pending = migrate::pending(&all, &applied).map_err(|e| e.to_string())?;
-                if pending.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} migration(s) not applied: run `events-etl migrate`",
-                        pending.len()
-                    ))
-                }
-            }
-            .await;
-            push(
-                line(
-                    format!("warehouse reachable, schema {} migrated", config.schema),
-                    current,
-                ),
-                &mut lines,
-            );
-            if dialect == Dialect::Redshift && staging_ok {
-                push(
-                    line(
-                        "COPY reads staging through warehouse.redshift.iam_role",
-                        wh.probe_copy(&manifest_key).await.map_err(|e| {
-                            format!("{e} (the role needs s3:GetObject and s3:ListBucket on the staging prefix and must be attached to the cluster or namespace)")
-                        }),
-                    ),
-                    &mut lines,
-                );
-            }
+    let dialect = crate::app::dialect(config);
+    let current = async {
+        let all = migrate::migrations(dialect.dir(), dialect.files()).map_err(|e| e.to_string())?;
+        let applied = wh.applied_migrations().await.map_err(|e| e.to_string())?;
+        let pending = migrate::pending(&all, &applied).map_err(|e| e.to_string())?;
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} migration(s) not applied: run `events-etl migrate`",
+                pending.len()
+            ))
         }
     }
-
-    let deleted = staging
-        .store
-        .delete_prefix(&probe_prefix)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{e} (check s3:DeleteObject on staging)"));
-    push(line("delete the staging probe", deleted), &mut lines);
+    .await;
+    let mut lines = vec![line(
+        format!("warehouse reachable, schema {} migrated", config.schema),
+        current,
+    )];
+    if let (Dialect::Redshift, Some(manifest_key)) = (dialect, manifest_key) {
+        lines.push(line(
+            "COPY reads staging through warehouse.redshift.iam_role",
+            wh.probe_copy(manifest_key).await.map_err(|e| {
+                format!("{e} (the role needs s3:GetObject and s3:ListBucket on the staging prefix and must be attached to the cluster or namespace)")
+            }),
+        ));
+    }
     lines
 }

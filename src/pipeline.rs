@@ -101,6 +101,10 @@ pub struct RunReport {
     pub rejects_by_reason: BTreeMap<Reason, u64>,
     /// Seconds spent per step: `discover`, `stage` (read, clean, stage), `load`.
     pub seconds: BTreeMap<&'static str, f64>,
+    /// Versions still pending when the run ended (`None` when it did not list).
+    pub left_pending: Option<usize>,
+    /// When the oldest of them was written.
+    pub oldest_left: Option<DateTime<Utc>>,
 }
 
 /// What staging one load produced.
@@ -159,6 +163,26 @@ const MAX_REMEMBERED_PENDING: usize = 200_000;
 
 /// Open reload requests each run compares with its listing.
 const OPEN_RELOADS_CHECKED: i64 = 100_000;
+
+/// The pending versions a run did not settle: not loaded by a committed load, not
+/// quarantined.
+fn left_pending<'a>(pending: &'a [ObjectMeta], report: &RunReport) -> Vec<&'a ObjectMeta> {
+    let settled: std::collections::HashSet<(&str, &str)> = report
+        .files
+        .iter()
+        .map(|f| (f.source_key.as_str(), f.etag.as_str()))
+        .chain(
+            report
+                .quarantined
+                .iter()
+                .map(|q| (q.source_key.as_str(), q.etag.as_str())),
+        )
+        .collect();
+    pending
+        .iter()
+        .filter(|p| !settled.contains(&(p.key.as_str(), p.etag.as_str())))
+        .collect()
+}
 
 /// The pending files cut into loads, in order: each at most `max_files` files, and a
 /// new load started before the source bytes would pass `max_bytes` (a file larger than
@@ -360,25 +384,49 @@ impl Pipeline {
     ///   on the bucket or the warehouse): the run fails with nothing of the load recorded
     ///   and nothing set aside; the next run retries it.
     pub async fn run(&self, now: DateTime<Utc>, days: Option<Days>) -> Result<RunReport, PipelineError> {
+        let (report, result) = self.run_reporting(now, days).await;
+        result.map(|()| report)
+    }
+
+    /// [`Pipeline::run`], with the report of what the run did even when it failed (the
+    /// loads that committed, the files it quarantined, what is left pending when the
+    /// listing succeeded): the metrics and the run report come from it, with no second
+    /// listing.
+    pub async fn run_reporting(
+        &self,
+        now: DateTime<Utc>,
+        days: Option<Days>,
+    ) -> (RunReport, Result<(), PipelineError>) {
+        let mut report = RunReport::default();
+        let result = self.run_into(now, days, &mut report).await;
+        (report, result)
+    }
+
+    async fn run_into(
+        &self,
+        now: DateTime<Utc>,
+        days: Option<Days>,
+        report: &mut RunReport,
+    ) -> Result<(), PipelineError> {
         let t = Instant::now();
         let (listed_n, listed) = self.event_files(days).await?;
         let ranges = self.listed_ranges(days);
-        let mut report = RunReport {
-            event_files: listed.len(),
-            ..RunReport::default()
-        };
+        report.event_files = listed.len();
         self.close_gone_reloads(&listed, days).await?;
-        let known = self.record_vanished(&listed, &ranges, &mut report).await?;
+        let known = self.record_vanished(&listed, &ranges, report).await?;
         let pending = self.unsettled(listed).await?;
         telemetry::files_discovered(listed_n, report.event_files, pending.len());
         report.pending = pending.len();
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
         let cleaner = Arc::new(Cleaner::new(now).with_event_types(self.event_types.clone()));
         telemetry::progress_begin(pending.len(), pending.iter().map(|f| f.size).sum());
-        let result = self.load_all(&cleaner, &pending, &mut report).await;
+        let result = self.load_all(&cleaner, &pending, report).await;
         telemetry::progress_end();
-        self.remember_left(&pending, &ranges, &known, &report).await;
-        result.map(|()| report)
+        let left = left_pending(&pending, report);
+        report.left_pending = Some(left.len());
+        report.oldest_left = left.iter().filter_map(|f| f.last_modified).min();
+        self.remember_left(&left, &ranges, &known).await;
+        result
     }
 
     /// The key ranges a listing of `days` (or of the whole source) covers.
@@ -446,32 +494,14 @@ impl Pipeline {
     /// early), replacing what earlier runs remembered of the ranges it listed: the next
     /// run can then tell a version that left the source without loading. Best effort: a
     /// failure only loses that knowledge, with a warning.
-    async fn remember_left(
-        &self,
-        pending: &[ObjectMeta],
-        ranges: &[(String, String)],
-        known: &[usize],
-        report: &RunReport,
-    ) {
-        let settled: std::collections::HashSet<(&str, &str)> = report
-            .files
-            .iter()
-            .map(|f| (f.source_key.as_str(), f.etag.as_str()))
-            .chain(
-                report
-                    .quarantined
-                    .iter()
-                    .map(|q| (q.source_key.as_str(), q.etag.as_str())),
-            )
-            .collect();
+    async fn remember_left(&self, left: &[&ObjectMeta], ranges: &[(String, String)], known: &[usize]) {
         let now = Utc::now().naive_utc();
         for (i, (low, high)) in ranges.iter().enumerate() {
-            let left: Vec<ObjectMeta> = pending
+            let left: Vec<ObjectMeta> = left
                 .iter()
                 .filter(|p| low.as_str() <= p.key.as_str() && p.key.as_str() < high.as_str())
-                .filter(|p| !settled.contains(&(p.key.as_str(), p.etag.as_str())))
                 .take(MAX_REMEMBERED_PENDING)
-                .cloned()
+                .map(|p| (*p).clone())
                 .collect();
             if left.is_empty() && known.get(i) == Some(&0) {
                 continue; // nothing was remembered, nothing is left: nothing to write

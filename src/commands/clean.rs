@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use events_etl::clean::{Cleaner, FileTally};
-use events_etl::stage::pool::{stage_files, Open, Opened, Outcome, Target};
+use events_etl::stage::pool::{self, stage_files, Open, Opened, Target};
 use events_etl::stage::{FileError, ManifestOrder};
 use events_etl::store::{local::LocalStore, ObjectMeta, Place};
 
-use crate::{Failure, EXIT_CONFIG, EXIT_STORE};
+use super::{Failure, Outcome, EXIT_CONFIG, EXIT_STORE};
 
 /// A store (file) failure: exit 3.
 fn store_err(e: anyhow::Error) -> Failure {
@@ -19,12 +19,12 @@ fn store_err(e: anyhow::Error) -> Failure {
     }
 }
 
-pub async fn clean(
+pub async fn run(
     files: Vec<PathBuf>,
     out: PathBuf,
     part_size_mb: u64,
     concurrency: usize,
-) -> Result<(), Failure> {
+) -> Result<Outcome, Failure> {
     if !(1..=4096).contains(&part_size_mb) {
         return Err(Failure {
             code: EXIT_CONFIG,
@@ -65,7 +65,7 @@ pub async fn clean(
     let staged = result.map_err(|e| store_err(e.into()))?;
     let mut total = FileTally::default();
     for (obj, outcome) in &staged.outcomes {
-        let Outcome::Staged { tally: t, .. } = outcome else {
+        let pool::Outcome::Staged { tally: t, .. } = outcome else {
             continue;
         };
         println!(
@@ -83,7 +83,7 @@ pub async fn clean(
         total.blank_lines,
         out.display()
     );
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// Local files named on the command line; a file that cannot be opened fails the
