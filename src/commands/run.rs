@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use events_etl::app::App;
 use events_etl::pipeline::{Days, PipelineError, RunReport};
-use events_etl::warehouse::{RunRow, Warehouse};
+use events_etl::warehouse::{RunRow, RunStatus, Warehouse};
 
 use super::{error_chain, print_loads, print_quarantined, Failure, Outcome, QUARANTINE_SHOWN};
 
@@ -70,7 +70,7 @@ async fn summarise<'a>(
     let last_success = match result {
         Ok(()) => Some(finished),
         Err(_) => warehouse
-            .last_run("succeeded")
+            .last_run(RunStatus::Succeeded)
             .await
             .ok()
             .flatten()
@@ -108,7 +108,7 @@ async fn record_run(
     let r = report;
     let (status, error, loads, files, events, rejects) = match result {
         Ok(()) => (
-            "succeeded",
+            RunStatus::Succeeded,
             None,
             r.loads.len() as i64,
             r.loads.iter().map(|l| l.files).sum(),
@@ -122,14 +122,14 @@ async fn record_run(
                 end -= 1;
             }
             text.truncate(end);
-            ("failed", Some(text), 0, 0, 0, 0)
+            (RunStatus::Failed, Some(text), 0, 0, 0, 0)
         }
     };
     let row = RunRow {
         run_id: run_id.to_owned(),
         started_at: started.naive_utc(),
         finished_at: chrono::Utc::now().naive_utc(),
-        status: status.to_owned(),
+        status,
         error,
         loads,
         files,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use events_etl::app::App;
 use events_etl::config::Config;
 use events_etl::store::ObjectMeta;
-use events_etl::warehouse::{CatalogRow, LoadRow, OpenReload, Quarantined, RunRow};
+use events_etl::warehouse::{CatalogRow, LoadRow, OpenReload, Quarantined, RunRow, RunStatus};
 
 use super::{print_loads, print_quarantined, Failure, Outcome, QUARANTINE_SHOWN};
 
@@ -24,8 +24,8 @@ pub async fn run(app: &App, limit: i64, check: bool) -> Result<Outcome, Failure>
     let pending = pipeline.unsettled(files).await?;
     let alarms = warehouse.quarantined(QUARANTINE_SHOWN, false).await?;
     let runs = [
-        warehouse.last_run("succeeded").await?,
-        warehouse.last_run("failed").await?,
+        warehouse.last_run(RunStatus::Succeeded).await?,
+        warehouse.last_run(RunStatus::Failed).await?,
     ];
     let catalog = warehouse.event_catalog().await?;
     let reloads = warehouse.open_reloads(QUARANTINE_SHOWN).await?;
@@ -128,7 +128,7 @@ fn print_status(
             config.retention_days
         );
     }
-    for (status, run) in ["succeeded", "failed"].iter().zip(runs) {
+    for (status, run) in [RunStatus::Succeeded, RunStatus::Failed].iter().zip(runs) {
         match run {
             Some(r) => println!(
                 "last {status} run: {} finished {} ({} loads, {} files, {} events){}",

@@ -32,13 +32,95 @@ use crate::store::StoreError;
 /// -12:00), and keeps the scanned range at the load's span plus two days.
 pub const DEFAULT_DEDUPE_WINDOW_DAYS: u64 = 1;
 
+/// Declares an enum of the words a control-table column holds: `as_str` is the SQL
+/// text, `parse` reads it back, and the enum compares equal to its text.
+macro_rules! sql_words {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            /// The text the control tables hold.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            /// The value whose text is `s`.
+            pub fn parse(s: &str) -> Option<$name> {
+                match s {
+                    $($text => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+    };
+}
+
+sql_words! {
+    /// How a load ended (`etl_loads.status`).
+    LoadStatus {
+        /// Committed, with its row read back.
+        Committed = "committed",
+        /// Committed, but its row could not be read back (Redshift); `status` shows it.
+        SummaryUnavailable = "committed (summary unavailable)",
+    }
+}
+
+sql_words! {
+    /// How a run ended (`etl_runs.status`).
+    RunStatus {
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
+
+sql_words! {
+    /// Why a file version was quarantined (`etl_quarantine.reason`).
+    QuarantineReason {
+        /// In an archive storage class (GLACIER, DEEP_ARCHIVE) and not restored: the
+        /// store answered `InvalidObjectState`.
+        Archived = "archived",
+        /// The store refuses to read it (access denied, a KMS key, another permanent
+        /// error).
+        Unreadable = "unreadable",
+        /// The warehouse refused one of its staged rows.
+        Refused = "refused",
+        /// Listed, then gone before it was read (expired or deleted): its events are
+        /// lost unless someone has a copy.
+        Vanished = "vanished",
+    }
+}
+
 /// A row of `etl_loads`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadRow {
     pub load_id: String,
     pub started_at: NaiveDateTime,
     pub finished_at: NaiveDateTime,
-    pub status: String,
+    pub status: LoadStatus,
     pub files: i64,
     pub lines: i64,
     pub events_loaded: i64,
@@ -73,8 +155,7 @@ pub struct Quarantined {
     pub source_key: String,
     pub etag: String,
     pub size_bytes: i64,
-    /// `archived`, `unreadable`, `refused` or `vanished` (see [`QuarantineReason`]).
-    pub reason: String,
+    pub reason: QuarantineReason,
     /// What happened, in the words of the store or the warehouse.
     pub detail: String,
     pub quarantined_at: NaiveDateTime,
@@ -84,32 +165,6 @@ pub struct Quarantined {
     pub resolved_by: Option<String>,
     /// Why: `loaded` for a load, the operator's note otherwise.
     pub resolution: Option<String>,
-}
-
-/// Why a file version was quarantined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum QuarantineReason {
-    /// In an archive storage class (GLACIER, DEEP_ARCHIVE) and not restored: the store
-    /// answered `InvalidObjectState`.
-    Archived,
-    /// The store refuses to read it (access denied, a KMS key, another permanent error).
-    Unreadable,
-    /// The warehouse refused one of its staged rows.
-    Refused,
-    /// Listed, then gone before it was read (expired or deleted): its events are lost
-    /// unless someone has a copy.
-    Vanished,
-}
-
-impl QuarantineReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QuarantineReason::Archived => "archived",
-            QuarantineReason::Unreadable => "unreadable",
-            QuarantineReason::Refused => "refused",
-            QuarantineReason::Vanished => "vanished",
-        }
-    }
 }
 
 /// Longest `detail` kept (the column holds 4096 bytes).
@@ -132,7 +187,7 @@ impl Quarantined {
             source_key: source_key.to_owned(),
             etag: etag.to_owned(),
             size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-            reason: reason.as_str().to_owned(),
+            reason,
             detail: detail[..end].to_owned(),
             quarantined_at: at,
             resolved_at: None,
@@ -143,7 +198,7 @@ impl Quarantined {
 
     /// Whether this row is a lost file (`vanished`) rather than one set aside.
     pub fn is_lost(&self) -> bool {
-        self.reason == QuarantineReason::Vanished.as_str()
+        self.reason == QuarantineReason::Vanished
     }
 }
 
@@ -171,8 +226,7 @@ pub struct RunRow {
     pub run_id: String,
     pub started_at: NaiveDateTime,
     pub finished_at: NaiveDateTime,
-    /// `succeeded` or `failed`.
-    pub status: String,
+    pub status: RunStatus,
     /// What failed, for a failed run.
     pub error: Option<String>,
     pub loads: i64,
@@ -293,6 +347,16 @@ pub struct Loaded {
     /// (PostgreSQL copies the rest again without them); empty on Redshift, which
     /// reports them as [`WarehouseError::Refused`].
     pub refused: Vec<Quarantined>,
+}
+
+/// Reads a control-table word back, or says which column held what.
+pub(crate) fn word<T>(parse: fn(&str) -> Option<T>, column: &str, text: &str) -> Result<T, WarehouseError> {
+    parse(text).ok_or_else(|| {
+        WarehouseError::systemic(
+            column,
+            format!("`{text}` is not a value events-etl writes there; the control tables were changed by hand or by a newer version"),
+        )
+    })
 }
 
 impl WarehouseError {
@@ -497,8 +561,8 @@ pub trait Warehouse: Send + Sync {
     /// Records one run in `etl_runs`, in a transaction of its own.
     async fn record_run(&self, run: &RunRow) -> Result<(), WarehouseError>;
 
-    /// The latest run with this status (`succeeded` or `failed`), if any.
-    async fn last_run(&self, status: &str) -> Result<Option<RunRow>, WarehouseError>;
+    /// The latest run with this status, if any.
+    async fn last_run(&self, status: RunStatus) -> Result<Option<RunRow>, WarehouseError>;
 
     /// `migrate`, after the migrations: brings the typed views `<schema>.events_<type>`
     /// in line with `[event_types]` (see [`views`]), each change in a transaction of its

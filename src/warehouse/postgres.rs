@@ -20,8 +20,8 @@ use super::copy_rows as rows;
 use super::statements::{split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
 use super::{
-    AppliedMigration, CatalogRow, KnownPending, LoadRow, Loaded, OpenReload, Quarantined, RefusedFile,
-    RunRow, StagedRead, Warehouse, WarehouseError,
+    AppliedMigration, CatalogRow, KnownPending, LoadRow, LoadStatus, Loaded, OpenReload, QuarantineReason,
+    Quarantined, RefusedFile, RunRow, RunStatus, StagedRead, Warehouse, WarehouseError,
 };
 use crate::event_types::EventTypes;
 use crate::failure::FailureClass;
@@ -139,12 +139,12 @@ fn row_refused(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| matches!(&c.code()[..2], "22" | "54"))
 }
 
-fn load_row(r: &Row) -> LoadRow {
-    LoadRow {
+fn load_row(r: &Row) -> Result<LoadRow, WarehouseError> {
+    Ok(LoadRow {
         load_id: r.get(0),
         started_at: r.get(1),
         finished_at: r.get(2),
-        status: r.get(3),
+        status: super::word(LoadStatus::parse, "etl_loads.status", r.get(3))?,
         files: r.get(4),
         lines: r.get(5),
         events_loaded: r.get(6),
@@ -154,7 +154,7 @@ fn load_row(r: &Row) -> LoadRow {
         recovered_events: r.get(10),
         invalid_ips: r.get(11),
         events_by_type: BTreeMap::new(),
-    }
+    })
 }
 
 impl Postgres {
@@ -799,7 +799,7 @@ impl Postgres {
                     &q.source_key,
                     &q.etag,
                     &q.size_bytes,
-                    &q.reason,
+                    &q.reason.as_str(),
                     &q.detail,
                     &q.quarantined_at,
                 ],
@@ -808,7 +808,13 @@ impl Postgres {
             self.exec(
                 tx,
                 "reopen_quarantine",
-                &[&q.source_key, &q.etag, &q.reason, &q.detail, &q.quarantined_at],
+                &[
+                    &q.source_key,
+                    &q.etag,
+                    &q.reason.as_str(),
+                    &q.detail,
+                    &q.quarantined_at,
+                ],
             )
             .await?;
             self.exec(tx, "close_reload_quarantined", &[&q.source_key, &q.etag])
@@ -945,10 +951,11 @@ impl Warehouse for Postgres {
             .collect();
         self.quarantine_in(&tx, &refused).await?;
         tx.commit().await.map_err(|e| self.stmt_err("commit", &e))?;
+        let row = row.as_ref().map(load_row).transpose()?;
         Ok(Loaded {
-            row: row.as_ref().map(|r| LoadRow {
+            row: row.map(|r| LoadRow {
                 events_by_type: by_type.iter().map(|t| (t.get(0), t.get(1))).collect(),
-                ..load_row(r)
+                ..r
             }),
             refused,
         })
@@ -1092,20 +1099,21 @@ impl Warehouse for Postgres {
             .query(self.sql.get("quarantined"), &[&limit, &include_resolved])
             .await
             .map_err(|e| self.stmt_err("quarantined", &e))?;
-        Ok(rows
-            .iter()
-            .map(|r| Quarantined {
-                source_key: r.get(0),
-                etag: r.get(1),
-                size_bytes: r.get(2),
-                reason: r.get(3),
-                detail: r.get(4),
-                quarantined_at: r.get(5),
-                resolved_at: r.get(6),
-                resolved_by: r.get(7),
-                resolution: r.get(8),
+        rows.iter()
+            .map(|r| {
+                Ok(Quarantined {
+                    source_key: r.get(0),
+                    etag: r.get(1),
+                    size_bytes: r.get(2),
+                    reason: super::word(QuarantineReason::parse, "etl_quarantine.reason", r.get(3))?,
+                    detail: r.get(4),
+                    quarantined_at: r.get(5),
+                    resolved_at: r.get(6),
+                    resolved_by: r.get(7),
+                    resolution: r.get(8),
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn applied_migrations(&self) -> Result<Vec<AppliedRow>, WarehouseError> {
@@ -1122,7 +1130,7 @@ impl Warehouse for Postgres {
                 &r.run_id,
                 &r.started_at,
                 &r.finished_at,
-                &r.status,
+                &r.status.as_str(),
                 &r.error,
                 &r.loads,
                 &r.files,
@@ -1134,17 +1142,17 @@ impl Warehouse for Postgres {
         .map(|_| ())
     }
 
-    async fn last_run(&self, status: &str) -> Result<Option<RunRow>, WarehouseError> {
+    async fn last_run(&self, status: RunStatus) -> Result<Option<RunRow>, WarehouseError> {
         let client = self.client.lock().await;
         let row = client
-            .query_opt(self.sql.get("last_run"), &[&status])
+            .query_opt(self.sql.get("last_run"), &[&status.as_str()])
             .await
             .map_err(|e| self.stmt_err("last_run", &e))?;
         Ok(row.map(|r| RunRow {
             run_id: r.get(0),
             started_at: r.get(1),
             finished_at: r.get(2),
-            status: r.get(3),
+            status,
             error: r.get(4),
             loads: r.get(5),
             files: r.get(6),
@@ -1210,7 +1218,7 @@ impl Warehouse for Postgres {
             .query(self.sql.get("recent_loads"), &[&limit])
             .await
             .map_err(|e| self.stmt_err("recent_loads", &e))?;
-        Ok(rows.iter().map(load_row).collect())
+        rows.iter().map(load_row).collect()
     }
 }
 

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use super::statements::{render, split_statements, with_schema, Statements};
 use super::views::{self, TrackedView, ViewChange};
 use super::{
-    AppliedMigration, CatalogRow, KnownPending, LoadRow, Loaded, OpenReload, Quarantined, RunRow, StagedRead,
-    Warehouse, WarehouseError,
+    AppliedMigration, CatalogRow, KnownPending, LoadRow, LoadStatus, Loaded, OpenReload, QuarantineReason,
+    Quarantined, RunRow, RunStatus, StagedRead, Warehouse, WarehouseError,
 };
 use crate::event_types::EventTypes;
 use crate::failure::FailureClass;
@@ -671,15 +671,20 @@ fn timestamp(f: &Field) -> NaiveDateTime {
         .unwrap_or_default()
 }
 
-fn load_row(r: &[Field]) -> Option<LoadRow> {
+fn load_row(r: &[Field]) -> Result<LoadRow, WarehouseError> {
+    let short = || WarehouseError::systemic("etl_loads", format!("a row of {} columns, not 12", r.len()));
     if r.len() < 12 {
-        return None;
+        return Err(short());
     }
-    Some(LoadRow {
-        load_id: text(&r[0])?,
+    Ok(LoadRow {
+        load_id: text(&r[0]).ok_or_else(short)?,
         started_at: timestamp(&r[1]),
         finished_at: timestamp(&r[2]),
-        status: text(&r[3]).unwrap_or_default(),
+        status: super::word(
+            LoadStatus::parse,
+            "etl_loads.status",
+            &text(&r[3]).unwrap_or_default(),
+        )?,
         files: long(&r[4]),
         lines: long(&r[5]),
         events_loaded: long(&r[6]),
@@ -1066,7 +1071,7 @@ impl Warehouse for Redshift {
             }
         };
         let row = match summary {
-            Ok(rows) => rows.first().and_then(|r| load_row(r)).map(|r| LoadRow {
+            Ok(rows) => rows.first().and_then(|r| load_row(r).ok()).map(|r| LoadRow {
                 events_by_type: by_type,
                 ..r
             }),
@@ -1076,7 +1081,7 @@ impl Warehouse for Redshift {
                     load_id: staged.load_id.clone(),
                     started_at,
                     finished_at: loaded_at,
-                    status: "committed (summary unavailable)".into(),
+                    status: LoadStatus::SummaryUnavailable,
                     files: i64::try_from(staged.files_staged).unwrap_or(i64::MAX),
                     lines: 0,
                     events_loaded: 0,
@@ -1106,7 +1111,7 @@ impl Warehouse for Redshift {
                     ("source_key", lit(&q.source_key)),
                     ("etag", lit(&q.etag)),
                     ("size_bytes", size),
-                    ("reason", lit(&q.reason)),
+                    ("reason", lit(q.reason.as_str())),
                     ("detail", lit(&q.detail)),
                     (
                         "quarantined_at",
@@ -1315,21 +1320,26 @@ impl Warehouse for Redshift {
             ],
         );
         let rows = self.query("quarantined", &sql).await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .filter(|r| r.len() >= 9)
-            .map(|r| Quarantined {
-                source_key: text(&r[0]).unwrap_or_default(),
-                etag: text(&r[1]).unwrap_or_default(),
-                size_bytes: long(&r[2]),
-                reason: text(&r[3]).unwrap_or_default(),
-                detail: text(&r[4]).unwrap_or_default(),
-                quarantined_at: timestamp(&r[5]),
-                resolved_at: text(&r[6]).map(|_| timestamp(&r[6])),
-                resolved_by: text(&r[7]),
-                resolution: text(&r[8]),
+            .map(|r| {
+                Ok(Quarantined {
+                    source_key: text(&r[0]).unwrap_or_default(),
+                    etag: text(&r[1]).unwrap_or_default(),
+                    size_bytes: long(&r[2]),
+                    reason: super::word(
+                        QuarantineReason::parse,
+                        "etl_quarantine.reason",
+                        &text(&r[3]).unwrap_or_default(),
+                    )?,
+                    detail: text(&r[4]).unwrap_or_default(),
+                    quarantined_at: timestamp(&r[5]),
+                    resolved_at: text(&r[6]).map(|_| timestamp(&r[6])),
+                    resolved_by: text(&r[7]),
+                    resolution: text(&r[8]),
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn applied_migrations(&self) -> Result<Vec<AppliedRow>, WarehouseError> {
@@ -1363,7 +1373,7 @@ impl Warehouse for Redshift {
                     "finished_at",
                     &lit(&r.finished_at.format(TIME_FORMAT).to_string()),
                 ),
-                ("status", &lit(&r.status)),
+                ("status", &lit(r.status.as_str())),
                 ("loads", &r.loads.to_string()),
                 ("files", &r.files.to_string()),
                 ("events_loaded", &r.events_loaded.to_string()),
@@ -1374,14 +1384,14 @@ impl Warehouse for Redshift {
         self.execute("record_run", &sql).await.map(|_| ())
     }
 
-    async fn last_run(&self, status: &str) -> Result<Option<RunRow>, WarehouseError> {
-        let sql = render(self.sql.get("last_run"), &[("status", &lit(status))]);
+    async fn last_run(&self, status: RunStatus) -> Result<Option<RunRow>, WarehouseError> {
+        let sql = render(self.sql.get("last_run"), &[("status", &lit(status.as_str()))]);
         let rows = self.query("last_run", &sql).await?;
         Ok(rows.first().filter(|r| r.len() >= 9).map(|r| RunRow {
             run_id: text(&r[0]).unwrap_or_default(),
             started_at: timestamp(&r[1]),
             finished_at: timestamp(&r[2]),
-            status: text(&r[3]).unwrap_or_default(),
+            status,
             error: text(&r[4]),
             loads: long(&r[5]),
             files: long(&r[6]),
@@ -1439,7 +1449,7 @@ impl Warehouse for Redshift {
             &[("limit", &limit.max(0).to_string())],
         );
         let rows = self.query("recent_loads", &sql).await?;
-        Ok(rows.iter().filter_map(|r| load_row(r)).collect())
+        rows.iter().map(|r| load_row(r)).collect()
     }
 }
 

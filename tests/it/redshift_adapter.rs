@@ -402,7 +402,7 @@ async fn every_statement_sent_parses_as_redshift() {
         run_id: "run-1".into(),
         started_at: started(),
         finished_at: started(),
-        status: "failed".into(),
+        status: events_etl::warehouse::RunStatus::Failed,
         error: Some("it's C:\\broken".into()),
         loads: 0,
         files: 0,
@@ -463,7 +463,11 @@ async fn every_statement_sent_parses_as_redshift() {
         .await
         .expect("known")
         .is_empty());
-    assert!(wh.last_run("failed").await.expect("last_run").is_some());
+    assert!(wh
+        .last_run(events_etl::warehouse::RunStatus::Failed)
+        .await
+        .expect("last_run")
+        .is_some());
     // A failing COPY, for the error lookup.
     let staged = f.stage("load-2", &[event(3)]).await;
     let manifest: serde_json::Value =
@@ -815,7 +819,7 @@ async fn a_committed_load_whose_summary_is_lost_is_still_a_success() {
     // The SDK's 6 attempts: every try of GetStatementResult is lost.
     let (f, _, row) = load_losing("rs_summary", "GetStatementResult", 6).await;
     assert_eq!(row.load_id, "load-1");
-    assert!(row.status.contains("summary unavailable"), "{row:?}");
+    assert!(row.status.as_str().contains("summary unavailable"), "{row:?}");
     assert_eq!(f.count("etl_loads").await, 1);
     assert_eq!(f.count("events").await, 2);
 }

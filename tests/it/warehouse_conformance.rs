@@ -537,20 +537,20 @@ pub async fn quarantine_settles_a_version(wh: &dyn Warehouse, cx: &Cx) {
 /// Runs are recorded and read back: the latest of each status, with the error text of a
 /// failed one exactly as given (quotes and backslashes included).
 pub async fn runs_are_recorded(wh: &dyn Warehouse, cx: &Cx) {
-    use events_etl::warehouse::RunRow;
+    use events_etl::warehouse::{RunRow, RunStatus};
     migrated(wh).await;
     let run = |id: &str, at: &str, status: &str, error: Option<&str>| RunRow {
         run_id: id.into(),
         started_at: self::at(at),
         finished_at: self::at(at),
-        status: status.into(),
+        status: RunStatus::parse(status).expect("a run status"),
         error: error.map(str::to_owned),
         loads: 1,
         files: 2,
         events_loaded: 3,
         rejects: 4,
     };
-    assert_eq!(wh.last_run("failed").await.expect("last_run"), None);
+    assert_eq!(wh.last_run(RunStatus::Failed).await.expect("last_run"), None);
     let failed = run(
         "r1",
         "2024-06-01 00:00:00",
@@ -564,9 +564,12 @@ pub async fn runs_are_recorded(wh: &dyn Warehouse, cx: &Cx) {
     wh.record_run(&run("r3", "2024-06-03 00:00:00", "succeeded", None))
         .await
         .expect("record");
-    assert_eq!(wh.last_run("failed").await.expect("last_run"), Some(failed));
     assert_eq!(
-        wh.last_run("succeeded")
+        wh.last_run(RunStatus::Failed).await.expect("last_run"),
+        Some(failed)
+    );
+    assert_eq!(
+        wh.last_run(RunStatus::Succeeded)
             .await
             .expect("last_run")
             .map(|r| r.run_id),
