@@ -1698,15 +1698,15 @@ fn reason_codes_are_stable() {
     assert_eq!(Reason::MissingUserEmail.to_string(), "missing_user_email");
 }
 
-/// The reason codes in the README's cleaning-contract table, in table order.
+/// The reason codes in the cleaning-contract table (docs/cleaning-contract.md), in table order.
 fn readme_reasons() -> Vec<String> {
-    let readme = include_str!("../../README.md");
-    let table = readme
+    let doc = include_str!("../../docs/cleaning-contract.md");
+    let table = doc
         .split("## Cleaning contract")
         .nth(1)
         .and_then(|s| s.split("\n\n| outcome | when |").nth(1))
         .and_then(|s| s.split("\n\n").next())
-        .expect("the README has a cleaning-contract table");
+        .expect("docs/cleaning-contract.md has a cleaning-contract table");
     let mut codes = Vec::new();
     for row in table.lines().filter(|l| l.starts_with("| ")) {
         let first = row.split('|').nth(1).unwrap_or_default();
