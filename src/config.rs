@@ -553,7 +553,7 @@ pub use crate::failure::Systemic;
 /// Default uncompressed part size. Each worker holds about two parts in memory (the
 /// one being filled and one uploading), compressed; on input gzip cannot shrink that is
 /// twice the part size per worker, so 8 MiB keeps a run on two cores well under 64 MiB
-/// whatever the data (README, "Memory"). Redshift suggests 1 MB-1 GB per file after
+/// whatever the data (docs/architecture.md, "Concurrency and memory"). Redshift suggests 1 MB-1 GB per file after
 /// compression: 8 MiB of typical event JSON is about 1-2 MiB gzipped, and more parts
 /// let COPY spread them over more slices.
 pub const DEFAULT_PART_SIZE_MB: u64 = 8;

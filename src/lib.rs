@@ -3,7 +3,7 @@
 //! `etl_files` has not recorded ([`discover`]), **cleans** every line into an event, a
 //! blank, or a reject with a reason ([`clean`], pure), **stages** gzipped JSON-lines
 //! parts and COPY manifests under `<staging>/<load_id>/` ([`stage`]), then in one
-//! warehouse transaction **loads** them (COPY into staging tables, MERGE into `events`
+//! warehouse transaction **loads** them (COPY into staging tables, insert into `events`
 //! from a source deduplicated by id) and **records** the files and the load
 //! ([`warehouse`]). An interrupted run leaves nothing recorded, so the next run redoes it.
 

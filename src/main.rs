@@ -176,11 +176,11 @@ fn init_logs(format: LogFormat) {
 /// Keeps glibc's malloc from holding on to freed staging parts. Workers on several
 /// threads each fill multi-MiB parts; with glibc's defaults every thread gets its own
 /// arena and, once a large block is freed, blocks of that size are carved from the
-/// arenas instead of mmap, so freed parts linger as fragmented heap. Measured on
-/// incompressible input with two workers (`cargo bench --bench pipeline -- 160
-/// incompressible`): peak RSS 46-58 MiB with the defaults, 28-32 MiB with one arena and
-/// blocks of 4 MiB and more always mmap'd (returned to the system when freed). The hot
-/// path allocates little, so one arena costs no measurable time.
+/// arenas instead of mmap, so freed parts linger as fragmented heap. One arena, and
+/// blocks of 4 MiB and more always mmap'd (returned to the system when freed), keep peak
+/// memory near what the parts need (`cargo bench --bench pipeline -- 160 incompressible`
+/// measures it). The hot path allocates little, so one arena costs
+/// no measurable time.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called first thing in main,

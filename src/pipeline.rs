@@ -1,4 +1,4 @@
-//! One run, step by step: discover -> clean -> stage -> load (COPY + MERGE) -> record.
+//! One run, step by step: discover -> clean -> stage -> load (COPY + insert) -> record.
 //! Nothing but orchestration: each step lives in its own module.
 
 use std::collections::BTreeMap;

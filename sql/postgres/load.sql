@@ -18,11 +18,10 @@ ROLLBACK TO SAVEPOINT copies;
 
 -- name: settings
 -- For this transaction only. JIT compilation of the load's statements costs more than
--- it saves: measured on a 20,000-event load, insert_events took about 400 ms with JIT
--- and 140 ms without, the difference being compile time, paid again by every load.
+-- it saves: its compile time is paid again by every load.
 -- work_mem: insert_events sorts the staged events once (the first copy of each id
--- wins); at the server's default 4 MB a 200,000-event load spilled that sort to disk,
--- which doubled its time. The 64 MB are the server's, for this transaction's sorts.
+-- wins); at the server's default 4 MB a large load spills that sort to disk. The 64 MB
+-- are the server's, for this transaction's sorts.
 SET LOCAL jit = off;
 SET LOCAL work_mem = '64MB';
 
@@ -138,7 +137,7 @@ SET LOCAL enable_seqscan TO DEFAULT;
 -- turns into a hash anti-join reading all of events once the load is large) keeps it a
 -- parameterized index scan whatever the statistics. An id whose earlier copy lies
 -- outside the window is not a copy: it
--- loads as a second row (README, "Deduplication window"). Keys compare as bytes
+-- loads as a second row (docs/cleaning-contract.md, "Deduplication window"). Keys compare as bytes
 -- (COLLATE "C"), the order S3 lists and the pipeline loads them in, whatever the
 -- database's default collation. Rows already in events are never updated.
 -- events_loaded counts, per file, the rows this statement inserted (read from its own

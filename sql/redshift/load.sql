@@ -136,7 +136,7 @@ WHERE source_key NOT IN (SELECT source_key FROM {schema}.stage_files);
 -- a range-restricted predicate on the sort key lets the scan skip blocks by their
 -- min and max values; c_best-practices-sort-key.html: a timestamp sort key lets queries
 -- skip the blocks outside the time range). An id whose earlier copy lies
--- outside the window loads as a second row, as on PostgreSQL (README, "Deduplication
+-- outside the window loads as a second row, as on PostgreSQL (docs/cleaning-contract.md, "Deduplication
 -- window").
 -- A temporary table lives only in this session (the Data API gives each batch its own
 -- session); it also tells insert_files and insert_load what this load inserted, without

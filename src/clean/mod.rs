@@ -1,7 +1,7 @@
 //! PURE: the cleaning contract. One line of bytes in, one [`LineOutcome`] out; no IO,
 //! no clock (the run's start is passed in), so every clause is unit-testable.
 //!
-//! The shell (`stage::reader`) splits a file into lines and feeds them here in order;
+//! The shell (`read::LineReader`, driven by `stage::file`) splits a file into lines and feeds them here in order;
 //! [`FileTally`] counts what became of them. [`clean_bytes`] does both for a whole
 //! in-memory file, for tests, benchmarks and small inputs.
 
@@ -242,7 +242,7 @@ impl Cleaner {
         }
         // Length first: the reader keeps only a line's first MAX_LINE_BYTES (+1 for a CR),
         // so an over-long line's content is unknown and can be neither blank nor judged as
-        // UTF-8. The README's table documents this order.
+        // UTF-8. The table in docs/cleaning-contract.md documents this order.
         if too_long || line.len() > MAX_LINE_BYTES + usize::from(line.ends_with(b"\r")) {
             return LineOutcome::Reject(reject_bytes(Reason::RecordTooLarge, line));
         }

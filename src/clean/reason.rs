@@ -44,12 +44,12 @@ pub enum Reason {
     MissingMetadataKey,
     /// The file's gzip data is damaged: a cut file's incomplete last line (its complete
     /// lines load), or the whole of a corrupt file (no row of it is staged). Not a
-    /// line-level reason; see `read::gzip` and the README's "Damaged gzip input".
+    /// line-level reason; see `read::gzip` and docs/cleaning-contract.md, "Damaged gzip input".
     InvalidGzip,
 }
 
 impl Reason {
-    /// Every reason, in the order the cleaner checks them (the README's table order; a
+    /// Every reason, in the order the cleaner checks them (the order of the table in docs/cleaning-contract.md; a
     /// test holds the two together). `invalid_gzip` is not a line check and comes last.
     pub const ALL: [Reason; 20] = [
         Reason::RecordTooLarge,

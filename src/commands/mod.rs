@@ -49,7 +49,7 @@ impl From<ConfigError> for Failure {
 }
 
 /// Reading staged objects back (PostgreSQL loads read them) is a store failure, exit 3,
-/// as the README's table says; everything else the warehouse reports is 4.
+/// as the README's exit-code table says; everything else the warehouse reports is 4.
 fn warehouse_code(e: &WarehouseError) -> u8 {
     match e {
         WarehouseError::Staging(_) | WarehouseError::StagedData { .. } => EXIT_STORE,

@@ -245,7 +245,7 @@ async fn work<O: Open>(
         let url = opener.url(&obj);
         let cleaned = clean_object(&cleaner, &obj.key, &url, body, &mut w).await?;
         drop(permit);
-        #[cfg(debug_assertions)]
+        #[cfg(feature = "test-hooks")]
         if std::env::var("EVENTS_ETL_TEST_POISON_KEY").is_ok_and(|k| k.split(',').any(|k| k == obj.key)) {
             w.poison_event(&obj.key)?;
         }

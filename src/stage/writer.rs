@@ -18,7 +18,7 @@ use super::part::{GzPart, Manifest};
 use super::rows::{self, FileRow};
 use crate::clean::{CleanEvent, Reject};
 use crate::store::{Place, StoreError};
-#[cfg(debug_assertions)]
+#[cfg(feature = "test-hooks")]
 use std::io::Write as _;
 
 /// Parts being uploaded while cleaning goes on, per writer (see
@@ -214,10 +214,11 @@ impl StageWriter {
         self.rejects.write(|w| rows::write_reject(w, key, line, r))
     }
 
-    /// Test hook, compiled into debug builds only: stages one event row for `key` that
-    /// the cleaner would never produce and both warehouses refuse (a metadata number out
-    /// of every range), to prove a refused row quarantines its file and no more.
-    #[cfg(debug_assertions)]
+    /// Test hook, compiled only with the `test-hooks` feature: stages one event row for
+    /// `key` that the cleaner would never produce and both warehouses refuse (a metadata
+    /// number out of every range), to prove a refused row quarantines its file and no
+    /// more.
+    #[cfg(feature = "test-hooks")]
     pub fn poison_event(&mut self, key: &str) -> Result<(), StageError> {
         if let Some(t) = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)) {
             self.widen_created_range(t);

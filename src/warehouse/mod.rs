@@ -1,4 +1,4 @@
-//! Warehouses: where staged loads are COPYed, MERGEd and recorded. One small trait;
+//! Warehouses: where staged loads are COPYed, inserted and recorded. One small trait;
 //! adapters per engine (PostgreSQL, the Redshift Data API); one conformance
 //! suite (`tests/it/warehouse_conformance.rs`) that every adapter passes.
 
@@ -462,7 +462,8 @@ pub trait Warehouse: Send + Sync {
     /// quarantined (`etl_quarantine`).
     async fn recorded_versions(&self, keys: &[String]) -> Result<HashSet<(String, String)>, WarehouseError>;
 
-    /// In one transaction: COPY the staged load, MERGE new events, insert rejects, file
+    /// In one transaction: COPY the staged load, insert its new events (deduplicated by
+    /// id), insert rejects, file
     /// rows and the load row. Files another loader recorded meanwhile are skipped. Returns
     /// the committed `etl_loads` row, or `None` when every file had been recorded.
     ///

@@ -213,9 +213,9 @@ impl Redshift {
         self
     }
 
-    /// The SDK's retry backoff starting at `initial` instead of the standard second:
-    /// lets tests drive the SDK past its retries quickly.
-    #[doc(hidden)]
+    /// Test hook (`test-hooks` feature): the SDK's retry backoff starting at `initial`
+    /// instead of the standard second, so tests drive the SDK past its retries quickly.
+    #[cfg(feature = "test-hooks")]
     pub fn with_initial_backoff(mut self, initial: Duration) -> Redshift {
         let conf = self
             .client
@@ -232,10 +232,10 @@ impl Redshift {
         LOAD_SQL
     }
 
-    /// For mutation tests only: this adapter with `load_sql` in place of
-    /// `sql/redshift/load.sql`, to show that the test suite catches SQL that would break
-    /// a real Redshift.
-    #[doc(hidden)]
+    /// Test hook (`test-hooks` feature): this adapter with `load_sql` in place of
+    /// `sql/redshift/load.sql`, so mutation tests show that the suite catches SQL that
+    /// would break a real Redshift.
+    #[cfg(feature = "test-hooks")]
     pub fn with_load_sql(mut self, load_sql: &str) -> Redshift {
         self.sql = Statements::parse(load_sql, &self.schema);
         self

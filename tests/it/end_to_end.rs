@@ -333,7 +333,7 @@ async fn s3_incremental_load_through_the_binary() {
 /// On S3 with `staging.keep`, a load keeps its `<staging>/<load_id>/` whole: the three
 /// manifests and every part they list (staging returns only once every write
 /// succeeded, even with the manifests written alongside the last parts), and nothing
-/// else. One file's staged row is refused (a debug-build hook): it is quarantined, and
+/// else. One file's staged row is refused (a test hook): it is quarantined, and
 /// the load copies again without it in its own transaction. A later load without
 /// `staging.keep` deletes its own objects and leaves the kept ones alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

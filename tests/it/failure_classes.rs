@@ -376,7 +376,7 @@ async fn a_lone_unattributed_failure_sets_nothing_aside() {
     assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 3);
 }
 
-/// Two files with a staged row the warehouse refuses (a debug-build hook) among five:
+/// Two files with a staged row the warehouse refuses (a test hook) among five:
 /// both are set aside, each counted once, and the other three load in the same run.
 /// Redshift's COPYs skip refused rows (MAXERROR) and the load error view names both
 /// files at once: one failed pass, then one that commits. PostgreSQL copies again

@@ -81,7 +81,7 @@ async fn staging_keep_keeps_a_committed_loads_objects() {
     assert!(kept.iter().any(|f| f.ends_with(".manifest")), "{kept:?}");
 }
 
-/// A staged row the warehouse refuses (made by a debug-build hook): its file is
+/// A staged row the warehouse refuses (made by a test hook): its file is
 /// quarantined, the other file loads in the same run, and no staged copy of the cleaned
 /// rows is left behind; with `staging.keep` the committed load's objects stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! Permanent per-object failures are quarantined, not retried: through the real binary,
 //! on S3, against PostgreSQL and Redshift (the Data API stand-in). A poison file whose
-//! staged row the warehouse refuses (made by a debug-build test hook, since the cleaner
+//! staged row the warehouse refuses (made by a test hook of the `test-hooks` feature, since the cleaner
 //! lets no such row through), an archived object and one the tool may not read: each is
 //! set aside with its reason, everything else loads, `run` exits 5, `status` lists it,
 //! reruns load nothing more, and a new version of the file loads normally.
