@@ -25,7 +25,11 @@ fn main() {
             Err(e) => panic!("cannot read {}: {e}", dir.display()),
         };
         files.sort();
-        let _ = writeln!(out, "pub const {}: &[(&str, &str)] = &[", dialect.to_uppercase());
+        let _ = writeln!(
+            out,
+            "pub(crate) const {}: &[(&str, &str)] = &[",
+            dialect.to_uppercase()
+        );
         for f in files {
             let name = f
                 .file_name()

@@ -17,6 +17,7 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// The configuration's source and staging stores.
     pub async fn open(config: &Config) -> Stores {
         let s3 = S3Factory::new(config.s3_force_path_style);
         Stores {

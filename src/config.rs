@@ -75,12 +75,14 @@ pub struct RawConfig {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[cleaning]` as written.
 pub struct RawCleaning {
     pub unknown_event_types: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[event_types.<name>]` as written.
 pub struct RawEventType {
     pub required_metadata: Option<Vec<String>>,
     pub columns: Option<BTreeMap<String, String>>,
@@ -88,12 +90,14 @@ pub struct RawEventType {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[monitor]` as written.
 pub struct RawMonitor {
     pub max_pending_age_hours: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[source]` as written.
 pub struct RawSource {
     pub url: Option<String>,
     pub retention_days: Option<Scalar>,
@@ -103,6 +107,7 @@ pub struct RawSource {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[staging]` as written.
 pub struct RawStaging {
     pub url: Option<String>,
     pub part_size_mb: Option<Scalar>,
@@ -111,6 +116,7 @@ pub struct RawStaging {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[warehouse]` as written.
 pub struct RawWarehouse {
     pub kind: Option<String>,
     pub schema: Option<String>,
@@ -122,6 +128,7 @@ pub struct RawWarehouse {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[warehouse.redshift]` as written.
 pub struct RawRedshift {
     pub cluster_identifier: Option<String>,
     pub workgroup_name: Option<String>,
@@ -136,18 +143,21 @@ pub struct RawRedshift {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[warehouse.postgres]` as written.
 pub struct RawPostgres {
     pub url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[s3]` as written.
 pub struct RawS3 {
     pub force_path_style: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+/// `[load]` as written.
 pub struct RawLoad {
     pub max_files: Option<Scalar>,
     pub max_bytes: Option<Scalar>,
@@ -351,7 +361,9 @@ pub enum WarehouseTarget {
 
 pub use crate::warehouse::redshift::{RedshiftConfig, RedshiftTarget};
 
+/// Default `warehouse.redshift.statement_timeout_secs`.
 pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 3600;
+/// Default `warehouse.redshift.max_poll_interval_ms`.
 pub const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 5000;
 
 fn nonempty(key: &'static str, v: Option<String>) -> Result<Option<String>, ConfigError> {
@@ -566,14 +578,18 @@ pub fn default_concurrency() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     cores.clamp(1, MAX_DEFAULT_CONCURRENCY)
 }
+/// Default `warehouse.schema`.
 pub const DEFAULT_SCHEMA: &str = "analytics";
+/// Default `load.max_files`.
 pub const DEFAULT_MAX_FILES: u64 = 5000;
 /// Default `load.max_bytes`: 1 GiB of source objects per load.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 pub use crate::warehouse::DEFAULT_DEDUPE_WINDOW_DAYS;
 /// The widest window accepted: ten years is all of history for any real table.
 pub const MAX_DEDUPE_WINDOW_DAYS: u64 = 3650;
+/// Default `source.retention_days`: S3 deletes source files after 28 days.
 pub const DEFAULT_RETENTION_DAYS: u64 = 28;
+/// Default `monitor.max_pending_age_hours`.
 pub const DEFAULT_MAX_PENDING_AGE_HOURS: u64 = 24;
 
 impl Config {

@@ -63,6 +63,7 @@ impl ColumnType {
         }
     }
 
+    /// The type named `s` in `[event_types.<name>.columns]`.
     pub fn parse(s: &str) -> Option<ColumnType> {
         ColumnType::ALL.into_iter().find(|t| t.as_str() == s)
     }
@@ -96,6 +97,7 @@ pub struct EventTypes {
 }
 
 impl EventTypes {
+    /// The contract of event type `name`, if it is configured.
     pub fn get(&self, name: &str) -> Option<&EventType> {
         self.types.get(name)
     }

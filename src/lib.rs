@@ -7,6 +7,8 @@
 //! from a source deduplicated by id) and **records** the files and the load
 //! ([`warehouse`]). An interrupted run leaves nothing recorded, so the next run redoes it.
 
+#![warn(unreachable_pub)]
+
 pub mod app;
 pub mod aws;
 pub mod check;

@@ -35,6 +35,7 @@ impl Dialect {
         }
     }
 
+    /// The dialect's directory under `sql/`.
     pub fn dir(self) -> &'static str {
         match self {
             Dialect::Postgres => "sql/postgres/migrations",
@@ -65,6 +66,7 @@ pub struct AppliedRow {
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
+/// A migration set that cannot be applied, with what to do about it.
 pub enum MigrateError {
     #[error("migration file {dir}/{file} is misnamed: expected NNNN_name.sql (digits, underscore, [a-z0-9_] name); rename it")]
     Misnamed { dir: &'static str, file: String },
@@ -104,6 +106,8 @@ pub fn parse_name(file: &str) -> Option<(i64, String)> {
     Some((num.parse().ok()?, name.to_owned()))
 }
 
+/// A migration file's checksum (SHA-256 of its text, hex): an applied file that was
+/// edited afterwards no longer matches its recorded checksum.
 pub fn checksum(sql: &str) -> String {
     Sha256::digest(sql.as_bytes())
         .iter()

@@ -22,6 +22,7 @@ use crate::warehouse::{
     LoadRow, Loaded, QuarantineReason, Quarantined, StagedRead, Warehouse, WarehouseError,
 };
 
+/// Why a run stopped, by where it arose; each maps to an exit code.
 #[derive(Debug, Error)]
 pub enum PipelineError {
     #[error("source: {0}")]

@@ -5,10 +5,12 @@
 /// only counted (every reject is stored in `event_rejects`).
 pub const REJECTS_LOGGED_PER_FILE: usize = 20;
 
+/// Discovery listed the source: objects, event files among them, and pending ones.
 pub fn files_discovered(listed: usize, event_files: usize, pending: usize) {
     tracing::info!(listed, event_files, pending, "files discovered");
 }
 
+/// A listed object was gone when read, or left the listing before it loaded.
 pub fn file_vanished(url: &str) {
     tracing::warn!(
         url,
@@ -40,6 +42,7 @@ pub fn lines_rejected(key: &str, by_reason: &[(&str, u64)], first: &[(u64, &str)
     );
 }
 
+/// A file's gzip data is corrupt: none of its lines load.
 pub fn gzip_corrupt(key: &str, member: u64, offset: u64, detail: &str, lines_read: u64) {
     tracing::warn!(
         file = key,
@@ -51,6 +54,7 @@ pub fn gzip_corrupt(key: &str, member: u64, offset: u64, detail: &str, lines_rea
     );
 }
 
+/// A file's gzip data ends early: its complete lines load.
 pub fn gzip_truncated(key: &str, member: u64, offset: u64, lines: u64) {
     tracing::warn!(
         file = key,
@@ -71,6 +75,7 @@ pub struct FileCounts {
     pub invalid_ips: u64,
 }
 
+/// One file cleaned and staged.
 pub fn file_cleaned(key: &str, t: &FileCounts) {
     tracing::info!(
         file = key,
@@ -84,6 +89,7 @@ pub fn file_cleaned(key: &str, t: &FileCounts) {
     );
 }
 
+/// A load's files are staged, ready to COPY.
 pub fn load_staged(load_id: &str, files: usize, events: u64, rejects: u64) {
     tracing::info!(load_id, files, events, rejects, "load staged");
 }
@@ -99,6 +105,7 @@ pub struct LoadCounts<'a> {
     pub blank_lines: i64,
 }
 
+/// A load committed.
 pub fn load_committed(r: &LoadCounts<'_>) {
     tracing::info!(
         load_id = r.load_id,

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 
 /// Longest accepted `user_email`, in bytes (RFC 5321 path limit; Redshift widths are bytes).
-pub const MAX_EMAIL_BYTES: usize = 254;
+pub(crate) const MAX_EMAIL_BYTES: usize = 254;
 
-pub use crate::limits::MAX_EVENT_NAME_BYTES;
+pub(crate) use crate::limits::MAX_EVENT_NAME_BYTES;
 
 /// Lowercases `s` only when it has uppercase ASCII, so the common case borrows.
 fn ascii_lower(s: Cow<'_, str>) -> Cow<'_, str> {
@@ -78,7 +78,7 @@ const ID_CLASS: [u8; 256] = {
 /// `8-4-4-4-12` hex digits, returned lowercased. Braced, URN and unhyphenated forms are
 /// refused on purpose: the source always sends the hyphenated form, so anything else is
 /// a sign of a broken producer.
-pub fn normalise_id(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
+pub(crate) fn normalise_id(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     let b = s.as_bytes();
     if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
@@ -106,14 +106,14 @@ pub fn normalise_id(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
 
 /// The result of reading `created_at`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum CreatedAt {
+pub(crate) enum CreatedAt {
     Ok(NaiveDateTime),
     Invalid,
     OutOfRange,
 }
 
 /// Earliest accepted event time (UTC).
-pub fn min_created_at() -> NaiveDateTime {
+pub(crate) fn min_created_at() -> NaiveDateTime {
     NaiveDate::from_ymd_opt(2000, 1, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .unwrap_or(NaiveDateTime::MIN)
@@ -124,7 +124,7 @@ pub fn min_created_at() -> NaiveDateTime {
 /// warehouses' TIMESTAMP), never rounded: rounding could carry into the next second, day
 /// or year, and across the accepted window's edge. Naive means UTC.
 /// `latest` is the run's start plus one day: clocks drift, but not by days.
-pub fn parse_created_at(s: &str, latest: NaiveDateTime) -> CreatedAt {
+pub(crate) fn parse_created_at(s: &str, latest: NaiveDateTime) -> CreatedAt {
     match parse_timestamp(s.as_bytes()) {
         None => CreatedAt::Invalid,
         Some(t) if t < min_created_at() || t > latest => CreatedAt::OutOfRange,
@@ -193,14 +193,14 @@ fn parse_timestamp(b: &[u8]) -> Option<NaiveDateTime> {
 }
 
 /// The latest `created_at` a run started at `started` accepts.
-pub fn latest_created_at(started: DateTime<Utc>) -> NaiveDateTime {
+pub(crate) fn latest_created_at(started: DateTime<Utc>) -> NaiveDateTime {
     (started + Duration::days(1)).naive_utc()
 }
 
 /// Trimmed, lowercased (Unicode) `local@domain`: non-empty local part, no whitespace, a
 /// dotted domain with no empty labels, at most [`MAX_EMAIL_BYTES`] once lowercased (the
 /// stored value; Redshift's VARCHAR(254) counts bytes).
-pub fn normalise_email(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
+pub(crate) fn normalise_email(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     let s = unicode_lower(trim(s));
     let v = s.as_ref();
     if v.len() > MAX_EMAIL_BYTES {
@@ -253,7 +253,7 @@ pub(super) fn ascii_address_ok(b: &[u8]) -> bool {
 }
 
 /// Trimmed, lowercased `[a-z][a-z0-9_]*` of at most [`MAX_EVENT_NAME_BYTES`].
-pub fn normalise_event_name(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
+pub(crate) fn normalise_event_name(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     let s = ascii_lower(trim(s));
     let b = s.as_bytes();
     let first_ok = b.first().is_some_and(u8::is_ascii_lowercase);
@@ -264,6 +264,6 @@ pub fn normalise_event_name(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
 }
 
 /// A valid IPv4 or IPv6 address (surrounding whitespace ignored), in canonical form.
-pub fn parse_ip(s: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
     s.trim().parse().ok()
 }

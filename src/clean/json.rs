@@ -49,7 +49,7 @@ impl<'a> KeySet<'a> {
     const SMALL: usize = 16;
 
     /// Adds `key`; `false` when the object already had it.
-    pub fn insert(&mut self, key: Cow<'a, str>) -> bool {
+    pub(super) fn insert(&mut self, key: Cow<'a, str>) -> bool {
         if let Some(set) = &mut self.large {
             return set.insert(key);
         }

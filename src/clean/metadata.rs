@@ -51,19 +51,19 @@ use super::json::KeySet;
 use super::{Reason, MAX_LINE_BYTES};
 
 /// Deepest nesting of arrays and objects a Redshift SUPER value may have.
-pub const MAX_SUPER_DEPTH: usize = 1000;
+pub(crate) const MAX_SUPER_DEPTH: usize = 1000;
 /// Longest string (key or value) a Redshift SUPER value may hold, in bytes once decoded.
-pub const MAX_SUPER_STRING_BYTES: usize = 65_535;
+pub(crate) const MAX_SUPER_STRING_BYTES: usize = 65_535;
 /// Largest SUPER object, in bytes ("16 MB", read as the smaller 16,000,000).
-pub const MAX_SUPER_OBJECT_BYTES: usize = 16_000_000;
+pub(crate) const MAX_SUPER_OBJECT_BYTES: usize = 16_000_000;
 /// Largest JSON object COPY reads, in bytes ("4 MB", read as 4,000,000).
-pub const MAX_COPY_JSON_OBJECT_BYTES: usize = 4_000_000;
+pub(crate) const MAX_COPY_JSON_OBJECT_BYTES: usize = 4_000_000;
 /// Smallest and largest decimal exponent of a number's first significant digit: the
 /// magnitude must be in [1e-307, 1e308), float8's documented range.
-pub const MIN_NUMBER_EXPONENT: i64 = -307;
-pub const MAX_NUMBER_EXPONENT: i64 = 307;
+pub(crate) const MIN_NUMBER_EXPONENT: i64 = -307;
+pub(crate) const MAX_NUMBER_EXPONENT: i64 = 307;
 /// Most digits after the decimal point (PostgreSQL numeric's display scale).
-pub const MAX_NUMBER_SCALE: i64 = 16_383;
+pub(crate) const MAX_NUMBER_SCALE: i64 = 16_383;
 
 // The staged row is the line's fields plus a source key (at most 1,024 bytes, 6 KiB once
 // JSON-escaped), a line number and fixed-width columns: far under twice a line.
@@ -73,7 +73,7 @@ const _: () = assert!(MAX_COPY_JSON_OBJECT_BYTES <= MAX_SUPER_OBJECT_BYTES);
 /// Why a metadata object cannot be stored, in precedence order: when an object has more
 /// than one problem, the first in this order is the reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// A `\u0000` or unpaired surrogate escape, or a key repeated within one object.
     Invalid,
     /// Nested deeper than [`MAX_SUPER_DEPTH`].
@@ -86,7 +86,7 @@ pub enum Problem {
 
 impl Problem {
     /// The reject reason.
-    pub fn reason(self) -> Reason {
+    pub(crate) fn reason(self) -> Reason {
         match self {
             Problem::Invalid => Reason::InvalidMetadata,
             Problem::TooDeep => Reason::NestingTooDeep,
@@ -99,7 +99,7 @@ impl Problem {
 /// The first of `required` that is not a top-level key of `metadata` with a non-null
 /// value (absent metadata lacks them all). `metadata` has passed [`check`], so it is one
 /// valid object without repeated keys; one parse, linear in its length.
-pub fn first_missing<'k>(
+pub(crate) fn first_missing<'k>(
     metadata: Option<&serde_json::value::RawValue>,
     required: &'k [String],
 ) -> Option<&'k str> {
@@ -143,7 +143,7 @@ pub fn first_missing<'k>(
 
 /// Checks a metadata value's text, which serde_json has already found to be valid JSON,
 /// in one pass: linear in its length, memory bounded by it.
-pub fn check(raw: &str) -> Result<(), Problem> {
+pub(crate) fn check(raw: &str) -> Result<(), Problem> {
     let b = raw.as_bytes();
     let mut worst: Option<Problem> = None;
     let mut open = OpenContainers::default();

@@ -5,9 +5,9 @@
 //! [`FileTally`] counts what became of them. [`clean_bytes`] does both for a whole
 //! in-memory file, for tests, benchmarks and small inputs.
 
-pub mod fields;
+pub(crate) mod fields;
 mod json;
-pub mod metadata;
+pub(crate) mod metadata;
 mod reason;
 
 use std::borrow::Cow;

@@ -48,7 +48,7 @@ enum State {
 }
 
 /// Streams the decoded bytes of every member of one object, in order.
-pub struct GzipDecoder {
+pub(crate) struct GzipDecoder {
     raw: BufReader<Body>,
     inflate: Decompress,
     crc: Crc,
@@ -68,7 +68,7 @@ pub struct GzipDecoder {
 
 impl GzipDecoder {
     /// Decodes `raw`, which must be positioned at the start of the object.
-    pub fn new(raw: BufReader<Body>) -> GzipDecoder {
+    pub(crate) fn new(raw: BufReader<Body>) -> GzipDecoder {
         GzipDecoder {
             raw,
             inflate: Decompress::new(false),
@@ -86,13 +86,13 @@ impl GzipDecoder {
     }
 
     /// How the stream ended, once [`GzipDecoder::fill_buf`] has returned an empty slice.
-    pub fn end(&self) -> Option<&GzipEnd> {
+    pub(crate) fn end(&self) -> Option<&GzipEnd> {
         self.end.as_ref()
     }
 
     /// Decoded bytes not consumed yet; empty at the end of the stream (see
     /// [`GzipDecoder::end`] for how it ended). An error is always the body's.
-    pub async fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+    pub(crate) async fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while (self.pos == self.out.len() || self.bom_pending) && self.end.is_none() {
             if self.pos == self.out.len() {
                 self.out.clear();
@@ -108,7 +108,7 @@ impl GzipDecoder {
     }
 
     /// Marks `n` bytes of [`GzipDecoder::fill_buf`]'s slice as read.
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.out.len());
     }
 

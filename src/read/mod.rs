@@ -6,7 +6,7 @@
 //! the body fails (a transport error, worth a retry); damaged gzip data ends the lines
 //! and is reported by [`LineReader::gzip_end`].
 
-pub mod gzip;
+pub(crate) mod gzip;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 

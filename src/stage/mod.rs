@@ -2,11 +2,11 @@
 //! table, under `<staging>/<load_id>/`. `rows` and `part` are pure; `writer` is the
 //! thin shell that uploads parts as they fill.
 
-pub mod file;
-pub mod part;
+pub(crate) mod file;
+pub(crate) mod part;
 pub mod pool;
-pub mod rows;
-pub mod writer;
+pub(crate) mod rows;
+pub(crate) mod writer;
 
 pub use file::{clean_object, CleanedFile, FileError};
 pub use part::{GzPart, Manifest};

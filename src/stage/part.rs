@@ -40,6 +40,7 @@ impl GzPart {
         self.raw_bytes
     }
 
+    /// Rows written to the part.
     pub fn rows(&self) -> u64 {
         self.rows
     }
@@ -115,6 +116,7 @@ pub struct EntryMeta {
 }
 
 impl Manifest {
+    /// Lists one part, with its size (COPY checks `meta.content_length`).
     pub fn push(&mut self, url: String, content_length: u64) {
         self.entries.push(ManifestEntry {
             url,
@@ -123,6 +125,7 @@ impl Manifest {
         });
     }
 
+    /// The manifest as COPY reads it (loading-data-files-using-manifest.html).
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising plain strings and integers cannot fail.
         serde_json::to_vec_pretty(self).unwrap_or_default()

@@ -48,7 +48,9 @@ pub enum Opened<S> {
 /// How the pool gets an object's bytes: the source store's GET, or a local file.
 #[async_trait]
 pub trait Open: Send + Sync + 'static {
+    /// Why an object was not opened (set aside, gone), kept with its outcome.
     type Skip: Send + 'static;
+    /// Opens `obj` for reading, or says why it is skipped; an error stops staging.
     async fn open(&self, obj: &ObjectMeta) -> Result<Opened<Self::Skip>, FileError>;
     /// The object's URL, as rejects and messages name it.
     fn url(&self, obj: &ObjectMeta) -> String;

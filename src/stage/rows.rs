@@ -19,7 +19,7 @@ use crate::clean::{CleanEvent, FileTally, Reject, MAX_LINE_BYTES};
 /// 1,024 bytes on S3 or a 4,096-byte path locally, up to 6 bytes each once escaped
 /// (24 KiB). A reject row holds at most 4 KiB of raw text (24 KiB escaped) and the key.
 /// 64 KiB of slack covers both with room to spare.
-pub const MAX_STAGED_ROW_BYTES: usize = MAX_LINE_BYTES + 64 * 1024;
+pub(crate) const MAX_STAGED_ROW_BYTES: usize = MAX_LINE_BYTES + 64 * 1024;
 
 #[derive(Serialize)]
 struct RejectRow<'a> {
@@ -47,6 +47,7 @@ pub struct FileRow {
 }
 
 impl FileRow {
+    /// The row of one file version cleaned into tally `t`.
     pub fn new(source_key: &str, etag: &str, size_bytes: u64, t: &FileTally) -> Self {
         FileRow {
             source_key: source_key.to_owned(),
@@ -68,7 +69,12 @@ impl FileRow {
 /// checks the bytes are serde's. An absent `ip` or `metadata` is left out, not written
 /// as null: COPY's JSON 'auto' loads an absent key as SQL NULL, while a JSON null into
 /// SUPER would be a SUPER null, which is not the same to analysts.
-pub fn write_event(out: &mut Vec<u8>, key: &str, line: u64, e: &CleanEvent<'_>) -> std::io::Result<()> {
+pub(crate) fn write_event(
+    out: &mut Vec<u8>,
+    key: &str,
+    line: u64,
+    e: &CleanEvent<'_>,
+) -> std::io::Result<()> {
     out.extend_from_slice(b"{\"event_id\":");
     // The cleaner let through only hex digits and hyphens here, and only
     // `[a-z][a-z0-9_]*` in event_name: nothing to escape.
@@ -208,7 +214,7 @@ fn timestamp(out: &mut Vec<u8>, t: NaiveDateTime) -> std::io::Result<()> {
 }
 
 /// Appends one reject row and its newline.
-pub fn write_reject(
+pub(crate) fn write_reject(
     out: &mut (impl Write + ?Sized),
     key: &str,
     line: u64,
@@ -227,7 +233,7 @@ pub fn write_reject(
 }
 
 /// Appends one file row and its newline.
-pub fn write_file(out: &mut (impl Write + ?Sized), f: &FileRow) -> std::io::Result<()> {
+pub(crate) fn write_file(out: &mut (impl Write + ?Sized), f: &FileRow) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, f)?;
     out.write_all(b"\n")
 }
@@ -237,7 +243,7 @@ mod tests {
     use super::*;
 
     /// The staged timestamp as serde wrote it before [`timestamp`]: the test's reference.
-    pub struct Timestamp(pub NaiveDateTime);
+    struct Timestamp(NaiveDateTime);
 
     impl Serialize for Timestamp {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -23,7 +23,7 @@ use std::io::Write as _;
 
 /// Parts being uploaded while cleaning goes on, per writer (see
 /// [`StageWriter::with_in_flight`]).
-pub const MAX_IN_FLIGHT: usize = 2;
+pub(crate) const MAX_IN_FLIGHT: usize = 2;
 
 /// What `finish` hands to the warehouse: where the manifests are, and the totals.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,11 +205,13 @@ impl StageWriter {
         self
     }
 
+    /// Stages one cleaned event of line `line` of `key`.
     pub fn event(&mut self, key: &str, line: u64, e: &CleanEvent<'_>) -> Result<(), StageError> {
         self.widen_created_range(e.created_at);
         self.events.write(|w| rows::write_event(w, key, line, e))
     }
 
+    /// Stages one reject of line `line` of `key`.
     pub fn reject(&mut self, key: &str, line: u64, r: &Reject<'_>) -> Result<(), StageError> {
         self.rejects.write(|w| rows::write_reject(w, key, line, r))
     }
@@ -241,6 +243,7 @@ impl StageWriter {
         });
     }
 
+    /// Stages one file's row (its counts, for `etl_files`).
     pub fn file(&mut self, f: &FileRow) -> Result<(), StageError> {
         self.files.write(|w| rows::write_file(w, f))
     }
@@ -426,7 +429,7 @@ async fn join_all(set: &mut JoinSet<Result<(), StoreError>>) -> Result<(), Stage
 /// returns what the warehouse needs. `order` says whether the manifests wait for the
 /// parts' uploads or go with them (see [`ManifestOrder`]); either way nothing is
 /// returned before every object of the load is written.
-pub async fn write_manifests(
+pub(crate) async fn write_manifests(
     place: &Place,
     load_id: &str,
     prefix: &str,

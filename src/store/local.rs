@@ -14,6 +14,7 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// The directory `root` as a store.
     pub fn new(root: PathBuf) -> Self {
         LocalStore { root }
     }

@@ -21,6 +21,7 @@ pub struct S3Factory {
 }
 
 impl S3Factory {
+    /// A factory; `force_path_style` for S3-compatible servers (`s3.force_path_style`).
     pub fn new(force_path_style: bool) -> Self {
         S3Factory {
             force_path_style,

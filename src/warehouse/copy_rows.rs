@@ -19,7 +19,7 @@ type SqlResult = Result<IsNull, Box<dyn Error + Sync + Send>>;
 /// A text column: borrowed from the line when it holds no escapes.
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+pub(super) struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 impl ToSql for Text<'_> {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> SqlResult {
@@ -36,7 +36,7 @@ impl ToSql for Text<'_> {
 /// A `TIMESTAMP` column, staged as `YYYY-MM-DD HH:MM:SS[.ffffff]` (rows.rs writes
 /// exactly that; `T` for the space is read too, as Redshift's TIMEFORMAT 'auto' does).
 #[derive(Debug)]
-pub struct Stamp(pub NaiveDateTime);
+pub(super) struct Stamp(pub NaiveDateTime);
 
 impl<'de> Deserialize<'de> for Stamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -109,7 +109,7 @@ impl ToSql for Stamp {
 /// exactly as the old JSONB path refused them).
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-pub struct Jsonb<'a>(#[serde(borrow)] pub &'a RawValue);
+pub(super) struct Jsonb<'a>(#[serde(borrow)] pub &'a RawValue);
 
 impl ToSql for Jsonb<'_> {
     fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> SqlResult {
@@ -128,7 +128,7 @@ impl ToSql for Jsonb<'_> {
 /// A `stage_events` row. `metadata`: absent or JSON null is SQL NULL (the stager omits
 /// it; a JSON null is mapped to NULL here as the SQL path did before).
 #[derive(Debug, Deserialize)]
-pub struct Event<'a> {
+pub(super) struct Event<'a> {
     #[serde(borrow)]
     event_id: Option<Text<'a>>,
     created_at: Option<Stamp>,
@@ -147,7 +147,7 @@ pub struct Event<'a> {
 
 impl Event<'_> {
     /// The columns in `copy_events`' order.
-    pub fn columns(&self) -> [&(dyn ToSql + Sync); 8] {
+    pub(super) fn columns(&self) -> [&(dyn ToSql + Sync); 8] {
         [
             &self.event_id,
             &self.created_at,
@@ -161,19 +161,19 @@ impl Event<'_> {
     }
 
     /// The source file the row came from.
-    pub fn source_key(&self) -> Option<&str> {
+    pub(super) fn source_key(&self) -> Option<&str> {
         self.source_key.as_ref().map(|t| t.0.as_ref())
     }
 
     #[cfg(test)]
-    pub fn created_at(&self) -> Option<NaiveDateTime> {
+    pub(crate) fn created_at(&self) -> Option<NaiveDateTime> {
         self.created_at.as_ref().map(|s| s.0)
     }
 }
 
 /// A `stage_rejects` row.
 #[derive(Debug, Deserialize)]
-pub struct Reject<'a> {
+pub(super) struct Reject<'a> {
     #[serde(borrow)]
     source_key: Option<Text<'a>>,
     source_line: Option<i64>,
@@ -185,19 +185,19 @@ pub struct Reject<'a> {
 
 impl Reject<'_> {
     /// The columns in `copy_rejects`' order.
-    pub fn columns(&self) -> [&(dyn ToSql + Sync); 4] {
+    pub(super) fn columns(&self) -> [&(dyn ToSql + Sync); 4] {
         [&self.source_key, &self.source_line, &self.reason, &self.raw_line]
     }
 
     /// The source file the row came from.
-    pub fn source_key(&self) -> Option<&str> {
+    pub(super) fn source_key(&self) -> Option<&str> {
         self.source_key.as_ref().map(|t| t.0.as_ref())
     }
 }
 
 /// A `stage_files` row.
 #[derive(Debug, Deserialize)]
-pub struct File<'a> {
+pub(super) struct File<'a> {
     #[serde(borrow)]
     source_key: Option<Text<'a>>,
     #[serde(borrow)]
@@ -213,7 +213,7 @@ pub struct File<'a> {
 
 impl File<'_> {
     /// The columns in `copy_files`' order.
-    pub fn columns(&self) -> [&(dyn ToSql + Sync); 9] {
+    pub(super) fn columns(&self) -> [&(dyn ToSql + Sync); 9] {
         [
             &self.source_key,
             &self.etag,
@@ -228,23 +228,23 @@ impl File<'_> {
     }
 
     /// The source file the row describes.
-    pub fn source_key(&self) -> Option<&str> {
+    pub(super) fn source_key(&self) -> Option<&str> {
         self.source_key.as_ref().map(|t| t.0.as_ref())
     }
 
     /// The version and size of the source file.
-    pub fn version(&self) -> (Option<&str>, Option<i64>) {
+    pub(super) fn version(&self) -> (Option<&str>, Option<i64>) {
         (self.etag.as_ref().map(|t| t.0.as_ref()), self.size_bytes)
     }
 }
 
 /// Parses one staged row.
-pub fn parse<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, serde_json::Error> {
+pub(super) fn parse<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, serde_json::Error> {
     serde_json::from_slice(line)
 }
 
 /// The `source_key` a staged row names, if it parses that far.
-pub fn source_key(line: &[u8]) -> Option<String> {
+pub(super) fn source_key(line: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Key {
         source_key: String,

@@ -5,7 +5,7 @@
 mod copy_rows;
 pub mod postgres;
 pub mod redshift;
-pub mod staged;
+pub(crate) mod staged;
 pub mod statements;
 pub mod views;
 
@@ -171,6 +171,7 @@ pub struct Quarantined {
 pub const MAX_QUARANTINE_DETAIL: usize = 2000;
 
 impl Quarantined {
+    /// A quarantine row for one version, its detail cut to [`MAX_QUARANTINE_DETAIL`].
     pub fn new(
         source_key: &str,
         etag: &str,

@@ -33,6 +33,7 @@ const VIEWS_SQL: &str = include_str!("../../sql/redshift/views.sql");
 
 /// The Data API's limits on one batch.
 pub const MAX_BATCH_STATEMENTS: usize = 40;
+/// The Data API's limit on one statement's text.
 pub const MAX_STATEMENT_BYTES: usize = 100 * 1024;
 
 /// The load's opening statements, before the COPYs.

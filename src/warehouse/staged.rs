@@ -19,10 +19,10 @@ use crate::store::{Body, ObjectStore, StoreError};
 
 /// Parts opened ahead of the one being read. Each is an open response whose body is
 /// not read yet: memory is the transport's buffers, not the parts.
-pub const PARTS_AHEAD: usize = 4;
+pub(crate) const PARTS_AHEAD: usize = 4;
 
 /// A manifest's parts, opened in order, [`PARTS_AHEAD`] at a time.
-pub struct Parts {
+pub(crate) struct Parts {
     store: Arc<dyn ObjectStore>,
     /// `(url, key)` of the parts not yet opened.
     waiting: VecDeque<(String, String)>,
@@ -39,7 +39,7 @@ impl Parts {
     }
 
     /// The next part's URL and body, in manifest order.
-    pub async fn next(&mut self) -> Option<Result<(String, Body), WarehouseError>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<(String, Body), WarehouseError>> {
         let (url, handle) = self.opened.pop_front()?;
         self.open_next();
         Some(match handle.await {
@@ -65,7 +65,7 @@ impl Drop for Parts {
 /// parts: the first [`PARTS_AHEAD`] while the manifest is still being read. The
 /// manifest read must equal `expected`; if not, the error names it and the parts
 /// opened are dropped unread.
-pub async fn open(
+pub(crate) async fn open(
     store: &Arc<dyn ObjectStore>,
     key: &str,
     expected: &Manifest,

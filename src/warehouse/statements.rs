@@ -46,6 +46,7 @@ pub fn render(template: &str, values: &[(&str, &str)]) -> String {
 }
 
 impl Statements {
+    /// The named statements of a `load.sql`, with `{schema}` replaced.
     pub fn parse(text: &str, schema: &str) -> Statements {
         let mut map = HashMap::new();
         let mut name: Option<String> = None;
@@ -77,6 +78,7 @@ impl Statements {
             .map_or("SELECT 'events-etl: unknown statement' :: int", String::as_str)
     }
 
+    /// The names of the statements defined.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
     }
