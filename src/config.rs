@@ -245,6 +245,84 @@ fn whole(key: &'static str, v: Option<Scalar>, default: u64) -> Result<u64, Conf
     v.map_or(Ok(default), |v| v.whole(key))
 }
 
+/// A whole number within `range`, or an error naming the key and the range.
+fn ranged(
+    key: &'static str,
+    v: Option<Scalar>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let n = whole(key, v, default)?;
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(invalid(
+            key,
+            format!("{n} is outside {}..={}", range.start(), range.end()),
+        ))
+    }
+}
+
+/// A whole number of at least 1.
+fn at_least_one(key: &'static str, v: Option<Scalar>, default: u64) -> Result<u64, ConfigError> {
+    match whole(key, v, default)? {
+        0 => Err(invalid(key, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// `source.url` and `staging.url`, both required, parsed, and not overlapping.
+fn locations(
+    source_url: Option<String>,
+    staging_url: Option<String>,
+    cwd: &Path,
+) -> Result<(Location, Location), ConfigError> {
+    let source_url = source_url.ok_or_else(|| invalid("source.url", "is required"))?;
+    let source = parse_location("source.url", &source_url, cwd)?;
+    let staging_url = staging_url.ok_or_else(|| invalid("staging.url", "is required"))?;
+    let staging = parse_location("staging.url", &staging_url, cwd)?;
+    if overlaps(&source, &staging) {
+        return Err(invalid(
+            "staging.url",
+            format!("`{staging}` overlaps source.url `{source}`: staged parts would be discovered as input; use a separate prefix"),
+        ));
+    }
+    Ok((source, staging))
+}
+
+/// `warehouse.kind` and the section it names.
+fn warehouse_target(
+    kind: Option<String>,
+    postgres: RawPostgres,
+    redshift: RawRedshift,
+    staging: &Location,
+) -> Result<WarehouseTarget, ConfigError> {
+    match kind.as_deref().unwrap_or("postgres") {
+        "postgres" => {
+            let url = postgres.url.ok_or_else(|| {
+                invalid(
+                    "warehouse.postgres.url",
+                    "is required when warehouse.kind = \"postgres\"",
+                )
+            })?;
+            url.parse::<tokio_postgres::Config>().map_err(|e| {
+                invalid(
+                    "warehouse.postgres.url",
+                    format!("not a libpq URL or key=value string: {e}"),
+                )
+            })?;
+            Ok(WarehouseTarget::Postgres { url })
+        }
+        "redshift" => Ok(WarehouseTarget::Redshift(RedshiftConfig::validate(
+            redshift, staging,
+        )?)),
+        other => Err(invalid(
+            "warehouse.kind",
+            format!("`{other}`: expected \"postgres\" or \"redshift\""),
+        )),
+    }
+}
+
 fn boolean(key: &'static str, v: Option<Scalar>, default: bool) -> Result<bool, ConfigError> {
     v.map_or(Ok(default), |v| v.boolean(key))
 }
@@ -366,6 +444,72 @@ pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 3600;
 /// Default `warehouse.redshift.max_poll_interval_ms`.
 pub const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 5000;
 
+/// How the Data API reaches the database: a provisioned cluster with `db_user` or a
+/// secret, or a Serverless workgroup; exactly one way, or an error naming the key.
+fn redshift_target(
+    cluster: Option<String>,
+    workgroup: Option<String>,
+    db_user: Option<String>,
+    secret: Option<String>,
+) -> Result<RedshiftTarget, ConfigError> {
+    if let Some(s) = &secret {
+        if !s.starts_with("arn:") || !s.contains(":secretsmanager:") {
+            return Err(invalid(
+                "warehouse.redshift.secret_arn",
+                format!("`{s}` is not a Secrets Manager ARN"),
+            ));
+        }
+    }
+    Ok(match (cluster, workgroup) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "warehouse.redshift.workgroup_name",
+                "set either cluster_identifier (provisioned) or workgroup_name (Serverless), not both",
+            ))
+        }
+        (None, None) => {
+            return Err(invalid(
+                "warehouse.redshift.cluster_identifier",
+                "set cluster_identifier (provisioned) or workgroup_name (Serverless)",
+            ))
+        }
+        (Some(cluster_identifier), None) => match (db_user, secret) {
+            (Some(db_user), None) => RedshiftTarget::ClusterDbUser {
+                cluster_identifier,
+                db_user,
+            },
+            (None, Some(secret_arn)) => RedshiftTarget::ClusterSecret {
+                cluster_identifier,
+                secret_arn,
+            },
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "warehouse.redshift.secret_arn",
+                    "set db_user or secret_arn, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "warehouse.redshift.db_user",
+                    "a provisioned cluster needs db_user (temporary credentials) or secret_arn",
+                ))
+            }
+        },
+        (None, Some(workgroup_name)) => {
+            if db_user.is_some() {
+                return Err(invalid(
+                    "warehouse.redshift.db_user",
+                    "is not used with workgroup_name (Serverless uses your IAM identity or secret_arn)",
+                ));
+            }
+            RedshiftTarget::Workgroup {
+                workgroup_name,
+                secret_arn: secret,
+            }
+        }
+    })
+}
+
 fn nonempty(key: &'static str, v: Option<String>) -> Result<Option<String>, ConfigError> {
     match v {
         Some(s) if s.trim().is_empty() => Err(invalid(key, "is empty")),
@@ -386,65 +530,12 @@ fn literal_safe(key: &'static str, v: &str) -> Result<(), ConfigError> {
 
 impl RedshiftConfig {
     fn validate(raw: RawRedshift, staging: &Location) -> Result<RedshiftConfig, ConfigError> {
-        let cluster = nonempty("warehouse.redshift.cluster_identifier", raw.cluster_identifier)?;
-        let workgroup = nonempty("warehouse.redshift.workgroup_name", raw.workgroup_name)?;
-        let db_user = nonempty("warehouse.redshift.db_user", raw.db_user)?;
-        let secret = nonempty("warehouse.redshift.secret_arn", raw.secret_arn)?;
-        if let Some(s) = &secret {
-            if !s.starts_with("arn:") || !s.contains(":secretsmanager:") {
-                return Err(invalid(
-                    "warehouse.redshift.secret_arn",
-                    format!("`{s}` is not a Secrets Manager ARN"),
-                ));
-            }
-        }
-        let target =
-            match (cluster, workgroup) {
-                (Some(_), Some(_)) => return Err(invalid(
-                    "warehouse.redshift.workgroup_name",
-                    "set either cluster_identifier (provisioned) or workgroup_name (Serverless), not both",
-                )),
-                (None, None) => {
-                    return Err(invalid(
-                        "warehouse.redshift.cluster_identifier",
-                        "set cluster_identifier (provisioned) or workgroup_name (Serverless)",
-                    ))
-                }
-                (Some(cluster_identifier), None) => match (db_user, secret) {
-                    (Some(db_user), None) => RedshiftTarget::ClusterDbUser {
-                        cluster_identifier,
-                        db_user,
-                    },
-                    (None, Some(secret_arn)) => RedshiftTarget::ClusterSecret {
-                        cluster_identifier,
-                        secret_arn,
-                    },
-                    (Some(_), Some(_)) => {
-                        return Err(invalid(
-                            "warehouse.redshift.secret_arn",
-                            "set db_user or secret_arn, not both",
-                        ))
-                    }
-                    (None, None) => {
-                        return Err(invalid(
-                            "warehouse.redshift.db_user",
-                            "a provisioned cluster needs db_user (temporary credentials) or secret_arn",
-                        ))
-                    }
-                },
-                (None, Some(workgroup_name)) => {
-                    if db_user.is_some() {
-                        return Err(invalid(
-                        "warehouse.redshift.db_user",
-                        "is not used with workgroup_name (Serverless uses your IAM identity or secret_arn)",
-                    ));
-                    }
-                    RedshiftTarget::Workgroup {
-                        workgroup_name,
-                        secret_arn: secret,
-                    }
-                }
-            };
+        let target = redshift_target(
+            nonempty("warehouse.redshift.cluster_identifier", raw.cluster_identifier)?,
+            nonempty("warehouse.redshift.workgroup_name", raw.workgroup_name)?,
+            nonempty("warehouse.redshift.db_user", raw.db_user)?,
+            nonempty("warehouse.redshift.secret_arn", raw.secret_arn)?,
+        )?;
         let database = nonempty("warehouse.redshift.database", raw.database)?.ok_or_else(|| {
             invalid(
                 "warehouse.redshift.database",
@@ -480,17 +571,11 @@ impl RedshiftConfig {
                 ));
             }
         }
-        let secs = whole(
+        let secs = at_least_one(
             "warehouse.redshift.statement_timeout_secs",
             raw.statement_timeout_secs,
             DEFAULT_STATEMENT_TIMEOUT_SECS,
         )?;
-        if secs == 0 {
-            return Err(invalid(
-                "warehouse.redshift.statement_timeout_secs",
-                "must be at least 1",
-            ));
-        }
         let poll_ms = whole(
             "warehouse.redshift.max_poll_interval_ms",
             raw.max_poll_interval_ms,
@@ -595,63 +680,19 @@ pub const DEFAULT_MAX_PENDING_AGE_HOURS: u64 = 24;
 impl Config {
     /// Phase 2: defaults, value checks and cross-field rules. No IO.
     pub fn validate(raw: RawConfig, cwd: &Path) -> Result<Config, ConfigError> {
-        let source_url = raw
-            .source
-            .url
-            .ok_or_else(|| invalid("source.url", "is required"))?;
-        let source = parse_location("source.url", &source_url, cwd)?;
-        let staging_url = raw
-            .staging
-            .url
-            .ok_or_else(|| invalid("staging.url", "is required"))?;
-        let staging = parse_location("staging.url", &staging_url, cwd)?;
-        if overlaps(&source, &staging) {
-            return Err(invalid(
-                "staging.url",
-                format!("`{staging}` overlaps source.url `{source}`: staged parts would be discovered as input; use a separate prefix"),
-            ));
-        }
-
-        let part_mb = whole(
+        let (source, staging) = locations(raw.source.url, raw.staging.url, cwd)?;
+        let part_mb = ranged(
             "staging.part_size_mb",
             raw.staging.part_size_mb,
             DEFAULT_PART_SIZE_MB,
+            1..=4096,
         )?;
-        if !(1..=4096).contains(&part_mb) {
-            return Err(invalid(
-                "staging.part_size_mb",
-                format!("{part_mb} is outside 1..=4096"),
-            ));
-        }
-
-        let kind = raw.warehouse.kind.unwrap_or_else(|| "postgres".to_owned());
-        let warehouse = match kind.as_str() {
-            "postgres" => {
-                let url = raw.warehouse.postgres.url.ok_or_else(|| {
-                    invalid(
-                        "warehouse.postgres.url",
-                        "is required when warehouse.kind = \"postgres\"",
-                    )
-                })?;
-                url.parse::<tokio_postgres::Config>().map_err(|e| {
-                    invalid(
-                        "warehouse.postgres.url",
-                        format!("not a libpq URL or key=value string: {e}"),
-                    )
-                })?;
-                WarehouseTarget::Postgres { url }
-            }
-            "redshift" => {
-                WarehouseTarget::Redshift(RedshiftConfig::validate(raw.warehouse.redshift, &staging)?)
-            }
-            other => {
-                return Err(invalid(
-                    "warehouse.kind",
-                    format!("`{other}`: expected \"postgres\" or \"redshift\""),
-                ))
-            }
-        };
-
+        let warehouse = warehouse_target(
+            raw.warehouse.kind,
+            raw.warehouse.postgres,
+            raw.warehouse.redshift,
+            &staging,
+        )?;
         let schema = raw.warehouse.schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         if !valid_identifier(&schema) {
             return Err(invalid(
@@ -659,92 +700,54 @@ impl Config {
                 format!("`{schema}` is not a plain identifier: [a-z_][a-z0-9_]*, at most 63 bytes"),
             ));
         }
-
-        let max_files = whole("load.max_files", raw.load.max_files, DEFAULT_MAX_FILES)?;
-        let max_bytes = whole("load.max_bytes", raw.load.max_bytes, DEFAULT_MAX_BYTES)?;
-        if max_bytes == 0 {
-            return Err(invalid("load.max_bytes", "must be at least 1"));
-        }
-        if max_files == 0 {
-            return Err(invalid("load.max_files", "must be at least 1"));
-        }
-
-        let dedupe_window_days = whole(
+        let load = raw.load;
+        let max_files = at_least_one("load.max_files", load.max_files, DEFAULT_MAX_FILES)?;
+        let max_bytes = at_least_one("load.max_bytes", load.max_bytes, DEFAULT_MAX_BYTES)?;
+        let dedupe_window_days = ranged(
             "load.dedupe_window_days",
-            raw.load.dedupe_window_days,
+            load.dedupe_window_days,
             DEFAULT_DEDUPE_WINDOW_DAYS,
+            0..=MAX_DEDUPE_WINDOW_DAYS,
         )?;
-        if dedupe_window_days > MAX_DEDUPE_WINDOW_DAYS {
-            return Err(invalid(
-                "load.dedupe_window_days",
-                format!("{dedupe_window_days} is outside 0..={MAX_DEDUPE_WINDOW_DAYS}"),
-            ));
-        }
-
-        let concurrency = whole(
+        let concurrency = ranged(
             "load.concurrency",
-            raw.load.concurrency,
+            load.concurrency,
             default_concurrency() as u64,
+            1..=256,
         )?;
-        if !(1..=256).contains(&concurrency) {
-            return Err(invalid(
-                "load.concurrency",
-                format!("{concurrency} is outside 1..=256"),
-            ));
-        }
-
-        let retention_days = whole(
+        let retention_days = ranged(
             "source.retention_days",
             raw.source.retention_days,
             DEFAULT_RETENTION_DAYS,
+            1..=3650,
         )?;
-        if !(1..=3650).contains(&retention_days) {
-            return Err(invalid(
-                "source.retention_days",
-                format!("{retention_days} is outside 1..=3650"),
-            ));
-        }
-        let max_pending_age_hours = whole(
+        let max_pending_age_hours = at_least_one(
             "monitor.max_pending_age_hours",
             raw.monitor.max_pending_age_hours,
             DEFAULT_MAX_PENDING_AGE_HOURS,
         )?;
-        if max_pending_age_hours == 0 {
-            return Err(invalid("monitor.max_pending_age_hours", "must be at least 1"));
-        }
-
         let systemic = Systemic {
             min_files: whole(
                 "source.systemic_min_files",
                 raw.source.systemic_min_files,
                 Systemic::DEFAULT.min_files,
             )?,
-            min_percent: whole(
+            min_percent: ranged(
                 "source.systemic_min_percent",
                 raw.source.systemic_min_percent,
                 Systemic::DEFAULT.min_percent,
+                0..=100,
             )?,
         };
-        if systemic.min_percent > 100 {
-            return Err(invalid(
-                "source.systemic_min_percent",
-                format!("{} is outside 0..=100", systemic.min_percent),
-            ));
-        }
-
         let event_types = validate_event_types(raw.event_types, raw.cleaning)?;
-
-        let keep_staging = boolean("staging.keep", raw.staging.keep, false)?;
-        let s3_force_path_style = boolean("s3.force_path_style", raw.s3.force_path_style, false)?;
-
         Ok(Config {
             source,
             staging,
             part_size_bytes: part_mb * 1024 * 1024,
-            keep_staging,
+            keep_staging: boolean("staging.keep", raw.staging.keep, false)?,
             warehouse,
             schema,
-            s3_force_path_style,
+            s3_force_path_style: boolean("s3.force_path_style", raw.s3.force_path_style, false)?,
             max_files_per_load: usize::try_from(max_files).unwrap_or(usize::MAX),
             max_bytes_per_load: max_bytes,
             dedupe_window_days: u32::try_from(dedupe_window_days).unwrap_or(u32::MAX),

@@ -108,6 +108,66 @@ pub struct RunReport {
     pub oldest_left: Option<DateTime<Utc>>,
 }
 
+impl RunReport {
+    /// Adds what a load did: its committed row, its files and their rejects by reason,
+    /// and the files the warehouse refused in its own transaction (quarantined, not
+    /// counted as loaded).
+    fn add_load(
+        &mut self,
+        loaded: Loaded,
+        file_rows: Vec<FileRow>,
+        reasons: Vec<(String, BTreeMap<Reason, u64>)>,
+    ) {
+        for q in &loaded.refused {
+            telemetry::file_quarantined(&q.source_key, QuarantineReason::Refused.as_str(), &q.detail);
+        }
+        let refused = |key: &str| loaded.refused.iter().any(|q| q.source_key == key);
+        if let Some(row) = &loaded.row {
+            telemetry::load_committed(&telemetry::LoadCounts {
+                load_id: &row.load_id,
+                files: row.files,
+                lines: row.lines,
+                events_loaded: row.events_loaded,
+                duplicates: row.duplicates,
+                rejects: row.rejects,
+                blank_lines: row.blank_lines,
+            });
+            self.files
+                .extend(file_rows.into_iter().filter(|f| !refused(&f.source_key)));
+            for (reason, n) in reasons
+                .into_iter()
+                .filter(|(key, _)| !refused(key))
+                .flat_map(|(_, by_reason)| by_reason)
+            {
+                *self.rejects_by_reason.entry(reason).or_insert(0) += n;
+            }
+        }
+        self.quarantined.extend(loaded.refused);
+        self.loads.extend(loaded.row);
+    }
+}
+
+/// Removes the files the warehouse refused a row of from `files`, returning their
+/// quarantine rows.
+fn take_refused(files: &mut Vec<ObjectMeta>, refused: &[crate::warehouse::RefusedFile]) -> Vec<Quarantined> {
+    let mut set_aside = Vec::new();
+    for r in refused {
+        if let Some(at) = files.iter().position(|f| f.key == r.source_key) {
+            let f = files.remove(at);
+            telemetry::file_quarantined(&f.key, QuarantineReason::Refused.as_str(), &r.message);
+            set_aside.push(Quarantined::new(
+                &f.key,
+                &f.etag,
+                f.size,
+                QuarantineReason::Refused,
+                &r.message,
+                Utc::now().naive_utc(),
+            ));
+        }
+    }
+    set_aside
+}
+
 /// What staging one load produced.
 struct Staged {
     load: StagedLoad,
@@ -690,25 +750,7 @@ impl Pipeline {
                     timed(report, "load", t);
                     // The rows of these files are refused: all of them are set aside
                     // at once, and the rest is staged and loaded again without them.
-                    let mut set_aside = Vec::new();
-                    for r in &refused {
-                        if let Some(at) = files.iter().position(|f| f.key == r.source_key) {
-                            let f = files.remove(at);
-                            telemetry::file_quarantined(
-                                &f.key,
-                                QuarantineReason::Refused.as_str(),
-                                &r.message,
-                            );
-                            set_aside.push(Quarantined::new(
-                                &f.key,
-                                &f.etag,
-                                f.size,
-                                QuarantineReason::Refused,
-                                &r.message,
-                                Utc::now().naive_utc(),
-                            ));
-                        }
-                    }
+                    let set_aside = take_refused(files, &refused);
                     if set_aside.is_empty() {
                         return Err(WarehouseError::Refused {
                             statement,
@@ -726,38 +768,8 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             };
             timed(report, "load", t);
-            // Files the warehouse refused in the load's own transaction.
-            for q in &loaded.refused {
-                telemetry::file_quarantined(&q.source_key, QuarantineReason::Refused.as_str(), &q.detail);
-            }
-            report.quarantined.extend(loaded.refused.iter().cloned());
-            let refused = |key: &str| loaded.refused.iter().any(|q| q.source_key == key);
-            if let Some(row) = loaded.row {
-                span.in_scope(|| {
-                    telemetry::load_committed(&telemetry::LoadCounts {
-                        load_id: &row.load_id,
-                        files: row.files,
-                        lines: row.lines,
-                        events_loaded: row.events_loaded,
-                        duplicates: row.duplicates,
-                        rejects: row.rejects,
-                        blank_lines: row.blank_lines,
-                    })
-                });
-                report
-                    .files
-                    .extend(file_rows.into_iter().filter(|f| !refused(&f.source_key)));
-                for (key, by_reason) in reasons {
-                    if refused(&key) {
-                        continue;
-                    }
-                    for (reason, n) in by_reason {
-                        *report.rejects_by_reason.entry(reason).or_insert(0) += n;
-                    }
-                }
-                report.loads.push(row);
-            }
-            files.retain(|f| !refused(&f.key));
+            files.retain(|f| !loaded.refused.iter().any(|q| q.source_key == f.key));
+            span.in_scope(|| report.add_load(loaded, file_rows, reasons));
             if !self.keep_staging && !deleted {
                 // The warehouse did not say its COPYs had read them (or every file
                 // was set aside): the load has ended, so now.

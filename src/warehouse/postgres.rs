@@ -387,39 +387,7 @@ async fn encode_parts(
                 let _ = out.send(Err(e)).await;
                 return left_out;
             }
-            let left = |key: Option<&str>| key.is_some_and(|k| without.contains(k));
-            let encoded = match table {
-                StageTable::Files => rows::parse::<rows::File>(line.bytes)
-                    .map_err(Into::into)
-                    .and_then(|r| {
-                        if left(r.source_key()) {
-                            let (etag, size) = r.version();
-                            left_out.files.push((
-                                r.source_key().unwrap_or_default().to_owned(),
-                                etag.unwrap_or_default().to_owned(),
-                                size.unwrap_or(0),
-                            ));
-                            return Ok(false);
-                        }
-                        encode_row(&mut buf, &r.columns(), types).map(|()| true)
-                    }),
-                StageTable::Events => rows::parse::<rows::Event>(line.bytes)
-                    .map_err(Into::into)
-                    .and_then(|r| {
-                        if left(r.source_key()) {
-                            return Ok(false);
-                        }
-                        encode_row(&mut buf, &r.columns(), types).map(|()| true)
-                    }),
-                StageTable::Rejects => rows::parse::<rows::Reject>(line.bytes)
-                    .map_err(Into::into)
-                    .and_then(|r| {
-                        if left(r.source_key()) {
-                            return Ok(false);
-                        }
-                        encode_row(&mut buf, &r.columns(), types).map(|()| true)
-                    }),
-            };
+            let encoded = encode_staged(table, line.bytes, types, &without, &mut buf, &mut left_out);
             match encoded {
                 Ok(true) => row_no += 1,
                 Ok(false) => left_out.rows += 1,
@@ -449,6 +417,50 @@ async fn encode_parts(
     buf.put_i16(-1);
     let _ = out.send(Ok(buf.freeze())).await;
     left_out
+}
+
+/// Parses one staged row as `table`'s row and appends it in COPY's binary format;
+/// `Ok(false)` when its file is in `without` (then a `stage_files` row is noted in
+/// `left_out`, and nothing is appended).
+fn encode_staged(
+    table: StageTable,
+    line: &[u8],
+    types: &[Type],
+    without: &HashSet<String>,
+    buf: &mut BytesMut,
+    left_out: &mut LeftOut,
+) -> Result<bool, Box<dyn std::error::Error + Sync + Send>> {
+    let left = |key: Option<&str>| key.is_some_and(|k| without.contains(k));
+    match table {
+        StageTable::Files => {
+            let r = rows::parse::<rows::File>(line)?;
+            if left(r.source_key()) {
+                let (etag, size) = r.version();
+                left_out.files.push((
+                    r.source_key().unwrap_or_default().to_owned(),
+                    etag.unwrap_or_default().to_owned(),
+                    size.unwrap_or(0),
+                ));
+                return Ok(false);
+            }
+            encode_row(buf, &r.columns(), types)?;
+        }
+        StageTable::Events => {
+            let r = rows::parse::<rows::Event>(line)?;
+            if left(r.source_key()) {
+                return Ok(false);
+            }
+            encode_row(buf, &r.columns(), types)?;
+        }
+        StageTable::Rejects => {
+            let r = rows::parse::<rows::Reject>(line)?;
+            if left(r.source_key()) {
+                return Ok(false);
+            }
+            encode_row(buf, &r.columns(), types)?;
+        }
+    }
+    Ok(true)
 }
 
 /// Appends one row in COPY's binary format: the field count, then each field's length
@@ -766,6 +778,40 @@ impl Postgres {
         Ok([files, events, rejects])
     }
 
+    /// The load's COPYs into the staging tables. A row the server refuses fails its
+    /// COPY: the COPYs are rolled back to a savepoint and run again from the staged parts
+    /// without that file's rows, in the same transaction, until they succeed; each pass
+    /// sets one file aside. Returns the refused files, and the (key, ETag, size) of the
+    /// file rows left out.
+    async fn copy_refusing(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        staged: &StagedLoad,
+        mut opened: Option<[Opened; 3]>,
+    ) -> Result<(Vec<RefusedFile>, Vec<(String, String, i64)>), WarehouseError> {
+        let mut refused: Vec<RefusedFile> = Vec::new();
+        let mut without: HashSet<String> = HashSet::new();
+        loop {
+            self.batch(tx, "copies_begin").await?;
+            let parts = match opened.take() {
+                Some(p) => p,
+                None => self.open_staged(staged).await?,
+            };
+            match self.copy_all(tx, parts, staged, &without).await {
+                Ok(left_out) => return Ok((refused, left_out)),
+                Err(WarehouseError::Refused { statement, files })
+                    if files.iter().all(|f| !without.contains(&f.source_key)) =>
+                {
+                    self.batch(tx, "copies_undo").await?;
+                    tracing::warn!(statement, files = ?files.iter().map(|f| &f.source_key).collect::<Vec<_>>(), "the server refused a staged row; copying again without its file");
+                    without.extend(files.iter().map(|f| f.source_key.clone()));
+                    refused.extend(files);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The load's three COPYs, leaving out the rows of the files in `without`; returns
     /// the (key, ETag, size) of the file rows left out.
     async fn copy_all(
@@ -876,30 +922,7 @@ impl Warehouse for Postgres {
         self.batch(&tx, "lock").await?;
         self.batch(&tx, "settings").await?;
         self.batch(&tx, "create_stage").await?;
-        // A row the server refuses fails its COPY: the COPYs are rolled back to this
-        // savepoint and run again from the staged parts without that file's rows, in
-        // the same transaction, until they succeed. Each pass sets one file aside.
-        let mut refused: Vec<RefusedFile> = Vec::new();
-        let mut without: HashSet<String> = HashSet::new();
-        let left_out = loop {
-            self.batch(&tx, "copies_begin").await?;
-            let parts = match opened.take() {
-                Some(p) => p,
-                None => self.open_staged(staged).await?,
-            };
-            match self.copy_all(&tx, parts, staged, &without).await {
-                Ok(left_out) => break left_out,
-                Err(WarehouseError::Refused { statement, files })
-                    if files.iter().all(|f| !without.contains(&f.source_key)) =>
-                {
-                    self.batch(&tx, "copies_undo").await?;
-                    tracing::warn!(statement, files = ?files.iter().map(|f| &f.source_key).collect::<Vec<_>>(), "the server refused a staged row; copying again without its file");
-                    without.extend(files.iter().map(|f| f.source_key.clone()));
-                    refused.extend(files);
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (refused, left_out) = self.copy_refusing(&tx, staged, opened.take()).await?;
         // Every part has been read whole into the staging tables.
         read.done();
         self.batch(&tx, "analyze_stage").await?;

@@ -946,6 +946,136 @@ impl Redshift {
     }
 }
 
+/// A load's batch: its statements, and where in it the results are.
+struct LoadBatch {
+    statements: Vec<Labeled>,
+    /// Sub-statements `1..=copied` are every COPY and its count check.
+    copied: usize,
+    /// The number of the `load_summary` sub-statement.
+    summary_no: usize,
+    /// The number of the `loaded_by_type` sub-statement.
+    by_type_no: usize,
+}
+
+impl Redshift {
+    /// The statements of one load's transaction, from `sql/redshift/load.sql`.
+    fn load_batch(
+        &self,
+        staged: &StagedLoad,
+        started_at: NaiveDateTime,
+        loaded_at: NaiveDateTime,
+    ) -> LoadBatch {
+        let store = &self.staging.store;
+        let (iam, region) = self.copy_auth();
+        let (window_low, window_high) = created_window(staged.created_range, self.dedupe_window_days);
+        let values = [
+            ("load_id", lit(&staged.load_id)),
+            ("started_at", lit(&started_at.format(TIME_FORMAT).to_string())),
+            ("loaded_at", lit(&loaded_at.format(TIME_FORMAT).to_string())),
+            ("files_manifest", lit(&store.url(&staged.files_manifest))),
+            ("events_manifest", lit(&store.url(&staged.events_manifest))),
+            ("rejects_manifest", lit(&store.url(&staged.rejects_manifest))),
+            ("iam_role", iam),
+            ("region", region),
+            ("window_low", lit(&window_low.format(TIME_FORMAT).to_string())),
+            ("window_high", lit(&window_high.format(TIME_FORMAT).to_string())),
+            ("window_days", self.dedupe_window_days.to_string()),
+        ];
+        let values: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let fill = |name: &str| {
+            let mut s = self.statement(name);
+            s.sql = render(&s.sql, &values);
+            s
+        };
+        let check = |table: &str, expected: u64| {
+            let mut s = self.statement("check_count");
+            s.label = format!("check_count {table}");
+            s.sql = render(&s.sql, &[("table", table), ("expected", &expected.to_string())]);
+            s
+        };
+        let mut statements: Vec<Labeled> = LOAD_BEGIN.iter().map(|n| fill(n)).collect();
+        statements.push(fill("copy_files"));
+        statements.push(check("stage_files", staged.files_staged));
+        // COPY of a manifest without entries is an error on Redshift: skip empty streams.
+        if staged.events_staged > 0 {
+            statements.push(fill("copy_events"));
+            statements.push(check("stage_events", staged.events_staged));
+        }
+        if staged.rejects_staged > 0 {
+            statements.push(fill("copy_rejects"));
+            statements.push(check("stage_rejects", staged.rejects_staged));
+        }
+        statements.extend(LOAD_AFTER_COPY.iter().map(|n| fill(n)));
+        let number = |label: &str| {
+            statements
+                .iter()
+                .position(|s| s.label == label)
+                .map_or(0, |i| i + 1)
+        };
+        let by_type_no = number("loaded_by_type");
+        let copied = statements
+            .iter()
+            .rposition(|s| s.label.starts_with("check_count"))
+            .map_or(0, |i| i + 1);
+        LoadBatch {
+            summary_no: statements.len(),
+            statements,
+            copied,
+            by_type_no,
+        }
+    }
+
+    /// The committed load's row, read from its batch (`None`: every file had been
+    /// recorded by another loader, so no row was written). The load has committed
+    /// whatever happens here: a result that cannot be read is a warning and a row that
+    /// says so.
+    async fn committed_row(
+        &self,
+        done: &DescribeStatementOutput,
+        batch: &LoadBatch,
+        staged: &StagedLoad,
+        started_at: NaiveDateTime,
+        loaded_at: NaiveDateTime,
+    ) -> Option<LoadRow> {
+        let summary = self.result(&format!("{}:{}", done.id(), batch.summary_no)).await;
+        let by_type = match self.result(&format!("{}:{}", done.id(), batch.by_type_no)).await {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|r| Some((text(r.first()?)?, long(r.get(1)?))))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(load_id = %staged.load_id, error = %e, "the load committed, but its events per type could not be read; the event catalog has them");
+                BTreeMap::new()
+            }
+        };
+        let row = summary.and_then(|rows| rows.first().map(|r| load_row(r)).transpose());
+        match row {
+            Ok(row) => row.map(|r| LoadRow {
+                events_by_type: by_type,
+                ..r
+            }),
+            Err(e) => {
+                tracing::warn!(load_id = %staged.load_id, error = %e, "the load committed, but its summary could not be read; `events-etl status` shows it");
+                Some(LoadRow {
+                    load_id: staged.load_id.clone(),
+                    started_at,
+                    finished_at: loaded_at,
+                    status: LoadStatus::SummaryUnavailable,
+                    files: i64::try_from(staged.files_staged).unwrap_or(i64::MAX),
+                    lines: 0,
+                    events_loaded: 0,
+                    duplicates: 0,
+                    rejects: 0,
+                    blank_lines: 0,
+                    recovered_events: 0,
+                    invalid_ips: 0,
+                    events_by_type: by_type,
+                })
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Warehouse for Redshift {
     async fn migrate(&self) -> Result<Vec<AppliedMigration>, WarehouseError> {
@@ -989,60 +1119,14 @@ impl Warehouse for Redshift {
         started_at: NaiveDateTime,
         mut read: StagedRead,
     ) -> Result<Loaded, WarehouseError> {
-        let store = &self.staging.store;
-        let (iam, region) = self.copy_auth();
         // One time for every row this load writes (GETDATE() differs per statement).
         let loaded_at = Utc::now().naive_utc().max(started_at);
-        let (window_low, window_high) = created_window(staged.created_range, self.dedupe_window_days);
-        let values = [
-            ("load_id", lit(&staged.load_id)),
-            ("started_at", lit(&started_at.format(TIME_FORMAT).to_string())),
-            ("loaded_at", lit(&loaded_at.format(TIME_FORMAT).to_string())),
-            ("files_manifest", lit(&store.url(&staged.files_manifest))),
-            ("events_manifest", lit(&store.url(&staged.events_manifest))),
-            ("rejects_manifest", lit(&store.url(&staged.rejects_manifest))),
-            ("iam_role", iam),
-            ("region", region),
-            ("window_low", lit(&window_low.format(TIME_FORMAT).to_string())),
-            ("window_high", lit(&window_high.format(TIME_FORMAT).to_string())),
-            ("window_days", self.dedupe_window_days.to_string()),
-        ];
-        let values: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let fill = |name: &str| {
-            let mut s = self.statement(name);
-            s.sql = render(&s.sql, &values);
-            s
-        };
-        let check = |table: &str, expected: u64| {
-            let mut s = self.statement("check_count");
-            s.label = format!("check_count {table}");
-            s.sql = render(&s.sql, &[("table", table), ("expected", &expected.to_string())]);
-            s
-        };
-        let mut stmts: Vec<Labeled> = LOAD_BEGIN.iter().map(|n| fill(n)).collect();
-        stmts.push(fill("copy_files"));
-        stmts.push(check("stage_files", staged.files_staged));
-        // COPY of a manifest without entries is an error on Redshift: skip empty streams.
-        if staged.events_staged > 0 {
-            stmts.push(fill("copy_events"));
-            stmts.push(check("stage_events", staged.events_staged));
-        }
-        if staged.rejects_staged > 0 {
-            stmts.push(fill("copy_rejects"));
-            stmts.push(check("stage_rejects", staged.rejects_staged));
-        }
-        stmts.extend(LOAD_AFTER_COPY.iter().map(|n| fill(n)));
-        let summary_no = stmts.len();
-        let by_type_no = stmts
-            .iter()
-            .position(|s| s.label == "loaded_by_type")
-            .map_or(0, |i| i + 1);
-        // Every COPY of the load, and the count check after it, is among these.
-        let copied = stmts
-            .iter()
-            .rposition(|s| s.label.starts_with("check_count"))
-            .map_or(0, |i| i + 1);
-        let done = match self.batch_reporting(stmts, Some((copied, &mut read))).await {
+        let mut batch = self.load_batch(staged, started_at, loaded_at);
+        let statements = std::mem::take(&mut batch.statements);
+        let done = match self
+            .batch_reporting(statements, Some((batch.copied, &mut read)))
+            .await
+        {
             Ok(done) => done,
             // A COPY failed, or loaded fewer rows than staged (MAXERROR lets it skip the
             // rows it refuses, and `check_count` then fails the batch): the load error
@@ -1060,41 +1144,9 @@ impl Warehouse for Redshift {
         };
         // The batch has committed: from here on nothing may fail the run, or a rerun
         // would be told the load failed when it did not.
-        let summary = self.result(&format!("{}:{summary_no}", done.id())).await;
-        let by_type = match self.result(&format!("{}:{by_type_no}", done.id())).await {
-            Ok(rows) => rows
-                .iter()
-                .filter_map(|r| Some((text(r.first()?)?, long(r.get(1)?))))
-                .collect(),
-            Err(e) => {
-                tracing::warn!(load_id = %staged.load_id, error = %e, "the load committed, but its events per type could not be read; the event catalog has them");
-                BTreeMap::new()
-            }
-        };
-        let row = match summary {
-            Ok(rows) => rows.first().and_then(|r| load_row(r).ok()).map(|r| LoadRow {
-                events_by_type: by_type,
-                ..r
-            }),
-            Err(e) => {
-                tracing::warn!(load_id = %staged.load_id, error = %e, "the load committed, but its summary could not be read; `events-etl status` shows it");
-                Some(LoadRow {
-                    load_id: staged.load_id.clone(),
-                    started_at,
-                    finished_at: loaded_at,
-                    status: LoadStatus::SummaryUnavailable,
-                    files: i64::try_from(staged.files_staged).unwrap_or(i64::MAX),
-                    lines: 0,
-                    events_loaded: 0,
-                    duplicates: 0,
-                    rejects: 0,
-                    blank_lines: 0,
-                    recovered_events: 0,
-                    invalid_ips: 0,
-                    events_by_type: by_type,
-                })
-            }
-        };
+        let row = self
+            .committed_row(&done, &batch, staged, started_at, loaded_at)
+            .await;
         Ok(Loaded {
             row,
             refused: Vec::new(),
