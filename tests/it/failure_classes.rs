@@ -72,8 +72,8 @@ async fn every_get_denied_fails_the_run_and_sets_nothing_aside() {
     for (f, key) in keys.iter().enumerate() {
         let f = f as u32;
         w.s3.put(BUCKET, key, lines(f * 3..f * 3 + 3)).await;
-        w.s3.set_policy(BUCKET, key, Some(ObjectPolicy::Denied));
     }
+    w.s3.set_bucket_policy(BUCKET, Some(ObjectPolicy::Denied));
     for max_files in ["1000", "1"] {
         let out = w.cli(&["run"], &[("EVENTS_ETL__LOAD__MAX_FILES", max_files)]);
         assert_eq!(out.code(), Some(3), "max_files {max_files}: {out}");
@@ -83,9 +83,7 @@ async fn every_get_denied_fails_the_run_and_sets_nothing_aside() {
         assert_eq!(w.count("SELECT count(*) FROM {s}.etl_quarantine").await, 0);
         assert_eq!(w.count("SELECT count(*) FROM {s}.etl_files").await, 0);
     }
-    for key in &keys {
-        w.s3.set_policy(BUCKET, key, None);
-    }
+    w.s3.set_bucket_policy(BUCKET, None);
     let out = w.cli(&["run"], &[]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(w.count("SELECT count(*) FROM {s}.events").await, 27);

@@ -741,6 +741,12 @@ impl S3Server {
         };
     }
 
+    /// From now on, every object of `bucket` is served per `policy` (`None`: normally),
+    /// unless a policy of its own says otherwise.
+    pub fn set_bucket_policy(&self, bucket: &str, policy: Option<ObjectPolicy>) {
+        self.set_policy(bucket, BUCKET_WIDE, policy);
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         self.endpoint.clone()
@@ -910,12 +916,15 @@ pub enum ObjectPolicy {
 type Policies = Arc<std::sync::Mutex<std::collections::HashMap<String, ObjectPolicy>>>;
 
 fn policy(policies: &Policies, bucket: &str, key: &str) -> Option<ObjectPolicy> {
+    let policies = policies.lock().unwrap_or_else(|e| e.into_inner());
     policies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .get(&format!("{bucket}/{key}"))
+        .or_else(|| policies.get(&format!("{bucket}/{BUCKET_WIDE}")))
         .copied()
 }
+
+/// The key under which a policy for every object of a bucket is kept.
+const BUCKET_WIDE: &str = "\u{0}*";
 
 impl EtagFs {
     async fn fill_etags<T>(&self, req: &s3s::S3Request<T>, bucket: &str, objects: &mut [s3s::dto::Object])
