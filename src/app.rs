@@ -75,6 +75,7 @@ impl App {
             event_types: Arc::new(config.event_types.clone()),
             concurrency: config.concurrency,
             systemic: config.systemic,
+            naive_timezone: config.naive_timezone,
         };
         Ok(App {
             config,

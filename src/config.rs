@@ -78,6 +78,7 @@ pub struct RawConfig {
 /// `[cleaning]` as written.
 pub struct RawCleaning {
     pub unknown_event_types: Option<String>,
+    pub naive_timezone: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -641,6 +642,8 @@ pub struct Config {
     /// When more than this many of a run's source objects fail to be read the same way
     /// (and more than [`Config::systemic`]'s share), the failure is systemic.
     pub systemic: Systemic,
+    /// `cleaning.naive_timezone`: what a `created_at` without an offset means.
+    pub naive_timezone: chrono_tz::Tz,
     /// `[event_types]` and `cleaning.unknown_event_types`: per-type contracts.
     pub event_types: EventTypes,
 }
@@ -739,6 +742,7 @@ impl Config {
                 0..=100,
             )?,
         };
+        let naive_timezone = naive_timezone(raw.cleaning.naive_timezone.as_deref())?;
         let event_types = validate_event_types(raw.event_types, raw.cleaning)?;
         Ok(Config {
             source,
@@ -755,6 +759,7 @@ impl Config {
             retention_days,
             max_pending_age_hours,
             systemic,
+            naive_timezone,
             event_types,
         })
     }
@@ -770,6 +775,19 @@ impl Config {
 
 /// `[event_types.<name>]` and `cleaning.unknown_event_types`: names follow the event name
 /// rule (and fit in a view name), column types are known, each problem names its key.
+/// `cleaning.naive_timezone`: an IANA time zone name (`UTC` by default).
+fn naive_timezone(name: Option<&str>) -> Result<chrono_tz::Tz, ConfigError> {
+    match name {
+        None => Ok(chrono_tz::Tz::UTC),
+        Some(n) => n.parse::<chrono_tz::Tz>().map_err(|_| {
+            invalid(
+                "cleaning.naive_timezone",
+                format!("`{n}` is not an IANA time zone name (such as `UTC` or `Europe/Paris`)"),
+            )
+        }),
+    }
+}
+
 fn validate_event_types(
     raw: BTreeMap<String, RawEventType>,
     cleaning: RawCleaning,

@@ -341,6 +341,8 @@ pub struct Pipeline {
     pub max_bytes_per_load: u64,
     /// When unreadable source objects are the deployment's failure (`source.systemic_*`).
     pub systemic: Systemic,
+    /// What a `created_at` without an offset means (`cleaning.naive_timezone`).
+    pub naive_timezone: chrono_tz::Tz,
 }
 
 impl Pipeline {
@@ -479,7 +481,7 @@ impl Pipeline {
         telemetry::files_discovered(listed_n, report.event_files, pending.len());
         report.pending = pending.len();
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
-        let cleaner = Arc::new(Cleaner::new(now).with_event_types(self.event_types.clone()));
+        let cleaner = Arc::new(self.cleaner(now));
         telemetry::progress_begin(pending.len(), pending.iter().map(|f| f.size).sum());
         let result = self.load_all(&cleaner, &pending, report).await;
         telemetry::progress_end();
@@ -488,6 +490,13 @@ impl Pipeline {
         report.oldest_left = left.iter().filter_map(|f| f.last_modified).min();
         self.remember_left(&left, &ranges, &known).await;
         result
+    }
+
+    /// The cleaner of a run started at `now`.
+    fn cleaner(&self, now: DateTime<Utc>) -> Cleaner {
+        Cleaner::new(now)
+            .with_event_types(self.event_types.clone())
+            .with_naive_timezone(self.naive_timezone)
     }
 
     /// The key ranges a listing of `days` (or of the whole source) covers.
@@ -822,7 +831,7 @@ impl Pipeline {
         days: Option<Days>,
     ) -> Result<Vec<DryFile>, PipelineError> {
         let (_, pending) = self.discover_in(days).await?;
-        let cleaner = Cleaner::new(now).with_event_types(self.event_types.clone());
+        let cleaner = self.cleaner(now);
         let discard = Place {
             store: Arc::new(Discard),
             prefix: String::new(),

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono_tz::Tz;
 
 /// Longest accepted `user_email`, in bytes (RFC 5321 path limit; Redshift widths are bytes).
 pub(crate) const MAX_EMAIL_BYTES: usize = 254;
@@ -119,13 +120,16 @@ pub(crate) fn min_created_at() -> NaiveDateTime {
         .unwrap_or(NaiveDateTime::MIN)
 }
 
-/// Parses `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]` into UTC. The fraction may
-/// have any number of digits; it is truncated to microseconds (the precision of both
-/// warehouses' TIMESTAMP), never rounded: rounding could carry into the next second, day
-/// or year, and across the accepted window's edge. Naive means UTC.
+/// Parses `YYYY-MM-DD[ Tt]HH:MM:SS[.fraction][Z|z|±HH:MM|±HHMM|±HH]` into UTC. The
+/// fraction may have any number of digits; it is truncated to microseconds (the
+/// precision of both warehouses' TIMESTAMP), never rounded: rounding could carry into the
+/// next second, day or year, and across the accepted window's edge. A time without an
+/// offset is local time in `naive` (`cleaning.naive_timezone`, UTC by default): of an
+/// ambiguous local time (the hour a clock turns back) the earlier instant, and a local
+/// time that does not exist (the hour it skips) is invalid.
 /// `latest` is the run's start plus one day: clocks drift, but not by days.
-pub(crate) fn parse_created_at(s: &str, latest: NaiveDateTime) -> CreatedAt {
-    match parse_timestamp(s.as_bytes()) {
+pub(crate) fn parse_created_at(s: &str, latest: NaiveDateTime, naive: Tz) -> CreatedAt {
+    match parse_timestamp(s.as_bytes(), naive) {
         None => CreatedAt::Invalid,
         Some(t) if t < min_created_at() || t > latest => CreatedAt::OutOfRange,
         Some(t) => CreatedAt::Ok(t),
@@ -139,12 +143,36 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(b.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
 }
 
-fn parse_timestamp(b: &[u8]) -> Option<NaiveDateTime> {
+/// The offset east of UTC, in seconds, that a timestamp's suffix names: `Z`, `z`,
+/// `±HH:MM`, `±HHMM` or `±HH`; `None` for anything else.
+fn offset_seconds(suffix: &[u8]) -> Option<i32> {
+    let (sign, hh, mm) = match suffix {
+        [b'Z' | b'z'] => return Some(0),
+        [sign @ (b'+' | b'-'), h1, h2] => (sign, [*h1, *h2], [b'0', b'0']),
+        [sign @ (b'+' | b'-'), h1, h2, m1, m2] | [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            (sign, [*h1, *h2], [*m1, *m2])
+        }
+        _ => return None,
+    };
+    let (oh, om) = (digits(&hh)?, digits(&mm)?);
+    if oh > 23 || om > 59 {
+        return None;
+    }
+    let secs = i32::try_from(oh * 3600 + om * 60).ok()?;
+    Some(if *sign == b'-' { -secs } else { secs })
+}
+
+fn parse_timestamp(b: &[u8], naive_zone: Tz) -> Option<NaiveDateTime> {
     if b.len() < 19 {
         return None;
     }
     let sep = |i: usize, c: u8| b[i] == c;
-    if !(sep(4, b'-') && sep(7, b'-') && (sep(10, b' ') || sep(10, b'T')) && sep(13, b':') && sep(16, b':')) {
+    if !(sep(4, b'-')
+        && sep(7, b'-')
+        && (sep(10, b' ') || sep(10, b'T') || sep(10, b't'))
+        && sep(13, b':')
+        && sep(16, b':'))
+    {
         return None;
     }
     let date = NaiveDate::from_ymd_opt(
@@ -171,23 +199,16 @@ fn parse_timestamp(b: &[u8]) -> Option<NaiveDateTime> {
     }
     let time = NaiveTime::from_hms_micro_opt(h, mi, sec, micros)?;
     let naive = NaiveDateTime::new(date, time);
-    let offset_secs: i32 = match rest {
-        [] | [b'Z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (oh, om) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let secs = i32::try_from(oh * 3600 + om * 60).ok()?;
-            if *sign == b'-' {
-                -secs
-            } else {
-                secs
-            }
+    if rest.is_empty() {
+        if naive_zone == Tz::UTC {
+            return Some(naive);
         }
-        _ => return None,
-    };
-    let offset = FixedOffset::east_opt(offset_secs)?;
+        return naive
+            .and_local_timezone(naive_zone)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc).naive_utc());
+    }
+    let offset = FixedOffset::east_opt(offset_seconds(rest)?)?;
     let local = naive.and_local_timezone(offset).single()?;
     Some(local.with_timezone(&Utc).naive_utc())
 }

@@ -198,6 +198,8 @@ impl Fault {
 pub struct Cleaner {
     latest: NaiveDateTime,
     types: Arc<EventTypes>,
+    /// What a `created_at` without an offset means (`cleaning.naive_timezone`).
+    naive_timezone: chrono_tz::Tz,
 }
 
 impl Cleaner {
@@ -208,7 +210,14 @@ impl Cleaner {
         Cleaner {
             latest: fields::latest_created_at(run_started_at),
             types: Arc::default(),
+            naive_timezone: chrono_tz::Tz::UTC,
         }
+    }
+
+    /// A `created_at` without an offset is local time in `zone` (UTC otherwise).
+    pub fn with_naive_timezone(mut self, zone: chrono_tz::Tz) -> Self {
+        self.naive_timezone = zone;
+        self
     }
 
     /// The per-type contracts of `[event_types]`: an event of a configured type must
@@ -324,7 +333,7 @@ impl Cleaner {
         let id = fields::normalise_id(id).ok_or(Reason::InvalidId)?;
 
         let created_at = string(raw.created_at, Reason::MissingCreatedAt, Reason::InvalidCreatedAt)?;
-        let created_at = match fields::parse_created_at(&created_at, self.latest) {
+        let created_at = match fields::parse_created_at(&created_at, self.latest, self.naive_timezone) {
             CreatedAt::Ok(t) => t,
             CreatedAt::Invalid => return Err(Reason::InvalidCreatedAt.into()),
             CreatedAt::OutOfRange => return Err(Reason::CreatedAtOutOfRange.into()),

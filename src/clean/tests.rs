@@ -749,10 +749,50 @@ fn created_at_accepted_forms_are_stored_as_utc() {
         ("2020-01-13T05:10:12+23:59", "2020-01-12 05:11:12"),
         ("2020-02-29 00:00:00", "2020-02-29 00:00:00"),
         ("2020-01-13 23:59:59", "2020-01-13 23:59:59"),
+        // Python's %z and Java's Z pattern (+HHMM), a bare hour offset, lowercase t and z.
+        ("2022-03-02T10:00:00+0000", "2022-03-02 10:00:00"),
+        ("2020-01-13T05:10:12+0200", "2020-01-13 03:10:12"),
+        ("2020-01-13 05:10:12-0530", "2020-01-13 10:40:12"),
+        ("2020-01-13T05:10:12+02", "2020-01-13 03:10:12"),
+        ("2020-01-13T05:10:12-00", "2020-01-13 05:10:12"),
+        ("2020-01-13T05:10:12.5+0100", "2020-01-13 04:10:12.500000"),
+        ("2020-01-13t05:10:12", "2020-01-13 05:10:12"),
+        ("2020-01-13t05:10:12z", "2020-01-13 05:10:12"),
+        ("2020-01-13 05:10:12z", "2020-01-13 05:10:12"),
     ];
     for (input, want) in cases {
         assert_eq!(created_at(input), Ok(dt(want)), "{input}");
     }
+}
+
+/// A time without an offset is local time in `cleaning.naive_timezone`: converted to
+/// UTC, the earlier instant of an ambiguous hour, a skipped hour invalid; a time with an
+/// offset is not affected.
+#[test]
+fn naive_times_are_taken_in_the_configured_zone() {
+    let paris: chrono_tz::Tz = "Europe/Paris".parse().unwrap();
+    let cleaner = Cleaner::new(run_start()).with_naive_timezone(paris);
+    let at = |raw: &str| match cleaner.clean_line(1, with("created_at", &js(raw)).as_bytes(), false) {
+        LineOutcome::Event(e) => Ok(e.created_at),
+        LineOutcome::Reject(r) => Err(r.reason),
+        other => panic!("{raw}: {other:?}"),
+    };
+    assert_eq!(
+        at("2020-01-13 05:10:12"),
+        Ok(dt("2020-01-13 04:10:12")),
+        "CET, UTC+1"
+    );
+    assert_eq!(
+        at("2020-07-13 05:10:12"),
+        Ok(dt("2020-07-13 03:10:12")),
+        "CEST, UTC+2"
+    );
+    assert_eq!(at("2020-07-13T05:10:12Z"), Ok(dt("2020-07-13 05:10:12")));
+    assert_eq!(at("2020-07-13T05:10:12+0100"), Ok(dt("2020-07-13 04:10:12")));
+    // 2020-10-25 02:30 happened twice in Paris (CEST, then CET): the earlier instant.
+    assert_eq!(at("2020-10-25 02:30:00"), Ok(dt("2020-10-25 00:30:00")));
+    // 2020-03-29 02:30 never happened in Paris.
+    assert_eq!(at("2020-03-29 02:30:00"), Err(Reason::InvalidCreatedAt));
 }
 
 #[test]
@@ -810,7 +850,6 @@ fn invalid_created_at_is_rejected() {
         // Wrong separators.
         "2020/01/13 05:10:12",
         "2020-01-13_05:10:12",
-        "2020-01-13t05:10:12",
         "2020-01-13  05:10:12",
         "2020-01-13 05.10.12",
         "2020-01-13 05:10:12,5",
@@ -828,14 +867,21 @@ fn invalid_created_at_is_rejected() {
         " 2020-01-13 05:10:12",
         "2020-01-13 05:10:12junk",
         "2020-01-13 05:10:12ZZ",
-        "2020-01-13 05:10:12z",
         "2020-01-13 05:10:12 UTC",
         "2020-01-13 05:10:12.",
         "2020-01-13 05:10:12.Z",
         "2020-01-13 05:10:12.12a",
-        "2020-01-13 05:10:12+0200",
-        "2020-01-13 05:10:12+02",
         "2020-01-13 05:10:12+2:00",
+        "2020-01-13 05:10:12+2",
+        "2020-01-13 05:10:12+020",
+        "2020-01-13 05:10:12+02:0",
+        "2020-01-13 05:10:12+02:000",
+        "2020-01-13 05:10:12+02000",
+        "2020-01-13 05:10:12+2400",
+        "2020-01-13 05:10:12+0260",
+        "2020-01-13 05:10:12+24",
+        "2020-01-13 05:10:12zz",
+        "2020-01-13T05:10:12Zz",
         "2020-01-13 05:10:12+02:00Z",
         "2020-01-13 05:10:12Z+02:00",
         "2020-01-13 05:10:12+24:00",

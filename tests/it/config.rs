@@ -1233,3 +1233,20 @@ fn binary_bad_event_type_exits_2_before_any_io() {
         "{out}"
     );
 }
+
+/// `cleaning.naive_timezone`: UTC by default, an IANA name, anything else refused by
+/// name before any IO.
+#[test]
+fn naive_timezone_is_an_iana_name() {
+    assert_eq!(ok(BASE).naive_timezone, chrono_tz::Tz::UTC);
+    let with = |zone: &str| format!("{BASE}\n[cleaning]\nnaive_timezone = \"{zone}\"\n");
+    assert_eq!(
+        ok(&with("Europe/Paris")).naive_timezone,
+        chrono_tz::Tz::Europe__Paris
+    );
+    invalid(
+        &with("Mars/Olympus_Mons"),
+        "cleaning.naive_timezone",
+        &["Mars/Olympus_Mons", "IANA"],
+    );
+}

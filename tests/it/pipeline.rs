@@ -97,6 +97,7 @@ async fn pipeline(ghosts: &[&str], files: &[(&str, String)]) -> (Pipeline, Strin
         concurrency: 4,
         systemic: events_etl::config::Systemic::DEFAULT,
         max_bytes_per_load: events_etl::config::DEFAULT_MAX_BYTES,
+        naive_timezone: chrono_tz::Tz::UTC,
     };
     (p, schema, dir)
 }
