@@ -63,6 +63,12 @@ pub(crate) struct GzipDecoder {
     bom_pending: bool,
     /// The last 8 bytes of deflate data the current member consumed.
     tail: [u8; TAIL],
+    /// Decoded bytes handed out before the current member began.
+    before_member: u64,
+    /// Decoded bytes the current member handed out (a dropped byte-order mark excluded).
+    member_out: u64,
+    /// The decoded offset where each member whose CRC-32 and length verified ends.
+    verified_ends: Vec<u64>,
     end: Option<GzipEnd>,
 }
 
@@ -81,8 +87,18 @@ impl GzipDecoder {
             last: None,
             bom_pending: false,
             tail: [0; TAIL],
+            before_member: 0,
+            member_out: 0,
+            verified_ends: Vec::new(),
             end: None,
         }
+    }
+
+    /// The decoded offsets (in the bytes [`GzipDecoder::fill_buf`] hands out) where the
+    /// members read so far whose CRC-32 and length verified end, in order: what lies
+    /// before the last of them is trustworthy whatever follows.
+    pub(crate) fn verified_ends(&self) -> &[u64] {
+        &self.verified_ends
     }
 
     /// How the stream ended, once [`GzipDecoder::fill_buf`] has returned an empty slice.
@@ -259,6 +275,7 @@ impl GzipDecoder {
         self.crc.reset();
         self.tail = [0; TAIL];
         self.bom_pending = self.last == Some(b'\n');
+        self.member_out = 0;
         self.state = State::Data;
         Ok(())
     }
@@ -290,6 +307,7 @@ impl GzipDecoder {
         self.raw.consume(used);
         self.offset += used as u64;
         self.crc.update(&self.out[start..]);
+        self.member_out += (self.out.len() - start) as u64;
         let ended = match status {
             Err(e) => {
                 self.corrupt(e.to_string());
@@ -306,6 +324,7 @@ impl GzipDecoder {
             self.bom_pending = false;
             if self.out.starts_with(BOM) {
                 self.out.drain(..BOM.len());
+                self.member_out -= BOM.len() as u64;
             }
         }
         if let Some(&b) = self.out.last() {
@@ -377,6 +396,9 @@ impl GzipDecoder {
             ));
             return Ok(());
         }
+        let end = self.before_member + self.member_out;
+        self.verified_ends.push(end);
+        self.before_member = end;
         let next = self.raw.fill_buf().await?;
         match next.first() {
             None => self.finish(GzipEnd::Verified { members: self.member }),

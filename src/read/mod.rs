@@ -32,6 +32,9 @@ pub struct Line<'a> {
     /// Where the gzip data ended, when it ended inside this line
     /// ([`GzipEnd::Truncated`]): the line is incomplete.
     pub cut: Option<At>,
+    /// How many gzip members whose CRC-32 and length verified end before this line's
+    /// end: the line reaches past all of them (0 for a plain object).
+    pub verified_before: usize,
 }
 
 /// What a reader reads: an object already whole in memory (read ahead), or a body to
@@ -94,6 +97,10 @@ pub struct LineReader {
     /// Bytes of the source's buffer the last line was lent from, consumed at the next
     /// call.
     lent: usize,
+    /// Bytes of the (decoded) stream consumed before the current line.
+    consumed: u64,
+    /// Where the last line handed out ends in the decoded stream (after its `\n`).
+    line_end: u64,
 }
 
 impl LineReader {
@@ -127,7 +134,28 @@ impl LineReader {
             buf: Vec::new(),
             line_no: 0,
             lent: 0,
+            consumed: 0,
+            line_end: 0,
         })
+    }
+
+    /// Where the last line handed out ends (after its `\n`), in decoded bytes.
+    pub fn line_end(&self) -> u64 {
+        self.line_end
+    }
+
+    /// The decoded offsets where the gzip members whose CRC-32 and length verified end
+    /// (see [`gzip::GzipDecoder::verified_ends`]); empty for a plain object.
+    pub fn verified_ends(&self) -> &[u64] {
+        match &self.src {
+            Source::Gzip(g) => g.verified_ends(),
+            Source::Memory { .. } | Source::Plain(_) => &[],
+        }
+    }
+
+    /// How many verified members end before `end`.
+    fn verified_before(&self, end: u64) -> usize {
+        self.verified_ends().partition_point(|&b| b < end)
     }
 
     /// Whether the object is being decompressed.
@@ -148,23 +176,28 @@ impl LineReader {
     /// lines stop (an unfinished line is dropped): see [`LineReader::gzip_end`]. An error
     /// is always the body's (transport), never the data's.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
-        self.src.consume(std::mem::take(&mut self.lent));
+        let lent = std::mem::take(&mut self.lent);
+        self.src.consume(lent);
+        self.consumed += lent as u64;
         // A whole line already in the source's buffer (nearly every line) is lent from
         // there rather than copied: it is consumed at the next call.
         let avail = self.src.fill_buf().await?;
         if let Some(i) = memchr::memchr(b'\n', avail).filter(|i| *i <= self.keep) {
             self.lent = i + 1;
             self.line_no += 1;
+            self.line_end = self.consumed + self.lent as u64;
             // The same slice again: the streaming sources read only into an empty buffer
             // (the gzip decoder also while a byte-order mark is undecided, which its first
             // call settled), memory is never refilled, and nothing was consumed. Asked twice because a borrow returned
             // from one branch could not be released for the other.
+            let verified_before = self.verified_before(self.line_end);
             let avail = self.src.fill_buf().await?;
             return Ok(Some(Line {
                 no: self.line_no,
                 bytes: &avail[..i],
                 too_long: false,
                 cut: None,
+                verified_before,
             }));
         }
         self.buf.clear();
@@ -187,6 +220,7 @@ impl LineReader {
             }
             self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
             self.src.consume(used);
+            self.consumed += used as u64;
             if end {
                 terminated = true;
                 break;
@@ -202,11 +236,14 @@ impl LineReader {
             _ => None,
         };
         self.line_no += 1;
+        self.line_end = self.consumed;
+        let verified_before = self.verified_before(self.line_end);
         Ok(Some(Line {
             no: self.line_no,
             bytes: &self.buf,
             too_long,
             cut,
+            verified_before,
         }))
     }
 }

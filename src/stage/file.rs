@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use super::writer::StageError;
+use super::writer::{Checkpoint, StageError};
 use super::StageWriter;
 use crate::clean::{Cleaner, FileTally, LineOutcome, Reason, Reject};
 use crate::read::{At, GzipEnd, Input, LineReader};
@@ -45,10 +45,11 @@ const YIELD_EVERY: usize = 256 * 1024;
 /// - cut short ([`GzipEnd::Truncated`]): the complete lines load; a line the data ends
 ///   inside is that line's `invalid_gzip` reject;
 /// - corrupt ([`GzipEnd::Corrupt`]: a deflate error, a CRC-32 or length mismatch, a bad
-///   header): none of the file's lines can be trusted, so every row written for it is
-///   rolled back and the file becomes one `invalid_gzip` reject (counted as its one
-///   line), naming the member and offset. It is recorded like any file, so it is not
-///   retried; a new version (new ETag) loads again.
+///   header, bytes that are no member): the lines of the members whose CRC-32 and length
+///   verified before the damage are trustworthy and stay; every row written after the
+///   last of them (a line that runs into the damaged member included) is rolled back,
+///   and what follows is one `invalid_gzip` reject naming the member and offset. It is
+///   recorded like any file, so it is not retried; a new version (new ETag) loads again.
 ///
 /// A transport failure reading the body is an error: nothing of the file is recorded
 /// and the next run retries it.
@@ -63,23 +64,41 @@ pub async fn clean_object(
         url: url.to_owned(),
         source,
     };
-    let checkpoint = w.checkpoint();
+    let mut trusted = Trusted {
+        checkpoint: w.checkpoint(),
+        tally: FileTally::default(),
+        reasons: BTreeMap::new(),
+        first_rejects: Vec::new(),
+        members: 0,
+    };
     let mut reader = LineReader::open(body, key).await.map_err(read_err)?;
     let mut tally = FileTally::default();
     let mut reasons = BTreeMap::new();
     let mut first_rejects = Vec::new();
     let mut since_yield = 0usize;
     while let Some(line) = reader.next_line().await.map_err(read_err)? {
+        let no = line.no;
+        // This line reaches past the end of a member whose CRC-32 and length verified:
+        // what was staged before it is trustworthy whatever follows.
+        if line.verified_before > trusted.members {
+            trusted = Trusted {
+                checkpoint: w.checkpoint(),
+                tally,
+                reasons: reasons.clone(),
+                first_rejects: first_rejects.clone(),
+                members: line.verified_before,
+            };
+        }
         since_yield += line.bytes.len() + 1;
         let outcome = match line.cut {
             Some(at) => LineOutcome::Reject(Reject {
                 reason: Reason::InvalidGzip,
                 raw: cut_line_message(&at, line.bytes).into(),
             }),
-            None => cleaner.clean_line(line.no, line.bytes, line.too_long),
+            None => cleaner.clean_line(no, line.bytes, line.too_long),
         };
         tally.add(&outcome);
-        emit(w, key, line.no, outcome, &mut first_rejects, &mut reasons)?;
+        emit(w, key, no, outcome, &mut first_rejects, &mut reasons)?;
         w.flush_full().await?;
         if since_yield >= YIELD_EVERY {
             // A body read ahead into memory never makes the task wait: yield now and
@@ -91,22 +110,40 @@ pub async fn clean_object(
     match reader.gzip_end() {
         Some(GzipEnd::Corrupt { at, detail }) => {
             let read = tally.lines;
-            w.rollback(checkpoint).await?;
+            // Every line read lies within verified members: nothing to take back.
+            let all_verified = reader
+                .verified_ends()
+                .last()
+                .is_some_and(|&v| reader.line_end() <= v);
+            let kept = if all_verified {
+                reader.verified_ends().len()
+            } else {
+                w.rollback(trusted.checkpoint).await?;
+                tally = trusted.tally;
+                reasons = trusted.reasons;
+                first_rejects = trusted.first_rejects;
+                trusted.members
+            };
             telemetry::gzip_corrupt(key, at.member, at.offset, detail, read);
+            let loaded = match kept {
+                0 => "no line of this file was loaded".to_owned(),
+                m => format!(
+                    "the {} lines of members 1 to {m}, whose CRC-32 and length verified, were loaded; the rest was not",
+                    tally.lines
+                ),
+            };
             let outcome = LineOutcome::Reject(Reject {
                 reason: Reason::InvalidGzip,
                 raw: format!(
                     "gzip data is corrupt in member {} at or before compressed byte {}: {detail}; \
-                     no line of this file was loaded ({read} lines had been read)",
+                     {loaded} ({read} lines had been read)",
                     at.member, at.offset
                 )
                 .into(),
             });
-            tally = FileTally::default();
+            let no = tally.lines + 1;
             tally.add(&outcome);
-            reasons.clear();
-            first_rejects.clear();
-            emit(w, key, 1, outcome, &mut first_rejects, &mut reasons)?;
+            emit(w, key, no, outcome, &mut first_rejects, &mut reasons)?;
         }
         Some(GzipEnd::Truncated(at)) => telemetry::gzip_truncated(key, at.member, at.offset, tally.lines),
         Some(GzipEnd::Verified { .. }) | None => {}
@@ -126,6 +163,17 @@ pub async fn clean_object(
         },
     );
     Ok(CleanedFile { tally, reasons })
+}
+
+/// What was staged for a file up to the end of its last gzip member whose CRC-32 and
+/// length verified: where a corrupt member that follows is rolled back to.
+struct Trusted {
+    checkpoint: Checkpoint,
+    tally: FileTally,
+    reasons: BTreeMap<Reason, u64>,
+    first_rejects: Vec<(u64, Reason)>,
+    /// Verified members before it.
+    members: usize,
 }
 
 /// The `raw` text of the reject for a line that gzip data ended inside: what happened,

@@ -1064,11 +1064,11 @@ fn summary<'a>(out: &'a CmdOutput, file: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no summary for {file}\n{out}"))
 }
 
-/// A valid member followed by a member whose deflate data holds a reserved block type.
-/// flate2 reports that as `ErrorKind::Other`, which passed for a transport error: `run`
-/// exited 3 on every run, forever. Now the file is quarantined as one `invalid_gzip`
-/// reject and recorded, everything else loads, and reruns do nothing; a new version of
-/// the file loads.
+/// A valid member followed by a member whose deflate data holds a reserved block type
+/// (flate2 reports that as `ErrorKind::Other`, not a transport error). The lines of the
+/// first member, whose CRC-32 and length verified, load; the corrupt member loads none of
+/// its lines and is one `invalid_gzip` reject after them; the file is recorded,
+/// everything else loads, and reruns do nothing; a new version of the file loads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
     let pg = support::postgres().await;
@@ -1094,8 +1094,8 @@ async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
             &q("SELECT count(*) FROM {s}.events WHERE source_key LIKE '%bad.json.gz'")
         )
         .await,
-        0,
-        "{}",
+        3,
+        "the verified first member's lines: {}",
         pg.dump(schema).await
     );
     assert_eq!(
@@ -1110,13 +1110,14 @@ async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
         .client()
         .await
         .query_one(
-            &q("SELECT raw_line FROM {s}.event_rejects WHERE reason = 'invalid_gzip' AND source_key LIKE '%bad.json.gz' AND source_line = 1"),
+            &q("SELECT raw_line FROM {s}.event_rejects WHERE reason = 'invalid_gzip' AND source_key LIKE '%bad.json.gz' AND source_line = 4"),
             &[],
         )
         .await
         .unwrap()
         .get(0);
     assert!(raw.contains("corrupt in member 2"), "{raw}");
+    assert!(raw.contains("members 1 to 1"), "{raw}");
     let row = pg
         .client()
         .await
@@ -1128,7 +1129,7 @@ async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
         .unwrap();
     assert_eq!(
         (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)),
-        (1, 0, 1)
+        (4, 3, 1)
     );
     assert_books_balance(pg, schema).await;
 
@@ -1153,6 +1154,98 @@ async fn corrupt_deflate_data_is_quarantined_not_a_transport_error() {
         3
     );
     assert_books_balance(pg, schema).await;
+}
+
+/// The lines of gzip members whose CRC-32 and length verified load, whatever follows
+/// them; what follows the last verified member (bytes that are no gzip member, a member
+/// whose trailer does not match) is one `invalid_gzip` reject naming the offset, and a
+/// line that runs from a verified member into the damaged one does not load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_of_verified_gzip_members_load_before_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = events_text(70_000, 6);
+    // Inside line 3: the members split a line.
+    let split = text.match_indices('\n').nth(1).map(|(i, _)| i + 20).unwrap();
+    let (head, tail) = text.split_at(split);
+    let with_bad_crc = |t: &str| {
+        let mut m = gz_level(t, 6);
+        let at = m.len() - 8;
+        m[at] ^= 0xff;
+        m
+    };
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        // 1,000 lines in one verified member, then bytes that are no gzip member.
+        ("garbage.json.gz", {
+            let mut b = gz_level(&events_text(71_000, 1000), 6);
+            b.extend_from_slice(b"this is not another gzip member");
+            b
+        }),
+        // Two verified members (a line split across them), then a corrupt member.
+        ("third.json.gz", {
+            let mut b = gz_level(head, 6);
+            b.extend(gz_level(tail, 6));
+            b.extend(with_bad_crc(&events_text(72_000, 3)));
+            b
+        }),
+        // One verified member, then a member whose trailer does not match: the line that
+        // starts in the first and ends in the second does not load, nor do the second's.
+        ("straddle.json.gz", {
+            let mut b = gz_level(head, 6);
+            b.extend(with_bad_crc(tail));
+            b
+        }),
+    ];
+    let mut args = vec!["clean".to_owned(), "--out".to_owned(), "out".to_owned()];
+    for (name, bytes) in &files {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        args.push(dir.path().join(name).display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = check(run_bin(&args, &[], dir.path()));
+    let key = |name: &str| dir.path().join(name).display().to_string();
+    for (name, counts) in [
+        ("garbage.json.gz", "1001 lines, 1000 events, 1 rejects"),
+        ("third.json.gz", "7 lines, 6 events, 1 rejects"),
+        ("straddle.json.gz", "3 lines, 2 events, 1 rejects"),
+    ] {
+        assert!(
+            summary(&out, &key(name)).starts_with(&format!("{}: {counts}", key(name))),
+            "{name}\n{out}"
+        );
+    }
+    let events = staged_rows(&dir.path().join("out"), "events");
+    let of = |name: &str| {
+        events
+            .iter()
+            .filter(|e| e["source_key"].as_str() == Some(key(name).as_str()))
+            .count()
+    };
+    assert_eq!(
+        (of("garbage.json.gz"), of("third.json.gz"), of("straddle.json.gz")),
+        (1000, 6, 2)
+    );
+    let rejects = staged_rows(&dir.path().join("out"), "rejects");
+    let reject = |name: &str| {
+        rejects
+            .iter()
+            .find(|r| r["source_key"].as_str() == Some(key(name).as_str()))
+            .unwrap_or_else(|| panic!("no reject for {name}: {rejects:?}"))
+            .clone()
+    };
+    let r = reject("garbage.json.gz");
+    assert_eq!(
+        (r["reason"].as_str(), r["source_line"].as_u64()),
+        (Some("invalid_gzip"), Some(1001))
+    );
+    let raw = r["raw_line"].as_str().unwrap();
+    assert!(
+        raw.contains("compressed byte") && raw.contains("members 1 to 1"),
+        "{raw}"
+    );
+    assert_eq!(reject("third.json.gz")["source_line"].as_u64(), Some(7));
+    let r = reject("straddle.json.gz");
+    assert_eq!(r["source_line"].as_u64(), Some(3));
+    assert!(r["raw_line"].as_str().unwrap().contains("CRC-32 mismatch"), "{r}");
 }
 
 /// No row of a file whose gzip data is corrupt is staged, by `clean` or `run`: a flipped
