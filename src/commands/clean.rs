@@ -1,7 +1,7 @@
 //! `events-etl clean`: the cleaning and staging steps on local files, with no
 //! warehouse. Output has the staged layout: events/, rejects/, files/ and manifests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use events_etl::clean::{Cleaner, FileTally};
@@ -37,11 +37,13 @@ pub async fn run(
         prefix: String::new(),
     };
     let mut objects = Vec::with_capacity(files.len());
+    let mut paths = std::collections::HashMap::new();
     for path in &files {
-        let key = path.display().to_string();
+        let key = shown(path);
         let size = std::fs::metadata(path)
             .map_err(|e| store_err(anyhow::anyhow!("cannot open {key}: {e}")))?
             .len();
+        paths.insert(key.clone(), path.clone());
         objects.push(ObjectMeta {
             key,
             etag: String::new(),
@@ -60,7 +62,14 @@ pub async fn run(
         manifests: ManifestOrder::AfterParts,
     };
     events_etl::telemetry::progress_begin(objects.len(), objects.iter().map(|o| o.size).sum());
-    let result = stage_files(target, cleaner, Arc::new(LocalFiles), objects, concurrency).await;
+    let result = stage_files(
+        target,
+        cleaner,
+        Arc::new(LocalFiles { paths }),
+        objects,
+        concurrency,
+    )
+    .await;
     events_etl::telemetry::progress_end();
     let staged = result.map_err(|e| store_err(e.into()))?;
     let mut total = FileTally::default();
@@ -86,16 +95,33 @@ pub async fn run(
     Ok(Outcome::Done)
 }
 
-/// Local files named on the command line; a file that cannot be opened fails the
-/// command (exit 3), as any store failure does.
-struct LocalFiles;
+/// A path as messages and staged rows name it: as it is when it is UTF-8 without
+/// control characters, otherwise escaped and quoted (`"a\xFF\nb"`), so that two names
+/// never show alike and a name never breaks a line.
+fn shown(path: &Path) -> String {
+    match path.to_str() {
+        Some(s) if !s.chars().any(char::is_control) => s.to_owned(),
+        _ => format!("{:?}", path.as_os_str()),
+    }
+}
+
+/// Local files named on the command line, opened by the path as the OS gave it (keys
+/// are the names [`shown`] makes); a file that cannot be opened fails the command (exit
+/// 3), as any store failure does.
+struct LocalFiles {
+    paths: std::collections::HashMap<String, PathBuf>,
+}
 
 #[async_trait::async_trait]
 impl Open for LocalFiles {
     type Skip = std::convert::Infallible;
 
     async fn open(&self, obj: &ObjectMeta) -> Result<Opened<Self::Skip>, FileError> {
-        let file = tokio::fs::File::open(&obj.key)
+        let path = self
+            .paths
+            .get(&obj.key)
+            .map_or_else(|| PathBuf::from(&obj.key), Clone::clone);
+        let file = tokio::fs::File::open(&path)
             .await
             .map_err(|source| FileError::Read {
                 url: obj.key.clone(),

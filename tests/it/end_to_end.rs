@@ -1544,3 +1544,40 @@ async fn lines_at_the_size_limit_load_into_postgres() {
     );
     assert_books_balance(pg, &schema).await;
 }
+
+/// `clean` opens local files by the name the OS gives, whatever bytes it holds (a quote,
+/// a newline, a backslash, a byte that is not UTF-8), and shows such names escaped.
+#[test]
+fn clean_opens_files_whose_names_are_not_plain_utf8() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let names: [&[u8]; 4] = [
+        b"it's.json",
+        b"new\nline.json",
+        b"back\\slash.json",
+        b"byte\xff.json",
+    ];
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.current_dir(dir.path()).args(["clean", "--out", "out"]);
+    for (i, name) in names.iter().enumerate() {
+        let name = std::ffi::OsStr::from_bytes(name);
+        std::fs::write(dir.path().join(name), events_text(80_000 + 10 * i as u32, 2)).unwrap();
+        cmd.arg(name);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("total: 4 files, 8 lines, 8 events"), "{stdout}");
+    assert!(stdout.contains("it's.json: 2 lines, 2 events"), "{stdout}");
+    assert!(stdout.contains("back\\slash.json: 2 lines, 2 events"), "{stdout}");
+    assert!(
+        stdout.contains(r#""new\nline.json": 2 lines, 2 events"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#""byte\xFF.json": 2 lines, 2 events"#),
+        "{stdout}"
+    );
+    assert_eq!(staged_rows(&dir.path().join("out"), "events").len(), 8);
+}
