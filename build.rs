@@ -43,8 +43,43 @@ fn main() {
         }
         let _ = writeln!(out, "];");
     }
+    commit(Path::new(&manifest_dir));
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("migrations.rs");
     if let Err(e) = std::fs::write(&dest, out) {
         panic!("cannot write {}: {e}", dest.display());
     }
+}
+
+/// `EVENTS_ETL_COMMIT` for `--version`: the commit the binary was built from, from git
+/// when the checkout has it, else from the environment variable of that name (a build
+/// from a source archive can pass it), else `unknown`.
+fn commit(root: &Path) {
+    println!("cargo:rerun-if-env-changed=EVENTS_ETL_COMMIT");
+    // Watched only where they exist: a missing file would rerun this script every build.
+    let git = root.join(".git");
+    let watch = |p: std::path::PathBuf| {
+        if p.exists() {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    };
+    watch(git.join("HEAD"));
+    if let Ok(head) = std::fs::read_to_string(git.join("HEAD")) {
+        if let Some(reference) = head.trim().strip_prefix("ref: ") {
+            watch(git.join(reference));
+            watch(git.join("packed-refs"));
+        }
+    }
+    let from_git = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let commit = from_git
+        .or_else(|| std::env::var("EVENTS_ETL_COMMIT").ok())
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=EVENTS_ETL_COMMIT={commit}");
 }

@@ -17,18 +17,14 @@ use commands::{Failure, Outcome, EXIT_ATTENTION, EXIT_CHECK, EXIT_FAILURE};
 #[derive(Parser)]
 #[command(
     name = "events-etl",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("EVENTS_ETL_COMMIT"), ")"),
     about = "Load JSON-lines event logs from S3 into Redshift, exactly once"
 )]
 struct Cli {
-    /// TOML configuration; every key can be overridden by EVENTS_ETL__<SECTION>__<KEY>.
-    #[arg(
-        long,
-        global = true,
-        default_value = "config/local.toml",
-        env = "EVENTS_ETL_CONFIG"
-    )]
-    config: PathBuf,
+    /// TOML configuration (required, no default: a host never picks up a development
+    /// file by accident); every key can be overridden by EVENTS_ETL__<SECTION>__<KEY>.
+    #[arg(long, global = true, env = "EVENTS_ETL_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Log format on stderr: `text` for people, `json` (one object per line, with
     /// `run_id` and, inside a load, `load_id`) for log collectors.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -236,10 +232,10 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             let concurrency = concurrency.map_or_else(events_etl::config::default_concurrency, usize::from);
             return commands::clean::run(files, out, part_size_mb, concurrency).await;
         }
-        Command::Check => return commands::check::run(&cli.config).await,
+        Command::Check => return commands::check::run(&config_path(cli.config)?).await,
         other => other,
     };
-    let app = App::build(Config::from_file(&cli.config)?).await?;
+    let app = App::build(Config::from_file(&config_path(cli.config)?)?).await?;
     match command {
         Command::Migrate => commands::migrate::run(&app).await,
         Command::Run {
@@ -265,6 +261,16 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         },
         Command::Clean { .. } | Command::Check => Ok(Outcome::Done),
     }
+}
+
+/// The configuration file: `--config` or `EVENTS_ETL_CONFIG`, never a default.
+fn config_path(path: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    path.ok_or_else(|| {
+        Failure::usage(
+            "no configuration: pass --config PATH or set EVENTS_ETL_CONFIG (there is no default \
+             file, so that a production host never picks up a development configuration)",
+        )
+    })
 }
 
 /// `--from`/`--to` as a range of date partitions: both or neither (clap), in order, at

@@ -1250,3 +1250,46 @@ fn naive_timezone_is_an_iana_name() {
         &["Mars/Olympus_Mons", "IANA"],
     );
 }
+
+/// There is no default configuration file: a command that needs one and gets neither
+/// `--config` nor `EVENTS_ETL_CONFIG` exits 2 saying so, before any IO, even where a
+/// `config/local.toml` exists in the working directory.
+#[test]
+fn a_configuration_must_be_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::copy(
+        manifest_dir().join("config/local.toml"),
+        dir.path().join("config/local.toml"),
+    )
+    .unwrap();
+    for cmd in ["migrate", "run", "status", "check"] {
+        let out = support::run_bin(&[cmd], &[], dir.path());
+        assert_eq!(out.code(), Some(2), "{cmd}: {out}");
+        assert!(
+            out.stderr.contains("--config") && out.stderr.contains("EVENTS_ETL_CONFIG"),
+            "{cmd}: {out}"
+        );
+    }
+}
+
+/// `--version` names the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::run_bin(&["--version"], &[], dir.path());
+    out.assert_success();
+    let expected = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(manifest_dir())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let commit = expected.unwrap_or_else(|| "unknown".to_owned());
+    assert_eq!(
+        out.stdout.trim(),
+        format!("events-etl {} (commit {commit})", env!("CARGO_PKG_VERSION")),
+        "{out}"
+    );
+}
