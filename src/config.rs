@@ -94,6 +94,7 @@ pub struct RawEventType {
 /// `[monitor]` as written.
 pub struct RawMonitor {
     pub max_pending_age_hours: Option<Scalar>,
+    pub max_source_silence_hours: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -639,6 +640,9 @@ pub struct Config {
     pub retention_days: u64,
     /// `status --check` fails when a pending file is older than this.
     pub max_pending_age_hours: u64,
+    /// `status --check` fails when the newest source object is older than this many
+    /// hours: the producer stopped writing (off when `None`).
+    pub max_source_silence_hours: Option<u64>,
     /// When more than this many of a run's source objects fail to be read the same way
     /// (and more than [`Config::systemic`]'s share), the failure is systemic.
     pub systemic: Systemic,
@@ -729,6 +733,10 @@ impl Config {
             raw.monitor.max_pending_age_hours,
             DEFAULT_MAX_PENDING_AGE_HOURS,
         )?;
+        let max_source_silence_hours = match raw.monitor.max_source_silence_hours {
+            None => None,
+            v => Some(at_least_one("monitor.max_source_silence_hours", v, 1)?),
+        };
         let systemic = Systemic {
             min_files: whole(
                 "source.systemic_min_files",
@@ -758,6 +766,7 @@ impl Config {
             concurrency: usize::try_from(concurrency).unwrap_or(1),
             retention_days,
             max_pending_age_hours,
+            max_source_silence_hours,
             systemic,
             naive_timezone,
             event_types,

@@ -75,10 +75,14 @@ enum Command {
         /// How many recent loads to show.
         #[arg(long, default_value_t = 10)]
         limit: i64,
-        /// Exit 5 when a pending file is older than monitor.max_pending_age_hours, or a
-        /// quarantined or lost file is not resolved (for cron or any monitor), 0 otherwise.
+        /// Exit 5 when a pending file is older than monitor.max_pending_age_hours, a
+        /// quarantined or lost file is not resolved, or (when set) the newest source
+        /// object is older than monitor.max_source_silence_hours; 0 otherwise.
         #[arg(long)]
         check: bool,
+        /// One JSON object on stdout instead of text (for monitors and dashboards).
+        #[arg(long)]
+        json: bool,
     },
     /// Make the next `run` read these files again while the source still has them (after a
     /// cleaning-contract change, or a fixed quarantined file). Ids already in `events` are
@@ -251,7 +255,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             };
             commands::run::run(&app, days(from, to)?, dry_run, outputs).await
         }
-        Command::Status { limit, check } => commands::status::run(&app, limit, check).await,
+        Command::Status { limit, check, json } => commands::status::run(&app, limit, check, json).await,
         Command::Reload { keys, from, to } => commands::reload::run(&app, &keys, days(from, to)?).await,
         Command::Quarantine { action } => match action {
             QuarantineAction::List { all, limit } => commands::quarantine::list(&app, all, limit).await,

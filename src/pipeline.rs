@@ -106,6 +106,8 @@ pub struct RunReport {
     pub left_pending: Option<usize>,
     /// When the oldest of them was written.
     pub oldest_left: Option<DateTime<Utc>>,
+    /// When the newest event file listed was written (`None` when it did not list).
+    pub newest_source: Option<DateTime<Utc>>,
 }
 
 impl RunReport {
@@ -475,6 +477,7 @@ impl Pipeline {
         let (listed_n, listed) = self.event_files(days).await?;
         let ranges = self.listed_ranges(days);
         report.event_files = listed.len();
+        report.newest_source = listed.iter().filter_map(|f| f.last_modified).max();
         self.close_gone_reloads(&listed, days).await?;
         let known = self.record_vanished(&listed, &ranges, report).await?;
         let pending = self.unsettled(listed).await?;

@@ -30,6 +30,8 @@ pub struct RunSummary<'a> {
     /// File versions lost before they were read (`vanished`) whose alarm stands, if
     /// the warehouse could say.
     pub lost: Option<usize>,
+    /// How old the newest source object was when the run listed them, if it did.
+    pub newest_source_age: Option<chrono::Duration>,
 }
 
 fn metric(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
@@ -144,6 +146,14 @@ pub fn prometheus(s: &RunSummary<'_>) -> String {
             "events_etl_files_quarantined",
             "File versions quarantined and not resolved (see `events-etl quarantine list`).",
             &one(q as f64),
+        );
+    }
+    if let Some(age) = s.newest_source_age {
+        metric(
+            &mut out,
+            "events_etl_newest_source_object_age_seconds",
+            "Age of the newest source object the run listed: a producer that stopped writing shows here.",
+            &one(age.num_seconds() as f64),
         );
     }
     if let Some(n) = s.lost {

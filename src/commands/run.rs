@@ -92,6 +92,7 @@ async fn summarise<'a>(
         pending,
         quarantined,
         lost,
+        newest_source_age: report.newest_source.map(|t| finished - t),
     }
 }
 

@@ -12,45 +12,87 @@ use events_etl::warehouse::{CatalogRow, LoadRow, OpenReload, Quarantined, RunRow
 
 use super::{print_loads, print_quarantined, Failure, Outcome, QUARANTINE_SHOWN};
 
-pub async fn run(app: &App, limit: i64, check: bool) -> Result<Outcome, Failure> {
+/// What `status` reports, gathered once for the text and the JSON forms.
+struct Snapshot {
+    event_files: usize,
+    pending: Vec<ObjectMeta>,
+    written: HashMap<String, DateTime<Utc>>,
+    newest_source: Option<DateTime<Utc>>,
+    loads: Vec<LoadRow>,
+    alarms: Vec<Quarantined>,
+    runs: [Option<RunRow>; 2],
+    catalog: Vec<CatalogRow>,
+    reloads: Vec<OpenReload>,
+}
+
+pub async fn run(app: &App, limit: i64, check: bool, json: bool) -> Result<Outcome, Failure> {
     let (config, warehouse, pipeline) = (&app.config, &app.warehouse, &app.pipeline);
-    let loads = warehouse.recent_loads(limit).await?;
     let files = pipeline.event_files(None).await?.1;
     let written: HashMap<String, DateTime<Utc>> = files
         .iter()
         .filter_map(|f| Some((f.key.clone(), f.last_modified?)))
         .collect();
+    let newest_source = files.iter().filter_map(|f| f.last_modified).max();
     let event_files = files.len();
-    let pending = pipeline.unsettled(files).await?;
-    let alarms = warehouse.quarantined(QUARANTINE_SHOWN, false).await?;
-    let runs = [
-        warehouse.last_run(RunStatus::Succeeded).await?,
-        warehouse.last_run(RunStatus::Failed).await?,
-    ];
-    let catalog = warehouse.event_catalog().await?;
-    let reloads = warehouse.open_reloads(QUARANTINE_SHOWN).await?;
-    let oldest = print_status(config, event_files, &pending, &runs, &loads, &alarms, &written);
-    print_reloads(&reloads);
-    print_event_types(config, &catalog, Utc::now().naive_utc());
-    if !check {
-        return Ok(Outcome::Done);
-    }
-    let failed = alarms_raised(config, oldest, &alarms);
-    if failed.is_empty() {
-        println!("check: ok");
-        Ok(Outcome::Done)
+    let snapshot = Snapshot {
+        event_files,
+        pending: pipeline.unsettled(files).await?,
+        written,
+        newest_source,
+        loads: warehouse.recent_loads(limit).await?,
+        alarms: warehouse.quarantined(QUARANTINE_SHOWN, false).await?,
+        runs: [
+            warehouse.last_run(RunStatus::Succeeded).await?,
+            warehouse.last_run(RunStatus::Failed).await?,
+        ],
+        catalog: warehouse.event_catalog().await?,
+        reloads: warehouse.open_reloads(QUARANTINE_SHOWN).await?,
+    };
+    let now = Utc::now();
+    let oldest = snapshot
+        .pending
+        .iter()
+        .filter_map(|p| p.last_modified.map(|t| now - t))
+        .max();
+    let failed = alarms_raised(
+        config,
+        oldest,
+        snapshot.newest_source.map(|t| now - t),
+        &snapshot.alarms,
+    );
+    if json {
+        println!("{}", status_json(config, &snapshot, &failed, now));
     } else {
-        println!("check: FAILED ({})", failed.join("; "));
-        Ok(Outcome::Attention)
+        print_status(config, &snapshot);
+        print_reloads(&snapshot.reloads);
+        print_event_types(config, &snapshot.catalog, now.naive_utc());
+        if check {
+            if failed.is_empty() {
+                println!("check: ok");
+            } else {
+                println!("check: FAILED ({})", failed.join("; "));
+            }
+        }
     }
+    Ok(if check && !failed.is_empty() {
+        Outcome::Attention
+    } else {
+        Outcome::Done
+    })
 }
 
 /// What `status --check` fails on: a pending file older than
-/// `monitor.max_pending_age_hours`, an unresolved quarantined or lost version.
-fn alarms_raised(config: &Config, oldest: Option<chrono::Duration>, alarms: &[Quarantined]) -> Vec<String> {
-    let max = chrono::Duration::hours(i64::try_from(config.max_pending_age_hours).unwrap_or(i64::MAX));
+/// `monitor.max_pending_age_hours`, an unresolved quarantined or lost version, and (when
+/// set) a newest source object older than `monitor.max_source_silence_hours`.
+fn alarms_raised(
+    config: &Config,
+    oldest: Option<chrono::Duration>,
+    silence: Option<chrono::Duration>,
+    alarms: &[Quarantined],
+) -> Vec<String> {
+    let hours = |h: u64| chrono::Duration::hours(i64::try_from(h).unwrap_or(i64::MAX));
     let mut failed = Vec::new();
-    if oldest.is_some_and(|a| a > max) {
+    if oldest.is_some_and(|a| a > hours(config.max_pending_age_hours)) {
         failed.push(format!(
             "a pending file is older than {} hours",
             config.max_pending_age_hours
@@ -64,8 +106,80 @@ fn alarms_raised(config: &Config, oldest: Option<chrono::Duration>, alarms: &[Qu
     if lost > 0 {
         failed.push(format!("{lost} file(s) lost before they were read"));
     }
+    if let Some(max) = config.max_source_silence_hours {
+        // No object at all is silence too.
+        if silence.is_none_or(|s| s > hours(max)) {
+            failed.push(format!("no new source object for more than {max} hours"));
+        }
+    }
     failed
 }
+
+/// `status --json`: one object; its fields are listed in the README.
+fn status_json(config: &Config, s: &Snapshot, failed: &[String], now: DateTime<Utc>) -> serde_json::Value {
+    use serde_json::json;
+    let age = |t: Option<DateTime<Utc>>| t.map(|t| (now - t).num_seconds());
+    let days_left = |t: Option<DateTime<Utc>>| {
+        t.map(|t| config.retention_days as f64 - (now - t).num_seconds() as f64 / 86_400.0)
+    };
+    let run = |r: &Option<RunRow>| {
+        r.as_ref().map(|r| {
+            json!({
+                "run_id": r.run_id, "started_at": r.started_at.to_string(),
+                "finished_at": r.finished_at.to_string(), "error": r.error,
+                "loads": r.loads, "files": r.files, "events_loaded": r.events_loaded, "rejects": r.rejects,
+            })
+        })
+    };
+    let version = |q: &Quarantined| {
+        let written = s.written.get(&q.source_key).copied();
+        json!({
+            "source_key": q.source_key, "etag": q.etag, "size_bytes": q.size_bytes,
+            "reason": q.reason.as_str(), "detail": q.detail,
+            "quarantined_at": q.quarantined_at.to_string(),
+            "days_left": days_left(written),
+        })
+    };
+    let oldest = s.pending.iter().filter_map(|p| p.last_modified).min();
+    let since = now.naive_utc() - chrono::Duration::days(NEW_TYPE_DAYS);
+    json!({
+        "source": config.source.to_string(),
+        "event_files": s.event_files,
+        "newest_source_object_age_seconds": age(s.newest_source),
+        "pending": {
+            "count": s.pending.len(),
+            "oldest_age_seconds": age(oldest),
+            "days_left": days_left(oldest),
+            "files": s.pending.iter().take(PENDING_LISTED).map(|p| json!({
+                "key": p.key, "size": p.size,
+                "age_seconds": age(p.last_modified), "days_left": days_left(p.last_modified),
+            })).collect::<Vec<_>>(),
+        },
+        "last_success": run(&s.runs[0]),
+        "last_failure": run(&s.runs[1]),
+        "quarantined": s.alarms.iter().filter(|q| !q.is_lost()).map(version).collect::<Vec<_>>(),
+        "lost": s.alarms.iter().filter(|q| q.is_lost()).map(version).collect::<Vec<_>>(),
+        "open_reloads": s.reloads.iter().map(|r| json!({
+            "source_key": r.source_key, "etag": r.etag, "requested_at": r.requested_at.to_string(),
+        })).collect::<Vec<_>>(),
+        "recent_loads": s.loads.iter().map(|l| json!({
+            "load_id": l.load_id, "started_at": l.started_at.to_string(),
+            "finished_at": l.finished_at.to_string(), "status": l.status.as_str(),
+            "files": l.files, "lines": l.lines, "events_loaded": l.events_loaded,
+            "duplicates": l.duplicates, "rejects": l.rejects, "blank_lines": l.blank_lines,
+        })).collect::<Vec<_>>(),
+        "event_types": s.catalog.iter().map(|c| json!({
+            "event_name": c.event_name, "first_seen": c.first_seen.to_string(),
+            "last_seen": c.last_seen.to_string(), "events": c.events,
+            "new": c.first_seen >= since,
+            "configured": config.event_types.get(&c.event_name).is_some(),
+        })).collect::<Vec<_>>(),
+        "check": { "ok": failed.is_empty(), "failed": failed },
+    })
+}
+
+/// Pending files `status --json` lists one by one (all are counted).
+const PENDING_LISTED: usize = 1000;
 
 fn print_reloads(reloads: &[OpenReload]) {
     if reloads.is_empty() {
@@ -86,16 +200,16 @@ fn print_reloads(reloads: &[OpenReload]) {
     }
 }
 
-/// Prints `status`; returns the age of the oldest pending file, when known.
-fn print_status(
-    config: &Config,
-    event_files: usize,
-    pending: &[ObjectMeta],
-    runs: &[Option<RunRow>],
-    loads: &[LoadRow],
-    alarms: &[Quarantined],
-    written: &HashMap<String, DateTime<Utc>>,
-) -> Option<chrono::Duration> {
+/// Prints `status`.
+fn print_status(config: &Config, s: &Snapshot) {
+    let (event_files, pending, runs, loads, alarms, written) = (
+        s.event_files,
+        &s.pending,
+        &s.runs,
+        &s.loads,
+        &s.alarms,
+        &s.written,
+    );
     let now = chrono::Utc::now();
     let hours = |d: chrono::Duration| d.num_seconds() as f64 / 3600.0;
     println!(
@@ -128,7 +242,7 @@ fn print_status(
             config.retention_days
         );
     }
-    for (status, run) in [RunStatus::Succeeded, RunStatus::Failed].iter().zip(runs) {
+    for (status, run) in [RunStatus::Succeeded, RunStatus::Failed].iter().zip(runs.iter()) {
         match run {
             Some(r) => println!(
                 "last {status} run: {} finished {} ({} loads, {} files, {} events){}",
@@ -160,7 +274,12 @@ fn print_status(
         );
         print_quarantined(&lost, None, config.retention_days);
     }
-    oldest
+    if let Some(t) = s.newest_source {
+        println!(
+            "newest source object: {:.1} hours old",
+            (chrono::Utc::now() - t).num_seconds() as f64 / 3600.0
+        );
+    }
 }
 
 /// `status`: event types first seen in the last 7 days, and configured types not seen

@@ -425,3 +425,87 @@ async fn reload_reads_files_again_by_key_or_date_range() {
     let out = w.cli(&["reload"], &[]);
     assert_eq!(out.code(), Some(2), "a key or a date range is required: {out}");
 }
+
+/// `status --json`: one object whose fields say what `status` says, and `--check` with
+/// it still exits 5 when something needs a person (`check.failed` says what).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_reports_every_field() {
+    let w = LocalWorld::new("ops_status_json", "").await;
+    w.file(
+        "2020/01/13/a.json",
+        &[event(1), event(2)],
+        Duration::from_secs(3600),
+    );
+    assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
+    w.file("2020/01/13/b.json", &[event(3)], Duration::from_secs(30 * 3600));
+    let out = w.cli(&["status", "--json", "--check"], &[]);
+    assert_eq!(out.code(), Some(5), "the pending file is 30 hours old: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["event_files"], 2, "{v}");
+    assert_eq!(v["pending"]["count"], 1, "{v}");
+    let age = v["pending"]["oldest_age_seconds"].as_i64().unwrap();
+    assert!((30 * 3600 - 60..30 * 3600 + 600).contains(&age), "{v}");
+    let days_left = v["pending"]["days_left"].as_f64().unwrap();
+    assert!((26.7..26.8).contains(&days_left), "28 days less 30 hours: {v}");
+    assert_eq!(v["pending"]["files"][0]["key"], "2020/01/13/b.json", "{v}");
+    assert!(
+        v["newest_source_object_age_seconds"].as_i64().unwrap() >= 3600 - 60,
+        "{v}"
+    );
+    assert_eq!(v["last_success"]["loads"], 1, "{v}");
+    assert!(v["last_failure"].is_null(), "{v}");
+    assert_eq!(v["recent_loads"][0]["events_loaded"], 2, "{v}");
+    assert_eq!(v["recent_loads"][0]["status"], "committed", "{v}");
+    assert_eq!(v["quarantined"], serde_json::json!([]), "{v}");
+    assert_eq!(v["lost"], serde_json::json!([]), "{v}");
+    assert_eq!(v["open_reloads"], serde_json::json!([]), "{v}");
+    assert_eq!(v["event_types"][0]["event_name"], "e", "{v}");
+    assert_eq!(v["event_types"][0]["events"], 2, "{v}");
+    assert_eq!(v["check"]["ok"], false, "{v}");
+    assert!(
+        v["check"]["failed"][0]
+            .as_str()
+            .unwrap()
+            .contains("older than 24 hours"),
+        "{v}"
+    );
+    assert!(out.stderr.is_empty() || !out.stderr.contains("error"), "{out}");
+}
+
+/// `monitor.max_source_silence_hours`: when the producer stops writing, `status
+/// --check` exits 5 once the newest source object is older than that; off by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_source_fails_status_check_when_asked() {
+    let w = LocalWorld::new("ops_silence", "").await;
+    w.file("2020/01/13/a.json", &[event(1)], Duration::from_secs(8 * 3600));
+    let metrics = w.dir.path().join("etl.prom");
+    let metrics_arg = metrics.display().to_string();
+    assert_eq!(
+        w.cli(&["run", "--metrics-file", &metrics_arg], &[]).code(),
+        Some(0)
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let age: f64 = prom
+        .lines()
+        .find_map(|l| l.strip_prefix("events_etl_newest_source_object_age_seconds "))
+        .unwrap_or_else(|| panic!("{prom}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (8.0 * 3600.0 - 60.0..8.0 * 3600.0 + 600.0).contains(&age),
+        "{prom}"
+    );
+    let out = w.cli(&["status", "--check"], &[]);
+    assert_eq!(out.code(), Some(0), "off by default: {out}");
+    let silence = [("EVENTS_ETL__MONITOR__MAX_SOURCE_SILENCE_HOURS", "6")];
+    let out = w.cli(&["status", "--check"], &silence);
+    assert_eq!(out.code(), Some(5), "{out}");
+    assert!(
+        out.stdout.contains("no new source object for more than 6 hours"),
+        "{out}"
+    );
+    w.file("2020/01/13/b.json", &[event(2)], Duration::ZERO);
+    assert_eq!(w.cli(&["run"], &[]).code(), Some(0));
+    let out = w.cli(&["status", "--check"], &silence);
+    assert_eq!(out.code(), Some(0), "{out}");
+}
