@@ -104,6 +104,14 @@ enum Command {
         #[command(subcommand)]
         action: QuarantineAction,
     },
+    /// Print a completion script for SHELL on stdout (e.g. `events-etl completions bash >
+    /// /etc/bash_completion.d/events-etl`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout (e.g. `events-etl man > events-etl.1`).
+    Man,
     /// Clean local files offline (no warehouse): staged parts, rejects and a summary.
     Clean {
         /// Event files (JSON lines, optionally gzipped).
@@ -237,6 +245,21 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             return commands::clean::run(files, out, part_size_mb, concurrency).await;
         }
         Command::Check => return commands::check::run(&config_path(cli.config)?).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "events-etl", &mut std::io::stdout());
+            return Ok(Outcome::Done);
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failure {
+                    code: commands::EXIT_FAILURE,
+                    error: anyhow::anyhow!("cannot write the manual page: {e}"),
+                })?;
+            return Ok(Outcome::Done);
+        }
         other => other,
     };
     let app = App::build(Config::from_file(&config_path(cli.config)?)?).await?;
@@ -263,7 +286,9 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 commands::quarantine::resolve(&app, &keys, &note, &by).await
             }
         },
-        Command::Clean { .. } | Command::Check => Ok(Outcome::Done),
+        Command::Clean { .. } | Command::Check | Command::Completions { .. } | Command::Man => {
+            Ok(Outcome::Done)
+        }
     }
 }
 

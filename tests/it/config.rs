@@ -1293,3 +1293,30 @@ fn version_names_the_commit() {
         "{out}"
     );
 }
+
+/// `completions SHELL` and `man` print a completion script and a manual page that know
+/// every command, with no configuration.
+#[test]
+fn completions_and_man_page() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = support::run_bin(&["completions", shell], &[], dir.path());
+        out.assert_success();
+        for cmd in ["migrate", "run", "status", "reload", "quarantine", "clean"] {
+            assert!(out.stdout.contains(cmd), "{shell}: {cmd}\n{out}");
+        }
+    }
+    let out = support::run_bin(&["man"], &[], dir.path());
+    out.assert_success();
+    assert!(
+        out.stdout.starts_with(".ie") || out.stdout.contains(".TH events-etl 1"),
+        "{out}"
+    );
+    assert!(out.stdout.contains(".TH events-etl 1"), "{out}");
+    assert!(
+        out.stdout.contains("quarantine") && out.stdout.contains("\\-\\-config"),
+        "{out}"
+    );
+    let out = support::run_bin(&["completions", "tcsh"], &[], dir.path());
+    assert_eq!(out.code(), Some(2), "an unknown shell is a usage error: {out}");
+}
