@@ -112,6 +112,9 @@ enum Command {
     },
     /// Print the manual page (roff) on stdout (e.g. `events-etl man > events-etl.1`).
     Man,
+    /// Print the effective configuration after EVENTS_ETL__* overrides: one key a line
+    /// with where its value came from (env, file or default), secrets masked.
+    Config,
     /// Clean local files offline (no warehouse): staged parts, rejects and a summary.
     Clean {
         /// Event files (JSON lines, optionally gzipped).
@@ -245,6 +248,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             return commands::clean::run(files, out, part_size_mb, concurrency).await;
         }
         Command::Check => return commands::check::run(&config_path(cli.config)?).await,
+        Command::Config => return commands::config::run(&config_path(cli.config)?),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "events-etl", &mut std::io::stdout());
@@ -286,9 +290,11 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 commands::quarantine::resolve(&app, &keys, &note, &by).await
             }
         },
-        Command::Clean { .. } | Command::Check | Command::Completions { .. } | Command::Man => {
-            Ok(Outcome::Done)
-        }
+        Command::Clean { .. }
+        | Command::Check
+        | Command::Config
+        | Command::Completions { .. }
+        | Command::Man => Ok(Outcome::Done),
     }
 }
 

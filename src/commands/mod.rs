@@ -7,6 +7,7 @@ use events_etl::warehouse::{LoadRow, Quarantined, WarehouseError};
 
 pub mod check;
 pub mod clean;
+pub mod config;
 pub mod migrate;
 pub mod quarantine;
 pub mod reload;

@@ -1320,3 +1320,35 @@ fn completions_and_man_page() {
     let out = support::run_bin(&["completions", "tcsh"], &[], dir.path());
     assert_eq!(out.code(), Some(2), "an unknown shell is a usage error: {out}");
 }
+
+/// `config` prints the effective configuration: each key with its value and where it
+/// came from (environment, file, default), the warehouse password masked.
+#[test]
+fn config_prints_effective_values_with_their_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etl.toml");
+    std::fs::write(
+        &path,
+        BASE.replace(
+            "postgresql://etl@db.internal:5432/warehouse",
+            "postgresql://etl:hunter2@db.internal:5432/warehouse",
+        ),
+    )
+    .unwrap();
+    let config = path.display().to_string();
+    let out = support::run_bin(
+        &["--config", &config, "config"],
+        &env(&[("EVENTS_ETL__LOAD__CONCURRENCY", "3")]),
+        dir.path(),
+    );
+    out.assert_success();
+    for line in [
+        "load.concurrency = 3    # env",
+        "load.max_files = 100    # file",
+        "source.retention_days = 28    # default",
+        "warehouse.postgres.url = \"postgresql://etl:***@db.internal:5432/warehouse\"    # file",
+    ] {
+        assert!(out.stdout.lines().any(|l| l == line), "{line}\n{out}");
+    }
+    assert!(!out.stdout.contains("hunter2"), "{out}");
+}
