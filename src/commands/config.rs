@@ -24,7 +24,7 @@ pub fn run(path: &Path) -> Result<Outcome, Failure> {
         );
         let origin = if env.iter().any(|(k, _)| *k == env_name) {
             "env"
-        } else if in_file.iter().any(|k| *k == key) {
+        } else if in_file.contains(&key) {
             "file"
         } else {
             "default"
@@ -97,28 +97,6 @@ fn masked_url(url: &str) -> String {
     match query {
         Some(q) => format!("{scheme}://{before_query}?{}", mask_param(q, '&')),
         None => format!("{scheme}://{before_query}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::masked_url;
-
-    #[test]
-    fn passwords_are_masked_in_every_form() {
-        assert_eq!(
-            masked_url("postgresql://etl:s3cret@db:5432/wh"),
-            "postgresql://etl:***@db:5432/wh"
-        );
-        assert_eq!(
-            masked_url("postgresql://etl@db/wh?sslmode=require&password=s3cret"),
-            "postgresql://etl@db/wh?sslmode=require&password=***"
-        );
-        assert_eq!(
-            masked_url("host=db user=etl password=s3cret"),
-            "host=db user=etl password=***"
-        );
-        assert_eq!(masked_url("postgresql://db/wh"), "postgresql://db/wh");
     }
 }
 
@@ -212,4 +190,26 @@ fn settings(c: &Config) -> Vec<(String, String)> {
         out.push((format!("event_types.{name}"), "(configured)".into()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked_url;
+
+    #[test]
+    fn passwords_are_masked_in_every_form() {
+        assert_eq!(
+            masked_url("postgresql://etl:s3cret@db:5432/wh"),
+            "postgresql://etl:***@db:5432/wh"
+        );
+        assert_eq!(
+            masked_url("postgresql://etl@db/wh?sslmode=require&password=s3cret"),
+            "postgresql://etl@db/wh?sslmode=require&password=***"
+        );
+        assert_eq!(
+            masked_url("host=db user=etl password=s3cret"),
+            "host=db user=etl password=***"
+        );
+        assert_eq!(masked_url("postgresql://db/wh"), "postgresql://db/wh");
+    }
 }
