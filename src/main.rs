@@ -50,11 +50,11 @@ enum Command {
     /// Load every new file under the source prefix, once.
     Run {
         /// Write Prometheus metrics here at the end of every run, failed or not
-        /// (atomically, for node_exporter's textfile collector).
+        /// (atomically, for node_exporter's textfile collector; `-` for stdout).
         #[arg(long, value_name = "PATH")]
         metrics_file: Option<PathBuf>,
         /// Write a JSON report of the run here: run and load ids, per-file counts,
-        /// rejects by reason, seconds per step.
+        /// rejects by reason, seconds per step (`-` for stdout).
         #[arg(long, value_name = "PATH")]
         report_json: Option<PathBuf>,
         /// List the pending files and what cleaning would make of them (counts by outcome

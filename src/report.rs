@@ -251,6 +251,16 @@ pub fn json(s: &RunSummary<'_>) -> String {
 /// Writes `text` to `path` through a temporary file in the same directory and a rename,
 /// so that a reader sees the old file or the new one, never a partial one.
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    if path == Path::new("-") {
+        // Standard output, for a container whose stdout is collected (ECS, Kubernetes).
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        if !text.ends_with('\n') {
+            out.write_all(b"\n")?;
+        }
+        return out.flush();
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -1,7 +1,10 @@
 //! The scheduling recipes under `deploy/` are well formed: JSON and YAML parse and say
 //! what the README promises, cron lines have five time fields, every recipe runs the
-//! binary with JSON logs and checks `status --check`, and `systemd-analyze verify`
-//! accepts the units (where systemd is installed).
+//! binary with JSON logs and checks `status --check`, and keeps its outputs, and
+//! `systemd-analyze verify` accepts the units (where systemd is installed). The
+//! Dockerfile builds what the recipes run (built for real where a Docker daemon
+//! answers), and the AWS policies and the staging lifecycle rule parse and say what the
+//! README's IAM table says.
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +63,19 @@ fn kubernetes_cronjobs_parse_and_forbid_overlap() {
     }
     assert!(args[0].contains("run --metrics-file"), "{args:?}");
     assert!(args[1].contains("status --check"), "{args:?}");
+    // The metrics go where node_exporter's textfile collector reads them, on the node.
+    let volumes = docs[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
+        .as_vec()
+        .expect("volumes");
+    let metrics = volumes
+        .iter()
+        .find(|v| v["name"].as_str() == Some("metrics"))
+        .expect("a metrics volume");
+    assert_eq!(
+        metrics["hostPath"]["path"].as_str(),
+        Some("/var/lib/node_exporter/textfile_collector"),
+        "{metrics:?}"
+    );
 }
 
 #[test]
@@ -69,6 +85,17 @@ fn ecs_task_and_schedule_parse() {
         .as_array()
         .expect("command");
     assert_eq!(cmd[..3], ["--log-format", "json", "run"]);
+    // The report goes to stdout, which the awslogs driver keeps; no file is lost with
+    // the task.
+    assert_eq!(cmd[3..], ["--report-json", "-"], "{cmd:?}");
+    let check: serde_json::Value =
+        serde_json::from_str(&read("aws/eventbridge-schedule-check.json")).expect("JSON");
+    let input: serde_json::Value =
+        serde_json::from_str(check["Target"]["Input"].as_str().expect("Input")).expect("Input JSON");
+    let command = input["containerOverrides"][0]["command"]
+        .as_array()
+        .expect("command");
+    assert_eq!(command[2..4], ["status", "--check"], "{command:?}");
     let schedule: serde_json::Value =
         serde_json::from_str(&read("aws/eventbridge-schedule.json")).expect("JSON");
     assert_eq!(schedule["ScheduleExpression"], "rate(15 minutes)");
@@ -120,5 +147,127 @@ fn systemd_units_verify() {
     assert!(
         out.status.success() && stderr.trim().is_empty(),
         "systemd-analyze verify: {stderr}"
+    );
+}
+
+#[test]
+fn aws_policies_and_staging_lifecycle_parse() {
+    let json = |rel: &str| -> serde_json::Value {
+        serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    };
+    let actions = |policy: &serde_json::Value| -> Vec<String> {
+        policy["Statement"]
+            .as_array()
+            .expect("Statement")
+            .iter()
+            .flat_map(|s| match &s["Action"] {
+                serde_json::Value::Array(a) => {
+                    a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()
+                }
+                serde_json::Value::String(a) => vec![a.clone()],
+                _ => vec![],
+            })
+            .collect()
+    };
+    let task = actions(&json("aws/task-role-policy.json"));
+    for a in [
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "kms:Decrypt",
+        "redshift-data:ExecuteStatement",
+        "redshift-data:BatchExecuteStatement",
+        "redshift-data:DescribeStatement",
+        "redshift-data:GetStatementResult",
+        "redshift-data:CancelStatement",
+        "redshift:GetClusterCredentials",
+    ] {
+        assert!(task.iter().any(|t| t == a), "task role lacks {a}: {task:?}");
+    }
+    let copy = actions(&json("aws/copy-role-policy.json"));
+    assert!(copy.contains(&"s3:GetObject".to_owned()) && copy.contains(&"s3:ListBucket".to_owned()));
+    let trust = json("aws/copy-role-trust-policy.json");
+    assert_eq!(trust["Statement"][0]["Action"], "sts:AssumeRole");
+    assert!(trust["Statement"][0]["Principal"]["Service"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|p| p == "redshift.amazonaws.com")));
+    let lifecycle = json("aws/staging-lifecycle.json");
+    let rule = &lifecycle["Rules"][0];
+    assert_eq!(rule["Status"], "Enabled");
+    assert_eq!(rule["Filter"]["Prefix"], "staging/");
+    assert_eq!(rule["Expiration"]["Days"], 7);
+}
+
+/// The Dockerfile builds the binary with the locked dependencies in one stage and runs
+/// it as a non-root user on a slim base with CA certificates; the recipes run the image
+/// it builds (their arguments start with the binary's own flags: it is the entrypoint).
+/// Where a Docker daemon answers, the image is built and its `--version` run.
+#[test]
+fn the_dockerfile_builds_what_the_recipes_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    let instructions: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty() && !l.starts_with(' '))
+        .collect();
+    let froms: Vec<&&str> = instructions.iter().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "two stages: {froms:?}");
+    assert!(
+        text.contains("cargo build --release --locked --bin events-etl"),
+        "{text}"
+    );
+    assert!(text.contains("ca-certificates"), "{text}");
+    assert!(
+        instructions
+            .iter()
+            .any(|l| l.starts_with("USER ") && !l.contains("root") && *l != "USER 0"),
+        "a non-root user: {instructions:?}"
+    );
+    assert!(
+        text.contains("ENTRYPOINT [\"/usr/local/bin/events-etl\"]"),
+        "{text}"
+    );
+    for copied in ["Cargo.toml", "Cargo.lock", "build.rs", "src", "sql", "benches"] {
+        assert!(text.contains(copied) && root.join(copied).exists(), "{copied}");
+    }
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).expect(".dockerignore");
+    assert!(ignore.lines().any(|l| l.trim() == "target"), "{ignore}");
+    // The recipes run this image: its entrypoint is the binary, so they pass flags.
+    let task: serde_json::Value = serde_json::from_str(&read("aws/ecs-task-definition.json")).unwrap();
+    assert!(task["containerDefinitions"][0]["image"]
+        .as_str()
+        .is_some_and(|i| i.contains("/events-etl:")));
+    assert!(read("kubernetes/cronjob.yaml").contains("/events-etl:"));
+
+    let daemon = std::process::Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !daemon {
+        eprintln!("no Docker daemon answers here: the Dockerfile was checked as text, not built");
+        return;
+    }
+    let tag = format!("events-etl-test:{}", std::process::id());
+    let built = std::process::Command::new("docker")
+        .args(["build", "--quiet", "-t", &tag, "."])
+        .current_dir(root)
+        .output()
+        .expect("docker build");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let run = std::process::Command::new("docker")
+        .args(["run", "--rm", &tag, "--version"])
+        .output()
+        .expect("docker run");
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &tag])
+        .output();
+    assert!(
+        String::from_utf8_lossy(&run.stdout).starts_with("events-etl "),
+        "{run:?}"
     );
 }

@@ -509,3 +509,16 @@ async fn a_silent_source_fails_status_check_when_asked() {
     let out = w.cli(&["status", "--check"], &silence);
     assert_eq!(out.code(), Some(0), "{out}");
 }
+
+/// `--report-json -` and `--metrics-file -` write to stdout, for a container whose
+/// stdout is collected (the ECS recipe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_can_go_to_stdout() {
+    let w = LocalWorld::new("ops_stdout_report", "").await;
+    w.file("2020/01/13/a.json", &[event(1)], Duration::ZERO);
+    let out = w.cli(&["run", "--report-json", "-", "--metrics-file", "-"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("\"run_id\""), "{out}");
+    assert!(out.stdout.contains("events_etl_last_run_success 1"), "{out}");
+    assert!(!w.dir.path().join("-").exists(), "no file named -");
+}
