@@ -307,7 +307,9 @@ fn warehouse_target(
                     "is required when warehouse.kind = \"postgres\"",
                 )
             })?;
-            url.parse::<tokio_postgres::Config>().map_err(|e| {
+            let tls =
+                crate::warehouse::tls::settings(&url).map_err(|e| invalid("warehouse.postgres.url", e))?;
+            tls.rest.parse::<tokio_postgres::Config>().map_err(|e| {
                 invalid(
                     "warehouse.postgres.url",
                     format!("not a libpq URL or key=value string: {e}"),

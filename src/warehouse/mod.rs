@@ -7,6 +7,7 @@ pub mod postgres;
 pub mod redshift;
 pub(crate) mod staged;
 pub mod statements;
+pub(crate) mod tls;
 pub mod views;
 
 use std::collections::{BTreeMap, HashSet};

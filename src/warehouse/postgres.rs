@@ -160,19 +160,34 @@ fn load_row(r: &Row) -> Result<LoadRow, WarehouseError> {
 impl Postgres {
     /// Connects. `staging` is where the staged manifests and parts are read from.
     pub async fn connect(url: &str, schema: &str, staging: Place) -> Result<Postgres, WarehouseError> {
-        let target = describe_target(url);
-        let (client, conn) =
-            tokio_postgres::connect(url, NoTls)
+        let tls = super::tls::settings(url).map_err(|message| WarehouseError::Connect {
+            target: describe_target(url),
+            message,
+        })?;
+        let target = describe_target(&tls.rest);
+        let connect_err = |message: String| WarehouseError::Connect {
+            target: target.clone(),
+            message,
+        };
+        let mut config: tokio_postgres::Config = tls.rest.parse().map_err(|e| connect_err(pg_message(&e)))?;
+        config.ssl_mode(tls.ssl_mode());
+        let client = if tls.mode == super::tls::Mode::Disable {
+            let (client, conn) = config
+                .connect(NoTls)
                 .await
-                .map_err(|e| WarehouseError::Connect {
-                    target: target.clone(),
-                    message: pg_message(&e),
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::error!(error = %pg_message(&e), "PostgreSQL connection closed");
-            }
-        });
+                .map_err(|e| connect_err(pg_message(&e)))?;
+            spawn_connection(conn);
+            client
+        } else {
+            let connector =
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls.client_config().map_err(&connect_err)?);
+            let (client, conn) = config
+                .connect(connector)
+                .await
+                .map_err(|e| connect_err(pg_message(&e)))?;
+            spawn_connection(conn);
+            client
+        };
         check_server_version(&client, &target).await?;
         Ok(Postgres {
             client: Mutex::new(client),
@@ -649,6 +664,19 @@ impl Postgres {
             None => err,
         }
     }
+}
+
+/// Drives a connection in the background, logging how it ended.
+fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::error!(error = %pg_message(&e), "PostgreSQL connection closed");
+        }
+    });
 }
 
 /// `host:port/db` of a URL, without credentials, for messages.

@@ -11,6 +11,7 @@
 //!   the binary on both warehouses;
 //! - `harness`: the test harness itself (throwaway PostgreSQL, in-process S3);
 //! - `pipeline`: the pipeline library on local files;
+//! - `postgres_tls`: TLS to PostgreSQL, every sslmode against a server with ssl = on;
 //! - `postgres_version`: a server older than 15 is refused;
 //! - `redshift_adapter`: the Data API adapter's failure modes, the Redshift grammar gate,
 //!   SQL mutations that would break Redshift;
@@ -30,6 +31,7 @@ mod failure_classes;
 mod harness;
 mod operations;
 mod pipeline;
+mod postgres_tls;
 mod postgres_version;
 mod promises;
 mod quarantine;

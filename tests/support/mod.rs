@@ -245,7 +245,115 @@ impl PgServer {
                 return PgServer { url, process: None };
             }
         }
+        Self::start_with(|_, _| Vec::new()).await
+    }
 
+    /// A throwaway server of its own with TLS on (`ssl = on`): a CA and a server
+    /// certificate for `localhost`, made with openssl, signed by it. Returns the server
+    /// and the CA certificate's path (for `sslrootcert`).
+    pub async fn start_tls() -> (PgServer, PathBuf) {
+        let ca = std::sync::Arc::new(std::sync::Mutex::new(PathBuf::new()));
+        let ca_out = ca.clone();
+        let server = Self::start_with(move |dir, owner| {
+            let run = |args: &[&str]| {
+                let out = Command::new("openssl")
+                    .args(args)
+                    .current_dir(dir)
+                    .output()
+                    .expect("run openssl (the TLS test makes its certificates with it)");
+                assert!(
+                    out.status.success(),
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=events-etl test CA",
+            ]);
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ]);
+            std::fs::write(
+                dir.join("san.ext"),
+                "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+            )
+            .expect("write san.ext");
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ]);
+            for f in ["server.key", "server.crt", "ca.crt"] {
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).expect("chown certificate");
+                }
+            }
+            std::fs::set_permissions(
+                dir.join("server.key"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("chmod server.key");
+            *ca_out.lock().unwrap_or_else(|e| e.into_inner()) = dir.join("ca.crt");
+            // Role `etl` may connect over TCP only with TLS; the harness's own
+            // connections (role postgres) stay plain.
+            std::fs::write(
+                dir.join("data/pg_hba.conf"),
+                "local all all trust\n\
+                 hostnossl all etl 127.0.0.1/32 reject\n\
+                 hostnossl all etl ::1/128 reject\n\
+                 hostssl all all 127.0.0.1/32 trust\n\
+                 hostssl all all ::1/128 trust\n\
+                 host all all 127.0.0.1/32 trust\n\
+                 host all all ::1/128 trust\n",
+            )
+            .expect("write pg_hba.conf");
+            vec![
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", dir.join("server.crt").display()),
+                format!("ssl_key_file={}", dir.join("server.key").display()),
+            ]
+        })
+        .await;
+        let ca = ca.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (server, ca)
+    }
+
+    /// Starts a throwaway server; `settings` runs once its directory exists (with the
+    /// server's owner, when the tests run as root) and returns extra `-c` settings.
+    async fn start_with(settings: impl FnOnce(&Path, Option<(u32, u32)>) -> Vec<String>) -> PgServer {
         let bindir = pg_bindir();
         let owner = if effective_uid() == Some(0) {
             Some(postgres_user_ids())
@@ -267,6 +375,7 @@ impl PgServer {
 
         let data = dir.join("data");
         init_data_dir(&bindir, &data, &dir, owner);
+        let extra = settings(&dir, owner);
 
         let log = dir.join("postgres.log");
         for attempt in 1..=PG_START_ATTEMPTS {
@@ -290,6 +399,7 @@ impl PgServer {
                 .args(["-c", "synchronous_commit=off"])
                 .args(["-c", "full_page_writes=off"])
                 .args(["-c", "max_connections=200"])
+                .args(extra.iter().flat_map(|e| ["-c", e.as_str()]))
                 .stdout(log_file)
                 .stderr(log_err);
             let mut child = cmd
