@@ -12,17 +12,20 @@ use crate::config::Config;
 use crate::migrate::{self, Dialect};
 use crate::store::Place;
 
-/// The outcome of one check: what was checked, and the failure with its fix.
+/// The outcome of one check: what was checked, and the failure with its fix, or a
+/// warning (something that works but will hurt later) with its fix.
 pub struct Line {
     pub what: String,
     pub failure: Option<String>,
+    pub warning: Option<String>,
 }
 
 impl std::fmt::Display for Line {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.failure {
-            None => write!(f, "ok    {}", self.what),
-            Some(why) => write!(f, "FAIL  {}: {why}", self.what),
+        match (&self.failure, &self.warning) {
+            (Some(why), _) => write!(f, "FAIL  {}: {why}", self.what),
+            (None, Some(why)) => write!(f, "WARN  {}: {why}", self.what),
+            (None, None) => write!(f, "ok    {}", self.what),
         }
     }
 }
@@ -31,6 +34,15 @@ fn line(what: impl Into<String>, result: Result<(), String>) -> Line {
     Line {
         what: what.into(),
         failure: result.err(),
+        warning: None,
+    }
+}
+
+fn warning(what: impl Into<String>, why: String) -> Line {
+    Line {
+        what: what.into(),
+        failure: None,
+        warning: Some(why),
     }
 }
 
@@ -68,6 +80,9 @@ pub async fn run(config_path: &std::path::Path, mut print: impl FnMut(&Line)) ->
     )
     .await
     {
+        push(l);
+    }
+    for l in check_lifecycles(&config, &source, &staging).await {
         push(l);
     }
     let deleted = staging
@@ -110,6 +125,65 @@ async fn check_source(config: &Config, source: &Place) -> Vec<Line> {
             format!("read source object {}", source.store.url(&first.key)),
             read.map_err(|e| format!("{e} (check s3:GetObject on the source and any KMS key)")),
         ));
+    }
+    lines
+}
+
+/// The buckets' lifecycle rules: staging should expire (leftovers of killed runs are
+/// never read again), and the source must not delete files sooner than
+/// `source.retention_days` says (`status` would promise days the files do not have).
+/// Only warnings: neither stops a run.
+async fn check_lifecycles(config: &Config, source: &Place, staging: &Place) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let what = format!("lifecycle of staging {}", config.staging);
+    match staging.store.expirations().await {
+        Ok(None) => {}
+        Ok(Some(rules)) => {
+            let covering = rules
+                .iter()
+                .filter(|r| staging.prefix.starts_with(&r.prefix))
+                .map(|r| r.days)
+                .min();
+            match covering {
+                Some(days) => lines.push(line(
+                    format!("{what}: its objects expire after {days} days"),
+                    Ok(()),
+                )),
+                None => lines.push(warning(
+                    what,
+                    "no lifecycle rule expires the staging prefix, so objects a killed run left stay; \
+                     apply deploy/aws/staging-lifecycle.json"
+                        .to_owned(),
+                )),
+            }
+        }
+        Err(e) => lines.push(warning(what, format!("{e} (check s3:GetLifecycleConfiguration)"))),
+    }
+    let what = format!("lifecycle of source {}", config.source);
+    match source.store.expirations().await {
+        Ok(None) => {}
+        Ok(Some(rules)) => {
+            let soonest = rules
+                .iter()
+                .filter(|r| source.prefix.starts_with(&r.prefix) || r.prefix.starts_with(&source.prefix))
+                .map(|r| r.days)
+                .min();
+            match soonest {
+                Some(days) if u64::from(days) < config.retention_days => lines.push(warning(
+                    what,
+                    format!(
+                        "a lifecycle rule deletes source objects after {days} days, sooner than \
+                         source.retention_days ({}): set source.retention_days = {days}",
+                        config.retention_days
+                    ),
+                )),
+                _ => lines.push(line(
+                    format!("{what}: nothing is deleted sooner than source.retention_days"),
+                    Ok(()),
+                )),
+            }
+        }
+        Err(e) => lines.push(warning(what, format!("{e} (check s3:GetLifecycleConfiguration)"))),
     }
     lines
 }

@@ -12,6 +12,10 @@ pub async fn run(config_path: &Path) -> Result<Outcome, Failure> {
         println!("check: {failed} of {} failed", lines.len());
         return Ok(Outcome::CheckFailed);
     }
-    println!("check: all {} passed", lines.len());
+    let warnings = lines.iter().filter(|l| l.warning.is_some()).count();
+    match warnings {
+        0 => println!("check: all {} passed", lines.len()),
+        n => println!("check: all {} passed, {n} with a warning", lines.len()),
+    }
     Ok(Outcome::Done)
 }

@@ -30,6 +30,14 @@ pub struct ObjectMeta {
     pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A lifecycle rule that deletes the objects under `prefix` `days` after they were
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiration {
+    pub prefix: String,
+    pub days: u32,
+}
+
 /// A streaming object body (defined where bodies are read).
 pub use crate::read::Body;
 
@@ -112,6 +120,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// DeleteObjects has it). A load knows every key it wrote, so deleting them by name
     /// costs no listing: on S3 that is one round trip instead of two.
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// The lifecycle rules that delete objects, or `None` for a store that has no
+    /// lifecycle (a local directory). `check` compares them with staging and
+    /// `source.retention_days`.
+    async fn expirations(&self) -> Result<Option<Vec<Expiration>>, StoreError> {
+        Ok(None)
+    }
     /// The URL of `key`, as COPY manifests and messages name it.
     fn url(&self, key: &str) -> String;
     /// The key of a URL this store produced with [`ObjectStore::url`], if it is one.

@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 
-use super::{Body, ObjectMeta, ObjectStore, StoreError};
+use super::{Body, Expiration, ObjectMeta, ObjectStore, StoreError};
 
 /// Builds S3 clients lazily: the AWS chain is only consulted when an `s3://` URL is used,
 /// so local runs need no AWS setup at all.
@@ -285,6 +285,37 @@ impl ObjectStore for S3Store {
             [first, rest @ ..] => format!("{} and {} more", self.url(first), rest.len()),
         };
         self.delete_keys(keys, &what).await
+    }
+
+    async fn expirations(&self) -> Result<Option<Vec<Expiration>>, StoreError> {
+        let out = match self
+            .client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => return Ok(Some(Vec::new())),
+            Err(e) => return Err(op_error("read the lifecycle of", self.url(""), &e)),
+        };
+        Ok(Some(
+            out.rules()
+                .iter()
+                .filter(|r| r.status() == &aws_sdk_s3::types::ExpirationStatus::Enabled)
+                .filter_map(|r| {
+                    let days = u32::try_from(r.expiration()?.days()?).ok()?;
+                    #[allow(deprecated)] // the rule-level Prefix of older configurations
+                    let prefix = r
+                        .filter()
+                        .and_then(|f| f.prefix().or_else(|| f.and().and_then(|a| a.prefix())))
+                        .or_else(|| r.prefix())
+                        .unwrap_or_default()
+                        .to_owned();
+                    Some(Expiration { prefix, days })
+                })
+                .collect(),
+        ))
     }
 
     fn url(&self, key: &str) -> String {

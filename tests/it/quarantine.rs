@@ -233,3 +233,41 @@ async fn check_on_redshift_probes_copy_from_staging() {
         "{out}"
     );
 }
+
+/// `check` reads the buckets' lifecycles: it warns (exit 0 all the same) when no rule
+/// expires the staging prefix, and when the source's rule deletes files sooner than
+/// `source.retention_days`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_about_lifecycles() {
+    let w = World::new("q_check_lifecycle", false).await;
+    assert_eq!(w.cli(&["migrate"], &[]).code(), Some(0));
+    w.s3.put(BUCKET, "events/2020/01/13/a.json", lines(0..1)).await;
+    let out = w.cli(&["check"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stdout.contains("WARN  lifecycle of staging") && out.stdout.contains("staging-lifecycle.json"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("with a warning"), "{out}");
+
+    w.s3.set_lifecycle(BUCKET, &[("staging/", 7), ("events/", 14)])
+        .await;
+    let out = w.cli(&["check"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("expire after 7 days"), "{out}");
+    assert!(
+        out.stdout.contains("WARN  lifecycle of source")
+            && out.stdout.contains("set source.retention_days = 14"),
+        "{out}"
+    );
+
+    w.s3.set_lifecycle(BUCKET, &[("staging/", 7), ("events/", 30)])
+        .await;
+    let out = w.cli(&["check"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(!out.stdout.contains("WARN"), "{out}");
+    assert!(
+        out.stdout.contains("check: all") && out.stdout.contains("passed"),
+        "{out}"
+    );
+}

@@ -744,6 +744,7 @@ pub async fn s3() -> S3Server {
     let mut builder = S3ServiceBuilder::new(EtagFs {
         fs,
         policies: policies.clone(),
+        lifecycles: Default::default(),
     });
     builder.set_auth(SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
     let service = builder.build();
@@ -942,6 +943,40 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("put s3://{bucket}/{key}: {}", err_text(&e)));
     }
 
+    /// Sets the bucket's lifecycle: objects under each `(prefix, days)` expire after
+    /// that many days.
+    pub async fn set_lifecycle(&self, bucket: &str, rules: &[(&str, i32)]) {
+        use aws_sdk_s3::types::{
+            BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+            LifecycleRuleFilter,
+        };
+        let rules = rules
+            .iter()
+            .map(|(prefix, days)| {
+                LifecycleRule::builder()
+                    .id(format!("expire-{prefix}"))
+                    .status(ExpirationStatus::Enabled)
+                    .filter(LifecycleRuleFilter::builder().prefix(*prefix).build())
+                    .expiration(LifecycleExpiration::builder().days(*days).build())
+                    .build()
+                    .expect("lifecycle rule")
+            })
+            .collect::<Vec<_>>();
+        self.client()
+            .await
+            .put_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .expect("lifecycle"),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put lifecycle of {bucket}: {}", err_text(&e)));
+    }
+
     /// Deletes one object (as the source's expiry does).
     pub async fn delete(&self, bucket: &str, key: &str) {
         self.client()
@@ -1004,6 +1039,8 @@ pub fn err_text<E: fmt::Debug>(e: &E) -> String {
 struct EtagFs {
     fs: s3s_fs::FileSystem,
     policies: Policies,
+    /// Bucket lifecycle configurations (s3s-fs keeps none), by bucket.
+    lifecycles: std::sync::Mutex<std::collections::HashMap<String, s3s::dto::BucketLifecycleConfiguration>>,
 }
 
 /// How the test S3 server treats particular objects, by `bucket/key`.
@@ -1130,6 +1167,35 @@ delegate_s3! {
             }
         }
         Ok(resp)
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: s3s::S3Request<s3s::dto::PutBucketLifecycleConfigurationInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutBucketLifecycleConfigurationOutput>> {
+        let mut all = self.lifecycles.lock().unwrap_or_else(|e| e.into_inner());
+        match req.input.lifecycle_configuration {
+            Some(c) => all.insert(req.input.bucket.clone(), c),
+            None => all.remove(&req.input.bucket),
+        };
+        Ok(s3s::S3Response::new(Default::default()))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: s3s::S3Request<s3s::dto::GetBucketLifecycleConfigurationInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetBucketLifecycleConfigurationOutput>> {
+        let all = self.lifecycles.lock().unwrap_or_else(|e| e.into_inner());
+        match all.get(&req.input.bucket) {
+            Some(c) => Ok(s3s::S3Response::new(s3s::dto::GetBucketLifecycleConfigurationOutput {
+                rules: Some(c.rules.clone()),
+                ..Default::default()
+            })),
+            None => Err(s3s::s3_error!(
+                NoSuchLifecycleConfiguration,
+                "The lifecycle configuration does not exist"
+            )),
+        }
     }
 
     async fn get_object(
