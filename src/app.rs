@@ -76,6 +76,7 @@ impl App {
             concurrency: config.concurrency,
             systemic: config.systemic,
             naive_timezone: config.naive_timezone,
+            budget: Default::default(),
         };
         Ok(App {
             config,

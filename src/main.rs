@@ -68,6 +68,14 @@ enum Command {
         /// The last day of the range, included.
         #[arg(long, value_name = "YYYY-MM-DD", requires = "from", value_parser = parse_day)]
         to: Option<chrono::NaiveDate>,
+        /// Take at most N pending files (the first in key order); the rest stays pending
+        /// for the next run, and the run exits 0.
+        #[arg(long, value_name = "N")]
+        max_files: Option<std::num::NonZeroUsize>,
+        /// Start no new load after this long (`45m`, `1h 30m`); a started load finishes,
+        /// the rest stays pending for the next run, and the run exits 0.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        max_duration: Option<std::time::Duration>,
     },
     /// Show recent loads, the last success and failure, pending files with their age
     /// and the days before the source deletes them, quarantined and lost files.
@@ -266,7 +274,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         }
         other => other,
     };
-    let app = App::build(Config::from_file(&config_path(cli.config)?)?).await?;
+    let mut app = App::build(Config::from_file(&config_path(cli.config)?)?).await?;
     match command {
         Command::Migrate => commands::migrate::run(&app).await,
         Command::Run {
@@ -275,7 +283,13 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             dry_run,
             from,
             to,
+            max_files,
+            max_duration,
         } => {
+            app.pipeline.budget = events_etl::pipeline::RunBudget {
+                max_files: max_files.map(std::num::NonZeroUsize::get),
+                max_duration,
+            };
             let outputs = commands::run::Outputs {
                 metrics_file,
                 report_json,

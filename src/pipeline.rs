@@ -108,6 +108,9 @@ pub struct RunReport {
     pub oldest_left: Option<DateTime<Utc>>,
     /// When the newest event file listed was written (`None` when it did not list).
     pub newest_source: Option<DateTime<Utc>>,
+    /// Why the run stopped taking new loads before every pending file was taken
+    /// (`--max-files` or `--max-duration` reached), if it did.
+    pub stopped_early: Option<String>,
 }
 
 impl RunReport {
@@ -345,6 +348,20 @@ pub struct Pipeline {
     pub systemic: Systemic,
     /// What a `created_at` without an offset means (`cleaning.naive_timezone`).
     pub naive_timezone: chrono_tz::Tz,
+    /// How much one run takes on (`run --max-files`, `--max-duration`).
+    pub budget: RunBudget,
+}
+
+/// Bounds on the work of one run, so that a backlog is worked off over several
+/// scheduled runs instead of one run that overlaps the next. What a run does not take
+/// stays pending for the next; the loads it takes are cut as without a budget.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunBudget {
+    /// Take at most this many pending files (the first, in key order).
+    pub max_files: Option<usize>,
+    /// Start no new load once the run has lasted this long; a load already started
+    /// finishes.
+    pub max_duration: Option<std::time::Duration>,
 }
 
 impl Pipeline {
@@ -486,10 +503,24 @@ impl Pipeline {
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
         let cleaner = Arc::new(self.cleaner(now));
         telemetry::progress_begin(pending.len(), pending.iter().map(|f| f.size).sum());
-        let result = self.load_all(&cleaner, &pending, report).await;
+        let taken = match self.budget.max_files {
+            Some(n) if n < pending.len() => {
+                report.stopped_early = Some(format!("--max-files {n} reached"));
+                &pending[..n]
+            }
+            _ => &pending[..],
+        };
+        let deadline = self.budget.max_duration.map(|d| t + d);
+        let result = self.load_all(&cleaner, taken, deadline, report).await;
         telemetry::progress_end();
         let left = left_pending(&pending, report);
         report.left_pending = Some(left.len());
+        if let Some(why) = &report.stopped_early {
+            tracing::info!(
+                left_pending = left.len(),
+                "{why}: no new loads taken; the rest stays pending for the next run"
+            );
+        }
         report.oldest_left = left.iter().filter_map(|f| f.last_modified).min();
         self.remember_left(&left, &ranges, &known).await;
         result
@@ -595,11 +626,17 @@ impl Pipeline {
         &self,
         cleaner: &Arc<Cleaner>,
         pending: &[ObjectMeta],
+        deadline: Option<Instant>,
         report: &mut RunReport,
     ) -> Result<(), PipelineError> {
         let mut unreadable = Unreadable::default();
         let mut alone: Vec<(ObjectMeta, WarehouseError)> = Vec::new();
-        for chunk in load_cuts(pending, self.max_files_per_load, self.max_bytes_per_load) {
+        let cuts = load_cuts(pending, self.max_files_per_load, self.max_bytes_per_load);
+        for chunk in cuts {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                report.stopped_early = Some("--max-duration reached".to_owned());
+                break;
+            }
             unreadable.read += chunk.len() as u64;
             self.load_narrowing(cleaner, chunk, report, &mut unreadable, &mut alone)
                 .await?;

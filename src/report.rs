@@ -203,6 +203,13 @@ struct Report<'a> {
     rejects_by_reason: BTreeMap<&'static str, u64>,
     events_loaded_by_type: BTreeMap<&'a str, i64>,
     duration_seconds: BTreeMap<&'static str, f64>,
+    /// Why the run took no more loads with files still pending (`--max-files`,
+    /// `--max-duration`); absent when it took every pending file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped_early: Option<&'a str>,
+    /// Versions still pending when the run ended (absent when it did not list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files_left_pending: Option<usize>,
 }
 
 /// The JSON run report.
@@ -244,6 +251,8 @@ pub fn json(s: &RunSummary<'_>) -> String {
             .collect(),
         events_loaded_by_type: events_by_type(r),
         duration_seconds,
+        stopped_early: r.stopped_early.as_deref(),
+        files_left_pending: r.left_pending,
     };
     serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

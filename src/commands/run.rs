@@ -175,8 +175,23 @@ fn print_dry_run(files: &[events_etl::pipeline::DryFile]) {
 }
 
 fn print_run(r: &RunReport) {
+    print_loaded(r);
+    if let Some(why) = &r.stopped_early {
+        println!(
+            "stopped taking new loads ({why}): {} file(s) stay pending for the next run",
+            r.left_pending.unwrap_or(0)
+        );
+    }
+}
+
+fn print_loaded(r: &RunReport) {
     if r.loads.is_empty() {
-        if r.pending == 0 {
+        if r.stopped_early.is_some() {
+            println!(
+                "nothing loaded: {} event files, {} pending",
+                r.event_files, r.pending
+            );
+        } else if r.pending == 0 {
             println!(
                 "nothing to load: {} event files, all already recorded",
                 r.event_files

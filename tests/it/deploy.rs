@@ -87,7 +87,7 @@ fn ecs_task_and_schedule_parse() {
     assert_eq!(cmd[..3], ["--log-format", "json", "run"]);
     // The report goes to stdout, which the awslogs driver keeps; no file is lost with
     // the task.
-    assert_eq!(cmd[3..], ["--report-json", "-"], "{cmd:?}");
+    assert_eq!(cmd[3..5], ["--report-json", "-"], "{cmd:?}");
     let check: serde_json::Value =
         serde_json::from_str(&read("aws/eventbridge-schedule-check.json")).expect("JSON");
     let input: serde_json::Value =
@@ -270,4 +270,81 @@ fn the_dockerfile_builds_what_the_recipes_run() {
         String::from_utf8_lossy(&run.stdout).starts_with("events-etl "),
         "{run:?}"
     );
+}
+
+/// Every recipe's arguments are ones the binary accepts: clap checks each flag and value
+/// (`--max-duration 12m` included) before it answers `--help`, so a misspelled flag or
+/// a bad value fails here and not on the schedule.
+#[test]
+fn every_recipes_arguments_parse_with_the_binary() {
+    let mut lists: Vec<Vec<String>> = Vec::new();
+    let after_binary = |line: &str| -> Option<Vec<String>> {
+        let rest = line.split_once("/usr/local/bin/events-etl ")?.1;
+        // The shell's part starts at the first redirection or operator.
+        Some(
+            rest.split_whitespace()
+                .take_while(|w| !w.starts_with(['>', '|', '&']) && !w.starts_with("2>"))
+                .map(str::to_owned)
+                .collect(),
+        )
+    };
+    lists.extend(
+        read("cron")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(after_binary),
+    );
+    for unit in ["systemd/events-etl.service", "systemd/events-etl-check.service"] {
+        lists.extend(
+            read(unit)
+                .lines()
+                .filter(|l| l.starts_with("ExecStart="))
+                .filter_map(after_binary),
+        );
+    }
+    for d in yaml_rust2::YamlLoader::load_from_str(&read("kubernetes/cronjob.yaml")).expect("YAML") {
+        let c = &d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+        let args = c["args"].as_vec().expect("args");
+        lists.push(
+            args.iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+        );
+    }
+    let task: serde_json::Value = serde_json::from_str(&read("aws/ecs-task-definition.json")).expect("JSON");
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect()
+    };
+    lists.push(strings(&task["containerDefinitions"][0]["command"]));
+    let check: serde_json::Value =
+        serde_json::from_str(&read("aws/eventbridge-schedule-check.json")).expect("JSON");
+    let input: serde_json::Value =
+        serde_json::from_str(check["Target"]["Input"].as_str().expect("Input")).expect("Input JSON");
+    lists.push(strings(&input["containerOverrides"][0]["command"]));
+
+    assert_eq!(lists.len(), 8, "two per recipe: {lists:?}");
+    let runs = lists.iter().filter(|a| a.iter().any(|x| x == "run")).count();
+    assert_eq!(runs, 4, "{lists:?}");
+    for args in &lists {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_events-etl"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("the binary runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if args.iter().any(|x| x == "run") {
+            assert!(
+                args.windows(2).any(|w| w[0] == "--max-duration"),
+                "a scheduled run is bounded to finish before the next starts: {args:?}"
+            );
+        }
+    }
 }

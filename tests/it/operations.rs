@@ -522,3 +522,82 @@ async fn reports_can_go_to_stdout() {
     assert!(out.stdout.contains("events_etl_last_run_success 1"), "{out}");
     assert!(!w.dir.path().join("-").exists(), "no file named -");
 }
+
+/// `run --max-files` and `--max-duration` bound one run's work: the first pending files
+/// in key order are taken, the rest stays pending (exit 0, counted in the metrics), and
+/// the runs together end as one unbounded run does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_runs_leave_the_rest_pending_and_end_as_one_run() {
+    let w = LocalWorld::new("ops_budget", "").await;
+    let keys = [
+        "2020/01/13/a.json",
+        "2020/01/13/b.json",
+        "2020/01/14/c.json",
+        "2020/01/15/d.json",
+        "2020/01/15/e.json",
+    ];
+    for (n, key) in keys.iter().enumerate() {
+        w.file(key, &[event(n as u32)], Duration::ZERO);
+    }
+    let metrics = w.dir.path().join("events_etl.prom");
+    let m = metrics.display().to_string();
+    let pending_metric = || {
+        std::fs::read_to_string(&metrics)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("events_etl_files_pending ").map(str::to_owned))
+            .unwrap()
+    };
+
+    let out = w.cli(&["run", "--max-files", "2", "--metrics-file", &m], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("loaded 2 of 5 event files"), "{out}");
+    assert!(
+        out.stdout
+            .contains("stopped taking new loads (--max-files 2 reached): 3 file(s) stay pending"),
+        "{out}"
+    );
+    assert_eq!(pending_metric(), "3");
+    let loaded: Vec<String> =
+        w.pg.client()
+            .await
+            .query(
+                &format!("SELECT source_key FROM {}.etl_files ORDER BY 1", w.schema),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert_eq!(loaded.len(), 2);
+    assert!(
+        loaded[0].ends_with(keys[0]) && loaded[1].ends_with(keys[1]),
+        "{loaded:?}"
+    );
+
+    let out = w.cli(&["run", "--max-duration", "0s", "--metrics-file", &m], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains("stopped taking new loads (--max-duration reached): 3 file(s) stay pending"),
+        "{out}"
+    );
+    assert_eq!(w.count("events").await, 2);
+    assert_eq!(pending_metric(), "3");
+
+    for bad in [["--max-files", "0"], ["--max-duration", "soon"]] {
+        let out = w.cli(&["run", bad[0], bad[1]], &[]);
+        assert_eq!(out.code(), Some(2), "{out}");
+    }
+
+    let out = w.cli(&["run", "--max-files", "100", "--max-duration", "1h"], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("loaded 3 of 5 event files"), "{out}");
+    assert!(!out.stdout.contains("stopped taking"), "{out}");
+    assert_eq!(w.count("events").await, 5);
+    assert_eq!(w.count("etl_files").await, 5);
+    assert_eq!(w.count("etl_quarantine").await, 0);
+    let out = w.cli(&["run"], &[]);
+    assert!(out.stdout.contains("nothing to load: 5 event files"), "{out}");
+}

@@ -98,6 +98,7 @@ async fn pipeline(ghosts: &[&str], files: &[(&str, String)]) -> (Pipeline, Strin
         systemic: events_etl::config::Systemic::DEFAULT,
         max_bytes_per_load: events_etl::config::DEFAULT_MAX_BYTES,
         naive_timezone: chrono_tz::Tz::UTC,
+        budget: Default::default(),
     };
     (p, schema, dir)
 }
