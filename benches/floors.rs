@@ -1,5 +1,5 @@
-//! `cargo bench --bench floors [-- [--pairs N] [--only clean,run,s3,history] [--logs DIR]]`: the
-//! release binary against floors, the five measurements of issue 8, each printed as a
+//! `cargo bench --bench floors [-- [--pairs N] [--only clean,run,s3,history,listing] [--logs DIR]]`: the
+//! release binary against floors, the measurements of issues 8 and 21, each printed as a
 //! ratio next to its goal with PASS or MISS.
 //!
 //! Each comparison alternates the binary with its floor on the same generated data (A,
@@ -21,6 +21,9 @@
 //!    loaded by the binary from 20 older days, then vacuumed and analysed) vs into an empty
 //!    one; each side runs in a fresh copy of its template database: goal <= 1.25.
 //! 5. The peak RSS (VmHWM, polled from /proc) of the runs of 2: goal < 64 MiB.
+//! 6. Discovery's listing of 50,000 objects in 28 day partitions on the in-process S3
+//!    server through a proxy adding 30 ms to every request: by day partition vs one
+//!    sequential pagination of the prefix: goal by day / sequential <= 0.3.
 //!
 //! Data is generated from fixed seeds: ~1% of lines are rejected (invalid `created_at`),
 //! ~1% repeat the previous event's id (duplicates, the first wins). The binary gets the
@@ -687,6 +690,89 @@ fn bench_run(ctx: &Ctx, set: &DataSet, source: &Path, csv: &Path) -> Result<(Row
     ))
 }
 
+/// Comparison 6, discovery's listing of a 28-day window on S3 through a proxy adding
+/// 30 ms per request: by date partition (`discover::list_by_day` at the default
+/// `source.list_concurrency`) vs one sequential `ListObjectsV2` pagination of the prefix.
+/// The listing alone: a no-op run adds its warehouse round trips to both sides.
+fn bench_listing(ctx: &Ctx) -> Result<Row> {
+    const OBJECTS: usize = 50_000;
+    const DAYS: usize = 28;
+    let first = NaiveDate::from_ymd_opt(2026, 3, 20).context("date")?;
+    println!(
+        "6. listing {OBJECTS} S3 objects in {DAYS} day partitions, {} ms per request: by day vs sequential",
+        S3_LATENCY.as_millis()
+    );
+    let s3 = ctx.rt.block_on(async {
+        let s3 = support::s3().await;
+        s3.create_bucket(BUCKET).await;
+        let client = s3.client().await;
+        let mut puts = tokio::task::JoinSet::new();
+        for i in 0..OBJECTS {
+            let day = first + chrono::Days::new((i % DAYS) as u64);
+            let key = format!("events/{}/{i:08x}.json", day.format("%Y/%m/%d"));
+            let client = client.clone();
+            puts.spawn(async move {
+                client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .body(b"{}\n".to_vec().into())
+                    .send()
+                    .await
+                    .with_context(|| format!("put {key}"))
+            });
+            if puts.len() >= 32 {
+                puts.join_next().await.context("a put")?.context("a put task")??;
+            }
+        }
+        while let Some(r) = puts.join_next().await {
+            r.context("a put task")??;
+        }
+        anyhow::Ok(s3)
+    })?;
+    let slow = LatencyProxy::start(s3.port(), S3_LATENCY);
+    let store =
+        events_etl::store::s3::S3Store::with_client(ctx.rt.block_on(s3.client_at(&slow.endpoint())), BUCKET);
+    let concurrency = usize::try_from(events_etl::config::DEFAULT_LIST_CONCURRENCY).context("concurrency")?;
+    let measure = |tag: &str, by_day: bool| -> Result<(f64, String)> {
+        let before = slow.requests();
+        let t = Instant::now();
+        let listed = ctx.rt.block_on(async {
+            if by_day {
+                events_etl::discover::list_by_day(&store, "events/", concurrency).await
+            } else {
+                events_etl::store::ObjectStore::list(&store, "events/").await
+            }
+        })?;
+        let secs = t.elapsed().as_secs_f64();
+        ensure!(
+            listed.len() == OBJECTS,
+            "{tag} listed {} objects, not {OBJECTS}",
+            listed.len()
+        );
+        Ok((
+            secs,
+            format!("{tag} {secs:.2} s, {} requests", slow.requests() - before),
+        ))
+    };
+    let (by_day, sequential, ratio) = pairs(
+        "listing",
+        ctx.pairs,
+        |a, f| a / f,
+        |_| measure("by day", true),
+        |_| measure("sequential", false),
+    )?;
+    drop((slow, s3));
+    Ok(Row {
+        what: format!("list {}k S3 objects, {DAYS} days: +30 ms", OBJECTS / 1000),
+        measured: format!("{by_day:.2} s"),
+        floor: format!("{sequential:.2} s"),
+        ratio: format!("by day/seq. {ratio:.2}"),
+        goal: "<= 0.3".into(),
+        pass: ratio <= 0.3,
+    })
+}
+
 /// Comparison 3, `events-etl run` from S3 through a proxy adding 30 ms per request vs one
 /// adding none.
 fn bench_s3(ctx: &Ctx) -> Result<Row> {
@@ -939,7 +1025,7 @@ fn bench_history(ctx: &Ctx) -> Result<Row> {
 // ---------------------------------------------------------------------------------------
 
 const USAGE: &str =
-    "usage: cargo bench --bench floors [-- --pairs N] [--only clean,run,s3,history] [--logs DIR]";
+    "usage: cargo bench --bench floors [-- --pairs N] [--only clean,run,s3,history,listing] [--logs DIR]";
 
 struct Opts {
     pairs: usize,
@@ -949,7 +1035,13 @@ struct Opts {
 fn opts() -> Result<Opts> {
     let mut o = Opts {
         pairs: 3,
-        only: vec!["clean".into(), "run".into(), "s3".into(), "history".into()],
+        only: vec![
+            "clean".into(),
+            "run".into(),
+            "s3".into(),
+            "history".into(),
+            "listing".into(),
+        ],
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -966,7 +1058,7 @@ fn opts() -> Result<Opts> {
                 o.only = list.split(',').map(str::to_owned).collect();
                 for s in &o.only {
                     ensure!(
-                        ["clean", "run", "s3", "history"].contains(&s.as_str()),
+                        ["clean", "run", "s3", "history", "listing"].contains(&s.as_str()),
                         "--only {s}: {USAGE}"
                     );
                 }
@@ -1073,6 +1165,9 @@ fn bench() -> Result<()> {
     }
     if wants("history") {
         rows.push(bench_history(&ctx)?);
+    }
+    if wants("listing") {
+        rows.push(bench_listing(&ctx)?);
     }
 
     println!();

@@ -77,6 +77,7 @@ impl App {
             systemic: config.systemic,
             naive_timezone: config.naive_timezone,
             budget: Default::default(),
+            list_concurrency: config.list_concurrency,
         };
         Ok(App {
             config,

@@ -105,6 +105,7 @@ pub struct RawSource {
     pub retention_days: Option<Scalar>,
     pub systemic_min_files: Option<Scalar>,
     pub systemic_min_percent: Option<Scalar>,
+    pub list_concurrency: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -650,6 +651,9 @@ pub struct Config {
     pub systemic: Systemic,
     /// `cleaning.naive_timezone`: what a `created_at` without an offset means.
     pub naive_timezone: chrono_tz::Tz,
+    /// Source listings in flight at once: the day partitions are listed this many at a
+    /// time.
+    pub list_concurrency: usize,
     /// `[event_types]` and `cleaning.unknown_event_types`: per-type contracts.
     pub event_types: EventTypes,
 }
@@ -681,6 +685,9 @@ pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 pub use crate::warehouse::DEFAULT_DEDUPE_WINDOW_DAYS;
 /// The widest window accepted: ten years is all of history for any real table.
 pub const MAX_DEDUPE_WINDOW_DAYS: u64 = 3650;
+/// Default `source.list_concurrency`: day partitions listed at once.
+pub const DEFAULT_LIST_CONCURRENCY: u64 = 8;
+
 /// Default `source.retention_days`: S3 deletes source files after 28 days.
 pub const DEFAULT_RETENTION_DAYS: u64 = 28;
 /// Default `monitor.max_pending_age_hours`.
@@ -753,6 +760,12 @@ impl Config {
             )?,
         };
         let naive_timezone = naive_timezone(raw.cleaning.naive_timezone.as_deref())?;
+        let list_concurrency = ranged(
+            "source.list_concurrency",
+            raw.source.list_concurrency,
+            DEFAULT_LIST_CONCURRENCY,
+            1..=64,
+        )?;
         let event_types = validate_event_types(raw.event_types, raw.cleaning)?;
         Ok(Config {
             source,
@@ -770,6 +783,7 @@ impl Config {
             max_pending_age_hours,
             max_source_silence_hours,
             systemic,
+            list_concurrency: usize::try_from(list_concurrency).unwrap_or(1),
             naive_timezone,
             event_types,
         })

@@ -1,9 +1,11 @@
-//! Step 1, discover: list the source prefix, keep event files, drop versions the
-//! control table already holds.
+//! Step 1, discover: list the source prefix (by date partition, concurrently), keep
+//! event files, drop versions the control table already holds.
 
 use std::collections::HashSet;
 
-use crate::store::ObjectMeta;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
 
 /// Event-log extensions, each optionally followed by `.gz`.
 const EXTENSIONS: [&str; 3] = [".json", ".jsonl", ".ndjson"];
@@ -49,6 +51,49 @@ pub fn prefix_range(prefix: &str) -> (String, String) {
         }
     }
     (prefix.to_owned(), char::MAX.to_string())
+}
+
+/// Every object under `prefix` (empty or ending in `/`), in key order, listed by date
+/// partition: one delimiter listing per level finds the `YYYY/`, `MM/` and `DD/`
+/// prefixes, then the days are listed `concurrency` at a time. A sequential listing of
+/// a 28-day window is thousands of pages one after the other; this is the few levels
+/// plus the largest day. Objects outside the layout (at a level, or under a prefix that
+/// is not a year, month or day) are listed too, once each.
+pub async fn list_by_day(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    concurrency: usize,
+) -> Result<Vec<ObjectMeta>, StoreError> {
+    let mut out = Vec::new();
+    let mut whole = Vec::new();
+    let mut level = vec![prefix.to_owned()];
+    for digits in [4, 2, 2] {
+        let levels: Vec<(String, crate::store::Level)> = futures_util::stream::iter(level)
+            .map(|p| async move { store.list_level(&p).await.map(|l| (p, l)) })
+            .buffered(concurrency.max(1))
+            .try_collect()
+            .await?;
+        level = Vec::new();
+        for (parent, l) in levels {
+            out.extend(l.objects);
+            for sub in l.prefixes {
+                let name = sub[parent.len()..].trim_end_matches('/');
+                if name.len() == digits && name.bytes().all(|b| b.is_ascii_digit()) {
+                    level.push(sub);
+                } else {
+                    whole.push(sub);
+                }
+            }
+        }
+    }
+    let lists: Vec<Vec<ObjectMeta>> = futures_util::stream::iter(level.into_iter().chain(whole))
+        .map(|p| async move { store.list(&p).await })
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    out.extend(lists.into_iter().flatten());
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
 }
 
 /// The listed event files whose (key, ETag) is not in `recorded`, in key order: the

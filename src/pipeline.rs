@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use thiserror::Error;
 use tracing::Instrument as _;
 
@@ -350,6 +351,8 @@ pub struct Pipeline {
     pub naive_timezone: chrono_tz::Tz,
     /// How much one run takes on (`run --max-files`, `--max-duration`).
     pub budget: RunBudget,
+    /// Source listings in flight at once (`source.list_concurrency`).
+    pub list_concurrency: usize,
 }
 
 /// Bounds on the work of one run, so that a backlog is worked off over several
@@ -391,20 +394,22 @@ impl Pipeline {
     /// The event files under the source prefix (only the partitions of `days`, when
     /// given), and how many objects were listed in all.
     pub async fn event_files(&self, days: Option<Days>) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
-        let prefixes = match days {
-            Some(Days { from, to }) => discover::day_prefixes(&self.source.prefix, from, to),
-            None => vec![self.source.prefix.clone()],
-        };
-        let mut listed = Vec::new();
-        for prefix in &prefixes {
-            listed.extend(
-                self.source
-                    .store
-                    .list(prefix)
+        let store = self.source.store.as_ref();
+        let listed = match days {
+            Some(Days { from, to }) => {
+                let prefixes = discover::day_prefixes(&self.source.prefix, from, to);
+                let lists: Vec<Vec<ObjectMeta>> = futures_util::stream::iter(prefixes)
+                    .map(|p| async move { store.list(&p).await })
+                    .buffered(self.list_concurrency.max(1))
+                    .try_collect()
                     .await
-                    .map_err(PipelineError::Source)?,
-            );
-        }
+                    .map_err(PipelineError::Source)?;
+                lists.into_iter().flatten().collect()
+            }
+            None => discover::list_by_day(store, &self.source.prefix, self.list_concurrency)
+                .await
+                .map_err(PipelineError::Source)?,
+        };
         let listed_n = listed.len();
         Ok((
             listed_n,

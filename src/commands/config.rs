@@ -114,6 +114,7 @@ fn settings(c: &Config) -> Vec<(String, String)> {
             "source.systemic_min_percent".into(),
             c.systemic.min_percent.to_string(),
         ),
+        ("source.list_concurrency".into(), c.list_concurrency.to_string()),
         ("staging.url".into(), q(&c.staging.to_string())),
         (
             "staging.part_size_mb".into(),

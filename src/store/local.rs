@@ -5,7 +5,7 @@ use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 
-use super::{Body, ObjectMeta, ObjectStore, StoreError};
+use super::{Body, Level, ObjectMeta, ObjectStore, StoreError};
 
 /// Keys are `/`-separated paths relative to `root`.
 #[derive(Debug, Clone)]
@@ -14,6 +14,26 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// The directory is the store, as a bucket is on S3: listing a missing one is an
+    /// error (a typo in the URL), not an empty listing. A missing prefix under it
+    /// lists empty, as on S3.
+    async fn check_root(&self, prefix: &str) -> Result<(), StoreError> {
+        match tokio::fs::metadata(&self.root).await {
+            Ok(md) if md.is_dir() => Ok(()),
+            Ok(_) => Err(StoreError::systemic(
+                "list",
+                self.url(prefix),
+                format!("{} is not a directory", self.root.display()),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::systemic(
+                "list",
+                self.url(prefix),
+                format!("the directory {} does not exist", self.root.display()),
+            )),
+            Err(e) => Err(io_error("list", self.url(prefix), &e)),
+        }
+    }
+
     /// The directory `root` as a store.
     pub fn new(root: PathBuf) -> Self {
         LocalStore { root }
@@ -50,22 +70,52 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
                 walk(root, &path, prefix, out)?;
             }
         } else if ft.is_file() && key.starts_with(prefix) {
-            let md = entry.metadata()?;
-            let mtime = md
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            out.push(ObjectMeta {
-                key,
-                etag: format!("{:x}-{mtime:x}", md.len()),
-                size: md.len(),
-                archived: false,
-                last_modified: md.modified().ok().map(chrono::DateTime::<chrono::Utc>::from),
-            });
+            out.push(object_meta(key, &entry.metadata()?));
         }
     }
     Ok(())
+}
+
+/// One level of the directory of `prefix` (empty or ending in `/`): its files and its
+/// subdirectories, as a delimiter listing on S3 returns them.
+fn level(root: &Path, prefix: &str) -> std::io::Result<Level> {
+    let mut level = Level::default();
+    let entries = match std::fs::read_dir(root.join(prefix)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(level),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            level.prefixes.push(format!("{prefix}{name}/"));
+        } else if ft.is_file() {
+            level
+                .objects
+                .push(object_meta(format!("{prefix}{name}"), &entry.metadata()?));
+        }
+    }
+    level.objects.sort_by(|a, b| a.key.cmp(&b.key));
+    level.prefixes.sort();
+    Ok(level)
+}
+
+/// A file's metadata as an object's: the ETag changes with its size or mtime.
+fn object_meta(key: String, md: &std::fs::Metadata) -> ObjectMeta {
+    let mtime = md
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    ObjectMeta {
+        key,
+        etag: format!("{:x}-{mtime:x}", md.len()),
+        size: md.len(),
+        archived: false,
+        last_modified: md.modified().ok().map(chrono::DateTime::<chrono::Utc>::from),
+    }
 }
 
 /// A filesystem error's class: a permission or a read-only filesystem is the
@@ -95,27 +145,7 @@ fn remove_empty_dirs_under(dir: &Path) {
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        // The directory is the store, as a bucket is on S3: listing a missing one is an
-        // error (a typo in the URL), not an empty listing. A missing prefix under it
-        // lists empty, as on S3.
-        match tokio::fs::metadata(&self.root).await {
-            Ok(md) if md.is_dir() => {}
-            Ok(_) => {
-                return Err(StoreError::systemic(
-                    "list",
-                    self.url(prefix),
-                    format!("{} is not a directory", self.root.display()),
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::systemic(
-                    "list",
-                    self.url(prefix),
-                    format!("the directory {} does not exist", self.root.display()),
-                ))
-            }
-            Err(e) => return Err(io_error("list", self.url(prefix), &e)),
-        }
+        self.check_root(prefix).await?;
         let root = self.root.clone();
         let p = prefix.to_owned();
         let mut out = tokio::task::spawn_blocking(move || {
@@ -127,6 +157,19 @@ impl ObjectStore for LocalStore {
         .map_err(|e| io_error("list", self.url(prefix), &e))?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn list_level(&self, prefix: &str) -> Result<Level, StoreError> {
+        if !(prefix.is_empty() || prefix.ends_with('/')) {
+            return Ok(Level::of(prefix, self.list(prefix).await?));
+        }
+        self.check_root(prefix).await?;
+        let root = self.root.clone();
+        let p = prefix.to_owned();
+        tokio::task::spawn_blocking(move || level(&root, &p))
+            .await
+            .map_err(|e| StoreError::io("list", self.url(prefix), e))?
+            .map_err(|e| io_error("list", self.url(prefix), &e))
     }
 
     async fn get(&self, key: &str) -> Result<Body, StoreError> {

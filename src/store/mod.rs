@@ -38,6 +38,37 @@ pub struct Expiration {
     pub days: u32,
 }
 
+/// One level of a listing with the delimiter `/`: the objects directly under a prefix,
+/// and the prefixes one level down (each ending in `/`), both in ascending key order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Level {
+    pub objects: Vec<ObjectMeta>,
+    pub prefixes: Vec<String>,
+}
+
+impl Level {
+    /// The level of `prefix` in a full listing of it.
+    pub fn of(prefix: &str, listed: Vec<ObjectMeta>) -> Level {
+        let mut level = Level::default();
+        for o in listed {
+            let Some(rest) = o.key.strip_prefix(prefix) else {
+                continue;
+            };
+            match rest.find('/') {
+                None => level.objects.push(o),
+                Some(i) => {
+                    let sub = &o.key[..prefix.len() + i + 1];
+                    if level.prefixes.last().map(String::as_str) != Some(sub) {
+                        level.prefixes.push(sub.to_owned());
+                    }
+                }
+            }
+        }
+        level.prefixes.dedup();
+        level
+    }
+}
+
 /// A streaming object body (defined where bodies are read).
 pub use crate::read::Body;
 
@@ -110,6 +141,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Every object whose key starts with `prefix`, in ascending key order, across all
     /// pages of the listing.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    /// One level under `prefix` (empty or ending in `/`): what discovery walks to find
+    /// the day partitions without listing every object of the window in one sequence.
+    /// The default derives it from a full listing.
+    async fn list_level(&self, prefix: &str) -> Result<Level, StoreError> {
+        Ok(Level::of(prefix, self.list(prefix).await?))
+    }
     /// Streams one object.
     async fn get(&self, key: &str) -> Result<Body, StoreError>;
     /// Writes one object whole (parts are bounded by `staging.part_size_mb`).

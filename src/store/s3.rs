@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 
-use super::{Body, Expiration, ObjectMeta, ObjectStore, StoreError};
+use super::{Body, Expiration, Level, ObjectMeta, ObjectStore, StoreError};
 
 /// Builds S3 clients lazily: the AWS chain is only consulted when an `s3://` URL is used,
 /// so local runs need no AWS setup at all.
@@ -224,26 +224,36 @@ impl ObjectStore for S3Store {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| op_error("list", self.url(prefix), &e))?;
-            for o in page.contents() {
-                let Some(key) = o.key() else { continue };
-                if key.ends_with('/') {
-                    continue; // a "folder" marker, not an object
-                }
-                out.push(ObjectMeta {
-                    key: key.to_owned(),
-                    etag: o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                    archived: o
-                        .storage_class()
-                        .is_some_and(|c| matches!(c.as_str(), "GLACIER" | "DEEP_ARCHIVE")),
-                    last_modified: o
-                        .last_modified()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
-                });
-            }
+            out.extend(page.contents().iter().filter_map(object_meta));
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn list_level(&self, prefix: &str) -> Result<Level, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut level = Level::default();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| op_error("list", self.url(prefix), &e))?;
+            level
+                .objects
+                .extend(page.contents().iter().filter_map(object_meta));
+            level.prefixes.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_owned)),
+            );
+        }
+        level.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        level.prefixes.sort();
+        Ok(level)
     }
 
     async fn get(&self, key: &str) -> Result<Body, StoreError> {
@@ -328,4 +338,23 @@ impl ObjectStore for S3Store {
             .strip_prefix('/')
             .map(str::to_owned)
     }
+}
+
+/// A listed object's metadata; `None` for a "folder" marker (a key ending in `/`).
+fn object_meta(o: &aws_sdk_s3::types::Object) -> Option<ObjectMeta> {
+    let key = o.key()?;
+    if key.ends_with('/') {
+        return None;
+    }
+    Some(ObjectMeta {
+        key: key.to_owned(),
+        etag: o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+        size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        archived: o
+            .storage_class()
+            .is_some_and(|c| matches!(c.as_str(), "GLACIER" | "DEEP_ARCHIVE")),
+        last_modified: o
+            .last_modified()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+    })
 }

@@ -99,6 +99,7 @@ async fn pipeline(ghosts: &[&str], files: &[(&str, String)]) -> (Pipeline, Strin
         max_bytes_per_load: events_etl::config::DEFAULT_MAX_BYTES,
         naive_timezone: chrono_tz::Tz::UTC,
         budget: Default::default(),
+        list_concurrency: 4,
     };
     (p, schema, dir)
 }

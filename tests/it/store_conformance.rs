@@ -121,6 +121,8 @@ conformance!(
     url_and_key_of_round_trip,
     put_leaves_other_keys_alone,
     list_spans_more_than_one_page,
+    list_level_gives_objects_and_prefixes_one_level_down,
+    listing_by_day_lists_what_a_full_listing_does,
 );
 
 // ---- helpers ----
@@ -601,6 +603,73 @@ async fn list_spans_more_than_one_page(store: &Arc<dyn ObjectStore>, _: Adapter,
     // DeleteObjects takes 1,000 keys a call: this needs two.
     assert_eq!(store.delete_prefix(&format!("{p}many/")).await.unwrap(), N as u64);
     assert_eq!(keys(store, p).await, [format!("{p}other")]);
+}
+
+/// Keys in the `YYYY/MM/DD/` layout and around it: at each level, under prefixes that
+/// are not a year, month or day, and below a day.
+const PARTITIONED: [&str; 10] = [
+    "top.json",
+    "2020/x.json",
+    "2020/01/y.json",
+    "2020/01/13/a.json",
+    "2020/01/13/deeper/d.json",
+    "2020/01/14/b.json",
+    "2020/02/01/c.json",
+    "2020/1/13/short-month.json",
+    "20201/01/01/long-year.json",
+    "misc/deep/z.json",
+];
+
+async fn put_partitioned(store: &Arc<dyn ObjectStore>, p: &str) {
+    for k in PARTITIONED {
+        put(store, &format!("{p}{k}"), k).await;
+    }
+}
+
+async fn list_level_gives_objects_and_prefixes_one_level_down(
+    store: &Arc<dyn ObjectStore>,
+    _: Adapter,
+    p: &str,
+) {
+    put_partitioned(store, p).await;
+    let level = store.list_level(p).await.expect("list level");
+    let objects: Vec<&str> = level.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(objects, [format!("{p}top.json")]);
+    assert_eq!(
+        level.prefixes,
+        [format!("{p}2020/"), format!("{p}20201/"), format!("{p}misc/")]
+    );
+    let year = store.list_level(&format!("{p}2020/")).await.expect("list level");
+    let objects: Vec<&str> = year.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(objects, [format!("{p}2020/x.json")]);
+    assert_eq!(
+        year.prefixes,
+        [
+            format!("{p}2020/01/"),
+            format!("{p}2020/02/"),
+            format!("{p}2020/1/")
+        ]
+    );
+    // The same as a full listing's level, metadata included.
+    let full = events_etl::store::Level::of(&format!("{p}2020/"), list(store, &format!("{p}2020/")).await);
+    assert_eq!(year, full);
+    let missing = store
+        .list_level(&format!("{p}nothing/"))
+        .await
+        .expect("list level");
+    assert_eq!(missing, Default::default());
+}
+
+async fn listing_by_day_lists_what_a_full_listing_does(store: &Arc<dyn ObjectStore>, _: Adapter, p: &str) {
+    put_partitioned(store, p).await;
+    put(store, &format!("{p}2020/01/15/e.json"), "e").await;
+    for concurrency in [1, 3] {
+        let by_day = events_etl::discover::list_by_day(store.as_ref(), p, concurrency)
+            .await
+            .expect("list by day");
+        assert_eq!(by_day, list(store, p).await, "concurrency {concurrency}");
+        assert_eq!(by_day.len(), PARTITIONED.len() + 1);
+    }
 }
 
 // ---- a store that does not exist ----

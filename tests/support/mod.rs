@@ -893,32 +893,36 @@ impl S3Server {
     /// bound to the tokio runtime of first use.
     pub async fn client(&self) -> aws_sdk_s3::Client {
         self.client
-            .get_or_init(|| async {
-                use aws_smithy_http_client::tls;
-                let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-                    .build_https();
-                let credentials = aws_sdk_s3::config::Credentials::new(
-                    S3_ACCESS_KEY,
-                    S3_SECRET_KEY,
-                    None,
-                    None,
-                    "events-etl-tests",
-                );
-                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .http_client(http)
-                    .region(aws_sdk_s3::config::Region::new(S3_REGION))
-                    .credentials_provider(credentials)
-                    .endpoint_url(self.endpoint.clone())
-                    .load()
-                    .await;
-                let conf = aws_sdk_s3::config::Builder::from(&sdk)
-                    .force_path_style(true)
-                    .build();
-                aws_sdk_s3::Client::from_conf(conf)
-            })
+            .get_or_init(|| self.client_at(&self.endpoint))
             .await
             .clone()
+    }
+
+    /// A client of this server's credentials and region reaching it at `endpoint` (a
+    /// proxy in front of it).
+    pub async fn client_at(&self, endpoint: &str) -> aws_sdk_s3::Client {
+        use aws_smithy_http_client::tls;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .build_https();
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            S3_ACCESS_KEY,
+            S3_SECRET_KEY,
+            None,
+            None,
+            "events-etl-tests",
+        );
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .region(aws_sdk_s3::config::Region::new(S3_REGION))
+            .credentials_provider(credentials)
+            .endpoint_url(endpoint)
+            .load()
+            .await;
+        let conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
     }
 
     pub async fn create_bucket(&self, name: &str) {
