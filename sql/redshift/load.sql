@@ -291,9 +291,11 @@ LIMIT {limit};
 -- name: recorded_versions
 -- The recorded versions within the listing's key range: neither the scan (source_key is
 -- the sort key) nor the result grows with years of history. Sending the keys themselves
--- could exceed the 100 KB statement limit. Paged with LIMIT/OFFSET in a stable order,
--- since Data API results are capped in size; the adapter keeps only the listed keys.
--- AWS: r_range_condition.html (BETWEEN), r_ORDER_BY_clause.html (LIMIT, OFFSET)
+-- could exceed the 100 KB statement limit. Paged, since Data API results are capped in
+-- size: {after} is TRUE, then the keyset condition past the last (key, etag) read, so no
+-- page sorts again what an earlier one read; the adapter keeps only the listed keys.
+-- AWS: r_range_condition.html (BETWEEN), r_comparison_condition.html,
+-- r_ORDER_BY_clause.html (LIMIT)
 -- Settled versions: loaded, or quarantined (a new version of a quarantined file loads).
 -- AWS: r_UNION.html
 SELECT source_key, etag FROM (
@@ -304,9 +306,9 @@ SELECT source_key, etag FROM (
 WHERE NOT EXISTS (
     SELECT 1 FROM {schema}.etl_reloads r
     WHERE r.source_key = settled.source_key AND r.etag = settled.etag AND r.load_id IS NULL
-)
+) AND {after}
 ORDER BY source_key, etag
-LIMIT {limit} OFFSET {offset};
+LIMIT {limit};
 
 -- name: quarantine
 -- One file version set aside, unless it is already loaded or quarantined; sent in a

@@ -158,6 +158,8 @@ pub struct Redshift {
     staging: Place,
     /// `load.dedupe_window_days`.
     dedupe_window_days: u32,
+    /// Rows per page of the paged reads ([`RECORDED_PAGE_ROWS`]).
+    page_rows: usize,
 }
 
 /// Sets the connection fields every Data API call that runs SQL needs.
@@ -204,6 +206,7 @@ impl Redshift {
             sql: Statements::parse(LOAD_SQL, schema),
             staging,
             dedupe_window_days: DEFAULT_WINDOW_DAYS,
+            page_rows: RECORDED_PAGE_ROWS,
         }
     }
 
@@ -225,6 +228,14 @@ impl Redshift {
             .retry_config(crate::aws::retry_config().with_initial_backoff(initial))
             .build();
         self.client = Client::from_conf(conf);
+        self
+    }
+
+    /// Test hook (`test-hooks` feature): pages of `rows` rows in the paged reads, so
+    /// tests reach the keyset pages without 50,000 rows.
+    #[cfg(feature = "test-hooks")]
+    pub fn with_page_rows(mut self, rows: usize) -> Redshift {
+        self.page_rows = rows.max(1);
         self
     }
 
@@ -1089,27 +1100,32 @@ impl Warehouse for Redshift {
         let range = key_range(keys);
         let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
         let mut found = HashSet::new();
-        let mut offset = 0usize;
+        let mut after = "TRUE".to_owned();
         loop {
             let sql = render(
                 self.sql.get("recorded_versions"),
                 &[
                     ("key_range", &range),
-                    ("limit", &RECORDED_PAGE_ROWS.to_string()),
-                    ("offset", &offset.to_string()),
+                    ("after", &after),
+                    ("limit", &self.page_rows.to_string()),
                 ],
             );
             let rows = self.query("recorded_versions", &sql).await?;
-            let n = rows.len();
-            found.extend(
-                rows.iter()
-                    .filter_map(|r| Some((text(r.first()?)?, text(r.get(1)?)?)))
-                    .filter(|(k, _)| wanted.contains(k.as_str())),
-            );
-            if n < RECORDED_PAGE_ROWS {
-                return Ok(found);
+            let page: Vec<(String, String)> = rows
+                .iter()
+                .filter_map(|r| Some((text(r.first()?)?, text(r.get(1)?)?)))
+                .collect();
+            let last = page.last().cloned();
+            found.extend(page.into_iter().filter(|(k, _)| wanted.contains(k.as_str())));
+            match last {
+                Some((k, e)) if rows.len() == self.page_rows => {
+                    let (k, e) = (lit(&k), lit(&e));
+                    after = format!(
+                        "(settled.source_key > {k} OR (settled.source_key = {k} AND settled.etag > {e}))"
+                    );
+                }
+                _ => return Ok(found),
             }
-            offset += n;
         }
     }
 
@@ -1239,7 +1255,7 @@ impl Warehouse for Redshift {
                     ("low", &lit(low)),
                     ("high", &lit(high)),
                     ("after", &after),
-                    ("limit", &RECORDED_PAGE_ROWS.to_string()),
+                    ("limit", &self.page_rows.to_string()),
                 ],
             );
             let rows = self.query("known_pending", &sql).await?;
@@ -1251,7 +1267,7 @@ impl Warehouse for Redshift {
                 listed_at: timestamp(&r[4]),
             }));
             match out.last() {
-                Some(last) if n == RECORDED_PAGE_ROWS => {
+                Some(last) if n == self.page_rows => {
                     let (k, e) = (lit(&last.source_key), lit(&last.etag));
                     after = format!("(source_key > {k} OR (source_key = {k} AND etag > {e}))");
                 }

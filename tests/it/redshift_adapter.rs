@@ -385,6 +385,17 @@ async fn every_statement_sent_parses_as_redshift() {
     );
     wh.quarantine(&[q]).await.expect("quarantine");
     assert_eq!(wh.quarantined(10, false).await.expect("quarantined").len(), 1);
+    // Keyset pages of one row, past a key with a quote: every settled version once.
+    let paged = f.adapter(Duration::from_secs(60)).await.with_page_rows(1);
+    let mut got: Vec<String> = paged
+        .recorded_versions(&["events/load-1.json".into(), "events/q'.json".into()])
+        .await
+        .expect("recorded_versions, paged")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["events/load-1.json", "events/q'.json"]);
     assert_eq!(
         wh.resolve_quarantine("events/q'.json", "ops\\me", "won't fix: C:\\x", started())
             .await
@@ -455,6 +466,12 @@ async fn every_statement_sent_parses_as_redshift() {
         .expect("known_pending");
     assert_eq!(known.len(), 2);
     assert_eq!(known[0].source_key, "events/a\\'b.json");
+    let known = paged
+        .known_pending("events/", "events0")
+        .await
+        .expect("known_pending, paged");
+    let keys: Vec<&str> = known.iter().map(|k| k.source_key.as_str()).collect();
+    assert_eq!(keys, ["events/a\\'b.json", "events/c.json"]);
     wh.remember_pending("events/", "events0", &[], started())
         .await
         .expect("forget_pending");

@@ -1023,7 +1023,7 @@ async fn the_product_load_batch_runs() {
             .replace("{window_high}", "'2020-01-14 10:00:00.000000'")
             .replace("{window_days}", "1")
             .replace("{key_range}", "source_key BETWEEN 'events/' AND 'events/z'")
-            .replace("{offset}", "0")
+            .replace("{after}", "TRUE")
             .replace("{parts_prefix}", "'s3://b/L1/'")
             .replace("{events_manifest}", &format!("'{events_manifest}'"))
             .replace("{rejects_manifest}", &format!("'{rejects_manifest}'"))
