@@ -690,6 +690,34 @@ fn bench_run(ctx: &Ctx, set: &DataSet, source: &Path, csv: &Path) -> Result<(Row
     ))
 }
 
+/// An in-process S3 server whose bucket holds `objects` (key, body), put 32 at a time.
+async fn s3_holding(objects: impl Iterator<Item = (String, Vec<u8>)>) -> Result<support::S3Server> {
+    let s3 = support::s3().await;
+    s3.create_bucket(BUCKET).await;
+    let client = s3.client().await;
+    let mut puts = tokio::task::JoinSet::new();
+    for (key, body) in objects {
+        let client = client.clone();
+        puts.spawn(async move {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(&key)
+                .body(body.into())
+                .send()
+                .await
+                .with_context(|| format!("put {key}"))
+        });
+        if puts.len() >= 32 {
+            puts.join_next().await.context("a put")?.context("a put task")??;
+        }
+    }
+    while let Some(r) = puts.join_next().await {
+        r.context("a put task")??;
+    }
+    Ok(s3)
+}
+
 /// Comparison 6, discovery's listing of a 28-day window on S3 through a proxy adding
 /// 30 ms per request: by date partition (`discover::list_by_day` at the default
 /// `source.list_concurrency`) vs one sequential `ListObjectsV2` pagination of the prefix.
@@ -702,34 +730,14 @@ fn bench_listing(ctx: &Ctx) -> Result<Row> {
         "6. listing {OBJECTS} S3 objects in {DAYS} day partitions, {} ms per request: by day vs sequential",
         S3_LATENCY.as_millis()
     );
-    let s3 = ctx.rt.block_on(async {
-        let s3 = support::s3().await;
-        s3.create_bucket(BUCKET).await;
-        let client = s3.client().await;
-        let mut puts = tokio::task::JoinSet::new();
-        for i in 0..OBJECTS {
-            let day = first + chrono::Days::new((i % DAYS) as u64);
-            let key = format!("events/{}/{i:08x}.json", day.format("%Y/%m/%d"));
-            let client = client.clone();
-            puts.spawn(async move {
-                client
-                    .put_object()
-                    .bucket(BUCKET)
-                    .key(&key)
-                    .body(b"{}\n".to_vec().into())
-                    .send()
-                    .await
-                    .with_context(|| format!("put {key}"))
-            });
-            if puts.len() >= 32 {
-                puts.join_next().await.context("a put")?.context("a put task")??;
-            }
-        }
-        while let Some(r) = puts.join_next().await {
-            r.context("a put task")??;
-        }
-        anyhow::Ok(s3)
-    })?;
+    let objects = (0..OBJECTS).map(|i| {
+        let day = first + chrono::Days::new((i % DAYS) as u64);
+        (
+            format!("events/{}/{i:08x}.json", day.format("%Y/%m/%d")),
+            b"{}\n".to_vec(),
+        )
+    });
+    let s3 = ctx.rt.block_on(s3_holding(objects))?;
     let slow = LatencyProxy::start(s3.port(), S3_LATENCY);
     let store =
         events_etl::store::s3::S3Store::with_client(ctx.rt.block_on(s3.client_at(&slow.endpoint())), BUCKET);
@@ -791,32 +799,7 @@ fn bench_s3(ctx: &Ctx) -> Result<Row> {
         set.mb(),
         S3_LATENCY.as_millis()
     );
-    let s3 = ctx.rt.block_on(async {
-        let s3 = support::s3().await;
-        s3.create_bucket(BUCKET).await;
-        let client = s3.client().await;
-        let mut puts = tokio::task::JoinSet::new();
-        for (key, body) in &set.files {
-            let (client, key, body) = (client.clone(), key.clone(), body.clone());
-            puts.spawn(async move {
-                client
-                    .put_object()
-                    .bucket(BUCKET)
-                    .key(&key)
-                    .body(body.into())
-                    .send()
-                    .await
-                    .with_context(|| format!("put {key}"))
-            });
-            if puts.len() >= 16 {
-                puts.join_next().await.context("a put")?.context("a put task")??;
-            }
-        }
-        while let Some(r) = puts.join_next().await {
-            r.context("a put task")??;
-        }
-        anyhow::Ok(s3)
-    })?;
+    let s3 = ctx.rt.block_on(s3_holding(set.files.iter().cloned()))?;
     let slow = LatencyProxy::start(s3.port(), S3_LATENCY);
     let fast = LatencyProxy::start(s3.port(), Duration::ZERO);
     let url = ctx.pg.url();

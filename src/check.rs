@@ -136,56 +136,60 @@ async fn check_source(config: &Config, source: &Place) -> Vec<Line> {
 async fn check_lifecycles(config: &Config, source: &Place, staging: &Place) -> Vec<Line> {
     let mut lines = Vec::new();
     let what = format!("lifecycle of staging {}", config.staging);
-    match staging.store.expirations().await {
+    match soonest_expiry(staging, |prefix, rule| prefix.starts_with(rule)).await {
         Ok(None) => {}
-        Ok(Some(rules)) => {
-            let covering = rules
-                .iter()
-                .filter(|r| staging.prefix.starts_with(&r.prefix))
-                .map(|r| r.days)
-                .min();
-            match covering {
-                Some(days) => lines.push(line(
-                    format!("{what}: its objects expire after {days} days"),
-                    Ok(()),
-                )),
-                None => lines.push(warning(
-                    what,
-                    "no lifecycle rule expires the staging prefix, so objects a killed run left stay; \
-                     apply deploy/aws/staging-lifecycle.json"
-                        .to_owned(),
-                )),
-            }
-        }
-        Err(e) => lines.push(warning(what, format!("{e} (check s3:GetLifecycleConfiguration)"))),
+        Ok(Some(Some(days))) => lines.push(line(
+            format!("{what}: its objects expire after {days} days"),
+            Ok(()),
+        )),
+        Ok(Some(None)) => lines.push(warning(
+            what,
+            "no lifecycle rule expires the staging prefix, so objects a killed run left stay; \
+             apply deploy/aws/staging-lifecycle.json"
+                .to_owned(),
+        )),
+        Err(why) => lines.push(warning(what, why)),
     }
     let what = format!("lifecycle of source {}", config.source);
-    match source.store.expirations().await {
+    let touches = |prefix: &str, rule: &str| prefix.starts_with(rule) || rule.starts_with(prefix);
+    match soonest_expiry(source, touches).await {
         Ok(None) => {}
-        Ok(Some(rules)) => {
-            let soonest = rules
-                .iter()
-                .filter(|r| source.prefix.starts_with(&r.prefix) || r.prefix.starts_with(&source.prefix))
-                .map(|r| r.days)
-                .min();
-            match soonest {
-                Some(days) if u64::from(days) < config.retention_days => lines.push(warning(
-                    what,
-                    format!(
-                        "a lifecycle rule deletes source objects after {days} days, sooner than \
-                         source.retention_days ({}): set source.retention_days = {days}",
-                        config.retention_days
-                    ),
-                )),
-                _ => lines.push(line(
-                    format!("{what}: nothing is deleted sooner than source.retention_days"),
-                    Ok(()),
-                )),
-            }
-        }
-        Err(e) => lines.push(warning(what, format!("{e} (check s3:GetLifecycleConfiguration)"))),
+        Ok(Some(Some(days))) if u64::from(days) < config.retention_days => lines.push(warning(
+            what,
+            format!(
+                "a lifecycle rule deletes source objects after {days} days, sooner than \
+                 source.retention_days ({}): set source.retention_days = {days}",
+                config.retention_days
+            ),
+        )),
+        Ok(Some(_)) => lines.push(line(
+            format!("{what}: nothing is deleted sooner than source.retention_days"),
+            Ok(()),
+        )),
+        Err(why) => lines.push(warning(what, why)),
     }
     lines
+}
+
+/// The fewest days after which a lifecycle rule `applies` (given the place's prefix and
+/// the rule's) deletes objects: `None` for a store without lifecycles, `Some(None)` when
+/// no rule applies.
+async fn soonest_expiry(
+    place: &Place,
+    applies: impl Fn(&str, &str) -> bool,
+) -> Result<Option<Option<u32>>, String> {
+    let rules = place
+        .store
+        .expirations()
+        .await
+        .map_err(|e| format!("{e} (check s3:GetLifecycleConfiguration)"))?;
+    Ok(rules.map(|rules| {
+        rules
+            .iter()
+            .filter(|r| applies(&place.prefix, &r.prefix))
+            .map(|r| r.days)
+            .min()
+    }))
 }
 
 /// A probe part and its manifest under a prefix of their own in staging.

@@ -86,14 +86,24 @@ pub async fn list_by_day(
             }
         }
     }
-    let lists: Vec<Vec<ObjectMeta>> = futures_util::stream::iter(level.into_iter().chain(whole))
+    out.extend(list_each(store, level.into_iter().chain(whole), concurrency).await?);
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+/// Every object under each of `prefixes`, listed `concurrency` at a time, in the order
+/// of the prefixes.
+pub async fn list_each(
+    store: &dyn ObjectStore,
+    prefixes: impl IntoIterator<Item = String>,
+    concurrency: usize,
+) -> Result<Vec<ObjectMeta>, StoreError> {
+    let lists: Vec<Vec<ObjectMeta>> = futures_util::stream::iter(prefixes)
         .map(|p| async move { store.list(&p).await })
         .buffered(concurrency.max(1))
         .try_collect()
         .await?;
-    out.extend(lists.into_iter().flatten());
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(out)
+    Ok(lists.into_iter().flatten().collect())
 }
 
 /// The listed event files whose (key, ETag) is not in `recorded`, in key order: the

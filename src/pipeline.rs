@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt as _, TryStreamExt as _};
 use thiserror::Error;
 use tracing::Instrument as _;
 
@@ -398,18 +397,11 @@ impl Pipeline {
         let listed = match days {
             Some(Days { from, to }) => {
                 let prefixes = discover::day_prefixes(&self.source.prefix, from, to);
-                let lists: Vec<Vec<ObjectMeta>> = futures_util::stream::iter(prefixes)
-                    .map(|p| async move { store.list(&p).await })
-                    .buffered(self.list_concurrency.max(1))
-                    .try_collect()
-                    .await
-                    .map_err(PipelineError::Source)?;
-                lists.into_iter().flatten().collect()
+                discover::list_each(store, prefixes, self.list_concurrency).await
             }
-            None => discover::list_by_day(store, &self.source.prefix, self.list_concurrency)
-                .await
-                .map_err(PipelineError::Source)?,
-        };
+            None => discover::list_by_day(store, &self.source.prefix, self.list_concurrency).await,
+        }
+        .map_err(PipelineError::Source)?;
         let listed_n = listed.len();
         Ok((
             listed_n,

@@ -56,6 +56,7 @@ impl Level {
             };
             match rest.find('/') {
                 None => level.objects.push(o),
+                // A listing is in key order: a prefix's keys are adjacent.
                 Some(i) => {
                     let sub = &o.key[..prefix.len() + i + 1];
                     if level.prefixes.last().map(String::as_str) != Some(sub) {
@@ -64,7 +65,6 @@ impl Level {
                 }
             }
         }
-        level.prefixes.dedup();
         level
     }
 }

@@ -733,6 +733,14 @@ fn created_window(
 }
 
 /// `source_key` bounds for the listed keys: `BETWEEN first AND last`.
+/// The condition of the page after the row (`key`, `etag`) in `ORDER BY source_key,
+/// etag` order, on columns qualified by `qualifier` (`settled.`, or empty).
+fn keyset_after(qualifier: &str, key: &str, etag: &str) -> String {
+    let (k, e) = (lit(key), lit(etag));
+    let q = qualifier;
+    format!("({q}source_key > {k} OR ({q}source_key = {k} AND {q}etag > {e}))")
+}
+
 fn key_range(keys: &[String]) -> String {
     let first = keys.iter().min().map(String::as_str).unwrap_or_default();
     let last = keys.iter().max().map(String::as_str).unwrap_or_default();
@@ -1118,12 +1126,7 @@ impl Warehouse for Redshift {
             let last = page.last().cloned();
             found.extend(page.into_iter().filter(|(k, _)| wanted.contains(k.as_str())));
             match last {
-                Some((k, e)) if rows.len() == self.page_rows => {
-                    let (k, e) = (lit(&k), lit(&e));
-                    after = format!(
-                        "(settled.source_key > {k} OR (settled.source_key = {k} AND settled.etag > {e}))"
-                    );
-                }
+                Some((k, e)) if rows.len() == self.page_rows => after = keyset_after("settled.", &k, &e),
                 _ => return Ok(found),
             }
         }
@@ -1267,10 +1270,7 @@ impl Warehouse for Redshift {
                 listed_at: timestamp(&r[4]),
             }));
             match out.last() {
-                Some(last) if n == self.page_rows => {
-                    let (k, e) = (lit(&last.source_key), lit(&last.etag));
-                    after = format!("(source_key > {k} OR (source_key = {k} AND etag > {e}))");
-                }
+                Some(last) if n == self.page_rows => after = keyset_after("", &last.source_key, &last.etag),
                 _ => return Ok(out),
             }
         }
