@@ -58,8 +58,22 @@ pub fn prefix_range(prefix: &str) -> (String, String) {
 /// prefixes, then the days are listed `concurrency` at a time. A sequential listing of
 /// a 28-day window is thousands of pages one after the other; this is the few levels
 /// plus the largest day. Objects outside the layout (at a level, or under a prefix that
-/// is not a year, month or day) are listed too, once each.
+/// is not a year, month or day) are listed too, once each. A source whose listing fits
+/// in one page is listed in that one request.
 pub async fn list_by_day(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    concurrency: usize,
+) -> Result<Vec<ObjectMeta>, StoreError> {
+    match store.list_first_page(prefix).await? {
+        (all, true) => Ok(all),
+        _ => walk_days(store, prefix, concurrency).await,
+    }
+}
+
+/// [`list_by_day`]'s walk: the levels `YYYY/`, `MM/`, `DD/` by delimiter listings, then
+/// the days and the prefixes outside the layout, `concurrency` at a time.
+pub async fn walk_days(
     store: &dyn ObjectStore,
     prefix: &str,
     concurrency: usize,

@@ -141,6 +141,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Every object whose key starts with `prefix`, in ascending key order, across all
     /// pages of the listing.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    /// The first page of a listing of `prefix`, and whether it is the whole listing: a
+    /// small source is listed in one request, with no level walk. The default lists
+    /// everything.
+    async fn list_first_page(&self, prefix: &str) -> Result<(Vec<ObjectMeta>, bool), StoreError> {
+        Ok((self.list(prefix).await?, true))
+    }
     /// One level under `prefix` (empty or ending in `/`): what discovery walks to find
     /// the day partitions without listing every object of the window in one sequence.
     /// The default derives it from a full listing.

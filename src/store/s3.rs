@@ -230,6 +230,20 @@ impl ObjectStore for S3Store {
         Ok(out)
     }
 
+    async fn list_first_page(&self, prefix: &str) -> Result<(Vec<ObjectMeta>, bool), StoreError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .map_err(|e| op_error("list", self.url(prefix), &e))?;
+        let mut objects: Vec<ObjectMeta> = page.contents().iter().filter_map(object_meta).collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((objects, !page.is_truncated().unwrap_or(false)))
+    }
+
     async fn list_level(&self, prefix: &str) -> Result<Level, StoreError> {
         let mut pages = self
             .client

@@ -571,7 +571,7 @@ async fn put_leaves_other_keys_alone(store: &Arc<dyn ObjectStore>, _: Adapter, p
 }
 
 /// More keys than one S3 listing page (1,000): all listed, in order; deleted in chunks.
-async fn list_spans_more_than_one_page(store: &Arc<dyn ObjectStore>, _: Adapter, p: &str) {
+async fn list_spans_more_than_one_page(store: &Arc<dyn ObjectStore>, adapter: Adapter, p: &str) {
     const N: usize = 1005;
     const PARALLEL: usize = 16;
     let expected: Vec<String> = (0..N).map(|i| format!("{p}many/{i:05}.jsonl")).collect();
@@ -600,6 +600,18 @@ async fn list_spans_more_than_one_page(store: &Arc<dyn ObjectStore>, _: Adapter,
         assert_eq!(o.size, o.key.len() as u64, "size of {}", o.key);
         assert!(!o.etag.is_empty(), "empty etag for {}", o.key);
     }
+    // S3 pages hold 1,000 keys: the first page says it is not the whole listing, and
+    // listing by day then walks the levels.
+    let (page, complete) = store
+        .list_first_page(&format!("{p}many/"))
+        .await
+        .expect("first page");
+    assert_eq!(complete, adapter == Adapter::Local, "{} keys", page.len());
+    assert_eq!(page[..], listing[..page.len()]);
+    let by_day = events_etl::discover::list_by_day(store.as_ref(), &format!("{p}many/"), 4)
+        .await
+        .expect("list by day");
+    assert_eq!(by_day, listing);
     // DeleteObjects takes 1,000 keys a call: this needs two.
     assert_eq!(store.delete_prefix(&format!("{p}many/")).await.unwrap(), N as u64);
     assert_eq!(keys(store, p).await, [format!("{p}other")]);
@@ -663,13 +675,22 @@ async fn list_level_gives_objects_and_prefixes_one_level_down(
 async fn listing_by_day_lists_what_a_full_listing_does(store: &Arc<dyn ObjectStore>, _: Adapter, p: &str) {
     put_partitioned(store, p).await;
     put(store, &format!("{p}2020/01/15/e.json"), "e").await;
+    let full = list(store, p).await;
+    assert_eq!(full.len(), PARTITIONED.len() + 1);
     for concurrency in [1, 3] {
-        let by_day = events_etl::discover::list_by_day(store.as_ref(), p, concurrency)
+        let walked = events_etl::discover::walk_days(store.as_ref(), p, concurrency)
             .await
-            .expect("list by day");
-        assert_eq!(by_day, list(store, p).await, "concurrency {concurrency}");
-        assert_eq!(by_day.len(), PARTITIONED.len() + 1);
+            .expect("walk the days");
+        assert_eq!(walked, full, "concurrency {concurrency}");
     }
+    // Listed in one page, so without the walk.
+    let by_day = events_etl::discover::list_by_day(store.as_ref(), p, 3)
+        .await
+        .expect("list by day");
+    assert_eq!(by_day, full);
+    let (page, complete) = store.list_first_page(p).await.expect("first page");
+    assert!(complete);
+    assert_eq!(page, full);
 }
 
 // ---- a store that does not exist ----
