@@ -42,12 +42,14 @@ pub async fn connect(config: &Config, staging: &Place) -> Result<Arc<dyn Warehou
         WarehouseTarget::Postgres { url } => Arc::new(
             Postgres::connect(url, &config.schema, staging.clone())
                 .await?
-                .with_dedupe_window_days(config.dedupe_window_days),
+                .with_dedupe_window_days(config.dedupe_window_days)
+                .with_naive_timezone(config.naive_timezone),
         ),
         WarehouseTarget::Redshift(rs) => Arc::new(
             Redshift::connect(rs, &config.schema, staging.clone())
                 .await
-                .with_dedupe_window_days(config.dedupe_window_days),
+                .with_dedupe_window_days(config.dedupe_window_days)
+                .with_naive_timezone(config.naive_timezone),
         ),
     })
 }

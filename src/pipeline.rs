@@ -146,6 +146,12 @@ impl RunReport {
             {
                 *self.rejects_by_reason.entry(reason).or_insert(0) += n;
             }
+            if let Ok(n @ 1..) = u64::try_from(row.conflicts) {
+                *self
+                    .rejects_by_reason
+                    .entry(Reason::ConflictingDuplicate)
+                    .or_insert(0) += n;
+            }
         }
         self.quarantined.extend(loaded.refused);
         self.loads.extend(loaded.row);

@@ -19,9 +19,9 @@ ROLLBACK TO SAVEPOINT copies;
 -- name: settings
 -- For this transaction only. JIT compilation of the load's statements costs more than
 -- it saves: its compile time is paid again by every load.
--- work_mem: insert_events sorts the staged events once (the first copy of each id
--- wins); at the server's default 4 MB a large load spills that sort to disk. The 64 MB
--- are the server's, for this transaction's sorts.
+-- work_mem: classify sorts the staged events (by id and payload, then its reps by key
+-- and line); at the server's default 4 MB a large load spills those sorts to disk. The
+-- 64 MB are the server's, for this transaction's sorts.
 SET LOCAL jit = off;
 SET LOCAL work_mem = '64MB';
 
@@ -48,7 +48,7 @@ FROM STDIN (FORMAT binary);
 -- name: copy_events
 -- metadata is sent as the staged JSON text, as jsonb (a JSON null is SQL NULL).
 COPY pg_temp.stage_events
-    (event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line)
+    (event_id, created_at, user_email, ip, event_name, metadata, payload_hash, source_key, source_line)
 FROM STDIN (FORMAT binary);
 
 -- name: copy_rejects
@@ -80,9 +80,10 @@ WHERE f.source_key = s.source_key AND f.etag = s.etag
 -- keeps both.
 INSERT INTO {schema}.etl_files_history
     (source_key, etag, size_bytes, load_id, lines, events_loaded, duplicates, rejects, blank_lines,
-     recovered_events, invalid_ips, loaded_at, superseded_by, superseded_at)
+     recovered_events, invalid_ips, loaded_at, superseded_by, superseded_at, conflicts)
 SELECT f.source_key, f.etag, f.size_bytes, f.load_id, f.lines, f.events_loaded, f.duplicates, f.rejects,
-       f.blank_lines, f.recovered_events, f.invalid_ips, f.loaded_at, $1, now() AT TIME ZONE 'UTC'
+       f.blank_lines, f.recovered_events, f.invalid_ips, f.loaded_at, $1, now() AT TIME ZONE 'UTC',
+       f.conflicts
 FROM {schema}.etl_files f
 JOIN pg_temp.stage_files s ON s.source_key = f.source_key AND s.etag = f.etag;
 
@@ -126,46 +127,160 @@ SET LOCAL enable_seqscan = off;
 -- name: probe_reset
 SET LOCAL enable_seqscan TO DEFAULT;
 
+-- name: classify
+-- Sorts the load's copies into what it inserts, what is a duplicate and what is a
+-- conflicting duplicate (docs/cleaning-contract.md, "Duplicates and conflicts"). $1 is
+-- load.dedupe_window_days, $2 the width in microseconds of the window's buckets (the
+-- window, or 1 µs for a window of 0).
+-- * Copies of an id with the same payload_hash are one payload: its first copy by (key,
+--   line) stands for it (a rep), the others are duplicates, counted only. Keys compare
+--   as bytes (COLLATE "C"), the order S3 lists and the pipeline loads them in, whatever
+--   the database's default collation.
+-- * A rep is a duplicate when an earlier load stored the same payload: a row of events
+--   at the same created_at with the same hash (or with none: rows loaded before
+--   migration 0011 have no hash, and such a copy counted as a duplicate then), or a
+--   conflicting duplicate's reject with the same hash.
+-- * Otherwise a rep is a conflicting duplicate when an earlier copy of its id lies
+--   within the window: a row of events or a conflicting duplicate's reject (earlier
+--   loads), or an earlier rep of this load by (key, line). Else it is inserted.
+-- The rule is the same within a load as across loads, so the rows per id do not depend
+-- on how files are cut into loads and runs, as long as they load in key order.
+-- Earlier reps within the window are found without comparing reps pairwise (an id sent
+-- a million times would make that quadratic): the time line is cut into buckets as wide
+-- as the window, so that reps in one bucket are within the window of each other, and
+-- the neighbouring buckets are searched for the earliest rep at or after created_at -
+-- window (below) and at or before created_at + window (above), with running minimums
+-- over the reps and the query points sorted together. Only ids with more than one rep
+-- go through that; nearly every id has one.
+-- The probes of events and event_rejects are one lookup in an index per rep, as LATERAL
+-- subqueries (not EXISTS, which the planner turns into a hash anti-join reading all of
+-- events once the load is large) whatever the statistics (probe_by_index). Rows of one id
+-- in events lie more than the window apart, so the window holds at most three of them.
+CREATE TEMP TABLE load_copies ON COMMIT DROP AS
+WITH reps AS (
+    SELECT p.*,
+           ROW_NUMBER() OVER (PARTITION BY p.event_id ORDER BY p.source_key COLLATE "C", p.source_line) AS rn,
+           COUNT(*) OVER (PARTITION BY p.event_id) AS reps
+    FROM (
+        SELECT DISTINCT ON (event_id, payload_hash) *
+        FROM pg_temp.stage_events
+        ORDER BY event_id, payload_hash, source_key COLLATE "C", source_line
+    ) p
+),
+multi AS (
+    SELECT event_id, rn, created_at,
+           (extract(epoch FROM created_at - TIMESTAMP '0001-01-01') * 1000000)::bigint / $2 AS b
+    FROM reps
+    WHERE reps > 1
+),
+same_bucket AS (
+    SELECT event_id, rn, MIN(rn) OVER (PARTITION BY event_id, b) AS first_rn
+    FROM multi
+),
+below AS (
+    SELECT event_id, q_rn AS rn, first_rn FROM (
+        SELECT event_id, q_rn,
+               MIN(d_rn) OVER (PARTITION BY event_id, b ORDER BY t DESC, is_query
+                               ROWS UNBOUNDED PRECEDING) AS first_rn
+        FROM (
+            SELECT event_id, b, created_at AS t, rn AS d_rn, CAST(NULL AS BIGINT) AS q_rn, 0 AS is_query
+            FROM multi
+            UNION ALL
+            SELECT event_id, b - 1, created_at - make_interval(days => $1), NULL, rn, 1
+            FROM multi
+        ) points
+    ) scanned
+    WHERE q_rn IS NOT NULL
+),
+above AS (
+    SELECT event_id, q_rn AS rn, first_rn FROM (
+        SELECT event_id, q_rn,
+               MIN(d_rn) OVER (PARTITION BY event_id, b ORDER BY t, is_query
+                               ROWS UNBOUNDED PRECEDING) AS first_rn
+        FROM (
+            SELECT event_id, b, created_at AS t, rn AS d_rn, CAST(NULL AS BIGINT) AS q_rn, 0 AS is_query
+            FROM multi
+            UNION ALL
+            SELECT event_id, b + 1, created_at + make_interval(days => $1), NULL, rn, 1
+            FROM multi
+        ) points
+    ) scanned
+    WHERE q_rn IS NOT NULL
+),
+earlier AS (
+    SELECT s.event_id, s.rn
+    FROM same_bucket s
+    JOIN below b ON b.event_id = s.event_id AND b.rn = s.rn
+    JOIN above a ON a.event_id = s.event_id AND a.rn = s.rn
+    WHERE s.first_rn < s.rn OR b.first_rn < s.rn OR a.first_rn < s.rn
+)
+SELECT r.event_id, r.created_at, r.user_email, r.ip, r.event_name, r.metadata, r.payload_hash,
+       r.source_key, r.source_line,
+       CASE WHEN stored.same OR rejected_same.hit THEN 'duplicate'
+            WHEN e.rn IS NOT NULL OR stored.hit OR rejected.hit THEN 'conflict'
+            ELSE 'insert' END AS class
+FROM reps r
+LEFT JOIN earlier e ON e.event_id = r.event_id AND e.rn = r.rn
+LEFT JOIN LATERAL (
+    SELECT COUNT(*) > 0 AS hit,
+           COALESCE(bool_or(x.created_at = r.created_at
+                            AND COALESCE(x.payload_hash, r.payload_hash) = r.payload_hash), FALSE) AS same
+    FROM {schema}.events x
+    WHERE x.event_id = r.event_id
+      AND x.created_at BETWEEN r.created_at - make_interval(days => $1)
+                           AND r.created_at + make_interval(days => $1)
+) stored ON TRUE
+LEFT JOIN LATERAL (
+    SELECT TRUE AS hit FROM {schema}.event_rejects x
+    WHERE x.event_id = r.event_id
+      AND x.created_at BETWEEN r.created_at - make_interval(days => $1)
+                           AND r.created_at + make_interval(days => $1)
+    LIMIT 1
+) rejected ON TRUE
+LEFT JOIN LATERAL (
+    SELECT TRUE AS hit FROM {schema}.event_rejects x
+    WHERE x.event_id = r.event_id AND x.created_at = r.created_at AND x.payload_hash = r.payload_hash
+    LIMIT 1
+) rejected_same ON TRUE;
+
 -- name: insert_events
--- One statement deduplicates, inserts the events and records the files. The source
--- holds the earliest copy of each id by (key, line) within the load, and none already in
--- events: a row of events is a copy when it has the same id and a created_at at most
--- $2 days (load.dedupe_window_days) from the staged one's, the rule the Redshift dialect
--- needs to prune its scan by the sort key. Here the probe is one lookup in the primary
--- key's index (event_id, created_at) per staged id, so its cost follows the load's size,
--- not the table's: a LATERAL subquery with LIMIT 1 (not NOT EXISTS, which the planner
--- turns into a hash anti-join reading all of events once the load is large) keeps it a
--- parameterized index scan whatever the statistics. An id whose earlier copy lies
--- outside the window is not a copy: it
--- loads as a second row (docs/cleaning-contract.md, "Deduplication window"). Keys compare as bytes
--- (COLLATE "C"), the order S3 lists and the pipeline loads them in, whatever the
--- database's default collation. Rows already in events are never updated.
+-- One statement inserts the events and the conflicting duplicates' rejects (classify
+-- sorted them) and records the files. Rows already in events are never updated.
 -- events_loaded counts, per file, the rows this statement inserted (read from its own
--- RETURNING, never from events by load_id); the rest of the file's staged events were
--- duplicates (within the load, or of rows already loaded). The same rows, per type, go
--- to load_types for the catalog. loaded_at is a scalar subquery, computed once (an
--- InitPlan): written as a bare expression, now() and its time zone conversion ran once
--- per inserted row.
+-- RETURNING, never from events by load_id), conflicts its conflicting duplicates; the
+-- rest of the file's staged events were duplicates. A conflicting duplicate's reject
+-- keeps its cleaned payload as JSON text (its first 4,096 characters; metadata over
+-- 4,096 bytes is left out, as on Redshift, where serializing it could fail) where other
+-- rejects keep the raw line, and its id, time and hash, which later loads compare with.
+-- The same inserted rows, per type, go to load_types for the catalog. loaded_at is a
+-- scalar subquery, computed once (an InitPlan): written as a bare expression, now() and
+-- its time zone conversion ran once per inserted row.
 WITH inserted AS (
     INSERT INTO {schema}.events
-        (event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line,
-         load_id, loaded_at)
-    SELECT s.event_id, s.created_at, s.user_email, s.ip, s.event_name, s.metadata, s.source_key,
-           s.source_line, $1, (SELECT now() AT TIME ZONE 'UTC')
-    FROM (
-        SELECT DISTINCT ON (event_id) *
-        FROM pg_temp.stage_events
-        ORDER BY event_id, source_key COLLATE "C", source_line
-    ) s
-    LEFT JOIN LATERAL (
-        SELECT TRUE AS hit FROM {schema}.events e
-        WHERE e.event_id = s.event_id
-          AND e.created_at BETWEEN s.created_at - make_interval(days => $2)
-                               AND s.created_at + make_interval(days => $2)
-        LIMIT 1
-    ) loaded ON TRUE
-    WHERE loaded.hit IS NULL
+        (event_id, created_at, user_email, ip, event_name, metadata, payload_hash, source_key,
+         source_line, load_id, loaded_at)
+    SELECT c.event_id, c.created_at, c.user_email, c.ip, c.event_name, c.metadata, c.payload_hash,
+           c.source_key, c.source_line, $1, (SELECT now() AT TIME ZONE 'UTC')
+    FROM pg_temp.load_copies c
+    WHERE c.class = 'insert'
     RETURNING source_key, event_name, created_at
+),
+conflicting AS (
+    INSERT INTO {schema}.event_rejects
+        (load_id, source_key, source_line, reason, raw_line, rejected_at, event_id, created_at,
+         payload_hash)
+    SELECT $1, c.source_key, c.source_line, 'conflicting_duplicate',
+           left(CAST(jsonb_build_object(
+                'id', c.event_id, 'created_at', CAST(c.created_at AS VARCHAR),
+                'user_email', c.user_email, 'ip', c.ip, 'event_name', c.event_name,
+                'metadata', CASE WHEN c.metadata IS NULL OR octet_length(CAST(c.metadata AS TEXT)) <= 4096
+                                 THEN c.metadata
+                                 ELSE to_jsonb(CAST('(over 4096 bytes: see the source line)' AS TEXT)) END)
+                AS TEXT), 4096),
+           (SELECT now() AT TIME ZONE 'UTC'), c.event_id, c.created_at, c.payload_hash
+    FROM pg_temp.load_copies c
+    WHERE c.class = 'conflict'
+    RETURNING source_key
 ),
 -- The inserted rows are read once, counted per (file, type); both tallies below add up
 -- those few groups.
@@ -181,13 +296,16 @@ by_type AS (
 )
 INSERT INTO {schema}.etl_files
     (source_key, etag, size_bytes, load_id, lines, events_loaded, duplicates, rejects, blank_lines,
-     recovered_events, invalid_ips, loaded_at)
+     recovered_events, invalid_ips, loaded_at, conflicts)
 SELECT f.source_key, f.etag, f.size_bytes, $1, f.lines,
-       COALESCE(l.n, 0), f.events_staged - COALESCE(l.n, 0), f.rejects, f.blank_lines,
-       f.recovered_events, f.invalid_ips, now() AT TIME ZONE 'UTC'
+       COALESCE(l.n, 0), f.events_staged - COALESCE(l.n, 0) - COALESCE(k.n, 0),
+       f.rejects + COALESCE(k.n, 0), f.blank_lines, f.recovered_events, f.invalid_ips,
+       now() AT TIME ZONE 'UTC', COALESCE(k.n, 0)
 FROM pg_temp.stage_files f
 LEFT JOIN (SELECT source_key, SUM(n)::bigint AS n FROM per_file_type GROUP BY source_key) l
-    ON l.source_key = f.source_key;
+    ON l.source_key = f.source_key
+LEFT JOIN (SELECT source_key, COUNT(*) AS n FROM conflicting GROUP BY source_key) k
+    ON k.source_key = f.source_key;
 
 -- name: insert_rejects
 INSERT INTO {schema}.event_rejects (load_id, source_key, source_line, reason, raw_line, rejected_at)
@@ -198,10 +316,11 @@ FROM pg_temp.stage_rejects;
 -- The load's totals are the sums of its file rows: the control tables cannot disagree.
 INSERT INTO {schema}.etl_loads
     (load_id, started_at, finished_at, status, files, lines, events_loaded, duplicates, rejects,
-     blank_lines, recovered_events, invalid_ips)
+     blank_lines, recovered_events, invalid_ips, conflicts)
 SELECT $1::varchar, $2::timestamp, now() AT TIME ZONE 'UTC', 'committed', COUNT(*), COALESCE(SUM(lines), 0),
        COALESCE(SUM(events_loaded), 0), COALESCE(SUM(duplicates), 0), COALESCE(SUM(rejects), 0),
-       COALESCE(SUM(blank_lines), 0), COALESCE(SUM(recovered_events), 0), COALESCE(SUM(invalid_ips), 0)
+       COALESCE(SUM(blank_lines), 0), COALESCE(SUM(recovered_events), 0), COALESCE(SUM(invalid_ips), 0),
+       COALESCE(SUM(conflicts), 0)
 FROM {schema}.etl_files
 WHERE load_id = $1::varchar
 HAVING COUNT(*) > 0;
@@ -227,13 +346,13 @@ SELECT event_name, events FROM load_types ORDER BY event_name;
 
 -- name: load_summary
 SELECT load_id, started_at, finished_at, status, files, lines, events_loaded, duplicates, rejects,
-       blank_lines, recovered_events, invalid_ips
+       blank_lines, recovered_events, invalid_ips, conflicts
 FROM {schema}.etl_loads
 WHERE load_id = $1;
 
 -- name: recent_loads
 SELECT load_id, started_at, finished_at, status, files, lines, events_loaded, duplicates, rejects,
-       blank_lines, recovered_events, invalid_ips
+       blank_lines, recovered_events, invalid_ips, conflicts
 FROM {schema}.etl_loads
 ORDER BY started_at DESC, load_id DESC
 LIMIT $1;

@@ -8,8 +8,8 @@
 --
 -- A view must never fail whatever metadata holds: a value of the wrong JSON type reads
 -- as NULL. Each fragment tests the JSON type first (a CASE evaluates its THEN only when
--- its WHEN holds) and only then casts; a timestamp must be a whole, valid
--- `YYYY-MM-DD HH:MM:SS[.ffffff]` (or with `T`) before it is cast.
+-- its WHEN holds) and only then casts; a timestamp must be a whole, valid timestamp of
+-- a form `created_at` accepts before it is cast.
 
 -- name: create_view
 CREATE VIEW {schema}.{view} AS
@@ -35,8 +35,23 @@ CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'number' THEN (e.metadata -> '{k
 CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'boolean' THEN (e.metadata -> '{key}')::boolean END AS "{key}"
 
 -- name: column_timestamp
+-- The forms `created_at` accepts, converted to UTC as the cleaner converts `created_at`:
+-- the date and time (the fraction cut to microseconds), then the suffix: none (a naive
+-- time, in {naive_zone}, cleaning.naive_timezone), Z or z, or an offset ±HH, ±HHMM or
+-- ±HH:MM. Character 20 on is the fraction and the suffix.
 CASE WHEN jsonb_typeof(e.metadata -> '{key}') = 'string' AND (e.metadata ->> '{key}') ~ {timestamp_pattern}
-     THEN CAST(REPLACE(e.metadata ->> '{key}', 'T', ' ') AS TIMESTAMP) END AS "{key}"
+     THEN (SELECT CASE WHEN p.suffix = '' THEN (p.local AT TIME ZONE {naive_zone}) AT TIME ZONE 'UTC'
+                       WHEN p.suffix IN ('Z', 'z') THEN p.local
+                       ELSE p.local - make_interval(mins => (CASE WHEN left(p.suffix, 1) = '-' THEN -1 ELSE 1 END)
+                                                       * (CAST(substring(p.suffix, 2, 2) AS INTEGER) * 60
+                                                          + CAST(CASE WHEN length(p.suffix) = 3 THEN '0'
+                                                                      ELSE right(p.suffix, 2) END AS INTEGER)))
+                  END
+           FROM (SELECT CAST(substring(v, 1, 10) || ' ' || substring(v, 12, 8)
+                             || left(COALESCE(substring(substring(v, 20) FROM '^[.][0-9]+'), ''), 7) AS TIMESTAMP) AS local,
+                        regexp_replace(substring(v, 20), '^[.][0-9]+', '') AS suffix
+                 FROM (SELECT e.metadata ->> '{key}' AS v) t) p)
+END AS "{key}"
 
 -- name: tracked_views
 SELECT view_name, event_name, checksum FROM {schema}.event_type_views ORDER BY view_name;

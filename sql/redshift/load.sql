@@ -91,9 +91,10 @@ WHERE {schema}.etl_files.source_key = {schema}.stage_files.source_key
 -- AWS: r_INSERT_30.html, r_Join_examples.html, r_CAST_function.html
 INSERT INTO {schema}.etl_files_history
     (source_key, etag, size_bytes, load_id, lines, events_loaded, duplicates, rejects, blank_lines,
-     recovered_events, invalid_ips, loaded_at, superseded_by, superseded_at)
+     recovered_events, invalid_ips, loaded_at, superseded_by, superseded_at, conflicts)
 SELECT f.source_key, f.etag, f.size_bytes, f.load_id, f.lines, f.events_loaded, f.duplicates, f.rejects,
-       f.blank_lines, f.recovered_events, f.invalid_ips, f.loaded_at, {load_id}, CAST({loaded_at} AS TIMESTAMP)
+       f.blank_lines, f.recovered_events, f.invalid_ips, f.loaded_at, {load_id}, CAST({loaded_at} AS TIMESTAMP),
+       f.conflicts
 FROM {schema}.etl_files f
 JOIN {schema}.stage_files s ON s.source_key = f.source_key AND s.etag = f.etag;
 
@@ -123,55 +124,196 @@ WHERE source_key NOT IN (SELECT source_key FROM {schema}.stage_files);
 DELETE FROM {schema}.stage_rejects
 WHERE source_key NOT IN (SELECT source_key FROM {schema}.stage_files);
 
--- name: merge_source
--- What this load inserts: at most one row per event id, and none already in events.
--- Redshift enforces no primary key, so this is what keeps ids unique: the earliest copy
--- of an id by (key, line) wins within the load, and a row already loaded is never
--- touched. A row of events is a copy when it has the same id and a created_at at most
--- {window_days} days (load.dedupe_window_days) from the staged one's. The literal range
--- on created_at ({window_low}..{window_high}: the load's staged created_at range widened
--- by the window, computed by the adapter) follows from that rule and changes nothing
--- but the cost: events is sorted by created_at, so zone maps skip every block outside
--- it, and the scan reads the load's time range instead of all of history (t_Sorting_data.html:
--- a range-restricted predicate on the sort key lets the scan skip blocks by their
--- min and max values; c_best-practices-sort-key.html: a timestamp sort key lets queries
--- skip the blocks outside the time range). An id whose earlier copy lies
--- outside the window loads as a second row, as on PostgreSQL (docs/cleaning-contract.md, "Deduplication
--- window").
+-- name: load_reps
+-- The load's copies sorted into inserts, duplicates and conflicting duplicates
+-- (docs/cleaning-contract.md, "Duplicates and conflicts") over four temporary tables,
+-- load_reps to load_classes; the rule is the PostgreSQL dialect's (its `classify`).
+-- Redshift enforces no primary key, so this is what keeps ids unique. Copies of an id
+-- with the same payload_hash are one payload: its first copy by (key, line) stands for
+-- it (a rep, rn its rank among the id's reps), the others are duplicates, counted only.
+-- b is the rep's bucket: the time line cut into spans {bucket_us} microseconds wide (the
+-- window, load.dedupe_window_days, or 1 µs for a window of 0), so that copies in one
+-- bucket lie within the window of each other.
 -- A temporary table lives only in this session (the Data API gives each batch its own
--- session); it also tells insert_files and insert_load what this load inserted, without
--- scanning events.
--- AWS: r_CREATE_TABLE_AS.html (TEMP, DISTKEY), r_WF_ROW_NUMBER.html,
--- r_exists_condition.html, r_range_condition.html (BETWEEN), r_interval_literals.html
-CREATE TEMP TABLE merge_source DISTKEY (event_id) AS
-SELECT event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line
+-- session).
+-- AWS: r_CREATE_TABLE_AS.html (TEMP, DISTKEY), r_WF_ROW_NUMBER.html, r_WF_COUNT.html,
+-- r_DATEDIFF_function.html (microsecond; returns BIGINT), r_CAST_function.html
+CREATE TEMP TABLE load_reps DISTKEY (event_id) AS
+SELECT event_id, created_at, user_email, ip, event_name, metadata, payload_hash, source_key, source_line,
+       ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_key, source_line) AS rn,
+       COUNT(*) OVER (PARTITION BY event_id) AS reps,
+       DATEDIFF(microsecond, CAST('0001-01-01' AS TIMESTAMP), created_at) / {bucket_us} AS b
 FROM (
-    SELECT event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line,
-           ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_key, source_line) AS rn
+    SELECT event_id, created_at, user_email, ip, event_name, metadata, payload_hash, source_key, source_line,
+           ROW_NUMBER() OVER (PARTITION BY event_id, payload_hash ORDER BY source_key, source_line) AS hn
     FROM {schema}.stage_events
-) ranked
-WHERE rn = 1
-  AND NOT EXISTS (
-    SELECT 1 FROM {schema}.events e
-    WHERE e.event_id = ranked.event_id
-      AND e.created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
-      AND e.created_at BETWEEN ranked.created_at - INTERVAL '{window_days} days'
-                           AND ranked.created_at + INTERVAL '{window_days} days'
-);
+) copies
+WHERE hn = 1;
+
+-- name: load_earlier
+-- Reps with an earlier rep (by key and line) of their id within the window, found
+-- without comparing reps pairwise (an id sent a million times would make that
+-- quadratic): an earlier rep in the same bucket, or in the bucket below at or after
+-- created_at - window, or in the bucket above at or before created_at + window. The
+-- neighbours are searched with running minimums over the reps and the query points
+-- sorted together. Only ids with more than one rep take part; nearly every id has one.
+-- AWS: r_CREATE_TABLE_AS.html, r_WITH_clause.html, r_WF_MIN.html (ROWS UNBOUNDED
+-- PRECEDING), r_UNION.html (UNION ALL), r_interval_literals.html
+CREATE TEMP TABLE load_earlier DISTKEY (event_id) AS
+WITH multi AS (
+    SELECT event_id, rn, created_at, b FROM load_reps WHERE reps > 1
+),
+same_bucket AS (
+    SELECT event_id, rn, MIN(rn) OVER (PARTITION BY event_id, b) AS first_rn
+    FROM multi
+),
+below AS (
+    SELECT event_id, q_rn AS rn, first_rn FROM (
+        SELECT event_id, q_rn,
+               MIN(d_rn) OVER (PARTITION BY event_id, b ORDER BY t DESC, is_query
+                               ROWS UNBOUNDED PRECEDING) AS first_rn
+        FROM (
+            SELECT event_id, b, created_at AS t, rn AS d_rn, CAST(NULL AS BIGINT) AS q_rn, 0 AS is_query
+            FROM multi
+            UNION ALL
+            SELECT event_id, b - 1, created_at - INTERVAL '{window_days} days', CAST(NULL AS BIGINT), rn, 1
+            FROM multi
+        ) points
+    ) scanned
+    WHERE q_rn IS NOT NULL
+),
+above AS (
+    SELECT event_id, q_rn AS rn, first_rn FROM (
+        SELECT event_id, q_rn,
+               MIN(d_rn) OVER (PARTITION BY event_id, b ORDER BY t, is_query
+                               ROWS UNBOUNDED PRECEDING) AS first_rn
+        FROM (
+            SELECT event_id, b, created_at AS t, rn AS d_rn, CAST(NULL AS BIGINT) AS q_rn, 0 AS is_query
+            FROM multi
+            UNION ALL
+            SELECT event_id, b + 1, created_at + INTERVAL '{window_days} days', CAST(NULL AS BIGINT), rn, 1
+            FROM multi
+        ) points
+    ) scanned
+    WHERE q_rn IS NOT NULL
+)
+SELECT s.event_id, s.rn
+FROM same_bucket s
+JOIN below lo ON lo.event_id = s.event_id AND lo.rn = s.rn
+JOIN above hi ON hi.event_id = s.event_id AND hi.rn = s.rn
+WHERE s.first_rn < s.rn OR lo.first_rn < s.rn OR hi.first_rn < s.rn;
+
+-- name: load_stored
+-- What earlier loads stored of the load's ids near its time range: rows of events and
+-- conflicting duplicates' rejects, per (id, bucket) their earliest and latest
+-- created_at. A rep has a stored copy within the window when its own bucket holds one,
+-- or the bucket below one at or after created_at - window, or the bucket above one at or
+-- before created_at + window: at most three rows per rep to join, however many copies an
+-- id has. The literal range on created_at ({window_low}..{window_high}: the load's staged
+-- created_at range widened by the window, computed by the adapter) changes nothing but
+-- the cost: events is sorted by created_at, so zone maps skip every block outside it,
+-- and the scan reads the load's time range instead of all of history (t_Sorting_data.html:
+-- a range-restricted predicate on the sort key lets the scan skip blocks by their min
+-- and max values; c_best-practices-sort-key.html).
+-- AWS: r_CREATE_TABLE_AS.html, r_in_condition.html, r_range_condition.html (BETWEEN),
+-- r_UNION.html, r_GROUP_BY_clause.html, r_MIN.html, r_MAX.html
+CREATE TEMP TABLE load_stored DISTKEY (event_id) AS
+SELECT event_id, DATEDIFF(microsecond, CAST('0001-01-01' AS TIMESTAMP), created_at) / {bucket_us} AS b,
+       MIN(created_at) AS first_at, MAX(created_at) AS last_at
+FROM (
+    SELECT event_id, created_at FROM {schema}.events
+    WHERE created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
+      AND event_id IN (SELECT event_id FROM load_reps)
+    UNION ALL
+    SELECT event_id, created_at FROM {schema}.event_rejects
+    WHERE reason = 'conflicting_duplicate'
+      AND created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
+      AND event_id IN (SELECT event_id FROM load_reps)
+) stored
+GROUP BY event_id, DATEDIFF(microsecond, CAST('0001-01-01' AS TIMESTAMP), created_at) / {bucket_us};
+
+-- name: load_identical
+-- Reps whose payload an earlier load stored: a row of events at the same created_at
+-- with the same hash (or with none: rows loaded before migration 0011 have no hash, and
+-- such a copy counted as a duplicate then), or a conflicting duplicate's reject with the
+-- same hash. Equality joins only (an OR in a join condition would make it a nested
+-- loop); UNION removes the rows both find.
+-- AWS: r_CREATE_TABLE_AS.html, r_Join_examples.html, r_NVL_function.html (COALESCE),
+-- r_UNION.html
+CREATE TEMP TABLE load_identical DISTKEY (event_id) AS
+SELECT r.event_id, r.rn
+FROM load_reps r
+JOIN {schema}.events e ON e.event_id = r.event_id AND e.created_at = r.created_at
+WHERE e.created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
+  AND COALESCE(e.payload_hash, r.payload_hash) = r.payload_hash
+UNION
+SELECT r.event_id, r.rn
+FROM load_reps r
+JOIN {schema}.event_rejects x ON x.event_id = r.event_id AND x.created_at = r.created_at
+    AND x.payload_hash = r.payload_hash
+WHERE x.reason = 'conflicting_duplicate'
+  AND x.created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP);
+
+-- name: load_classes
+-- Each rep's class: a duplicate when an earlier load stored its payload; else a
+-- conflicting duplicate when an earlier copy of its id lies within the window (an
+-- earlier rep of this load, or a stored copy); else inserted. The rule is the same
+-- within a load as across loads, so the rows per id do not depend on how files are cut
+-- into loads and runs, as long as they load in key order. It also tells insert_files
+-- and insert_load what this load inserted, without scanning events.
+-- AWS: r_CREATE_TABLE_AS.html, r_CASE_function.html, r_Join_examples.html (LEFT JOIN),
+-- r_interval_literals.html
+CREATE TEMP TABLE load_classes DISTKEY (event_id) AS
+SELECT r.event_id, r.created_at, r.user_email, r.ip, r.event_name, r.metadata, r.payload_hash,
+       r.source_key, r.source_line,
+       CASE WHEN i.event_id IS NOT NULL THEN 'duplicate'
+            WHEN e.event_id IS NOT NULL OR s0.event_id IS NOT NULL OR lo.event_id IS NOT NULL
+                 OR hi.event_id IS NOT NULL THEN 'conflict'
+            ELSE 'insert' END AS class
+FROM load_reps r
+LEFT JOIN load_identical i ON i.event_id = r.event_id AND i.rn = r.rn
+LEFT JOIN load_earlier e ON e.event_id = r.event_id AND e.rn = r.rn
+LEFT JOIN load_stored s0 ON s0.event_id = r.event_id AND s0.b = r.b
+LEFT JOIN load_stored lo ON lo.event_id = r.event_id AND lo.b = r.b - 1
+    AND lo.last_at >= r.created_at - INTERVAL '{window_days} days'
+LEFT JOIN load_stored hi ON hi.event_id = r.event_id AND hi.b = r.b + 1
+    AND hi.first_at <= r.created_at + INTERVAL '{window_days} days';
 
 -- name: insert_events
--- A plain INSERT, not MERGE: merge_source holds only ids that events lacks (within the
--- window), so every row is inserted. MERGE would join events again on its match
--- condition, which r_MERGE.html defines as equality predicates between a source column
--- and a target column: it cannot restrict the target to the window's created_at range,
--- so it would read all of events, and it would take an id whose earlier copy lies
--- outside the window as matched, when merge_source counted it as inserted.
+-- A plain INSERT, not MERGE: load_classes holds as inserts only ids that events lacks
+-- (within the window), so every row is inserted. MERGE would join events again on its
+-- match condition, which r_MERGE.html defines as equality predicates between a source
+-- column and a target column: it cannot restrict the target to the window's created_at
+-- range, so it would read all of events.
 -- AWS: r_INSERT_30.html, r_CAST_function.html
 INSERT INTO {schema}.events
-    (event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line, load_id, loaded_at)
-SELECT event_id, created_at, user_email, ip, event_name, metadata, source_key, source_line,
+    (event_id, created_at, user_email, ip, event_name, metadata, payload_hash, source_key, source_line,
+     load_id, loaded_at)
+SELECT event_id, created_at, user_email, ip, event_name, metadata, payload_hash, source_key, source_line,
        {load_id}, CAST({loaded_at} AS TIMESTAMP)
-FROM merge_source;
+FROM load_classes
+WHERE class = 'insert';
+
+-- name: insert_conflicts
+-- Conflicting duplicates are rejects, reason conflicting_duplicate. Their raw_line is
+-- the cleaned payload as JSON text, its first 4,096 characters (raw_line holds 16,384
+-- bytes: 4 bytes per character at most); metadata over 4,096 bytes is left out (a
+-- marker string stands for it), since JSON_SERIALIZE fails past the VARCHAR limit and
+-- the text would be cut anyway. OBJECT takes no datetime values, so created_at goes in
+-- as text. Their id, time and hash are kept for later loads to compare with.
+-- AWS: r_INSERT_30.html, r_object_function.html, JSON_SERIALIZE.html, r_json_size.html,
+-- r_LEFT.html, r_CASE_function.html, JSON_PARSE.html
+INSERT INTO {schema}.event_rejects
+    (load_id, source_key, source_line, reason, raw_line, rejected_at, event_id, created_at, payload_hash)
+SELECT {load_id}, source_key, source_line, 'conflicting_duplicate',
+       LEFT(JSON_SERIALIZE(OBJECT('id', event_id, 'created_at', CAST(created_at AS VARCHAR),
+                                  'user_email', user_email, 'ip', ip, 'event_name', event_name,
+                                  'metadata', CASE WHEN metadata IS NULL OR JSON_SIZE(metadata) <= 4096 THEN metadata
+                                                   ELSE JSON_PARSE('"(over 4096 bytes: see the source line)"') END)),
+            4096),
+       CAST({loaded_at} AS TIMESTAMP), event_id, created_at, payload_hash
+FROM load_classes
+WHERE class = 'conflict';
 
 -- name: insert_rejects
 -- AWS: r_INSERT_30.html, r_CAST_function.html
@@ -180,51 +322,57 @@ SELECT {load_id}, source_key, source_line, reason, raw_line, CAST({loaded_at} AS
 FROM {schema}.stage_rejects;
 
 -- name: insert_files
--- events_loaded counts what this load inserted for the file (its rows in merge_source);
--- the rest of its staged events were duplicates (within the load, or of rows already
--- loaded).
--- AWS: r_INSERT_30.html, r_Join_examples.html (LEFT JOIN), r_NVL_function.html (COALESCE)
+-- events_loaded counts what this load inserted for the file, conflicts its conflicting
+-- duplicates (counted in rejects too); the rest of its staged events were duplicates.
+-- AWS: r_INSERT_30.html, r_Join_examples.html (LEFT JOIN), r_NVL_function.html (COALESCE),
+-- r_CASE_function.html, r_SUM.html
 INSERT INTO {schema}.etl_files
     (source_key, etag, size_bytes, load_id, lines, events_loaded, duplicates, rejects, blank_lines,
-     recovered_events, invalid_ips, loaded_at)
+     recovered_events, invalid_ips, loaded_at, conflicts)
 SELECT f.source_key, f.etag, f.size_bytes, {load_id}, f.lines,
-       COALESCE(l.n, 0), f.events_staged - COALESCE(l.n, 0), f.rejects, f.blank_lines,
-       f.recovered_events, f.invalid_ips, CAST({loaded_at} AS TIMESTAMP)
+       COALESCE(l.inserted, 0), f.events_staged - COALESCE(l.inserted, 0) - COALESCE(l.conflicts, 0),
+       f.rejects + COALESCE(l.conflicts, 0), f.blank_lines,
+       f.recovered_events, f.invalid_ips, CAST({loaded_at} AS TIMESTAMP), COALESCE(l.conflicts, 0)
 FROM {schema}.stage_files f
 LEFT JOIN (
-    SELECT source_key, COUNT(*) AS n FROM merge_source GROUP BY source_key
+    SELECT source_key, SUM(CASE WHEN class = 'insert' THEN 1 ELSE 0 END) AS inserted,
+           SUM(CASE WHEN class = 'conflict' THEN 1 ELSE 0 END) AS conflicts
+    FROM load_classes GROUP BY source_key
 ) l ON l.source_key = f.source_key;
 
 -- name: insert_load
--- The load's totals are the sums of its file rows (stage_files and merge_source hold
+-- The load's totals are the sums of its file rows (stage_files and load_classes hold
 -- exactly what insert_files recorded), read without scanning the history in etl_files.
 -- No row when another loader had recorded every file.
 -- AWS: r_INSERT_30.html, r_HAVING_clause.html
 INSERT INTO {schema}.etl_loads
     (load_id, started_at, finished_at, status, files, lines, events_loaded, duplicates, rejects,
-     blank_lines, recovered_events, invalid_ips)
+     blank_lines, recovered_events, invalid_ips, conflicts)
 SELECT {load_id}, CAST({started_at} AS TIMESTAMP), CAST({loaded_at} AS TIMESTAMP), 'committed',
        COUNT(*), COALESCE(SUM(lines), 0),
-       (SELECT COUNT(*) FROM merge_source),
-       COALESCE(SUM(events_staged), 0) - (SELECT COUNT(*) FROM merge_source),
-       COALESCE(SUM(rejects), 0), COALESCE(SUM(blank_lines), 0),
-       COALESCE(SUM(recovered_events), 0), COALESCE(SUM(invalid_ips), 0)
+       (SELECT COUNT(*) FROM load_classes WHERE class = 'insert'),
+       COALESCE(SUM(events_staged), 0) - (SELECT COUNT(*) FROM load_classes WHERE class <> 'duplicate'),
+       COALESCE(SUM(rejects), 0) + (SELECT COUNT(*) FROM load_classes WHERE class = 'conflict'),
+       COALESCE(SUM(blank_lines), 0),
+       COALESCE(SUM(recovered_events), 0), COALESCE(SUM(invalid_ips), 0),
+       (SELECT COUNT(*) FROM load_classes WHERE class = 'conflict')
 FROM {schema}.stage_files
 HAVING COUNT(*) > 0;
 
 -- name: catalog_source
--- The event catalog's increments: what this load inserted (merge_source), per type. A
+-- The event catalog's increments: what this load inserted, per type. A
 -- temporary table because Redshift's MERGE takes a table as its source, not a subquery
 -- (r_MERGE.html: "source_table: The temporary or permanent table").
 -- AWS: r_CREATE_TABLE_AS.html (TEMP), r_GROUP_BY_clause.html, r_MIN.html, r_MAX.html
 CREATE TEMP TABLE catalog_source AS
 SELECT event_name, COUNT(*) AS events, MIN(created_at) AS first_seen, MAX(created_at) AS last_seen
-FROM merge_source
+FROM load_classes
+WHERE class = 'insert'
 GROUP BY event_name;
 
 -- name: merge_catalog
 -- The event catalog, in the load's transaction: one row per type, counts incremented by
--- what this load inserted (never by duplicates, which merge_source excludes).
+-- what this load inserted (never by duplicates or conflicts).
 -- AWS: r_MERGE.html, r_GREATEST_LEAST.html
 MERGE INTO {schema}.event_types_seen
 USING catalog_source s
@@ -258,10 +406,11 @@ DELETE FROM {schema}.stage_rejects;
 -- AWS: r_DELETE.html
 DELETE FROM {schema}.stage_files;
 
--- name: drop_merge_source
--- The session would drop it anyway; dropping it here keeps a kept-alive session clean.
+-- name: drop_load_tables
+-- The session would drop them anyway; dropping them here keeps a kept-alive session
+-- clean. One DROP TABLE takes a list of tables.
 -- AWS: r_DROP_TABLE.html
-DROP TABLE merge_source;
+DROP TABLE load_reps, load_earlier, load_stored, load_identical, load_classes;
 
 -- name: resolve_loaded
 -- A load of a key clears its alarms: a newer version loaded, or a reload of the
@@ -276,14 +425,14 @@ WHERE {schema}.etl_quarantine.resolved_at IS NULL
 -- name: load_summary
 -- AWS: r_SELECT_synopsis.html
 SELECT load_id, started_at, finished_at, status, files, lines, events_loaded, duplicates, rejects,
-       blank_lines, recovered_events, invalid_ips
+       blank_lines, recovered_events, invalid_ips, conflicts
 FROM {schema}.etl_loads
 WHERE load_id = {load_id};
 
 -- name: recent_loads
 -- AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html
 SELECT load_id, started_at, finished_at, status, files, lines, events_loaded, duplicates, rejects,
-       blank_lines, recovered_events, invalid_ips
+       blank_lines, recovered_events, invalid_ips, conflicts
 FROM {schema}.etl_loads
 ORDER BY started_at DESC, load_id DESC
 LIMIT {limit};

@@ -10,8 +10,8 @@
 -- IS_BIGINT, IS_BOOLEAN, JSON_TYPEOF) and only then casts; besides, in the default lax
 -- mode Redshift turns SUPER cast errors into NULL (limitations-super.html, "Casting
 -- limitations") and navigating to a missing attribute reads NULL
--- (r_navigate_super_null_on_error.html). A timestamp must be a whole, valid
--- `YYYY-MM-DD HH:MM:SS[.ffffff]` (or with `T`) before it is cast.
+-- (r_navigate_super_null_on_error.html). A timestamp must be a whole, valid timestamp
+-- of a form `created_at` accepts before it is cast.
 
 -- name: create_view
 -- A regular (schema-bound) view: Redshift checks its columns when it is created.
@@ -41,10 +41,40 @@ CASE WHEN JSON_TYPEOF(e.metadata.{key}) = 'number' THEN e.metadata.{key}::DOUBLE
 CASE WHEN IS_BOOLEAN(e.metadata.{key}) THEN e.metadata.{key}::BOOLEAN END AS {key}
 
 -- name: column_timestamp
+-- The forms `created_at` accepts, converted to UTC as the cleaner converts `created_at`:
+-- the date and time (the fraction cut to microseconds), then the suffix: none (a naive
+-- time, in {naive_zone}, cleaning.naive_timezone), Z or z, or an offset ±HH, ±HHMM or
+-- ±HH:MM. Character 20 on is the fraction and the suffix. Written out in full for each
+-- use (a view column cannot name a subquery's columns without a correlated subquery).
 -- AWS: r_is_varchar.html, pattern-matching-conditions-posix.html (~),
--- r_REPLACE.html, r_CAST_function.html
+-- r_SUBSTRING.html, r_LEFT.html, r_LEN.html (LENGTH), REGEXP_SUBSTR.html,
+-- REGEXP_REPLACE.html, r_NVL_function.html (COALESCE), r_CAST_function.html,
+-- CONVERT_TIMEZONE.html, r_DATEADD_function.html, r_CASE_function.html
 CASE WHEN IS_VARCHAR(e.metadata.{key}) AND e.metadata.{key}::VARCHAR(65535) ~ {timestamp_pattern}
-     THEN CAST(REPLACE(e.metadata.{key}::VARCHAR(65535), 'T', ' ') AS TIMESTAMP) END AS {key}
+     THEN CASE WHEN REGEXP_REPLACE(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 20), '^[.][0-9]+', '') = ''
+               THEN CONVERT_TIMEZONE({naive_zone}, 'UTC',
+                        CAST(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 1, 10) || ' '
+                             || SUBSTRING(e.metadata.{key}::VARCHAR(65535), 12, 8)
+                             || LEFT(COALESCE(REGEXP_SUBSTR(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 20), '^[.][0-9]+'), ''), 7)
+                             AS TIMESTAMP))
+               WHEN REGEXP_REPLACE(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 20), '^[.][0-9]+', '') IN ('Z', 'z')
+               THEN CAST(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 1, 10) || ' '
+                         || SUBSTRING(e.metadata.{key}::VARCHAR(65535), 12, 8)
+                         || LEFT(COALESCE(REGEXP_SUBSTR(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 20), '^[.][0-9]+'), ''), 7)
+                         AS TIMESTAMP)
+               ELSE DATEADD(minute,
+                        (CASE WHEN LEFT(REGEXP_REPLACE(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 20), '^[.][0-9]+', ''), 1) = '-'
+                              THEN 1 ELSE -1 END)
+                        * (CAST(SUBSTRING(REGEXP_REPLACE(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 20), '^[.][0-9]+', ''), 2, 2) AS INTEGER) * 60
+                           + CAST(CASE WHEN LENGTH(REGEXP_REPLACE(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 20), '^[.][0-9]+', '')) = 3 THEN '0'
+                                       ELSE RIGHT(REGEXP_REPLACE(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 20), '^[.][0-9]+', ''), 2) END
+                                  AS INTEGER)),
+                        CAST(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 1, 10) || ' '
+                             || SUBSTRING(e.metadata.{key}::VARCHAR(65535), 12, 8)
+                             || LEFT(COALESCE(REGEXP_SUBSTR(SUBSTRING(e.metadata.{key}::VARCHAR(65535), 20), '^[.][0-9]+'), ''), 7)
+                             AS TIMESTAMP))
+          END
+END AS {key}
 
 -- name: tracked_views
 -- AWS: r_SELECT_synopsis.html, r_ORDER_BY_clause.html

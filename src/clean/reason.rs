@@ -46,6 +46,11 @@ pub enum Reason {
     /// lines load), or the whole of a corrupt file (no row of it is staged). Not a
     /// line-level reason; see `read::gzip` and docs/cleaning-contract.md, "Damaged gzip input".
     InvalidGzip,
+    /// Not the cleaner's: the load's. A copy of an id whose cleaned payload differs from
+    /// every earlier copy's, within the deduplication window of one (see
+    /// docs/cleaning-contract.md, "Duplicates and conflicts"). Kept as a reject so that
+    /// it can be seen and recovered; not in [`Reason::ALL`], which the cleaner checks.
+    ConflictingDuplicate,
 }
 
 impl Reason {
@@ -97,6 +102,7 @@ impl Reason {
             Reason::UnknownEventType => "unknown_event_type",
             Reason::MissingMetadataKey => "missing_metadata_key",
             Reason::InvalidGzip => "invalid_gzip",
+            Reason::ConflictingDuplicate => "conflicting_duplicate",
         }
     }
 }

@@ -144,13 +144,13 @@ pub fn print_quarantined(
 /// The loads as a table.
 pub fn print_loads(loads: &[LoadRow]) {
     println!(
-        "{:<32} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
-        "load_id", "files", "lines", "loaded", "duplicates", "rejects", "blank"
+        "{:<32} {:>6} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8}",
+        "load_id", "files", "lines", "loaded", "duplicates", "rejects", "conflicts", "blank"
     );
     for l in loads {
         println!(
-            "{:<32} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
-            l.load_id, l.files, l.lines, l.events_loaded, l.duplicates, l.rejects, l.blank_lines
+            "{:<32} {:>6} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8}",
+            l.load_id, l.files, l.lines, l.events_loaded, l.duplicates, l.rejects, l.conflicts, l.blank_lines
         );
     }
 }

@@ -166,7 +166,8 @@ fn status_json(config: &Config, s: &Snapshot, failed: &[String], now: DateTime<U
             "load_id": l.load_id, "started_at": l.started_at.to_string(),
             "finished_at": l.finished_at.to_string(), "status": l.status.as_str(),
             "files": l.files, "lines": l.lines, "events_loaded": l.events_loaded,
-            "duplicates": l.duplicates, "rejects": l.rejects, "blank_lines": l.blank_lines,
+            "duplicates": l.duplicates, "rejects": l.rejects, "conflicts": l.conflicts,
+            "blank_lines": l.blank_lines,
         })).collect::<Vec<_>>(),
         "event_types": s.catalog.iter().map(|c| json!({
             "event_name": c.event_name, "first_seen": c.first_seen.to_string(),

@@ -68,13 +68,15 @@ impl FileRow {
 /// `fmt` for the timestamp) cost more than the rest of staging a row; a unit test
 /// checks the bytes are serde's. An absent `ip` or `metadata` is left out, not written
 /// as null: COPY's JSON 'auto' loads an absent key as SQL NULL, while a JSON null into
-/// SUPER would be a SUPER null, which is not the same to analysts.
+/// SUPER would be a SUPER null, which is not the same to analysts. `payload_hash` is
+/// [`payload_hash`] of the row's bytes from its start through `metadata`.
 pub(crate) fn write_event(
     out: &mut Vec<u8>,
     key: &str,
     line: u64,
     e: &CleanEvent<'_>,
 ) -> std::io::Result<()> {
+    let start = out.len();
     out.extend_from_slice(b"{\"event_id\":");
     // The cleaner let through only hex digits and hyphens here, and only
     // `[a-z][a-z0-9_]*` in event_name: nothing to escape.
@@ -107,12 +109,33 @@ pub(crate) fn write_event(
         out.extend_from_slice(b",\"metadata\":");
         out.extend_from_slice(m.get().as_bytes());
     }
-    out.extend_from_slice(b",\"source_key\":");
+    let hash = payload_hash(&out[start..]);
+    out.extend_from_slice(b",\"payload_hash\":\"");
+    out.extend_from_slice(&hash);
+    out.extend_from_slice(b"\",\"source_key\":");
     json_str(out, key)?;
     out.extend_from_slice(b",\"source_line\":");
     decimal(out, line);
     out.extend_from_slice(b"}\n");
     Ok(())
+}
+
+/// The `payload_hash` of an event row: the first 128 bits of the SHA-256 of its cleaned
+/// payload as staged (id, created_at, user_email, ip, event_name, and metadata as sent),
+/// in lowercase hex. Loads compare copies of one id by it instead of comparing their
+/// columns (SUPER values on Redshift): a copy whose hash differs from every earlier
+/// copy's is a conflicting duplicate. 128 bits: a collision between two copies of one id
+/// is not a practical concern, and the column stays 32 bytes.
+pub(crate) fn payload_hash(payload: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(payload);
+    let mut hex = [0u8; 32];
+    for (i, byte) in digest.iter().take(16).enumerate() {
+        hex[2 * i] = HEX[usize::from(byte >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    hex
 }
 
 /// A JSON string, escaped as serde_json escapes it. serde_json escapes only quotes,
@@ -275,6 +298,7 @@ mod tests {
         event_name: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         metadata: Option<&'a serde_json::value::RawValue>,
+        payload_hash: &'a str,
         source_key: &'a str,
         source_line: u64,
     }
@@ -318,6 +342,39 @@ mod tests {
     }
 
     #[test]
+    fn payload_hash_is_stable_and_ignores_where_the_copy_came_from() {
+        // SHA-256 of "abc" (FIPS 180-2), first 16 bytes: stored hashes stay comparable
+        // across versions only while this holds.
+        assert_eq!(&payload_hash(b"abc"), b"ba7816bf8f01cfea414140de5dae2223");
+        let cleaner = Cleaner::new(chrono::Utc::now());
+        let hash_of = |line: &str, key: &str, no: u64| {
+            let LineOutcome::Event(e) = cleaner.clean_line(1, line.as_bytes(), false) else {
+                panic!("{line} must load")
+            };
+            let mut out = Vec::new();
+            write_event(&mut out, key, no, &e).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            v["payload_hash"].as_str().unwrap().to_owned()
+        };
+        let line = r#"{"id": "9ba671d6-5154-41c1-93b1-41dd647b2d55", "created_at": "2020-01-13 05:10:12", "user_email": "a@b.com", "event_name": "x", "metadata": {"k": 1}}"#;
+        let same = hash_of(line, "events/a.json", 1);
+        assert_eq!(same.len(), 32);
+        // The same event written differently (case, spacing, offset) cleans to the same
+        // payload, wherever it came from.
+        let respelled = r#"{"id":"9BA671D6-5154-41C1-93B1-41DD647B2D55","created_at":"2020-01-13T07:10:12+02:00","user_email":" A@B.com ","event_name":"X","metadata":{"k": 1}}"#;
+        assert_eq!(hash_of(respelled, "events/b.json", 9), same);
+        for changed in [
+            line.replace("a@b.com", "c@b.com"),
+            line.replace("05:10:12", "05:10:13"),
+            line.replace("\"x\"", "\"y\""),
+            line.replace("{\"k\": 1}", "{\"k\": 2}"),
+            line.replace("\"event_name\"", "\"ip\": \"10.0.0.1\", \"event_name\""),
+        ] {
+            assert_ne!(hash_of(&changed, "events/a.json", 1), same, "{changed}");
+        }
+    }
+
+    #[test]
     fn write_event_is_serdes_event_row() {
         let cleaner = Cleaner::new(chrono::Utc::now());
         let lines = [
@@ -338,17 +395,28 @@ mod tests {
             ] {
                 let mut ours = Vec::new();
                 write_event(&mut ours, key, no, &e).unwrap();
-                let mut serde = serde_json::to_vec(&EventRow {
+                let mut row = EventRow {
                     event_id: &e.id,
                     created_at: Timestamp(e.created_at),
                     user_email: &e.user_email,
                     ip: e.ip,
                     event_name: &e.event_name,
                     metadata: e.metadata,
+                    payload_hash: "",
                     source_key: key,
                     source_line: no,
-                })
-                .unwrap();
+                };
+                // The payload is the row up to its hash, so the hash is computed over
+                // serde's bytes of the row without it.
+                let mut payload = serde_json::to_vec(&row).unwrap();
+                let cut = payload
+                    .windows(17)
+                    .position(|w| w == b",\"payload_hash\":\"".as_slice())
+                    .unwrap();
+                payload.truncate(cut);
+                let hash = payload_hash(&payload);
+                row.payload_hash = std::str::from_utf8(&hash).unwrap();
+                let mut serde = serde_json::to_vec(&row).unwrap();
                 serde.push(b'\n');
                 assert_eq!(
                     String::from_utf8_lossy(&ours),

@@ -141,13 +141,15 @@ pub(super) struct Event<'a> {
     #[serde(borrow)]
     metadata: Option<Jsonb<'a>>,
     #[serde(borrow)]
+    payload_hash: Option<Text<'a>>,
+    #[serde(borrow)]
     source_key: Option<Text<'a>>,
     source_line: Option<i64>,
 }
 
 impl Event<'_> {
     /// The columns in `copy_events`' order.
-    pub(super) fn columns(&self) -> [&(dyn ToSql + Sync); 8] {
+    pub(super) fn columns(&self) -> [&(dyn ToSql + Sync); 9] {
         [
             &self.event_id,
             &self.created_at,
@@ -155,6 +157,7 @@ impl Event<'_> {
             &self.ip,
             &self.event_name,
             &self.metadata,
+            &self.payload_hash,
             &self.source_key,
             &self.source_line,
         ]

@@ -33,6 +33,15 @@ use crate::store::StoreError;
 /// -12:00), and keeps the scanned range at the load's span plus two days.
 pub const DEFAULT_DEDUPE_WINDOW_DAYS: u64 = 1;
 
+/// The width, in microseconds, of the buckets a load cuts the time line into to find
+/// the earlier copies of an id within `window_days` without comparing copies pairwise:
+/// the window itself, so that copies in one bucket lie within the window of each other,
+/// or 1 µs for a window of 0 (a copy is then within the window of another only at the
+/// same instant). `load.dedupe_window_days` is at most 3,650, far below overflow.
+pub(crate) fn window_bucket_us(window_days: u32) -> i64 {
+    (i64::from(window_days) * 86_400_000_000).max(1)
+}
+
 /// Declares an enum of the words a control-table column holds: `as_str` is the SQL
 /// text, `parse` reads it back, and the enum compares equal to its text.
 macro_rules! sql_words {
@@ -130,6 +139,10 @@ pub struct LoadRow {
     pub blank_lines: i64,
     pub recovered_events: i64,
     pub invalid_ips: i64,
+    /// Conflicting duplicates: copies of an id whose payload differs from an earlier
+    /// copy's within the deduplication window, stored as rejects (counted in `rejects`
+    /// too).
+    pub conflicts: i64,
     /// Events this load inserted, per event type (what it added to `event_types_seen`).
     /// Filled by [`Warehouse::load`]; rows read back by [`Warehouse::recent_loads`]
     /// leave it empty, since no table keeps it per load.

@@ -36,7 +36,7 @@ const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 41] = [
+pub const STATEMENTS: [&str; 42] = [
     "lock",
     "settings",
     "copies_begin",
@@ -50,6 +50,7 @@ pub const STATEMENTS: [&str; 41] = [
     "drop_orphans",
     "create_load_types",
     "probe_by_index",
+    "classify",
     "insert_events",
     "probe_reset",
     "insert_rejects",
@@ -88,6 +89,8 @@ pub struct Postgres {
     staging: Place,
     /// `load.dedupe_window_days`, as the `integer` the SQL takes.
     dedupe_window_days: i32,
+    /// `cleaning.naive_timezone`, for the typed views' timestamp columns.
+    naive_timezone: chrono_tz::Tz,
 }
 
 /// Formats a driver error with the server's message, detail, hint and SQLSTATE.
@@ -153,6 +156,7 @@ fn load_row(r: &Row) -> Result<LoadRow, WarehouseError> {
         blank_lines: r.get(9),
         recovered_events: r.get(10),
         invalid_ips: r.get(11),
+        conflicts: r.get(12),
         events_by_type: BTreeMap::new(),
     })
 }
@@ -195,6 +199,7 @@ impl Postgres {
             sql: Statements::parse(LOAD_SQL, schema),
             staging,
             dedupe_window_days: i32::try_from(super::DEFAULT_DEDUPE_WINDOW_DAYS).unwrap_or(1),
+            naive_timezone: chrono_tz::Tz::UTC,
         })
     }
 
@@ -202,6 +207,13 @@ impl Postgres {
     /// `created_at` (`load.dedupe_window_days`; the default otherwise).
     pub fn with_dedupe_window_days(mut self, days: u32) -> Postgres {
         self.dedupe_window_days = i32::try_from(days).unwrap_or(i32::MAX);
+        self
+    }
+
+    /// Typed views read a timestamp without a zone in `zone` (`cleaning.naive_timezone`;
+    /// UTC otherwise), as the cleaner reads `created_at`.
+    pub fn with_naive_timezone(mut self, zone: chrono_tz::Tz) -> Postgres {
+        self.naive_timezone = zone;
         self
     }
 
@@ -546,6 +558,7 @@ impl StageTable {
                 Type::VARCHAR,
                 Type::VARCHAR,
                 Type::JSONB,
+                Type::VARCHAR,
                 Type::VARCHAR,
                 Type::INT8,
             ],
@@ -966,9 +979,11 @@ impl Warehouse for Postgres {
         self.exec(&tx, "close_reloads", &[id]).await?;
         self.batch(&tx, "create_load_types").await?;
         self.batch(&tx, "probe_by_index").await?;
-        self.exec(&tx, "insert_events", &[id, &self.dedupe_window_days])
+        let bucket_us = super::window_bucket_us(self.dedupe_window_days.unsigned_abs());
+        self.exec(&tx, "classify", &[&self.dedupe_window_days, &bucket_us])
             .await?;
         self.batch(&tx, "probe_reset").await?;
+        self.exec(&tx, "insert_events", &[id]).await?;
         self.exec(&tx, "insert_rejects", &[id]).await?;
         self.exec(&tx, "insert_load", &[id, &started_at]).await?;
         self.exec(&tx, "resolve_loaded", &[id]).await?;
@@ -1216,7 +1231,13 @@ impl Warehouse for Postgres {
         let sql = Statements::parse(VIEWS_SQL, &self.schema);
         let mut client = self.client.lock().await;
         let at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
-        let changes = views::plan(&sql, types, &self.tracked_views(&*client, &sql).await?, &at);
+        let changes = views::plan(
+            &sql,
+            types,
+            self.naive_timezone,
+            &self.tracked_views(&*client, &sql).await?,
+            &at,
+        );
         let mut done = Vec::new();
         for change in changes {
             let label = format!("view {}", change.view_name);
@@ -1236,7 +1257,7 @@ impl Warehouse for Postgres {
             if let Err(e) = applied {
                 // Another `migrate` may have made this very change meanwhile.
                 let now = self.tracked_views(&*client, &sql).await?;
-                if views::still_needed(&sql, types, &now, &change) {
+                if views::still_needed(&sql, types, self.naive_timezone, &now, &change) {
                     return Err(views::explain_failure(&label, e));
                 }
                 continue;

@@ -46,15 +46,20 @@ const LOAD_BEGIN: [&str; 4] = [
 
 /// The load's statements after the COPYs, in order; `load_summary` comes last, so the
 /// committed row is read from the batch itself and nothing runs after the commit.
-const LOAD_AFTER_COPY: [&str; 21] = [
+const LOAD_AFTER_COPY: [&str; 26] = [
     "skip_recorded",
     "drop_orphan_events",
     "drop_orphan_rejects",
     "archive_reloaded",
     "drop_reloaded",
     "close_reloads",
-    "merge_source",
+    "load_reps",
+    "load_earlier",
+    "load_stored",
+    "load_identical",
+    "load_classes",
     "insert_events",
+    "insert_conflicts",
     "insert_rejects",
     "insert_files",
     "insert_load",
@@ -66,7 +71,7 @@ const LOAD_AFTER_COPY: [&str; 21] = [
     "end_clear_events",
     "end_clear_rejects",
     "end_clear_files",
-    "drop_merge_source",
+    "drop_load_tables",
     "load_summary",
 ];
 
@@ -158,6 +163,8 @@ pub struct Redshift {
     staging: Place,
     /// `load.dedupe_window_days`.
     dedupe_window_days: u32,
+    /// `cleaning.naive_timezone`, for the typed views' timestamp columns.
+    naive_timezone: chrono_tz::Tz,
     /// Rows per page of the paged reads ([`RECORDED_PAGE_ROWS`]).
     page_rows: usize,
 }
@@ -206,6 +213,7 @@ impl Redshift {
             sql: Statements::parse(LOAD_SQL, schema),
             staging,
             dedupe_window_days: DEFAULT_WINDOW_DAYS,
+            naive_timezone: chrono_tz::Tz::UTC,
             page_rows: RECORDED_PAGE_ROWS,
         }
     }
@@ -214,6 +222,13 @@ impl Redshift {
     /// `created_at` (`load.dedupe_window_days`; the default otherwise).
     pub fn with_dedupe_window_days(mut self, days: u32) -> Redshift {
         self.dedupe_window_days = days;
+        self
+    }
+
+    /// Typed views read a timestamp without a zone in `zone` (`cleaning.naive_timezone`;
+    /// UTC otherwise), as the cleaner reads `created_at`.
+    pub fn with_naive_timezone(mut self, zone: chrono_tz::Tz) -> Redshift {
+        self.naive_timezone = zone;
         self
     }
 
@@ -684,8 +699,8 @@ fn timestamp(f: &Field) -> NaiveDateTime {
 }
 
 fn load_row(r: &[Field]) -> Result<LoadRow, WarehouseError> {
-    let short = || WarehouseError::systemic("etl_loads", format!("a row of {} columns, not 12", r.len()));
-    if r.len() < 12 {
+    let short = || WarehouseError::systemic("etl_loads", format!("a row of {} columns, not 13", r.len()));
+    if r.len() < 13 {
         return Err(short());
     }
     Ok(LoadRow {
@@ -705,6 +720,7 @@ fn load_row(r: &[Field]) -> Result<LoadRow, WarehouseError> {
         blank_lines: long(&r[9]),
         recovered_events: long(&r[10]),
         invalid_ips: long(&r[11]),
+        conflicts: long(&r[12]),
         events_by_type: BTreeMap::new(),
     })
 }
@@ -999,6 +1015,10 @@ impl Redshift {
             ("window_low", lit(&window_low.format(TIME_FORMAT).to_string())),
             ("window_high", lit(&window_high.format(TIME_FORMAT).to_string())),
             ("window_days", self.dedupe_window_days.to_string()),
+            (
+                "bucket_us",
+                super::window_bucket_us(self.dedupe_window_days).to_string(),
+            ),
         ];
         let values: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let fill = |name: &str| {
@@ -1088,6 +1108,7 @@ impl Redshift {
                     blank_lines: 0,
                     recovered_events: 0,
                     invalid_ips: 0,
+                    conflicts: 0,
                     events_by_type: by_type,
                 })
             }
@@ -1472,7 +1493,13 @@ impl Warehouse for Redshift {
     async fn sync_views(&self, types: &EventTypes) -> Result<Vec<ViewChange>, WarehouseError> {
         let sql = Statements::parse(VIEWS_SQL, &self.schema);
         let at = Utc::now().naive_utc().format(TIME_FORMAT).to_string();
-        let changes = views::plan(&sql, types, &self.tracked_views(&sql).await?, &at);
+        let changes = views::plan(
+            &sql,
+            types,
+            self.naive_timezone,
+            &self.tracked_views(&sql).await?,
+            &at,
+        );
         let mut done = Vec::new();
         for change in changes {
             let label = format!("view {}", change.view_name);
@@ -1488,7 +1515,7 @@ impl Warehouse for Redshift {
                 // Another `migrate` may have made this very change meanwhile (a batch
                 // cannot read before it decides, so the check comes after).
                 let now = self.tracked_views(&sql).await?;
-                if views::still_needed(&sql, types, &now, &change) {
+                if views::still_needed(&sql, types, self.naive_timezone, &now, &change) {
                     return Err(views::explain_failure(&label, e));
                 }
                 continue;

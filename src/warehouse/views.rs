@@ -11,16 +11,20 @@ use sha2::{Digest, Sha256};
 use super::statements::Statements;
 use crate::event_types::{ColumnType, EventTypes};
 
-/// A valid `YYYY-MM-DD HH:MM:SS[.ffffff]` (a `T` may stand for the space): real dates
-/// only (month lengths, leap years), year 0001-9999, no zone. What matches it casts to a
-/// TIMESTAMP in both dialects; anything else reads as NULL. No backslash (Redshift reads
-/// backslashes in literals as escapes).
+/// The forms `created_at` accepts (`clean::fields`): `YYYY-MM-DD HH:MM:SS` (a `T` or `t`
+/// may stand for the space), a fraction of any length (cut to microseconds), then no
+/// zone (a naive time, in `cleaning.naive_timezone`), `Z` or `z`, or an offset `±HH`,
+/// `±HHMM` or `±HH:MM` (hours to 23, minutes to 59). Real dates only (month lengths,
+/// leap years), year 0001-9999. What matches it converts to a UTC TIMESTAMP in both
+/// dialects; anything else reads as NULL. No backslash (Redshift reads backslashes in
+/// literals as escapes).
 pub const TIMESTAMP_PATTERN: &str = concat!(
     "^(",
     "([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)-",
     "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))",
     "|([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)-02-29",
-    ")[ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{1,6})?$"
+    ")[ Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]+)?",
+    "([Zz]|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?$"
 );
 
 /// A view `migrate` created, as `event_type_views` records it.
@@ -58,14 +62,21 @@ fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The `CREATE VIEW` statement of one configured type.
-pub fn create_view(sql: &Statements, event_name: &str, columns: &[(String, ColumnType)]) -> String {
+/// The `CREATE VIEW` statement of one configured type; `naive_zone` is what a
+/// timestamp without a zone means (`cleaning.naive_timezone`).
+pub fn create_view(
+    sql: &Statements,
+    event_name: &str,
+    columns: &[(String, ColumnType)],
+    naive_zone: chrono_tz::Tz,
+) -> String {
     let mut cols = String::new();
     for (key, ty) in columns {
         let fragment = sql
             .get(&format!("column_{}", ty.as_str()))
             .replace("{key}", key)
-            .replace("{timestamp_pattern}", &lit(TIMESTAMP_PATTERN));
+            .replace("{timestamp_pattern}", &lit(TIMESTAMP_PATTERN))
+            .replace("{naive_zone}", &lit(naive_zone.name()));
         cols.push_str(",\n       ");
         cols.push_str(&fragment);
     }
@@ -85,7 +96,13 @@ fn checksum(sql: &str) -> String {
 /// The changes that bring the views `migrate` created (`tracked`) in line with the
 /// configuration. `at` is the time recorded for created views (a timestamp literal's
 /// text). Views whose statement is unchanged are left alone.
-pub fn plan(sql: &Statements, types: &EventTypes, tracked: &[TrackedView], at: &str) -> Vec<ViewChange> {
+pub fn plan(
+    sql: &Statements,
+    types: &EventTypes,
+    naive_zone: chrono_tz::Tz,
+    tracked: &[TrackedView],
+    at: &str,
+) -> Vec<ViewChange> {
     let fill = |name: &str, view: &str, event: &str, sum: &str| {
         sql.get(name)
             .replace("{view_name}", &lit(view))
@@ -98,7 +115,7 @@ pub fn plan(sql: &Statements, types: &EventTypes, tracked: &[TrackedView], at: &
     for (event_name, t) in &types.types {
         let view = EventTypes::view_name(event_name);
         let columns: Vec<(String, ColumnType)> = t.columns.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let create = create_view(sql, event_name, &columns);
+        let create = create_view(sql, event_name, &columns, naive_zone);
         let sum = checksum(&create);
         let before = tracked.iter().find(|v| v.view_name == view);
         let action = match before {
@@ -163,10 +180,11 @@ pub fn explain_failure(label: &str, e: super::WarehouseError) -> super::Warehous
 pub fn still_needed(
     sql: &Statements,
     types: &EventTypes,
+    naive_zone: chrono_tz::Tz,
     tracked: &[TrackedView],
     change: &ViewChange,
 ) -> bool {
-    plan(sql, types, tracked, "")
+    plan(sql, types, naive_zone, tracked, "")
         .iter()
         .any(|c| c.view_name == change.view_name)
 }
@@ -232,7 +250,7 @@ mod tests {
             ("page_visit", &[("path", ColumnType::Text)]),
             ("message_saved", &[("message_id", ColumnType::Bigint)]),
         ]);
-        let first = plan(&sql, &cfg, &[], "2026-01-01 00:00:00");
+        let first = plan(&sql, &cfg, chrono_tz::Tz::UTC, &[], "2026-01-01 00:00:00");
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|c| c.action == ViewAction::Create));
         let page = first.iter().find(|c| c.view_name == "events_page_visit").unwrap();
@@ -252,11 +270,11 @@ mod tests {
                 checksum: checksum(&c.statements[1]),
             })
             .collect();
-        assert!(plan(&sql, &cfg, &tracked, "t").is_empty());
+        assert!(plan(&sql, &cfg, chrono_tz::Tz::UTC, &tracked, "t").is_empty());
         // A changed column type replaces that view only; a removed type drops its view;
         // an untracked view is never named.
         let cfg2 = types(&[("message_saved", &[("message_id", ColumnType::Text)])]);
-        let second = plan(&sql, &cfg2, &tracked, "t");
+        let second = plan(&sql, &cfg2, chrono_tz::Tz::UTC, &tracked, "t");
         let actions: Vec<(&str, &ViewAction)> =
             second.iter().map(|c| (c.view_name.as_str(), &c.action)).collect();
         assert_eq!(

@@ -206,7 +206,7 @@ async fn s3_incremental_load_through_the_binary() {
     s3.put(
         BUCKET,
         "events/2020/01/29/dup.jsonl.gz",
-        gz(&(event(5, 6, "dup_of_5") + "\n\n")),
+        gz(&(event(5, 6, "page_visit") + "\n\n")),
     )
     .await;
     s3.put(BUCKET, "events/2020/01/29/_SUCCESS", "").await;
@@ -788,9 +788,13 @@ fn busy_source(dir: &Path) -> std::path::PathBuf {
     for f in 0..40u32 {
         let p = src.join(format!("events/2020/03/{:02}/{f:032x}.json", 1 + f % 28));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        // Ids repeat across files, so which copy wins is decided by key order.
+        // Ids repeat across files, identical (an id's day follows from the id), so which
+        // copy wins is decided by key order and the others are duplicates.
         let body: String = (0..1500u32)
-            .map(|i| event(f * 1000 + i, 1 + f % 28, "page_visit") + "\n")
+            .map(|i| {
+                let id = f * 1000 + i;
+                event(id, 1 + (id / 1000) % 28, "page_visit") + "\n"
+            })
             .collect();
         std::fs::write(p, body).unwrap();
     }
@@ -1580,4 +1584,186 @@ fn clean_opens_files_whose_names_are_not_plain_utf8() {
         "{stdout}"
     );
     assert_eq!(staged_rows(&dir.path().join("out"), "events").len(), 8);
+}
+
+/// One line of the cut corpus: id `id`, `created_at` at `hours` after 2020-02-01 00:00.
+fn cut_event(id: u32, hours: u32, email: &str) -> String {
+    let t = chrono::NaiveDate::from_ymd_opt(2020, 2, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        + chrono::Duration::hours(i64::from(hours));
+    format!(
+        r#"{{"id": "{id:08x}-0000-4000-8000-00000000cafe", "created_at": "{}", "user_email": "{email}", "event_name": "e", "metadata": {{"n": {id}}}}}"#,
+        t.format("%Y-%m-%d %H:%M:%S")
+    )
+}
+
+/// Repeats within and beyond the one-day window, within files, across files and across
+/// days (partitions 2020/02/01 to 2020/02/04, two files each).
+fn cut_corpus() -> Vec<(String, String)> {
+    let mut files: Vec<(String, Vec<String>)> = Vec::new();
+    for day in 1..=4u32 {
+        for f in ["a", "b"] {
+            files.push((format!("events/2020/02/{day:02}/{f}.json"), Vec::new()));
+        }
+    }
+    let at = |day: u32, f: &str| (day as usize - 1) * 2 + usize::from(f == "b");
+    // Unique ids, two per file.
+    for (i, file) in files.iter_mut().enumerate() {
+        for k in 0..2u32 {
+            let id = 100 + i as u32 * 2 + k;
+            file.1.push(cut_event(id, 24 * (i as u32 / 2) + k, "u@x.io"));
+        }
+    }
+    let mut put = |day: u32, f: &str, line: String| files[at(day, f)].1.push(line);
+    // 1: identical copies on days 1 and 3: a duplicate.
+    put(1, "a", cut_event(1, 5, "one@x.io"));
+    put(3, "b", cut_event(1, 5, "one@x.io"));
+    // 2: two days apart: two rows.
+    put(1, "b", cut_event(2, 5, "two@x.io"));
+    put(3, "a", cut_event(2, 53, "two@x.io"));
+    // 3: a chain 20 hours apart each: a row, then conflicting duplicates.
+    put(1, "a", cut_event(3, 10, "three@x.io"));
+    put(2, "a", cut_event(3, 30, "three@x.io"));
+    put(3, "a", cut_event(3, 50, "three@x.io"));
+    // 4: another email in the same file: a row and a conflicting duplicate.
+    put(2, "b", cut_event(4, 30, "four@x.io"));
+    put(2, "b", cut_event(4, 30, "FOUR-changed@x.io"));
+    // 5: repeated identically within one file: a duplicate.
+    put(4, "a", cut_event(5, 80, "five@x.io"));
+    put(4, "a", cut_event(5, 80, "five@x.io"));
+    // 6: 0, 3 and 1.5 days: three rows, each copy more than a day from the others.
+    put(1, "b", cut_event(6, 0, "six@x.io"));
+    put(3, "b", cut_event(6, 72, "six@x.io"));
+    put(4, "b", cut_event(6, 36, "six@x.io"));
+    // 7: first sent on day 4, then again in an earlier partition: key order decides.
+    put(4, "a", cut_event(7, 90, "seven@x.io"));
+    put(2, "a", cut_event(7, 91, "seven-early@x.io"));
+    files
+        .into_iter()
+        .map(|(k, lines)| (k, lines.join("\n") + "\n"))
+        .collect()
+}
+
+/// What a schema holds, for comparing cuts: events, rejects, and the load totals.
+async fn cut_state(pg: &PgServer, schema: &str) -> Vec<String> {
+    let q = |s: &str| s.replace("{s}", schema);
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT event_id || ' ' || created_at || ' ' || user_email || ' ' || source_key || ':' || source_line \
+         FROM {s}.events ORDER BY 1",
+        "SELECT reason || ' ' || source_key || ':' || source_line FROM {s}.event_rejects ORDER BY 1",
+        "SELECT 'totals ' || sum(lines) || ' ' || sum(events_loaded) || ' ' || sum(duplicates) || ' ' \
+         || sum(rejects) || ' ' || sum(conflicts) || ' ' || sum(blank_lines) FROM {s}.etl_loads",
+        "SELECT 'files ' || count(*) FROM {s}.etl_files",
+    ] {
+        for r in pg.client().await.query(&q(sql), &[]).await.unwrap() {
+            out.push(r.get::<_, String>(0));
+        }
+    }
+    out
+}
+
+/// The rows per id do not depend on how the files are cut into loads and runs: the
+/// same corpus loaded in one run, one file per load (`load.max_files = 1`), and day by
+/// day (`run --from D --to D`), on PostgreSQL and on Redshift (the Data API stand-in),
+/// ends in the same events, the same rejects (conflicting duplicates included) and the
+/// same totals in `etl_loads`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_do_not_depend_on_how_loads_are_cut() {
+    use support::redshift_data::{redshift_data, TEST_CLUSTER, TEST_DATABASE, TEST_DB_USER};
+    let pg = support::postgres().await;
+    let s3 = support::s3().await;
+    s3.create_bucket(BUCKET).await;
+    for (key, body) in cut_corpus() {
+        s3.put(BUCKET, &format!("cut/{key}"), body).await;
+    }
+    let api = redshift_data(s3.client().await).await;
+    let env = api.env_with(s3.env());
+    let redshift_section = format!(
+        "[warehouse.redshift]\ncluster_identifier = \"{TEST_CLUSTER}\"\ndatabase = \"{TEST_DATABASE}\"\n\
+         db_user = \"{TEST_DB_USER}\"\niam_role = \"arn:aws:iam::123456789012:role/events-etl-copy\"\nmax_poll_interval_ms = 100\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut states = Vec::new();
+    for kind in ["postgres", "redshift"] {
+        for cut in ["one run", "file by file", "day by day"] {
+            let label = format!("cut_{}_{}", &kind[..2], cut.replace(' ', "_"));
+            let schema = pg.fresh_schema(&label).await;
+            let run_dir = dir.path().join(&label);
+            std::fs::create_dir_all(&run_dir).unwrap();
+            let section = if kind == "redshift" {
+                redshift_section.as_str()
+            } else {
+                ""
+            };
+            let cfg = write_config(
+                &run_dir,
+                &format!("s3://{BUCKET}/cut/events/"),
+                &format!("s3://{BUCKET}/staging-{label}/"),
+                pg,
+                &schema,
+                section,
+            );
+            let mut run_env = env.clone();
+            run_env.push(("EVENTS_ETL__WAREHOUSE__KIND".into(), kind.into()));
+            if cut == "file by file" {
+                run_env.push(("EVENTS_ETL__LOAD__MAX_FILES".into(), "1".into()));
+            }
+            let bin = |args: &[&str]| {
+                let mut full = vec!["--config", cfg.as_str()];
+                full.extend_from_slice(args);
+                check(run_bin(&full, &run_env, &run_dir))
+            };
+            bin(&["migrate"]);
+            if cut == "day by day" {
+                for day in 1..=4 {
+                    let d = format!("2020-02-{day:02}");
+                    let out = bin(&["run", "--from", &d, "--to", &d]);
+                    assert!(
+                        out.stdout.contains("loaded 2 of 2 event files"),
+                        "{kind} {cut} {d}: {out}"
+                    );
+                }
+            } else {
+                let out = bin(&["run"]);
+                assert!(
+                    out.stdout.contains("loaded 8 of 8 event files"),
+                    "{kind} {cut}: {out}"
+                );
+                if cut == "file by file" {
+                    assert!(out.stdout.contains("in 8 load(s)"), "{kind} {cut}: {out}");
+                }
+            }
+            states.push((format!("{kind}, {cut}"), cut_state(pg, &schema).await));
+        }
+    }
+    let (first, reference) = &states[0];
+    // The expected outcome, spelled out once: 16 unique ids, id 1 once, id 2 twice, id 3
+    // once with 2 conflicts, id 4 once with 1 conflict, id 5 once, id 6 three times, id 7
+    // once (its day-2 copy, first by key) with 1 conflict.
+    let rows = reference
+        .iter()
+        .filter(|l| l.contains("-4000-8000-00000000cafe "))
+        .count();
+    assert_eq!(rows, 16 + 1 + 2 + 1 + 1 + 1 + 3 + 1, "{reference:#?}");
+    let conflicts = reference
+        .iter()
+        .filter(|l| l.starts_with("conflicting_duplicate "))
+        .count();
+    assert_eq!(conflicts, 4, "{reference:#?}");
+    assert!(
+        reference.iter().any(
+            |l| l.starts_with("00000007-") && l.contains("seven-early@x.io cut/events/2020/02/02/a.json")
+        ),
+        "{reference:#?}"
+    );
+    assert!(
+        reference.contains(&"totals 32 26 2 4 4 0".to_owned()),
+        "{reference:#?}"
+    );
+    for (what, state) in &states[1..] {
+        assert_eq!(state, reference, "{what} differs from {first}");
+    }
 }

@@ -419,3 +419,90 @@ async fn event_types_on_postgres() {
 async fn event_types_on_redshift() {
     scenario("types_rs", true).await;
 }
+
+/// A typed view's timestamp column takes exactly the forms `created_at` takes and
+/// converts them to UTC as the cleaner does: offsets, `Z`/`z`, a lowercase `t`, long
+/// fractions cut to microseconds, and a naive time in `cleaning.naive_timezone`.
+async fn typed_timestamps(label: &str, redshift: bool) {
+    let w = World::new(label, redshift).await;
+    w.configure(
+        r#"
+[cleaning]
+naive_timezone = "America/New_York"
+[event_types.meeting_scheduled]
+columns = { meeting_time = "timestamp" }
+"#,
+    );
+    w.ok(&["migrate"]);
+    let at = "2020-01-20T16:44:26Z";
+    let values = [
+        // (sent, read in the view)
+        ("2020-01-20T16:44:26Z", "2020-01-20T16:44:26"),
+        ("2020-01-20t18:44:26+0200", "2020-01-20T16:44:26"),
+        ("2020-01-20 12:44:26-04", "2020-01-20T16:44:26"),
+        ("2020-01-20 22:14:26.1234567+05:30", "2020-01-20T16:44:26.123456"),
+        ("2020-01-20 16:44:26z", "2020-01-20T16:44:26"),
+        // Naive: New York time, UTC-5 in January.
+        ("2020-01-20 11:44:26", "2020-01-20T16:44:26"),
+        // What created_at refuses reads NULL.
+        ("2020-01-20 16:44:26+24", "NULL"),
+        ("2020-01-20 16:44:26+05:60", "NULL"),
+        ("2020-01-20 16:44:26.", "NULL"),
+        ("2020-01-20 16:44:26 Z", "NULL"),
+        ("2020-01-20 16:44:26GMT", "NULL"),
+    ];
+    let lines: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, (v, _))| {
+            line(
+                100 + i as u32,
+                at,
+                "meeting_scheduled",
+                Some(&format!(r#"{{"meeting_time": "{v}"}}"#)),
+            )
+        })
+        .collect();
+    w.put("2020/01/20/t.json", &lines).await;
+    w.ok(&["run"]);
+    let got = w
+        .rows("SELECT meeting_time FROM {s}.events_meeting_scheduled ORDER BY event_id")
+        .await;
+    let want: Vec<String> = values.iter().map(|(_, r)| (*r).to_owned()).collect();
+    assert_eq!(got, want, "{values:?}");
+    // The same forms as created_at: each sent value, loaded as an event's created_at,
+    // is the same instant (or a reject where the view reads NULL).
+    let as_created: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, (v, _))| line(200 + i as u32, v, "meeting_scheduled", None))
+        .collect();
+    w.put("2020/01/20/u.json", &as_created).await;
+    w.ok(&["run"]);
+    let created = w
+        .rows(
+            "SELECT COALESCE(to_char(e.created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), 'NULL') FROM \
+             generate_series(200, 210) i LEFT JOIN {s}.events e \
+             ON e.event_id = lpad(to_hex(i), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(i), 12, '0') ORDER BY i",
+        )
+        .await;
+    let want_created: Vec<String> = values
+        .iter()
+        .map(|(_, r)| match *r {
+            "NULL" => "NULL".to_owned(),
+            r if r.contains('.') => r.to_owned(),
+            r => format!("{r}.000000"),
+        })
+        .collect();
+    assert_eq!(created, want_created);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_timestamps_on_postgres() {
+    typed_timestamps("types_ts_pg", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_timestamps_on_redshift() {
+    typed_timestamps("types_ts_rs", true).await;
+}

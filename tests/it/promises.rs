@@ -37,10 +37,12 @@ async fn max_files_splits_a_run_into_loads_and_an_id_repeated_across_them_loads_
         Duration::ZERO,
     );
     w.file("2020/01/13/b.json", &[event(3, "b")], Duration::ZERO);
-    // Id 1 again, in a later load of the same run: a duplicate, never loaded twice.
+    // Ids 1 and 2 again, in a later load of the same run: never loaded twice. Id 2 is
+    // sent as it was, a duplicate; id 1 with another event_name, a conflicting
+    // duplicate, kept as a reject.
     w.file(
         "2020/01/13/c.json",
-        &[event(1, "c"), event(4, "c")],
+        &[event(1, "c"), event(4, "c"), event(2, "a")],
         Duration::ZERO,
     );
     let out = w.cli(&["run"], &[]);
@@ -50,9 +52,16 @@ async fn max_files_splits_a_run_into_loads_and_an_id_repeated_across_them_loads_
         "{out}"
     );
     let loads = w
-        .rows("SELECT files::text || ' ' || events_loaded::text || ' ' || duplicates::text FROM {s}.etl_loads ORDER BY load_id")
+        .rows(
+            "SELECT files::text || ' ' || events_loaded::text || ' ' || duplicates::text || ' ' \
+             || conflicts::text || ' ' || rejects::text FROM {s}.etl_loads ORDER BY load_id",
+        )
         .await;
-    assert_eq!(loads, ["2 3 0", "1 1 1"]);
+    assert_eq!(loads, ["2 3 0 0 0", "1 1 1 1 1"]);
+    let conflict = w
+        .rows("SELECT source_key || ' ' || source_line || ' ' || reason FROM {s}.event_rejects")
+        .await;
+    assert_eq!(conflict, ["2020/01/13/c.json 1 conflicting_duplicate"]);
     let ones = w
         .rows("SELECT source_key || ' ' || event_name FROM {s}.events WHERE event_id LIKE '00000001-%'")
         .await;

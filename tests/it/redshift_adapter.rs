@@ -143,8 +143,10 @@ async fn failed_statement_mid_batch_commits_nothing_and_is_named() {
     wh.migrate().await.expect("migrate");
     let staged = f.stage("load-1", &[event(1), event(2), "junk".into()]).await;
 
-    f.api
-        .fail_when_sql_contains("FROM merge_source;", "simulated: disk full on slice 3");
+    f.api.fail_when_sql_contains(
+        "FROM load_classes\nWHERE class = 'insert';",
+        "simulated: disk full on slice 3",
+    );
     let e = wh.load(&staged, started()).await.expect_err("the insert fails");
     match &e {
         WarehouseError::Statement {
@@ -505,7 +507,9 @@ async fn every_statement_sent_parses_as_redshift() {
         "CREATE TABLE",
         "LOCK",
         "COPY",
-        "merge_source",
+        "load_classes",
+        "DATEDIFF",
+        "JSON_SERIALIZE",
         "INTERVAL",
         "BETWEEN",
         "etl_loads",
@@ -588,6 +592,21 @@ async fn exactly_once(f: &Fixture) -> Result<(), String> {
     if first != 1 {
         return Err("the first copy of id 1 by (key, line) was not the one kept".into());
     }
+    // The changed copies are the conflicting duplicates, and only they.
+    let conflicts = one(format!(
+        "SELECT count(*) FROM {s}.event_rejects WHERE reason = 'conflicting_duplicate'"
+    ))
+    .await?;
+    let changed = one(format!(
+        "SELECT count(*) FROM {s}.event_rejects WHERE reason = 'conflicting_duplicate' \
+         AND raw_line LIKE '%changed%'"
+    ))
+    .await?;
+    if conflicts != 2 || changed != 2 {
+        return Err(format!(
+            "{conflicts} conflicting duplicates, {changed} of them the changed copies; 2 and 2 expected"
+        ));
+    }
     let recorded = one(format!(
         "SELECT COALESCE(SUM(events_loaded), 0)::bigint FROM {s}.etl_files"
     ))
@@ -626,12 +645,20 @@ async fn exactly_once(f: &Fixture) -> Result<(), String> {
     Ok(())
 }
 
-/// Two loads: the first holds id 1 twice, the second repeats ids 1 and 2 and adds 3.
+/// An event sent again with another email: a conflicting duplicate of `event(n)`.
+fn changed(n: u32) -> String {
+    event(n).replace(&format!("u{n}@x.io"), &format!("changed{n}@x.io"))
+}
+
+/// Two loads: the first holds id 1 twice and id 2 once changed, the second repeats id
+/// 2, adds 3, and sends id 1 changed (only that copy of it).
 async fn dupes_scenario(f: &Fixture, wh: &Redshift) -> Result<(), String> {
     wh.migrate().await.map_err(|e| e.to_string())?;
-    let first = f.stage("load-1", &[event(1), event(2), event(1)]).await;
+    let first = f
+        .stage("load-1", &[event(1), event(2), event(1), changed(2)])
+        .await;
     wh.load(&first, started()).await.map_err(|e| e.to_string())?;
-    let second = f.stage("load-2", &[event(2), event(3), event(1)]).await;
+    let second = f.stage("load-2", &[event(2), event(3), changed(1)]).await;
     wh.load(&second, started()).await.map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -648,12 +675,26 @@ async fn mutations_that_would_break_redshift_are_caught() {
         .expect("the shipped SQL loads");
     exactly_once(&f).await.expect("the shipped SQL is exactly-once");
 
-    let mutations: [(&str, &str, &str); 4] = [
-        ("no dedupe within the load", "WHERE rn = 1\n  AND NOT EXISTS", "WHERE NOT EXISTS"),
+    let mutations: [(&str, &str, &str); 6] = [
+        (
+            "no dedupe of identical copies within the load",
+            ") copies\nWHERE hn = 1;",
+            ") copies\nWHERE hn >= 1;",
+        ),
+        (
+            "no check of stored payloads",
+            "JOIN {schema}.events e ON e.event_id = r.event_id AND e.created_at = r.created_at",
+            "JOIN {schema}.events e ON FALSE AND e.created_at = r.created_at",
+        ),
         (
             "no check against events",
-            "WHERE rn = 1\n  AND NOT EXISTS (\n    SELECT 1 FROM {schema}.events e\n    WHERE e.event_id = ranked.event_id\n",
-            "WHERE rn = 1\n  AND NOT EXISTS (\n    SELECT 1 FROM {schema}.events e\n    WHERE FALSE\n",
+            "    SELECT event_id, created_at FROM {schema}.events\n    WHERE created_at",
+            "    SELECT event_id, created_at FROM {schema}.events\n    WHERE FALSE AND created_at",
+        ),
+        (
+            "no earlier copies within the load",
+            "WHEN e.event_id IS NOT NULL OR s0.event_id IS NOT NULL",
+            "WHEN s0.event_id IS NOT NULL",
         ),
         (
             "TRUNCATE in the load",
@@ -662,7 +703,7 @@ async fn mutations_that_would_break_redshift_are_caught() {
         ),
         (
             "the catalog counts staged events, duplicates included",
-            "FROM merge_source\nGROUP BY event_name;",
+            "FROM load_classes\nWHERE class = 'insert'\nGROUP BY event_name;",
             "FROM {schema}.stage_events\nGROUP BY event_name;",
         ),
     ];
@@ -856,18 +897,31 @@ async fn the_dedupe_scans_events_only_in_the_loads_time_range() {
     let staged = f.stage("load-1", &[event(7), event(5)]).await;
     wh.load(&staged, started()).await.expect("load").expect("row");
     let sent = f.api.sent_sql();
-    let source = sent
-        .iter()
-        .find(|s| s.starts_with("CREATE TEMP TABLE merge_source"))
-        .expect("merge_source was sent");
-    for needle in [
-        "e.created_at BETWEEN CAST('2023-12-30 00:00:05.000000' AS TIMESTAMP) \
-         AND CAST('2024-01-03 00:00:07.000000' AS TIMESTAMP)",
-        "ranked.created_at - INTERVAL '2 days'",
-        "ranked.created_at + INTERVAL '2 days'",
-    ] {
-        assert!(source.contains(needle), "{needle} not in {source}");
+    let statement = |name: &str| {
+        sent.iter()
+            .find(|s| s.starts_with(&format!("CREATE TEMP TABLE {name} ")))
+            .unwrap_or_else(|| panic!("{name} was sent"))
+    };
+    let range = "created_at BETWEEN CAST('2023-12-30 00:00:05.000000' AS TIMESTAMP) \
+                 AND CAST('2024-01-03 00:00:07.000000' AS TIMESTAMP)";
+    // Every read of events and event_rejects is restricted to the range.
+    for name in ["load_stored", "load_identical"] {
+        let sql = statement(name);
+        assert_eq!(sql.matches(range).count(), 2, "{range} not twice in {sql}");
     }
+    let classes = statement("load_classes");
+    for needle in [
+        "r.created_at - INTERVAL '2 days'",
+        "r.created_at + INTERVAL '2 days'",
+    ] {
+        assert!(classes.contains(needle), "{needle} not in {classes}");
+    }
+    // The buckets are the window wide: two days in microseconds.
+    assert!(
+        statement("load_reps").contains("/ 172800000000 AS b"),
+        "{}",
+        statement("load_reps")
+    );
     // Only the event catalog is MERGEd: MERGE cannot restrict its join with events to
     // the range (r_MERGE.html).
     let merged: Vec<&String> = sent.iter().filter(|s| s.contains("MERGE INTO")).collect();

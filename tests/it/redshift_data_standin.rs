@@ -1022,6 +1022,7 @@ async fn the_product_load_batch_runs() {
             .replace("{window_low}", "'2020-01-12 10:00:00.000000'")
             .replace("{window_high}", "'2020-01-14 10:00:00.000000'")
             .replace("{window_days}", "1")
+            .replace("{bucket_us}", "86400000000")
             .replace("{key_range}", "source_key BETWEEN 'events/' AND 'events/z'")
             .replace("{after}", "TRUE")
             .replace("{parts_prefix}", "'s3://b/L1/'")

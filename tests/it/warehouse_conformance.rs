@@ -851,14 +851,14 @@ async fn assert_totals_consistent(cx: &Cx, row: &LoadRow) {
         .db
         .rows(&format!(
             "SELECT files, lines, events_loaded, duplicates, rejects, blank_lines, recovered_events, \
-             invalid_ips, status FROM {{schema}}.etl_loads WHERE load_id = '{id}'"
+             invalid_ips, conflicts, status FROM {{schema}}.etl_loads WHERE load_id = '{id}'"
         ))
         .await;
     let sums = cx
         .db
         .rows(&format!(
             "SELECT COUNT(*), SUM(lines), SUM(events_loaded), SUM(duplicates), SUM(rejects), \
-             SUM(blank_lines), SUM(recovered_events), SUM(invalid_ips), 'committed' \
+             SUM(blank_lines), SUM(recovered_events), SUM(invalid_ips), SUM(conflicts), 'committed' \
              FROM {{schema}}.etl_files WHERE load_id = '{id}'"
         ))
         .await;
@@ -867,7 +867,7 @@ async fn assert_totals_consistent(cx: &Cx, row: &LoadRow) {
         "etl_loads row of {id} vs the sums over its etl_files rows"
     );
     let returned = format!(
-        "{} | {} | {} | {} | {} | {} | {} | {} | {}",
+        "{} | {} | {} | {} | {} | {} | {} | {} | {} | {}",
         row.files,
         row.lines,
         row.events_loaded,
@@ -876,6 +876,7 @@ async fn assert_totals_consistent(cx: &Cx, row: &LoadRow) {
         row.blank_lines,
         row.recovered_events,
         row.invalid_ips,
+        row.conflicts,
         row.status
     );
     assert_eq!(loads, [returned], "the LoadRow load() returned vs etl_loads");
@@ -896,6 +897,18 @@ async fn assert_totals_consistent(cx: &Cx, row: &LoadRow) {
         in_rejects,
         [row.rejects.to_string()],
         "event_rejects rows of {id}"
+    );
+    let conflicting = cx
+        .db
+        .rows(&format!(
+            "SELECT COUNT(*) FROM {{schema}}.event_rejects WHERE load_id = '{id}' \
+             AND reason = 'conflicting_duplicate'"
+        ))
+        .await;
+    assert_eq!(
+        conflicting,
+        [row.conflicts.to_string()],
+        "conflicting duplicates of {id}"
     );
     assert!(row.finished_at >= row.started_at, "{row:?}");
     // Every file row balances on its own, not only the totals.
@@ -1083,14 +1096,15 @@ fn ev(id: &str, email: &str) -> String {
 }
 
 /// Three files staged out of key order. Keys compare as bytes (as S3 lists them and the
-/// pipeline loads them): `d/B.json` < `d/a.json` < `d/b.json`.
+/// pipeline loads them): `d/B.json` < `d/a.json` < `d/b.json`. X's three copies are
+/// identical; Y's two and W's two (one id in upper case) differ in their email.
 pub fn dedupe_files() -> Vec<Src> {
     let upper_w = W.to_uppercase();
     vec![
         src(
             "d/b.json",
             "e-b",
-            &[ev(X, "xb1@x.io"), ev(Z, "zb2@x.io"), ev(Y, "yb3@x.io")].join("\n"),
+            &[ev(X, "x@x.io"), ev(Z, "zb2@x.io"), ev(Y, "yb3@x.io")].join("\n"),
         ),
         src(
             "d/a.json",
@@ -1098,25 +1112,26 @@ pub fn dedupe_files() -> Vec<Src> {
             &[
                 ev(Y, "ya1@x.io"),
                 ev(W, "wa2@x.io"),
-                ev(X, "xa3@x.io"),
+                ev(X, "x@x.io"),
                 ev(&upper_w, "wa4@x.io"),
             ]
             .join("\n"),
         ),
-        src("d/B.json", "e-B", &format!("\n{}\n", ev(X, "xB2@x.io"))),
+        src("d/B.json", "e-B", &format!("\n{}\n", ev(X, "x@x.io"))),
     ]
 }
 
-/// Duplicate ids within a file, across the files of one load, and against rows loaded
-/// earlier: the first by (key, line) wins, existing rows are never overwritten, and the
-/// others are counted as duplicates of the file they came from.
+/// Repeated ids within a file, across the files of one load, and against rows loaded
+/// earlier: the first copy by (key, line) wins, existing rows are never overwritten, an
+/// identical copy is counted as a duplicate of the file it came from, and a copy whose
+/// payload differs is a conflicting duplicate, kept as a reject.
 pub async fn dedupe_first_by_key_and_line_wins(wh: &dyn Warehouse, cx: &Cx) {
     migrated(wh).await;
     let staged = cx.stager.stage("load-1", &dedupe_files()).await;
     let row = load(wh, &staged, "2024-06-01 00:00:00").await;
     assert_eq!(
-        (row.files, row.events_loaded, row.duplicates),
-        (3, 4, 4),
+        (row.files, row.events_loaded, row.duplicates, row.conflicts),
+        (3, 4, 2, 2),
         "{row:?}"
     );
     let kept = cx
@@ -1126,7 +1141,7 @@ pub async fn dedupe_first_by_key_and_line_wins(wh: &dyn Warehouse, cx: &Cx) {
     assert_eq!(
         kept,
         [
-            format!("{X} | xb2@x.io | d/B.json | 2 | load-1"),
+            format!("{X} | x@x.io | d/B.json | 2 | load-1"),
             format!("{Y} | ya1@x.io | d/a.json | 1 | load-1"),
             format!("{Z} | zb2@x.io | d/b.json | 2 | load-1"),
             format!("{W} | wa2@x.io | d/a.json | 2 | load-1"),
@@ -1134,25 +1149,65 @@ pub async fn dedupe_first_by_key_and_line_wins(wh: &dyn Warehouse, cx: &Cx) {
     );
     let per_file = cx
         .db
-        .rows("SELECT source_key, events_loaded, duplicates FROM {schema}.etl_files ORDER BY source_key")
+        .rows("SELECT source_key, events_loaded, duplicates, conflicts, rejects FROM {schema}.etl_files ORDER BY source_key")
         .await;
     assert_eq!(
         per_file,
-        ["d/B.json | 1 | 0", "d/a.json | 2 | 2", "d/b.json | 1 | 2"]
+        [
+            "d/B.json | 1 | 0 | 0 | 0",
+            "d/a.json | 2 | 1 | 1 | 1",
+            "d/b.json | 1 | 1 | 1 | 1"
+        ]
+    );
+    let conflicts = cx
+        .db
+        .rows("SELECT event_id, source_key, source_line, reason, load_id FROM {schema}.event_rejects ORDER BY source_key")
+        .await;
+    assert_eq!(
+        conflicts,
+        [
+            format!("{W} | d/a.json | 4 | conflicting_duplicate | load-1"),
+            format!("{Y} | d/b.json | 3 | conflicting_duplicate | load-1"),
+        ]
+    );
+    // The reject keeps the conflicting copy's cleaned payload.
+    let raw = cx
+        .db
+        .rows(&format!(
+            "SELECT raw_line FROM {{schema}}.event_rejects WHERE event_id = '{Y}'"
+        ))
+        .await;
+    let payload: serde_json::Value = serde_json::from_str(&raw[0]).unwrap();
+    assert_eq!(payload["id"], Y, "{raw:?}");
+    assert_eq!(payload["user_email"], "yb3@x.io", "{raw:?}");
+    assert_eq!(payload["event_name"], "e", "{raw:?}");
+    assert!(
+        payload["created_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-02-01 00:00:00"),
+        "{raw:?}"
     );
     assert_totals_consistent(cx, &row).await;
 
-    // A later load with an id already loaded (other email) and a new one.
+    // A later load with an id already loaded: once identical, once with another email,
+    // and a new id.
     let later = src(
         "d/c.json",
         "e-c",
-        &[ev(Y, "changed@x.io"), ev(V, "v@x.io")].join("\n"),
+        &[ev(Y, "ya1@x.io"), ev(Y, "changed@x.io"), ev(V, "v@x.io")].join("\n"),
     );
     let staged2 = cx.stager.stage("load-2", &[later]).await;
     let row2 = load(wh, &staged2, "2024-06-01 00:00:01").await;
     assert_eq!(
-        (row2.files, row2.events_loaded, row2.duplicates),
-        (1, 1, 1),
+        (
+            row2.files,
+            row2.events_loaded,
+            row2.duplicates,
+            row2.conflicts,
+            row2.rejects
+        ),
+        (1, 1, 1, 1, 1),
         "{row2:?}"
     );
     let y = cx
@@ -1168,21 +1223,21 @@ pub async fn dedupe_first_by_key_and_line_wins(wh: &dyn Warehouse, cx: &Cx) {
     );
     let c = cx
         .db
-        .rows("SELECT events_loaded, duplicates FROM {schema}.etl_files WHERE source_key = 'd/c.json'")
+        .rows("SELECT events_loaded, duplicates, conflicts FROM {schema}.etl_files WHERE source_key = 'd/c.json'")
         .await;
-    assert_eq!(c, ["1 | 1"]);
+    assert_eq!(c, ["1 | 1 | 1"]);
     assert_eq!(cx.db.rows("SELECT COUNT(*) FROM {schema}.events").await, ["5"]);
     assert_totals_consistent(cx, &row2).await;
     assert_stage_empty(cx).await;
 }
 
-/// The dedupe window (`load.dedupe_window_days`, 1 day unless set): a staged event is a
-/// duplicate of a row already in `events` with the same id whose created_at is at most
-/// the window away from its own, bounds included. An id sent again further away is not
-/// seen (the scan of `events` is restricted to the window, so that a load's cost does not
-/// grow with history): it loads as another row with the same id, counted as loaded, and
-/// later repeats are duplicates of whichever row is within their window. Within one load
-/// the first copy by (key, line) wins whatever the times.
+/// The dedupe window (`load.dedupe_window_days`, 1 day unless set): a copy of an id is
+/// a duplicate when an earlier copy has the same payload (counted only), a conflicting
+/// duplicate when it differs but an earlier copy (a row of events, a conflicting
+/// duplicate's reject, or an earlier copy of the same load by key and line) lies at most
+/// the window away, bounds included (a reject), and otherwise another row with the same
+/// id: the scan of `events` is restricted to the window, so that a load's cost does not
+/// grow with history. The rule is the same within a load as across loads.
 pub async fn dedupe_window_decides_what_is_a_repeat(wh: &dyn Warehouse, cx: &Cx) {
     migrated(wh).await;
     let at = |t: &str| format!(r#"{{"id":"{X}","created_at":"{t}","user_email":"a@x.io","event_name":"e"}}"#);
@@ -1194,10 +1249,11 @@ pub async fn dedupe_window_decides_what_is_a_repeat(wh: &dyn Warehouse, cx: &Cx)
     let mut outcomes = Vec::new();
     for t in [
         "2024-02-01T00:00:00Z",        // first copy
-        "2024-02-02T00:00:00Z",        // exactly one day later: a duplicate
-        "2024-02-02T00:00:00.000001Z", // one day and 1 µs later: a second row
-        "2024-01-30T23:59:59Z",        // one day and 1 s earlier than the first: a third
-        "2024-02-01T12:00:00Z",        // within a day of rows: a duplicate
+        "2024-02-02T00:00:00Z",        // exactly one day later: a conflict
+        "2024-02-02T00:00:00.000001Z", // 1 µs from that conflict: a conflict too
+        "2024-01-30T23:59:59Z",        // one day and 1 s earlier than the first: a second row
+        "2024-02-01T12:00:00Z",        // within a day of rows: a conflict
+        "2024-02-01T00:00:00Z",        // the first copy again: a duplicate
     ] {
         let (i, line) = load_one(t);
         let staged = cx
@@ -1206,9 +1262,12 @@ pub async fn dedupe_window_decides_what_is_a_repeat(wh: &dyn Warehouse, cx: &Cx)
             .await;
         let row = load(wh, &staged, "2024-06-01 00:00:00").await;
         assert_totals_consistent(cx, &row).await;
-        outcomes.push((row.events_loaded, row.duplicates));
+        outcomes.push((row.events_loaded, row.duplicates, row.conflicts));
     }
-    assert_eq!(outcomes, [(1, 0), (0, 1), (1, 0), (1, 0), (0, 1)]);
+    assert_eq!(
+        outcomes,
+        [(1, 0, 0), (0, 0, 1), (0, 0, 1), (1, 0, 0), (0, 0, 1), (0, 1, 0)]
+    );
     let rows = || async {
         cx.db
             .rows(&format!(
@@ -1221,16 +1280,26 @@ pub async fn dedupe_window_decides_what_is_a_repeat(wh: &dyn Warehouse, cx: &Cx)
         [
             "2024-01-30 23:59:59 | w/4.json | load-4",
             "2024-02-01 00:00:00 | w/1.json | load-1",
-            "2024-02-02 00:00:00.000001 | w/3.json | load-3",
         ]
     );
-    // Within one load the window plays no part: the first copy by (key, line) wins.
-    let both = [at("2024-03-01T00:00:00Z"), at("2024-05-01T00:00:00Z")].join("\n");
-    let staged = cx.stager.stage("load-6", &[src("w/6.json", "e", &both)]).await;
+    // Within one load the window applies as across loads: two months apart are two
+    // rows; an hour apart, a row and a conflict (the first by key and line is the row).
+    let copies = [
+        at("2024-03-01T00:00:00Z"),
+        at("2024-05-01T00:00:00Z"),
+        at("2024-05-01T01:00:00Z"),
+    ]
+    .join("\n");
+    let staged = cx.stager.stage("load-7", &[src("w/7.json", "e", &copies)]).await;
     let row = load(wh, &staged, "2024-06-01 00:00:01").await;
-    assert_eq!((row.events_loaded, row.duplicates), (1, 1), "{row:?}");
+    assert_eq!(
+        (row.events_loaded, row.duplicates, row.conflicts),
+        (2, 0, 1),
+        "{row:?}"
+    );
+    assert_totals_consistent(cx, &row).await;
 
-    // A wider window, as configured: 3 days from the third row is a duplicate.
+    // A wider window, as configured: 3 days from the conflicts is a conflict.
     let wide = cx
         .backend
         .connect_with_window(cx.db.namespace(), cx.stager.place.clone(), 3)
@@ -1238,24 +1307,29 @@ pub async fn dedupe_window_decides_what_is_a_repeat(wh: &dyn Warehouse, cx: &Cx)
     let staged = cx
         .stager
         .stage(
-            "load-7",
-            &[src("w/7.json", "e", &at("2024-02-05T00:00:00.000001Z"))],
+            "load-8",
+            &[src("w/8.json", "e", &at("2024-02-05T00:00:00.000001Z"))],
         )
         .await;
     let row = load(&*wide, &staged, "2024-06-01 00:00:02").await;
-    assert_eq!((row.events_loaded, row.duplicates), (0, 1), "{row:?}");
+    assert_eq!(
+        (row.events_loaded, row.duplicates, row.conflicts),
+        (0, 0, 1),
+        "{row:?}"
+    );
     // And with the window at 0, only the same created_at is a repeat.
     let exact = cx
         .backend
         .connect_with_window(cx.db.namespace(), cx.stager.place.clone(), 0)
         .await;
-    for (i, t, loaded) in [(8, "2024-02-01T00:00:00Z", 0), (9, "2024-02-01T00:00:01Z", 1)] {
+    for (i, t, loaded) in [(9, "2024-02-01T00:00:00Z", 0), (10, "2024-02-01T00:00:01Z", 1)] {
         let staged = cx
             .stager
             .stage(&format!("load-{i}"), &[src(&format!("w/{i}.json"), "e", &at(t))])
             .await;
         let row = load(&*exact, &staged, "2024-06-01 00:00:03").await;
         assert_eq!(row.events_loaded, loaded, "{t}: {row:?}");
+        assert_eq!(row.conflicts, 0, "{t}: {row:?}");
     }
     assert_eq!(
         cx.db
@@ -1266,6 +1340,73 @@ pub async fn dedupe_window_decides_what_is_a_repeat(wh: &dyn Warehouse, cx: &Cx)
         ["5"]
     );
     assert_stage_empty(cx).await;
+}
+
+/// Copies of one id however many: an id sent in every line of a file, each copy a day
+/// and a half after the one before and each with its own payload, gives rows and
+/// conflicts by the window's rule, found without comparing copies pairwise; and the
+/// same copies loaded one by one give the same rows.
+pub async fn many_copies_of_one_id_follow_the_window(wh: &dyn Warehouse, cx: &Cx) {
+    migrated(wh).await;
+    // Times 0, 1.5, 3, 4.5, ... days, then each again 12 h later. With a window of one
+    // day, each first copy is more than a day from the previous first copy: a row. Each
+    // second copy is 12 h after its first: a conflict.
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 3, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let line = |k: i64, half: bool| {
+        let t = start + chrono::Duration::hours(36 * k + if half { 12 } else { 0 });
+        format!(
+            r#"{{"id":"{V}","created_at":"{}Z","user_email":"a{k}@x.io","event_name":"e"}}"#,
+            t.format("%Y-%m-%dT%H:%M:%S")
+        )
+    };
+    let mut lines = Vec::new();
+    for k in 0..12 {
+        lines.push(line(k, false));
+    }
+    for k in (0..12).rev() {
+        lines.push(line(k, true));
+    }
+    let staged = cx
+        .stager
+        .stage("load-1", &[src("m/1.json", "e", &lines.join("\n"))])
+        .await;
+    let row = load(wh, &staged, "2024-06-01 00:00:00").await;
+    assert_eq!(
+        (row.events_loaded, row.duplicates, row.conflicts),
+        (12, 0, 12),
+        "{row:?}"
+    );
+    assert_totals_consistent(cx, &row).await;
+    // The same copies, one load per copy, in the same order, under another id: the same
+    // rows.
+    for (i, l) in lines.iter().enumerate() {
+        let l = l.replace(V, W);
+        let staged = cx
+            .stager
+            .stage(&format!("load-n{i}"), &[src(&format!("m/n{i:03}.json"), "e", &l)])
+            .await;
+        load(wh, &staged, "2024-06-01 00:00:01").await;
+    }
+    let per_id = cx
+        .db
+        .rows(&format!(
+            "SELECT event_id, COUNT(*) FROM {{schema}}.events WHERE event_id IN ('{V}', '{W}') \
+             GROUP BY event_id ORDER BY event_id"
+        ))
+        .await;
+    let times = |id: &'static str| async move {
+        cx.db
+            .rows(&format!(
+                "SELECT created_at FROM {{schema}}.events WHERE event_id = '{id}' ORDER BY created_at"
+            ))
+            .await
+    };
+    assert_eq!(times(V).await, times(W).await);
+    assert_eq!(per_id.len(), 2, "{per_id:?}");
+    assert!(per_id.iter().all(|r| r.ends_with("| 12")), "{per_id:?}");
 }
 
 /// recorded_versions: exactly the (key, ETag) pairs loaded, among the keys asked about.
@@ -1321,7 +1462,7 @@ pub async fn concurrently_recorded_files_are_skipped(wh: &dyn Warehouse, cx: &Cx
     let f2 = src(
         "c/2.json",
         "e2",
-        &[ev(Z, "z2@x.io"), ev(X, "x2@x.io"), "[]".to_owned()].join("\n"),
+        &[ev(Z, "z2@x.io"), ev(X, "x1@x.io"), "[]".to_owned()].join("\n"),
     );
     // Both loaders clean before either commits.
     let first = cx.stager.stage("load-1", std::slice::from_ref(&f1)).await;
@@ -2055,6 +2196,7 @@ macro_rules! every_check {
                 staged_objects_are_released_before_the_load_ends,
                 dedupe_first_by_key_and_line_wins,
                 dedupe_window_decides_what_is_a_repeat,
+                many_copies_of_one_id_follow_the_window,
                 recorded_versions_are_exact,
                 concurrently_recorded_files_are_skipped,
                 missing_part_fails_and_leaves_nothing,
@@ -2143,8 +2285,8 @@ async fn postgres_no_transaction_migrations_run_outside_a_transaction() {
 /// PostgreSQL only: the dedupe against `events` is one probe of the primary key's index
 /// (event_id, created_at) per staged id, never a scan of `events`, however many rows
 /// the load stages and whatever the statistics say: its cost follows the load's size,
-/// not the table's. Checked on the plan of the shipped `insert_events` (after
-/// `probe_by_index`, as the adapter runs it), with staged rows half of which `events`
+/// not the table's. Checked on the plans of the shipped `classify` and `insert_events`
+/// (after `probe_by_index`, as the adapter runs them), with staged rows half of which `events`
 /// holds, and with `events` empty and analyzed as empty (a new table autovacuum has
 /// seen), where a sequential scan per staged id looked free and made the load quadratic.
 #[tokio::test]
@@ -2179,7 +2321,8 @@ async fn postgres_dedupe_probes_the_key_index_not_the_table() {
         tx.batch_execute(&q(
             "INSERT INTO pg_temp.stage_events \
              SELECT CASE WHEN i % 2 = 0 THEN md5(i::text) ELSE md5((-i)::text) END, \
-                    TIMESTAMP '2024-01-01' + i * INTERVAL '1 minute', 'a@x.io', NULL, 'e', NULL, 'n.json', i \
+                    TIMESTAMP '2024-01-01' + i * INTERVAL '1 minute', 'a@x.io', NULL, 'e', NULL, 'n.json', i, \
+                    left(md5(i::text), 32) \
              FROM generate_series(1, 10000) i; \
              INSERT INTO pg_temp.stage_files VALUES ('n.json', 'e', 1, 10000, 0, 10000, 0, 0, 0);",
         ))
@@ -2194,11 +2337,17 @@ async fn postgres_dedupe_probes_the_key_index_not_the_table() {
         tx.batch_execute(sql.get("probe_by_index"))
             .await
             .expect("probe_by_index");
+        let explain = |name: &str| format!("EXPLAIN (ANALYZE, COSTS OFF) {}", sql.get(name));
+        let classified: Vec<String> = tx
+            .query(&explain("classify"), &[&1i32, &86_400_000_000i64])
+            .await
+            .unwrap_or_else(|e| panic!("explain classify: {}", pg_message(&e)))
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        let classified = classified.join("\n");
         let plan: Vec<String> = tx
-            .query(
-                &format!("EXPLAIN (ANALYZE, COSTS OFF) {}", sql.get("insert_events")),
-                &[&"L", &1i32],
-            )
+            .query(&explain("insert_events"), &[&"L"])
             .await
             .unwrap_or_else(|e| panic!("explain: {}", pg_message(&e)))
             .iter()
@@ -2207,13 +2356,25 @@ async fn postgres_dedupe_probes_the_key_index_not_the_table() {
         let text = plan.join("\n");
         tx.rollback().await.expect("rollback");
         assert!(
-            text.contains("Index Only Scan using events_pkey on events e")
-                || text.contains("Index Scan using events_pkey on events e"),
-            "history {history}: {text}"
+            classified.contains("Index Only Scan using events_pkey on events x")
+                || classified.contains("Index Scan using events_pkey on events x"),
+            "history {history}: {classified}"
         );
         assert!(
-            text.contains("Index Cond: ((event_id = ") && text.contains("created_at >="),
-            "the probe is bounded by id and window: {text}"
+            classified.contains("Index Cond: ((event_id = ") && classified.contains("created_at >="),
+            "the probe is bounded by id and window: {classified}"
+        );
+        assert!(
+            classified.contains("using event_rejects_event_idx on event_rejects x"),
+            "the conflicts are probed by index: {classified}"
+        );
+        assert!(
+            !classified.contains("Seq Scan on events"),
+            "history {history}: {classified}"
+        );
+        assert!(
+            !classified.contains("Seq Scan on event_rejects"),
+            "history {history}: {classified}"
         );
         assert!(!text.contains("Seq Scan on events"), "history {history}: {text}");
         // Half the staged ids are in the history, when there is one.

@@ -1732,10 +1732,7 @@ const UNMAPPED_FUNCTIONS: &[&str] = &[
     "NVL2",
     "DECODE",
     "LISTAGG",
-    "DATEADD",
-    "DATEDIFF",
     "DATE_ADD",
-    "CONVERT_TIMEZONE",
     "CONVERT",
     "LEN",
     "CHARINDEX",
@@ -1748,9 +1745,7 @@ const UNMAPPED_FUNCTIONS: &[&str] = &[
     "JSON_EXTRACT_PATH_TEXT",
     "JSON_EXTRACT_ARRAY_ELEMENT_TEXT",
     "JSON_ARRAY_LENGTH",
-    "JSON_SERIALIZE",
     "JSON_SERIALIZE_TO_VARBYTE",
-    "JSON_SIZE",
     "IS_VALID_JSON",
     "IS_VALID_JSON_ARRAY",
     "CAN_JSON_PARSE",
@@ -2047,12 +2042,14 @@ fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// Last token first, so that a call inside another's arguments is mapped before the
+/// outer call takes its arguments' text.
 fn rewrite_expressions(toks: &mut Vec<Tok>) -> Result<(), String> {
-    let mut i = 0;
-    while i < toks.len() {
+    let mut i = toks.len();
+    while i > 0 {
+        i -= 1;
         let qualified = prev_sig(toks, i).is_some_and(|j| toks[j].is_punct("."));
         if qualified {
-            i += 1;
             continue;
         }
         let open = next_sig(toks, i + 1).filter(|&j| toks[j].is_punct("("));
@@ -2076,6 +2073,64 @@ fn rewrite_expressions(toks: &mut Vec<Tok>) -> Result<(), String> {
             toks[i] = Tok::Raw("(now() AT TIME ZONE 'UTC')".into());
         } else if toks[i].is_word("SUPER") && open.is_none() {
             toks[i] = Tok::Raw("JSONB".into());
+        } else if let Some(o) = open.filter(|_| {
+            [
+                "OBJECT",
+                "JSON_SERIALIZE",
+                "JSON_SIZE",
+                "DATEDIFF",
+                "DATEADD",
+                "CONVERT_TIMEZONE",
+            ]
+            .iter()
+            .any(|f| toks[i].is_word(f))
+        }) {
+            let c = matching_paren(toks, o)
+                .ok_or("the Redshift Data API stand-in cannot map this statement: unbalanced parentheses")?;
+            let args = split_args(&toks[o + 1..c]);
+            let arg = |k: usize| render(&args[k]);
+            let mapped = if toks[i].is_word("OBJECT") {
+                // r_object_function.html: keys and values alternate; a SUPER of them.
+                format!("jsonb_build_object({})", render(&toks[o + 1..c]))
+            } else if toks[i].is_word("JSON_SERIALIZE") {
+                // JSON_SERIALIZE.html: a SUPER's JSON text; NULL gives 'null'.
+                format!("COALESCE(CAST(({}) AS TEXT), 'null')", render(&toks[o + 1..c]))
+            } else if toks[i].is_word("JSON_SIZE") {
+                // r_json_size.html: the bytes of the serialized SUPER value.
+                format!("octet_length(CAST(({}) AS TEXT))", render(&toks[o + 1..c]))
+            } else if toks[i].is_word("CONVERT_TIMEZONE") {
+                // CONVERT_TIMEZONE.html: (source zone, target zone, timestamp).
+                if args.len() != 3 {
+                    return Err(
+                        "the Redshift Data API stand-in maps only CONVERT_TIMEZONE(source, target, ts)"
+                            .into(),
+                    );
+                }
+                format!("(({}) AT TIME ZONE {}) AT TIME ZONE {}", arg(2), arg(0), arg(1))
+            } else if toks[i].is_word("DATEADD") {
+                // r_DATEADD_function.html; only the datepart the product uses.
+                if args.len() != 3 || !render(&args[0]).trim().eq_ignore_ascii_case("minute") {
+                    return Err(format!(
+                        "the Redshift Data API stand-in maps only DATEADD(minute, n, ts), not DATEADD({})",
+                        render(&toks[o + 1..c])
+                    ));
+                }
+                format!("(({}) + make_interval(mins => ({})))", arg(2), arg(1))
+            } else {
+                // r_DATEDIFF_function.html; only the datepart the product uses.
+                if args.len() != 3 || !render(&args[0]).trim().eq_ignore_ascii_case("microsecond") {
+                    return Err(format!(
+                        "the Redshift Data API stand-in maps only DATEDIFF(microsecond, a, b), not DATEDIFF({})",
+                        render(&toks[o + 1..c])
+                    ));
+                }
+                format!(
+                    "CAST(extract(epoch FROM ({}) - ({})) * 1000000 AS BIGINT)",
+                    arg(2),
+                    arg(1)
+                )
+            };
+            toks.splice(i..=c, [Tok::Raw(mapped)]);
         } else if toks[i].is_word("JSON_PARSE") {
             let Some(o) = open else {
                 return Err(
@@ -2088,7 +2143,6 @@ fn rewrite_expressions(toks: &mut Vec<Tok>) -> Result<(), String> {
             toks.insert(c + 1, Tok::Raw("::jsonb".into()));
             toks.drain(i..o);
         }
-        i += 1;
     }
     Ok(())
 }
@@ -2495,6 +2549,26 @@ fn next_sig(toks: &[Tok], from: usize) -> Option<usize> {
 
 fn prev_sig(toks: &[Tok], before: usize) -> Option<usize> {
     (0..before).rev().find(|&j| !matches!(toks[j], Tok::Space))
+}
+
+/// The arguments between a call's parentheses, split at its top-level commas.
+fn split_args(toks: &[Tok]) -> Vec<Vec<Tok>> {
+    let mut args = vec![Vec::new()];
+    let mut depth = 0i32;
+    for t in toks {
+        if t.is_punct("(") {
+            depth += 1;
+        } else if t.is_punct(")") {
+            depth -= 1;
+        } else if t.is_punct(",") && depth == 0 {
+            args.push(Vec::new());
+            continue;
+        }
+        if let Some(last) = args.last_mut() {
+            last.push(t.clone());
+        }
+    }
+    args
 }
 
 fn matching_paren(toks: &[Tok], open: usize) -> Option<usize> {
