@@ -1,4 +1,4 @@
-//! `cargo bench --bench floors [-- [--pairs N] [--only clean,run,s3,history,listing] [--logs DIR]]`: the
+//! `cargo bench --bench floors [-- [--pairs N] [--only clean,run,s3,history,listing,scale] [--logs DIR]]`: the
 //! release binary against floors, the measurements of issues 8 and 21, each printed as a
 //! ratio next to its goal with PASS or MISS.
 //!
@@ -24,6 +24,12 @@
 //! 6. Discovery's listing of 50,000 objects in 28 day partitions on the in-process S3
 //!    server through a proxy adding 30 ms to every request: by day partition vs one
 //!    sequential pagination of the prefix: goal by day / sequential <= 0.3.
+//! 7. (`scale`) The peak RSS of the first run over 200,000 one-event files in 28 day
+//!    partitions (local store): goal < 64 MiB.
+//! 8. (`scale`) With 300,000 more files loaded, a no-op run over the 500,000 vs `find
+//!    -printf '%s %T@ %p\n'` of the same tree: goal no-op / find <= 2, and its peak RSS
+//!    < 64 MiB. Not in the default set (it writes and loads half a million files);
+//!    `--only scale` runs it.
 //!
 //! Data is generated from fixed seeds: ~1% of lines are rejected (invalid `created_at`),
 //! ~1% repeat the previous event's id (duplicates, the first wins). The binary gets the
@@ -781,6 +787,123 @@ fn bench_listing(ctx: &Ctx) -> Result<Row> {
     })
 }
 
+/// Writes `n` one-event files, `first..first+n`, into 28 day partitions under `dir`
+/// (`events/YYYY/MM/DD/<hex>.json`), ids and times from the file number.
+fn small_files(dir: &Path, first: usize, n: usize) -> Result<()> {
+    const DAYS: usize = 28;
+    let day0 = NaiveDate::from_ymd_opt(2026, 3, 1).context("date")?;
+    for d in 0..DAYS {
+        let day = day0 + chrono::Days::new(d as u64);
+        std::fs::create_dir_all(dir.join(format!("events/{}", day.format("%Y/%m/%d"))))?;
+    }
+    for i in first..first + n {
+        let day = day0 + chrono::Days::new((i % DAYS) as u64);
+        let line = format!(
+            "{{\"id\":\"{:08x}-0000-4000-8000-{:012x}\",\"created_at\":\"{} {:02}:{:02}:{:02}\",\"user_email\":\"u{i}@example.com\",\"event_name\":\"page_visit\"}}\n",
+            i >> 16,
+            i,
+            day.format("%Y-%m-%d"),
+            (i / 3600) % 24,
+            (i / 60) % 60,
+            i % 60
+        );
+        let path = dir.join(format!("events/{}/{i:032x}.json", day.format("%Y/%m/%d")));
+        std::fs::write(&path, line).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Comparisons 7 and 8 (issue 21): memory and time that follow the new work, not the
+/// files in the window. 7: the first run over 200,000 one-event files in 28 day
+/// partitions (local store): peak RSS < 64 MiB. 8: 300,000 more files are loaded
+/// (untimed), then a no-op run over the 500,000 (nothing new) vs `find -printf` of each
+/// file's size and mtime over the same tree: peak RSS < 64 MiB, time <= 2x.
+fn bench_scale(ctx: &Ctx) -> Result<Vec<Row>> {
+    const FIRST: usize = 200_000;
+    const MORE: usize = 300_000;
+    let src = ctx.path("scale-src");
+    println!("7. the first run over {FIRST} one-event files in 28 day partitions: peak RSS");
+    small_files(&src, 0, FIRST)?;
+    let schema = ctx.fresh_schema("floors_scale");
+    let config = ctx.config(
+        "scale.toml",
+        &src.display().to_string(),
+        &ctx.path("scale-staging").display().to_string(),
+        &ctx.pg.url(),
+        &schema,
+        "",
+    )?;
+    let run = |args: &[&str]| -> Result<Ran> {
+        let mut full = vec!["--config", config.as_str()];
+        full.extend_from_slice(args);
+        timed(&mut etl(ctx.dir.path(), &full, &[]), None)
+    };
+    run(&["migrate"])?;
+    ctx.quiesce();
+    let first = run(&["run"])?;
+    let first_mib = first.peak_kib as f64 / 1024.0;
+    println!("  {}, peak RSS {first_mib:.1} MiB", first.describe("first run"));
+    small_files(&src, FIRST, MORE)?;
+    let more = run(&["run"])?;
+    println!("  {} (loading {MORE} more, untimed)", more.describe("second run"));
+    let total = FIRST + MORE;
+    println!("8. a no-op run over {total} files vs find -printf of the same tree");
+    let mut noop_peak = 0u64;
+    let (noop, find, ratio) = pairs(
+        "no-op",
+        ctx.pairs,
+        |a, f| a / f,
+        |_| {
+            let ran = run(&["run"])?;
+            noop_peak = noop_peak.max(ran.peak_kib);
+            Ok((
+                ran.secs,
+                format!(
+                    "{}, peak RSS {:.1} MiB",
+                    ran.describe("no-op run"),
+                    ran.peak_kib as f64 / 1024.0
+                ),
+            ))
+        },
+        |_| {
+            let ran = timed(
+                Command::new("find")
+                    .arg(&src)
+                    .args(["-type", "f", "-printf", "%s %T@ %p\n"]),
+                Some(std::fs::File::create("/dev/null").context("/dev/null")?),
+            )?;
+            Ok((ran.secs, ran.describe("find")))
+        },
+    )?;
+    let noop_mib = noop_peak as f64 / 1024.0;
+    Ok(vec![
+        Row {
+            what: format!("peak RSS of first run, {}k files", FIRST / 1000),
+            measured: format!("{first_mib:.1} MiB"),
+            floor: "-".into(),
+            ratio: "-".into(),
+            goal: "< 64 MiB".into(),
+            pass: first_mib < 64.0,
+        },
+        Row {
+            what: format!("no-op run, {}k files", total / 1000),
+            measured: format!("{noop:.2} s"),
+            floor: format!("{find:.2} s"),
+            ratio: format!("no-op/find {ratio:.2}"),
+            goal: "<= 2".into(),
+            pass: ratio <= 2.0,
+        },
+        Row {
+            what: format!("peak RSS of no-op run, {}k files", total / 1000),
+            measured: format!("{noop_mib:.1} MiB"),
+            floor: "-".into(),
+            ratio: "-".into(),
+            goal: "< 64 MiB".into(),
+            pass: noop_mib < 64.0,
+        },
+    ])
+}
+
 /// Comparison 3, `events-etl run` from S3 through a proxy adding 30 ms per request vs one
 /// adding none.
 fn bench_s3(ctx: &Ctx) -> Result<Row> {
@@ -1008,7 +1131,7 @@ fn bench_history(ctx: &Ctx) -> Result<Row> {
 // ---------------------------------------------------------------------------------------
 
 const USAGE: &str =
-    "usage: cargo bench --bench floors [-- --pairs N] [--only clean,run,s3,history,listing] [--logs DIR]";
+    "usage: cargo bench --bench floors [-- --pairs N] [--only clean,run,s3,history,listing,scale] [--logs DIR]";
 
 struct Opts {
     pairs: usize,
@@ -1041,7 +1164,7 @@ fn opts() -> Result<Opts> {
                 o.only = list.split(',').map(str::to_owned).collect();
                 for s in &o.only {
                     ensure!(
-                        ["clean", "run", "s3", "history", "listing"].contains(&s.as_str()),
+                        ["clean", "run", "s3", "history", "listing", "scale"].contains(&s.as_str()),
                         "--only {s}: {USAGE}"
                     );
                 }
@@ -1151,6 +1274,9 @@ fn bench() -> Result<()> {
     }
     if wants("listing") {
         rows.push(bench_listing(&ctx)?);
+    }
+    if wants("scale") {
+        rows.extend(bench_scale(&ctx)?);
     }
 
     println!();

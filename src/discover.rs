@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
@@ -53,43 +54,63 @@ pub fn prefix_range(prefix: &str) -> (String, String) {
     (prefix.to_owned(), char::MAX.to_string())
 }
 
-/// Every object under `prefix` (empty or ending in `/`), in key order, listed by date
+/// A stream of listings that together hold every object under a prefix once: what one
+/// pass over the source yields, one segment at a time, so that a caller holds the
+/// segments it is working on, never the whole source.
+pub type Segments<'a> = BoxStream<'a, Result<Vec<ObjectMeta>, StoreError>>;
+
+/// Every object under `prefix` (empty or ending in `/`), as [`Segments`], listed by date
 /// partition: one delimiter listing per level finds the `YYYY/`, `MM/` and `DD/`
-/// prefixes, then the days are listed `concurrency` at a time. A sequential listing of
-/// a 28-day window is thousands of pages one after the other; this is the few levels
-/// plus the largest day. Objects outside the layout (at a level, or under a prefix that
-/// is not a year, month or day) are listed too, once each. A source whose listing fits
-/// in one page is listed in that one request.
-pub async fn list_by_day(
-    store: &dyn ObjectStore,
-    prefix: &str,
-    concurrency: usize,
-) -> Result<Vec<ObjectMeta>, StoreError> {
-    match store.list_first_page(prefix).await? {
-        (all, true) => Ok(all),
-        _ => walk_days(store, prefix, concurrency).await,
-    }
+/// prefixes, then the days are listed `concurrency` at a time, each day one segment. A
+/// sequential listing of a 28-day window is thousands of pages one after the other; this
+/// is the few levels plus the largest day, and at most `concurrency` days' listings are
+/// held at once. Objects outside the layout (at a level, or under a prefix that is not a
+/// year, month or day) are listed too, once each. A source whose listing fits in one
+/// page is listed in that one request, one segment. Segments come in no particular key
+/// order.
+pub fn segments<'a>(store: &'a dyn ObjectStore, prefix: &'a str, concurrency: usize) -> Segments<'a> {
+    stream::once(async move {
+        let (first, complete) = store.list_first_page(prefix).await?;
+        if complete {
+            return Ok(stream::iter([Ok(first)]).boxed());
+        }
+        let (loose, prefixes) = walk_levels(store, prefix, concurrency).await?;
+        Ok(stream::iter([Ok(loose)])
+            .chain(each(store, prefixes, concurrency))
+            .boxed())
+    })
+    .try_flatten()
+    .boxed()
 }
 
-/// [`list_by_day`]'s walk: the levels `YYYY/`, `MM/`, `DD/` by delimiter listings, then
-/// the days and the prefixes outside the layout, `concurrency` at a time.
-pub async fn walk_days(
+/// The listing of each of `prefixes` as a segment, `concurrency` at a time, in the order
+/// of the prefixes.
+pub fn each<'a>(store: &'a dyn ObjectStore, prefixes: Vec<String>, concurrency: usize) -> Segments<'a> {
+    stream::iter(prefixes)
+        .map(move |p| async move { store.list(&p).await })
+        .buffered(concurrency.max(1))
+        .boxed()
+}
+
+/// The level walk of [`segments`]: the objects found at the levels, and the prefixes to
+/// list whole (the days, then the prefixes outside the layout).
+async fn walk_levels(
     store: &dyn ObjectStore,
     prefix: &str,
     concurrency: usize,
-) -> Result<Vec<ObjectMeta>, StoreError> {
-    let mut out = Vec::new();
+) -> Result<(Vec<ObjectMeta>, Vec<String>), StoreError> {
+    let mut loose = Vec::new();
     let mut whole = Vec::new();
     let mut level = vec![prefix.to_owned()];
     for digits in [4, 2, 2] {
-        let levels: Vec<(String, crate::store::Level)> = futures_util::stream::iter(level)
+        let levels: Vec<(String, crate::store::Level)> = stream::iter(level)
             .map(|p| async move { store.list_level(&p).await.map(|l| (p, l)) })
             .buffered(concurrency.max(1))
             .try_collect()
             .await?;
         level = Vec::new();
         for (parent, l) in levels {
-            out.extend(l.objects);
+            loose.extend(l.objects);
             for sub in l.prefixes {
                 let name = sub[parent.len()..].trim_end_matches('/');
                 if name.len() == digits && name.bytes().all(|b| b.is_ascii_digit()) {
@@ -100,7 +121,37 @@ pub async fn walk_days(
             }
         }
     }
-    out.extend(list_each(store, level.into_iter().chain(whole), concurrency).await?);
+    level.extend(whole);
+    Ok((loose, level))
+}
+
+/// Every object under `prefix`, in key order: [`segments`], collected. For callers that
+/// need the whole listing at once (tests, benchmarks); a run works segment by segment.
+pub async fn list_by_day(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    concurrency: usize,
+) -> Result<Vec<ObjectMeta>, StoreError> {
+    collect_sorted(segments(store, prefix, concurrency)).await
+}
+
+/// [`list_by_day`] without the one-page shortcut: always the level walk.
+pub async fn walk_days(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    concurrency: usize,
+) -> Result<Vec<ObjectMeta>, StoreError> {
+    let (loose, prefixes) = walk_levels(store, prefix, concurrency).await?;
+    let rest = collect_sorted(each(store, prefixes, concurrency)).await?;
+    let mut out = loose;
+    out.extend(rest);
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+async fn collect_sorted(segments: Segments<'_>) -> Result<Vec<ObjectMeta>, StoreError> {
+    let lists: Vec<Vec<ObjectMeta>> = segments.try_collect().await?;
+    let mut out: Vec<ObjectMeta> = lists.into_iter().flatten().collect();
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
 }
@@ -109,14 +160,10 @@ pub async fn walk_days(
 /// of the prefixes.
 pub async fn list_each(
     store: &dyn ObjectStore,
-    prefixes: impl IntoIterator<Item = String>,
+    prefixes: Vec<String>,
     concurrency: usize,
 ) -> Result<Vec<ObjectMeta>, StoreError> {
-    let lists: Vec<Vec<ObjectMeta>> = futures_util::stream::iter(prefixes)
-        .map(|p| async move { store.list(&p).await })
-        .buffered(concurrency.max(1))
-        .try_collect()
-        .await?;
+    let lists: Vec<Vec<ObjectMeta>> = each(store, prefixes, concurrency).try_collect().await?;
     Ok(lists.into_iter().flatten().collect())
 }
 

@@ -1,11 +1,12 @@
 //! One run, step by step: discover -> clean -> stage -> load (COPY + insert) -> record.
 //! Nothing but orchestration: each step lives in its own module.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
 use thiserror::Error;
 use tracing::Instrument as _;
 
@@ -19,8 +20,21 @@ use crate::stage::{FileRow, ManifestOrder, StageWriter, StagedLoad};
 use crate::store::{Body, ObjectMeta, Place, StoreError};
 use crate::telemetry;
 use crate::warehouse::{
-    LoadRow, Loaded, QuarantineReason, Quarantined, StagedRead, Warehouse, WarehouseError,
+    KnownPending, LoadRow, Loaded, QuarantineReason, Quarantined, StagedRead, Warehouse, WarehouseError,
 };
+
+/// What one pass over the source found ([`Pipeline::scan`]).
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Objects listed, event files or not.
+    pub listed: usize,
+    /// Event files listed.
+    pub event_files: usize,
+    /// When the newest event file listed was written.
+    pub newest: Option<DateTime<Utc>>,
+    /// The versions the control tables have not settled, in key order.
+    pub pending: Vec<ObjectMeta>,
+}
 
 /// Why a run stopped, by where it arose; each maps to an exit code.
 #[derive(Debug, Error)]
@@ -381,69 +395,79 @@ impl Pipeline {
     /// [`Pipeline::discover`], limited to the date partitions `from..=to` when given:
     /// only the `<prefix>YYYY/MM/DD/` prefixes of those days are listed.
     pub async fn discover_in(&self, days: Option<Days>) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
-        let (listed_n, event_files) = self.event_files(days).await?;
-        let n = event_files.len();
-        let pending = self.unsettled(event_files).await?;
-        telemetry::files_discovered(listed_n, n, pending.len());
-        Ok((n, pending))
+        let scan = self.scan(days, |_| {}).await?;
+        Ok((scan.event_files, scan.pending))
+    }
+
+    /// Step 1 in one pass: lists the source (only the partitions of `days`, when given)
+    /// segment by segment (a day, or what lies outside the date layout; see
+    /// [`discover::segments`]), compares each segment's event files with the control
+    /// tables restricted to those keys, and keeps the versions not settled. `seen` is
+    /// shown each segment's event files as they are listed. At most `list_concurrency`
+    /// segments are being listed and as many compared at once: memory holds those and
+    /// the pending versions (the run's new work), never the whole window's listing.
+    pub async fn scan(
+        &self,
+        days: Option<Days>,
+        mut seen: impl FnMut(&[ObjectMeta]) + Send,
+    ) -> Result<Scan, PipelineError> {
+        let store = self.source.store.as_ref();
+        let segments = match days {
+            Some(Days { from, to }) => discover::each(
+                store,
+                discover::day_prefixes(&self.source.prefix, from, to),
+                self.list_concurrency,
+            ),
+            None => discover::segments(store, &self.source.prefix, self.list_concurrency),
+        };
+        let (mut listed, mut event_files, mut newest) = (0usize, 0usize, None);
+        let mut pending = Vec::new();
+        {
+            let mut unsettled = segments
+                .map_err(PipelineError::Source)
+                .map_ok(|segment| {
+                    listed += segment.len();
+                    let files: Vec<ObjectMeta> = segment
+                        .into_iter()
+                        .filter(|o| discover::is_event_file(&o.key))
+                        .collect();
+                    event_files += files.len();
+                    newest = newest.max(files.iter().filter_map(|f| f.last_modified).max());
+                    seen(&files);
+                    self.unsettled(files)
+                })
+                .try_buffered(self.list_concurrency.max(1));
+            while let Some(p) = unsettled.try_next().await? {
+                pending.extend(p);
+            }
+        }
+        pending.sort_by(|a, b| a.key.cmp(&b.key));
+        telemetry::files_discovered(listed, event_files, pending.len());
+        Ok(Scan {
+            listed,
+            event_files,
+            newest,
+            pending,
+        })
     }
 
     /// Of these listed event files, the versions the control tables have not settled
     /// (loaded or quarantined), in key order.
     pub async fn unsettled(&self, event_files: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>, PipelineError> {
+        if event_files.is_empty() {
+            return Ok(event_files);
+        }
         let keys: Vec<String> = event_files.iter().map(|o| o.key.clone()).collect();
         let recorded = self.warehouse.recorded_versions(&keys).await?;
         Ok(discover::pending(event_files, &recorded))
     }
 
-    /// The event files under the source prefix (only the partitions of `days`, when
-    /// given), and how many objects were listed in all.
-    pub async fn event_files(&self, days: Option<Days>) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
-        let store = self.source.store.as_ref();
-        let listed = match days {
-            Some(Days { from, to }) => {
-                let prefixes = discover::day_prefixes(&self.source.prefix, from, to);
-                discover::list_each(store, prefixes, self.list_concurrency).await
-            }
-            None => discover::list_by_day(store, &self.source.prefix, self.list_concurrency).await,
-        }
-        .map_err(PipelineError::Source)?;
-        let listed_n = listed.len();
-        Ok((
-            listed_n,
-            listed
-                .into_iter()
-                .filter(|o| discover::is_event_file(&o.key))
-                .collect(),
-        ))
-    }
-
-    /// Closes the open reload requests for versions the source no longer lists (within
-    /// what this listing covered): nothing can read them again, and an open request
-    /// would stay open forever.
-    async fn close_gone_reloads(
-        &self,
-        listed: &[ObjectMeta],
-        days: Option<Days>,
-    ) -> Result<(), PipelineError> {
-        let open = self.warehouse.open_reloads(OPEN_RELOADS_CHECKED).await?;
-        if open.is_empty() {
+    /// Closes the open reload requests of `gone`, versions the source no longer lists:
+    /// nothing can read them again, and an open request would stay open forever.
+    async fn close_gone_reloads(&self, gone: Vec<(String, String)>) -> Result<(), PipelineError> {
+        if gone.is_empty() {
             return Ok(());
         }
-        let covered = |key: &str| match days {
-            Some(Days { from, to }) => {
-                let (low, high) = discover::day_range(&self.source.prefix, from, to);
-                low.as_str() <= key && key < high.as_str()
-            }
-            None => key.starts_with(&self.source.prefix),
-        };
-        let listed: std::collections::HashSet<(&str, &str)> =
-            listed.iter().map(|o| (o.key.as_str(), o.etag.as_str())).collect();
-        let gone: Vec<(String, String)> = open
-            .into_iter()
-            .filter(|r| covered(&r.source_key) && !listed.contains(&(r.source_key.as_str(), r.etag.as_str())))
-            .map(|r| (r.source_key, r.etag))
-            .collect();
         for (key, etag) in &gone {
             tracing::warn!(
                 key,
@@ -494,14 +518,66 @@ impl Pipeline {
         report: &mut RunReport,
     ) -> Result<(), PipelineError> {
         let t = Instant::now();
-        let (listed_n, listed) = self.event_files(days).await?;
         let ranges = self.listed_ranges(days);
-        report.event_files = listed.len();
-        report.newest_source = listed.iter().filter_map(|f| f.last_modified).max();
-        self.close_gone_reloads(&listed, days).await?;
-        let known = self.record_vanished(&listed, &ranges, report).await?;
-        let pending = self.unsettled(listed).await?;
-        telemetry::files_discovered(listed_n, report.event_files, pending.len());
+        // What earlier runs left pending and the open reload requests, checked off
+        // against the listing as it goes by: what is not seen has left the source.
+        let mut remembered = Vec::new();
+        let mut known = Vec::new();
+        for (low, high) in &ranges {
+            let rows = self.warehouse.known_pending(low, high).await?;
+            known.push(rows.len());
+            remembered.extend(rows);
+        }
+        let mut remembered_seen: HashMap<String, bool> =
+            remembered.iter().map(|p| (p.source_key.clone(), false)).collect();
+        let covered = |key: &str| match days {
+            Some(Days { from, to }) => {
+                let (low, high) = discover::day_range(&self.source.prefix, from, to);
+                low.as_str() <= key && key < high.as_str()
+            }
+            None => key.starts_with(&self.source.prefix),
+        };
+        let mut reloads_seen: HashMap<String, Vec<(String, bool)>> = HashMap::new();
+        for r in self.warehouse.open_reloads(OPEN_RELOADS_CHECKED).await? {
+            if covered(&r.source_key) {
+                reloads_seen
+                    .entry(r.source_key)
+                    .or_default()
+                    .push((r.etag, false));
+            }
+        }
+        let scan = self
+            .scan(days, |files| {
+                for f in files {
+                    if let Some(seen) = remembered_seen.get_mut(f.key.as_str()) {
+                        *seen = true;
+                    }
+                    if let Some(versions) = reloads_seen.get_mut(f.key.as_str()) {
+                        for (etag, seen) in versions.iter_mut() {
+                            *seen |= *etag == f.etag;
+                        }
+                    }
+                }
+            })
+            .await?;
+        report.event_files = scan.event_files;
+        report.newest_source = scan.newest;
+        let gone_reloads: Vec<(String, String)> = reloads_seen
+            .into_iter()
+            .flat_map(|(key, versions)| {
+                versions
+                    .into_iter()
+                    .filter(|(_, seen)| !seen)
+                    .map(move |(etag, _)| (key.clone(), etag))
+            })
+            .collect();
+        self.close_gone_reloads(gone_reloads).await?;
+        let gone: Vec<KnownPending> = remembered
+            .into_iter()
+            .filter(|p| remembered_seen.get(&p.source_key) == Some(&false))
+            .collect();
+        self.record_vanished(gone, report).await?;
+        let pending = scan.pending;
         report.pending = pending.len();
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
         let cleaner = Arc::new(self.cleaner(now));
@@ -545,29 +621,16 @@ impl Pipeline {
     }
 
     /// Versions an earlier run listed and left pending that this listing of the same
-    /// range no longer holds, and that were not settled meanwhile: recorded as lost
-    /// (reason `vanished`). A key listed again with another ETag was overwritten, not
-    /// lost. Returns how many versions were remembered in each range.
+    /// range no longer holds (`gone`), and that were not settled meanwhile: recorded as
+    /// lost (reason `vanished`). A key listed again with another ETag was overwritten,
+    /// not lost, and is not in `gone`.
     async fn record_vanished(
         &self,
-        listed: &[ObjectMeta],
-        ranges: &[(String, String)],
+        gone: Vec<KnownPending>,
         report: &mut RunReport,
-    ) -> Result<Vec<usize>, PipelineError> {
-        let versions: std::collections::HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
-        let mut gone = Vec::new();
-        let mut known = Vec::new();
-        for (low, high) in ranges {
-            let remembered = self.warehouse.known_pending(low, high).await?;
-            known.push(remembered.len());
-            gone.extend(
-                remembered
-                    .into_iter()
-                    .filter(|p| !versions.contains(p.source_key.as_str())),
-            );
-        }
+    ) -> Result<(), PipelineError> {
         if gone.is_empty() {
-            return Ok(known);
+            return Ok(());
         }
         let keys: Vec<String> = gone.iter().map(|p| p.source_key.clone()).collect();
         let settled = self.warehouse.recorded_versions(&keys).await?;
@@ -593,8 +656,7 @@ impl Pipeline {
                 )
             })
             .collect();
-        self.quarantine(&lost, report).await?;
-        Ok(known)
+        self.quarantine(&lost, report).await
     }
 
     /// Remembers the pending versions this run did not settle (it failed, or stopped

@@ -27,20 +27,28 @@ struct Snapshot {
 
 pub async fn run(app: &App, limit: i64, check: bool, json: bool) -> Result<Outcome, Failure> {
     let (config, warehouse, pipeline) = (&app.config, &app.warehouse, &app.pipeline);
-    let files = pipeline.event_files(None).await?.1;
-    let written: HashMap<String, DateTime<Utc>> = files
-        .iter()
-        .filter_map(|f| Some((f.key.clone(), f.last_modified?)))
-        .collect();
-    let newest_source = files.iter().filter_map(|f| f.last_modified).max();
-    let event_files = files.len();
+    // One pass over the source, as a run makes it; of the listing only what status
+    // shows is kept: the pending versions, and when the alarms' files were written.
+    let alarms = warehouse.quarantined(QUARANTINE_SHOWN, false).await?;
+    let mut written: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let alarm_keys: std::collections::HashSet<&str> = alarms.iter().map(|q| q.source_key.as_str()).collect();
+    let scan = pipeline
+        .scan(None, |files| {
+            for f in files {
+                if let (true, Some(t)) = (alarm_keys.contains(f.key.as_str()), f.last_modified) {
+                    written.insert(f.key.clone(), t);
+                }
+            }
+        })
+        .await?;
+    drop(alarm_keys);
     let snapshot = Snapshot {
-        event_files,
-        pending: pipeline.unsettled(files).await?,
+        event_files: scan.event_files,
+        pending: scan.pending,
         written,
-        newest_source,
+        newest_source: scan.newest,
         loads: warehouse.recent_loads(limit).await?,
-        alarms: warehouse.quarantined(QUARANTINE_SHOWN, false).await?,
+        alarms,
         runs: [
             warehouse.last_run(RunStatus::Succeeded).await?,
             warehouse.last_run(RunStatus::Failed).await?,

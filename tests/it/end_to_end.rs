@@ -1767,3 +1767,58 @@ async fn rows_do_not_depend_on_how_loads_are_cut() {
         assert_eq!(state, reference, "{what} differs from {first}");
     }
 }
+
+/// A no-op run lists the source once, with or without `--metrics-file` (the metrics
+/// come from the run's own figures): through a proxy counting requests, a source of
+/// more than one listing page in three day partitions costs the first page, the
+/// delimiter listings of the root, the year and the month, and one listing per day:
+/// seven requests, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_op_run_lists_the_source_once() {
+    use support::latency_proxy::LatencyProxy;
+    let pg = support::postgres().await;
+    let case = S3Case::new(pg, "e2e_one_pass", "", "").await;
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..1050u32 {
+        let client = case.s3.client().await;
+        let key = format!("events/2020/01/{:02}/{i:032x}.json", 1 + i % 3);
+        let body = event(i, 1 + i % 3, "page_visit") + "\n";
+        puts.spawn(async move {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(body.into_bytes().into())
+                .send()
+                .await
+                .unwrap()
+        });
+        if puts.len() >= 16 {
+            puts.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = puts.join_next().await {
+        r.unwrap();
+    }
+    check(case.cli(&["migrate"]));
+    let out = check(case.cli(&["run"]));
+    assert!(out.stdout.contains("loaded 1050 of 1050 event files"), "{out}");
+    let proxy = LatencyProxy::start(case.s3.port(), std::time::Duration::ZERO);
+    let through = [("AWS_ENDPOINT_URL", proxy.endpoint())];
+    let through: Vec<(&str, &str)> = through.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let metrics = case.dir.path().join("metrics.prom").display().to_string();
+    let mut counts = Vec::new();
+    for args in [vec!["run", "--metrics-file", metrics.as_str()], vec!["run"]] {
+        let before = proxy.requests();
+        let out = check(case.cli_env(&args, &through));
+        assert!(out.stdout.contains("nothing to load"), "{out}");
+        counts.push(proxy.requests() - before);
+    }
+    assert_eq!(
+        counts,
+        [7, 7],
+        "requests of a no-op run with and without --metrics-file"
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("events_etl_files_pending 0"), "{text}");
+}
