@@ -79,6 +79,7 @@ impl App {
             systemic: config.systemic,
             naive_timezone: config.naive_timezone,
             budget: Default::default(),
+            file_rows: false,
             list_concurrency: config.list_concurrency,
         };
         Ok(App {

@@ -290,6 +290,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 max_files: max_files.map(std::num::NonZeroUsize::get),
                 max_duration,
             };
+            app.pipeline.file_rows = report_json.is_some();
             let outputs = commands::run::Outputs {
                 metrics_file,
                 report_json,

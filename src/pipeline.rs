@@ -33,7 +33,7 @@ pub struct Scan {
     /// When the newest event file listed was written.
     pub newest: Option<DateTime<Utc>>,
     /// The versions the control tables have not settled, in key order.
-    pub pending: Vec<ObjectMeta>,
+    pub pending: discover::Pending,
 }
 
 /// Why a run stopped, by where it arose; each maps to an exit code.
@@ -110,8 +110,16 @@ pub struct RunReport {
     /// File versions this run quarantined instead of loading, and those it found gone
     /// (reason `vanished`).
     pub quarantined: Vec<Quarantined>,
-    /// The files of the committed loads, as cleaned and staged.
+    /// The files of the committed loads, as cleaned and staged: kept only when the
+    /// pipeline's `file_rows` is set (`run --report-json`), since they grow with the
+    /// files a run loads.
     pub files: Vec<FileRow>,
+    /// How many files the committed loads recorded.
+    pub files_loaded: usize,
+    /// The versions this run settled (loaded or quarantined), as 128-bit digests of
+    /// (key, ETag): what is left pending is told from them without holding every
+    /// settled key (16 bytes a file instead of its key and ETag).
+    settled: std::collections::HashSet<u128>,
     /// Rejects of the committed loads' files, by reason.
     pub rejects_by_reason: BTreeMap<Reason, u64>,
     /// Seconds spent per step: `discover`, `stage` (read, clean, stage), `load`.
@@ -136,6 +144,7 @@ impl RunReport {
         loaded: Loaded,
         file_rows: Vec<FileRow>,
         reasons: Vec<(String, BTreeMap<Reason, u64>)>,
+        keep_rows: bool,
     ) {
         for q in &loaded.refused {
             telemetry::file_quarantined(&q.source_key, QuarantineReason::Refused.as_str(), &q.detail);
@@ -151,8 +160,14 @@ impl RunReport {
                 rejects: row.rejects,
                 blank_lines: row.blank_lines,
             });
-            self.files
-                .extend(file_rows.into_iter().filter(|f| !refused(&f.source_key)));
+            let loaded = file_rows.into_iter().filter(|f| !refused(&f.source_key));
+            for f in loaded {
+                self.files_loaded += 1;
+                self.settled.insert(version_digest(&f.source_key, &f.etag));
+                if keep_rows {
+                    self.files.push(f);
+                }
+            }
             for (reason, n) in reasons
                 .into_iter()
                 .filter(|(key, _)| !refused(key))
@@ -166,6 +181,9 @@ impl RunReport {
                     .entry(Reason::ConflictingDuplicate)
                     .or_insert(0) += n;
             }
+        }
+        for q in &loaded.refused {
+            self.settled.insert(version_digest(&q.source_key, &q.etag));
         }
         self.quarantined.extend(loaded.refused);
         self.loads.extend(loaded.row);
@@ -247,26 +265,34 @@ impl Unreadable {
 /// watched for leaving the source until a run leaves fewer).
 const MAX_REMEMBERED_PENDING: usize = 200_000;
 
+/// Segments of a listing compared with the control tables at once: one being compared
+/// while the next is ready. More would hold more days' listings for little gain, the
+/// warehouse answering one query at a time per connection.
+const COMPARES_IN_FLIGHT: usize = 2;
+
 /// Open reload requests each run compares with its listing.
 const OPEN_RELOADS_CHECKED: i64 = 100_000;
 
-/// The pending versions a run did not settle: not loaded by a committed load, not
-/// quarantined.
-fn left_pending<'a>(pending: &'a [ObjectMeta], report: &RunReport) -> Vec<&'a ObjectMeta> {
-    let settled: std::collections::HashSet<(&str, &str)> = report
-        .files
-        .iter()
-        .map(|f| (f.source_key.as_str(), f.etag.as_str()))
-        .chain(
-            report
-                .quarantined
-                .iter()
-                .map(|q| (q.source_key.as_str(), q.etag.as_str())),
-        )
-        .collect();
-    pending
-        .iter()
-        .filter(|p| !settled.contains(&(p.key.as_str(), p.etag.as_str())))
+/// A file version as a 128-bit digest (the first half of the SHA-256 of its key, a NUL
+/// and its ETag): two versions of one run's listing share one with a probability near
+/// 2^-100, far below any hardware fault.
+fn version_digest(key: &str, etag: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(key.as_bytes());
+    h.update([0u8]);
+    h.update(etag.as_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
+}
+
+/// The positions of the pending versions a run did not settle: not loaded by a
+/// committed load, not quarantined.
+fn left_pending(pending: &discover::Pending, report: &RunReport) -> Vec<usize> {
+    (0..pending.len())
+        .filter(|&i| !report.settled.contains(&version_digest(pending.key(i), pending.etag(i))))
         .collect()
 }
 
@@ -274,18 +300,31 @@ fn left_pending<'a>(pending: &'a [ObjectMeta], report: &RunReport) -> Vec<&'a Ob
 /// new load started before the source bytes would pass `max_bytes` (a file larger than
 /// `max_bytes` is a load of its own).
 pub fn load_cuts(pending: &[ObjectMeta], max_files: usize, max_bytes: u64) -> Vec<&[ObjectMeta]> {
+    load_cut_ranges(pending.iter().map(|f| f.size), max_files, max_bytes)
+        .into_iter()
+        .map(|r| &pending[r])
+        .collect()
+}
+
+/// [`load_cuts`] over files of these sizes, as ranges of their positions.
+pub fn load_cut_ranges(
+    sizes: impl IntoIterator<Item = u64>,
+    max_files: usize,
+    max_bytes: u64,
+) -> Vec<std::ops::Range<usize>> {
     let mut cuts = Vec::new();
-    let (mut start, mut bytes) = (0, 0u64);
-    for (i, f) in pending.iter().enumerate() {
-        let full = i - start >= max_files.max(1) || (i > start && bytes.saturating_add(f.size) > max_bytes);
+    let (mut start, mut bytes, mut n) = (0, 0u64, 0);
+    for (i, size) in sizes.into_iter().enumerate() {
+        let full = i - start >= max_files.max(1) || (i > start && bytes.saturating_add(size) > max_bytes);
         if full {
-            cuts.push(&pending[start..i]);
+            cuts.push(start..i);
             (start, bytes) = (i, 0);
         }
-        bytes = bytes.saturating_add(f.size);
+        bytes = bytes.saturating_add(size);
+        n = i + 1;
     }
-    if start < pending.len() {
-        cuts.push(&pending[start..]);
+    if start < n {
+        cuts.push(start..n);
     }
     cuts
 }
@@ -372,6 +411,9 @@ pub struct Pipeline {
     pub budget: RunBudget,
     /// Source listings in flight at once (`source.list_concurrency`).
     pub list_concurrency: usize,
+    /// Keep each loaded file's row in the run report ([`RunReport::files`]), for `run
+    /// --report-json`: off by default, since the rows grow with the files a run loads.
+    pub file_rows: bool,
 }
 
 /// Bounds on the work of one run, so that a backlog is worked off over several
@@ -396,7 +438,7 @@ impl Pipeline {
     /// only the `<prefix>YYYY/MM/DD/` prefixes of those days are listed.
     pub async fn discover_in(&self, days: Option<Days>) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
         let scan = self.scan(days, |_| {}).await?;
-        Ok((scan.event_files, scan.pending))
+        Ok((scan.event_files, scan.pending.to_vec()))
     }
 
     /// Step 1 in one pass: lists the source (only the partitions of `days`, when given)
@@ -404,8 +446,9 @@ impl Pipeline {
     /// [`discover::segments`]), compares each segment's event files with the control
     /// tables restricted to those keys, and keeps the versions not settled. `seen` is
     /// shown each segment's event files as they are listed. At most `list_concurrency`
-    /// segments are being listed and as many compared at once: memory holds those and
-    /// the pending versions (the run's new work), never the whole window's listing.
+    /// segments are being listed and [`COMPARES_IN_FLIGHT`] compared at once: memory
+    /// holds those and the pending versions (the run's new work), never the whole
+    /// window's listing.
     pub async fn scan(
         &self,
         days: Option<Days>,
@@ -421,7 +464,7 @@ impl Pipeline {
             None => discover::segments(store, &self.source.prefix, self.list_concurrency),
         };
         let (mut listed, mut event_files, mut newest) = (0usize, 0usize, None);
-        let mut pending = Vec::new();
+        let mut pending = discover::Pending::default();
         {
             let mut unsettled = segments
                 .map_err(PipelineError::Source)
@@ -436,12 +479,14 @@ impl Pipeline {
                     seen(&files);
                     self.unsettled(files)
                 })
-                .try_buffered(self.list_concurrency.max(1));
+                .try_buffered(COMPARES_IN_FLIGHT);
             while let Some(p) = unsettled.try_next().await? {
-                pending.extend(p);
+                for o in p {
+                    pending.push(o);
+                }
             }
         }
-        pending.sort_by(|a, b| a.key.cmp(&b.key));
+        pending.sort();
         telemetry::files_discovered(listed, event_files, pending.len());
         Ok(Scan {
             listed,
@@ -457,9 +502,18 @@ impl Pipeline {
         if event_files.is_empty() {
             return Ok(event_files);
         }
-        let keys: Vec<String> = event_files.iter().map(|o| o.key.clone()).collect();
-        let recorded = self.warehouse.recorded_versions(&keys).await?;
-        Ok(discover::pending(event_files, &recorded))
+        let versions: Vec<(&str, &str)> = event_files.iter().map(|o| (o.key.as_str(), o.etag.as_str())).collect();
+        let unsettled = self.warehouse.unsettled_versions(&versions).await?;
+        drop(versions);
+        let mut keep = unsettled.into_iter().peekable();
+        let mut pending: Vec<ObjectMeta> = event_files
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.next_if_eq(i).is_some())
+            .map(|(_, o)| o)
+            .collect();
+        pending.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(pending)
     }
 
     /// Closes the open reload requests of `gone`, versions the source no longer lists:
@@ -581,16 +635,19 @@ impl Pipeline {
         report.pending = pending.len();
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
         let cleaner = Arc::new(self.cleaner(now));
-        telemetry::progress_begin(pending.len(), pending.iter().map(|f| f.size).sum());
+        telemetry::progress_begin(
+            pending.len(),
+            (0..pending.len()).map(|i| pending.size(i)).sum(),
+        );
         let taken = match self.budget.max_files {
             Some(n) if n < pending.len() => {
                 report.stopped_early = Some(format!("--max-files {n} reached"));
-                &pending[..n]
+                n
             }
-            _ => &pending[..],
+            _ => pending.len(),
         };
         let deadline = self.budget.max_duration.map(|d| t + d);
-        let result = self.load_all(&cleaner, taken, deadline, report).await;
+        let result = self.load_all(&cleaner, &pending, taken, deadline, report).await;
         telemetry::progress_end();
         let left = left_pending(&pending, report);
         report.left_pending = Some(left.len());
@@ -600,8 +657,8 @@ impl Pipeline {
                 "{why}: no new loads taken; the rest stays pending for the next run"
             );
         }
-        report.oldest_left = left.iter().filter_map(|f| f.last_modified).min();
-        self.remember_left(&left, &ranges, &known).await;
+        report.oldest_left = left.iter().filter_map(|&i| pending.last_modified(i)).min();
+        self.remember_left(&pending, &left, &ranges, &known).await;
         result
     }
 
@@ -663,14 +720,20 @@ impl Pipeline {
     /// early), replacing what earlier runs remembered of the ranges it listed: the next
     /// run can then tell a version that left the source without loading. Best effort: a
     /// failure only loses that knowledge, with a warning.
-    async fn remember_left(&self, left: &[&ObjectMeta], ranges: &[(String, String)], known: &[usize]) {
+    async fn remember_left(
+        &self,
+        pending: &discover::Pending,
+        left: &[usize],
+        ranges: &[(String, String)],
+        known: &[usize],
+    ) {
         let now = Utc::now().naive_utc();
         for (i, (low, high)) in ranges.iter().enumerate() {
             let left: Vec<ObjectMeta> = left
                 .iter()
-                .filter(|p| low.as_str() <= p.key.as_str() && p.key.as_str() < high.as_str())
+                .filter(|&&p| low.as_str() <= pending.key(p) && pending.key(p) < high.as_str())
                 .take(MAX_REMEMBERED_PENDING)
-                .map(|p| (*p).clone())
+                .map(|&p| pending.get(p))
                 .collect();
             if left.is_empty() && known.get(i) == Some(&0) {
                 continue; // nothing was remembered, nothing is left: nothing to write
@@ -690,14 +753,18 @@ impl Pipeline {
     async fn load_all(
         &self,
         cleaner: &Arc<Cleaner>,
-        pending: &[ObjectMeta],
+        pending: &discover::Pending,
+        taken: usize,
         deadline: Option<Instant>,
         report: &mut RunReport,
     ) -> Result<(), PipelineError> {
         let mut unreadable = Unreadable::default();
         let mut alone: Vec<(ObjectMeta, WarehouseError)> = Vec::new();
-        let cuts = load_cuts(pending, self.max_files_per_load, self.max_bytes_per_load);
-        for chunk in cuts {
+        let sizes = (0..taken).map(|i| pending.size(i));
+        let cuts = load_cut_ranges(sizes, self.max_files_per_load, self.max_bytes_per_load);
+        for range in cuts {
+            let chunk: Vec<ObjectMeta> = range.map(|i| pending.get(i)).collect();
+            let chunk = &chunk[..];
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 report.stopped_early = Some("--max-duration reached".to_owned());
                 break;
@@ -883,7 +950,7 @@ impl Pipeline {
             };
             timed(report, "load", t);
             files.retain(|f| !loaded.refused.iter().any(|q| q.source_key == f.key));
-            span.in_scope(|| report.add_load(loaded, file_rows, reasons));
+            span.in_scope(|| report.add_load(loaded, file_rows, reasons, self.file_rows));
             if !self.keep_staging && !deleted {
                 // The warehouse did not say its COPYs had read them (or every file
                 // was set aside): the load has ended, so now.
@@ -968,6 +1035,9 @@ impl Pipeline {
             return Ok(());
         }
         self.warehouse.quarantine(files).await?;
+        for q in files {
+            report.settled.insert(version_digest(&q.source_key, &q.etag));
+        }
         report.quarantined.extend_from_slice(files);
         Ok(())
     }

@@ -44,7 +44,7 @@ pub async fn run(app: &App, limit: i64, check: bool, json: bool) -> Result<Outco
     drop(alarm_keys);
     let snapshot = Snapshot {
         event_files: scan.event_files,
-        pending: scan.pending,
+        pending: scan.pending.to_vec(),
         written,
         newest_source: scan.newest,
         loads: warehouse.recent_loads(limit).await?,

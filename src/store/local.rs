@@ -44,15 +44,21 @@ impl LocalStore {
     }
 }
 
-/// Walks `dir`, pushing files whose key starts with `prefix`. Directories are only
-/// entered when they can hold such keys.
-fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+/// The most objects [`LocalStore::list_first_page`] returns, as one S3 page.
+const FIRST_PAGE: usize = 1000;
+
+/// Walks `dir`, pushing files whose key starts with `prefix`, and stops once `out`
+/// holds more than `limit`. Directories are only entered when they can hold such keys.
+fn walk(root: &Path, dir: &Path, prefix: &str, limit: usize, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     for entry in entries {
+        if out.len() > limit {
+            return Ok(());
+        }
         let entry = entry?;
         let path = entry.path();
         let Ok(rel) = path.strip_prefix(root) else {
@@ -67,7 +73,7 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
         if ft.is_dir() {
             let as_dir = format!("{key}/");
             if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                walk(root, &path, prefix, out)?;
+                walk(root, &path, prefix, limit, out)?;
             }
         } else if ft.is_file() && key.starts_with(prefix) {
             out.push(object_meta(key, &entry.metadata()?));
@@ -150,13 +156,34 @@ impl ObjectStore for LocalStore {
         let p = prefix.to_owned();
         let mut out = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            walk(&root, &root, &p, &mut out).map(|()| out)
+            walk(&root, &root, &p, usize::MAX, &mut out).map(|()| out)
         })
         .await
         .map_err(|e| StoreError::io("list", self.url(prefix), e))?
         .map_err(|e| io_error("list", self.url(prefix), &e))?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// As S3's first page: the whole listing when it holds at most [`FIRST_PAGE`]
+    /// objects, else none of it and `false` (discovery then walks the levels), so that a
+    /// large tree is never held whole.
+    async fn list_first_page(&self, prefix: &str) -> Result<(Vec<ObjectMeta>, bool), StoreError> {
+        self.check_root(prefix).await?;
+        let root = self.root.clone();
+        let p = prefix.to_owned();
+        let mut out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk(&root, &root, &p, FIRST_PAGE, &mut out).map(|()| out)
+        })
+        .await
+        .map_err(|e| StoreError::io("list", self.url(prefix), e))?
+        .map_err(|e| io_error("list", self.url(prefix), &e))?;
+        if out.len() > FIRST_PAGE {
+            return Ok((Vec::new(), false));
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((out, true))
     }
 
     async fn list_level(&self, prefix: &str) -> Result<Level, StoreError> {

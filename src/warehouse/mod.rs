@@ -477,6 +477,22 @@ pub trait Warehouse: Send + Sync {
     /// quarantined (`etl_quarantine`).
     async fn recorded_versions(&self, keys: &[String]) -> Result<HashSet<(String, String)>, WarehouseError>;
 
+    /// The positions in `versions` of the (key, ETag) pairs that are not settled, in
+    /// order: what discovery keeps. The default reads the settled versions of the keys
+    /// ([`Warehouse::recorded_versions`]); an adapter that can send the versions and get
+    /// back only the unsettled ones (nearly none on a run with nothing new) does so.
+    async fn unsettled_versions(&self, versions: &[(&str, &str)]) -> Result<Vec<usize>, WarehouseError> {
+        let keys: Vec<String> = versions.iter().map(|(k, _)| (*k).to_owned()).collect();
+        let settled = self.recorded_versions(&keys).await?;
+        let settled: HashSet<(&str, &str)> = settled.iter().map(|(k, e)| (k.as_str(), e.as_str())).collect();
+        Ok(versions
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !settled.contains(*v))
+            .map(|(i, _)| i)
+            .collect())
+    }
+
     /// In one transaction: COPY the staged load, insert its new events (deduplicated by
     /// id), insert rejects, file
     /// rows and the load row. Files another loader recorded meanwhile are skipped. Returns

@@ -36,7 +36,7 @@ const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 42] = [
+pub const STATEMENTS: [&str; 43] = [
     "lock",
     "settings",
     "copies_begin",
@@ -58,6 +58,7 @@ pub const STATEMENTS: [&str; 42] = [
     "load_summary",
     "recent_loads",
     "recorded_versions",
+    "unsettled_versions",
     "quarantine",
     "quarantined",
     "reopen_quarantine",
@@ -943,6 +944,23 @@ impl Warehouse for Postgres {
             .await
             .map_err(|e| self.stmt_err("recorded_versions", &e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn unsettled_versions(&self, versions: &[(&str, &str)]) -> Result<Vec<usize>, WarehouseError> {
+        if versions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&str> = versions.iter().map(|(k, _)| *k).collect();
+        let etags: Vec<&str> = versions.iter().map(|(_, e)| *e).collect();
+        let client = self.client.lock().await;
+        let rows = client
+            .query(self.sql.get("unsettled_versions"), &[&keys, &etags])
+            .await
+            .map_err(|e| self.stmt_err("unsettled_versions", &e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| usize::try_from(r.get::<_, i64>(0)).ok())
+            .collect())
     }
 
     async fn load_reporting(

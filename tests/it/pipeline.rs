@@ -100,6 +100,7 @@ async fn pipeline(ghosts: &[&str], files: &[(&str, String)]) -> (Pipeline, Strin
         naive_timezone: chrono_tz::Tz::UTC,
         budget: Default::default(),
         list_concurrency: 4,
+        file_rows: true,
     };
     (p, schema, dir)
 }

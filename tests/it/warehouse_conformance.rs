@@ -1448,6 +1448,21 @@ pub async fn recorded_versions_are_exact(wh: &dyn Warehouse, cx: &Cx) {
         HashSet::from([pair("r/1.json", "v1"), pair("r/1.json", "v1b")])
     );
     assert!(!got.contains(&pair("r/1.json", "v9")));
+    // unsettled_versions is the complement, by position: of these versions only the
+    // unseen ETag and the unseen key are not settled.
+    let asked = [
+        ("r/1.json", "v1"),
+        ("r/1.json", "v9"),
+        ("r/2.json", "v2"),
+        ("r/3.json", "v3"),
+        ("r/1.json", "v1b"),
+    ];
+    assert_eq!(wh.unsettled_versions(&asked).await.expect("uv"), [1, 3]);
+    assert_eq!(wh.unsettled_versions(&[]).await.expect("uv"), Vec::<usize>::new());
+    // A version with an open reload request is not settled.
+    let at = chrono::NaiveDate::from_ymd_opt(2024, 6, 2).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    wh.request_reload("r/2.json", "v2", at).await.expect("reload");
+    assert_eq!(wh.unsettled_versions(&asked).await.expect("uv"), [1, 2, 3]);
 }
 
 /// A load staging a file version another load recorded meanwhile skips it; a load whose
