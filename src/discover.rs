@@ -360,7 +360,11 @@ mod tests {
     #[test]
     fn pending_versions_come_back_whole_and_in_key_order() {
         let t = chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap();
-        let mut listed = vec![meta("b/é.json", "e1"), meta("a.json", ""), meta("B.json", "etag-3")];
+        let mut listed = vec![
+            meta("b/é.json", "e1"),
+            meta("a.json", ""),
+            meta("B.json", "etag-3"),
+        ];
         listed[0].last_modified = Some(t);
         listed[1].archived = true;
         listed[2].size = 7;

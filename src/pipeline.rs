@@ -292,7 +292,11 @@ fn version_digest(key: &str, etag: &str) -> u128 {
 /// committed load, not quarantined.
 fn left_pending(pending: &discover::Pending, report: &RunReport) -> Vec<usize> {
     (0..pending.len())
-        .filter(|&i| !report.settled.contains(&version_digest(pending.key(i), pending.etag(i))))
+        .filter(|&i| {
+            !report
+                .settled
+                .contains(&version_digest(pending.key(i), pending.etag(i)))
+        })
         .collect()
 }
 
@@ -502,7 +506,10 @@ impl Pipeline {
         if event_files.is_empty() {
             return Ok(event_files);
         }
-        let versions: Vec<(&str, &str)> = event_files.iter().map(|o| (o.key.as_str(), o.etag.as_str())).collect();
+        let versions: Vec<(&str, &str)> = event_files
+            .iter()
+            .map(|o| (o.key.as_str(), o.etag.as_str()))
+            .collect();
         let unsettled = self.warehouse.unsettled_versions(&versions).await?;
         drop(versions);
         let mut keep = unsettled.into_iter().peekable();
@@ -635,10 +642,7 @@ impl Pipeline {
         report.pending = pending.len();
         report.seconds.insert("discover", t.elapsed().as_secs_f64());
         let cleaner = Arc::new(self.cleaner(now));
-        telemetry::progress_begin(
-            pending.len(),
-            (0..pending.len()).map(|i| pending.size(i)).sum(),
-        );
+        telemetry::progress_begin(pending.len(), (0..pending.len()).map(|i| pending.size(i)).sum());
         let taken = match self.budget.max_files {
             Some(n) if n < pending.len() => {
                 report.stopped_early = Some(format!("--max-files {n} reached"));

@@ -49,7 +49,13 @@ const FIRST_PAGE: usize = 1000;
 
 /// Walks `dir`, pushing files whose key starts with `prefix`, and stops once `out`
 /// holds more than `limit`. Directories are only entered when they can hold such keys.
-fn walk(root: &Path, dir: &Path, prefix: &str, limit: usize, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    limit: usize,
+    out: &mut Vec<ObjectMeta>,
+) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -1460,7 +1460,10 @@ pub async fn recorded_versions_are_exact(wh: &dyn Warehouse, cx: &Cx) {
     assert_eq!(wh.unsettled_versions(&asked).await.expect("uv"), [1, 3]);
     assert_eq!(wh.unsettled_versions(&[]).await.expect("uv"), Vec::<usize>::new());
     // A version with an open reload request is not settled.
-    let at = chrono::NaiveDate::from_ymd_opt(2024, 6, 2).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    let at = chrono::NaiveDate::from_ymd_opt(2024, 6, 2)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
     wh.request_reload("r/2.json", "v2", at).await.expect("reload");
     assert_eq!(wh.unsettled_versions(&asked).await.expect("uv"), [1, 2, 3]);
 }
