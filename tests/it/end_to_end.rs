@@ -43,6 +43,30 @@ fn write_config(dir: &Path, source: &str, staging: &str, pg: &PgServer, schema: 
     path.display().to_string()
 }
 
+/// Puts these (key, body) objects into `BUCKET`, 16 at a time.
+async fn put_many(s3: &support::S3Server, objects: impl Iterator<Item = (String, String)>) {
+    let mut puts = tokio::task::JoinSet::new();
+    for (key, body) in objects {
+        let client = s3.client().await;
+        puts.spawn(async move {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .body(body.into_bytes().into())
+                .send()
+                .await
+                .unwrap()
+        });
+        if puts.len() >= 16 {
+            puts.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = puts.join_next().await {
+        r.unwrap();
+    }
+}
+
 async fn scalar(pg: &PgServer, sql: &str) -> i64 {
     pg.client().await.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -174,28 +198,16 @@ async fn s3_incremental_load_through_the_binary() {
 
     // More keys than one ListObjectsV2 page (1,000) holds: 1,001 one-line files, plus the
     // seed's two lines, a duplicate, a gzipped file, and keys that are not event files.
-    let mut puts = tokio::task::JoinSet::new();
-    for i in 0..1001u32 {
-        let client = s3.client().await;
-        let key = format!("events/2020/01/{:02}/{i:032x}.json", 1 + i % 28);
-        let body = event(i, 1 + i % 28, "page_visit") + "\n";
-        puts.spawn(async move {
-            client
-                .put_object()
-                .bucket(BUCKET)
-                .key(key)
-                .body(body.into_bytes().into())
-                .send()
-                .await
-                .unwrap()
-        });
-        if puts.len() >= 16 {
-            puts.join_next().await.unwrap().unwrap();
-        }
-    }
-    while let Some(r) = puts.join_next().await {
-        r.unwrap();
-    }
+    put_many(
+        s3,
+        (0..1001u32).map(|i| {
+            (
+                format!("events/2020/01/{:02}/{i:032x}.json", 1 + i % 28),
+                event(i, 1 + i % 28, "page_visit") + "\n",
+            )
+        }),
+    )
+    .await;
     let seed = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/sample/events/2020/01/13/0f6e0555e9f34063b711a676d13e38f9.json"),
@@ -485,17 +497,32 @@ fn sample_source(dir: &Path) -> std::path::PathBuf {
 
 /// Events and rejects, without the columns that differ between runs.
 async fn contents(pg: &PgServer, schema: &str) -> Vec<String> {
-    let q = |s: &str| s.replace("{s}", schema);
+    texts(
+        pg,
+        schema,
+        &[
+            "SELECT event_id || created_at || user_email || coalesce(ip,'') || event_name || coalesce(metadata::text,'') \
+             || source_key || source_line FROM {s}.events ORDER BY event_id",
+            "SELECT source_key || source_line || reason || coalesce(raw_line,'') FROM {s}.event_rejects ORDER BY 1",
+            "SELECT source_key || etag || lines || events_loaded || duplicates || rejects || blank_lines \
+             FROM {s}.etl_files ORDER BY 1",
+            "SELECT files || ' ' || lines || ' ' || events_loaded || ' ' || duplicates || ' ' || rejects FROM {s}.etl_loads",
+        ],
+    )
+    .await
+}
+
+/// The one text column of every row of each query, in turn (`{s}` is the schema).
+async fn texts(pg: &PgServer, schema: &str, queries: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
-    for sql in [
-        "SELECT event_id || created_at || user_email || coalesce(ip,'') || event_name || coalesce(metadata::text,'') \
-         || source_key || source_line FROM {s}.events ORDER BY event_id",
-        "SELECT source_key || source_line || reason || coalesce(raw_line,'') FROM {s}.event_rejects ORDER BY 1",
-        "SELECT source_key || etag || lines || events_loaded || duplicates || rejects || blank_lines \
-         FROM {s}.etl_files ORDER BY 1",
-        "SELECT files || ' ' || lines || ' ' || events_loaded || ' ' || duplicates || ' ' || rejects FROM {s}.etl_loads",
-    ] {
-        for r in pg.client().await.query(&q(sql), &[]).await.unwrap() {
+    for sql in queries {
+        for r in pg
+            .client()
+            .await
+            .query(&sql.replace("{s}", schema), &[])
+            .await
+            .unwrap()
+        {
             out.push(r.get::<_, String>(0));
         }
     }
@@ -1648,21 +1675,19 @@ fn cut_corpus() -> Vec<(String, String)> {
 
 /// What a schema holds, for comparing cuts: events, rejects, and the load totals.
 async fn cut_state(pg: &PgServer, schema: &str) -> Vec<String> {
-    let q = |s: &str| s.replace("{s}", schema);
-    let mut out = Vec::new();
-    for sql in [
-        "SELECT event_id || ' ' || created_at || ' ' || user_email || ' ' || source_key || ':' || source_line \
-         FROM {s}.events ORDER BY 1",
-        "SELECT reason || ' ' || source_key || ':' || source_line FROM {s}.event_rejects ORDER BY 1",
-        "SELECT 'totals ' || sum(lines) || ' ' || sum(events_loaded) || ' ' || sum(duplicates) || ' ' \
-         || sum(rejects) || ' ' || sum(conflicts) || ' ' || sum(blank_lines) FROM {s}.etl_loads",
-        "SELECT 'files ' || count(*) FROM {s}.etl_files",
-    ] {
-        for r in pg.client().await.query(&q(sql), &[]).await.unwrap() {
-            out.push(r.get::<_, String>(0));
-        }
-    }
-    out
+    texts(
+        pg,
+        schema,
+        &[
+            "SELECT event_id || ' ' || created_at || ' ' || user_email || ' ' || source_key || ':' || source_line \
+             FROM {s}.events ORDER BY 1",
+            "SELECT reason || ' ' || source_key || ':' || source_line FROM {s}.event_rejects ORDER BY 1",
+            "SELECT 'totals ' || sum(lines) || ' ' || sum(events_loaded) || ' ' || sum(duplicates) || ' ' \
+             || sum(rejects) || ' ' || sum(conflicts) || ' ' || sum(blank_lines) FROM {s}.etl_loads",
+            "SELECT 'files ' || count(*) FROM {s}.etl_files",
+        ],
+    )
+    .await
 }
 
 /// The rows per id do not depend on how the files are cut into loads and runs: the
@@ -1727,7 +1752,8 @@ async fn rows_do_not_depend_on_how_loads_are_cut() {
                     );
                 }
             } else {
-                let out = bin(&["run"]);
+                let metrics = run_dir.join("metrics.prom").display().to_string();
+                let out = bin(&["run", "--metrics-file", &metrics]);
                 assert!(
                     out.stdout.contains("loaded 8 of 8 event files"),
                     "{kind} {cut}: {out}"
@@ -1735,6 +1761,21 @@ async fn rows_do_not_depend_on_how_loads_are_cut() {
                 if cut == "file by file" {
                     assert!(out.stdout.contains("in 8 load(s)"), "{kind} {cut}: {out}");
                 }
+                // The conflicting duplicates are counted in the metrics and in status.
+                let text = std::fs::read_to_string(&metrics).unwrap();
+                assert!(
+                    text.contains("events_etl_rejects{reason=\"conflicting_duplicate\"} 4"),
+                    "{kind} {cut}: {text}"
+                );
+                let status: serde_json::Value =
+                    serde_json::from_str(&bin(&["status", "--json"]).stdout).unwrap();
+                let conflicts: i64 = status["recent_loads"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["conflicts"].as_i64().unwrap())
+                    .sum();
+                assert_eq!(conflicts, 4, "{kind} {cut}: {status:#}");
             }
             states.push((format!("{kind}, {cut}"), cut_state(pg, &schema).await));
         }
@@ -1778,28 +1819,16 @@ async fn a_no_op_run_lists_the_source_once() {
     use support::latency_proxy::LatencyProxy;
     let pg = support::postgres().await;
     let case = S3Case::new(pg, "e2e_one_pass", "", "").await;
-    let mut puts = tokio::task::JoinSet::new();
-    for i in 0..1050u32 {
-        let client = case.s3.client().await;
-        let key = format!("events/2020/01/{:02}/{i:032x}.json", 1 + i % 3);
-        let body = event(i, 1 + i % 3, "page_visit") + "\n";
-        puts.spawn(async move {
-            client
-                .put_object()
-                .bucket(BUCKET)
-                .key(key)
-                .body(body.into_bytes().into())
-                .send()
-                .await
-                .unwrap()
-        });
-        if puts.len() >= 16 {
-            puts.join_next().await.unwrap().unwrap();
-        }
-    }
-    while let Some(r) = puts.join_next().await {
-        r.unwrap();
-    }
+    put_many(
+        &case.s3,
+        (0..1050u32).map(|i| {
+            (
+                format!("events/2020/01/{:02}/{i:032x}.json", 1 + i % 3),
+                event(i, 1 + i % 3, "page_visit") + "\n",
+            )
+        }),
+    )
+    .await;
     check(case.cli(&["migrate"]));
     let out = check(case.cli(&["run"]));
     assert!(out.stdout.contains("loaded 1050 of 1050 event files"), "{out}");
