@@ -128,10 +128,12 @@ SET LOCAL enable_seqscan = off;
 SET LOCAL enable_seqscan TO DEFAULT;
 
 -- name: classify
--- Sorts the load's copies into what it inserts, what is a duplicate and what is a
--- conflicting duplicate (docs/cleaning-contract.md, "Duplicates and conflicts"). $1 is
+-- Finds the load's copies that are not inserted, the exceptions (docs/cleaning-contract.md,
+-- "Duplicates and conflicts"): load_copies lists each by (key, line) with its class,
+-- `duplicate` or `conflict`; every other staged event is inserted. $1 is
 -- load.dedupe_window_days, $2 the width in microseconds of the window's buckets (the
--- window, or 1 µs for a window of 0).
+-- window, or 1 µs for a window of 0), $3 and $4 the load's earliest and latest staged
+-- created_at.
 -- * Copies of an id with the same payload_hash are one payload: its first copy by (key,
 --   line) stands for it (a rep), the others are duplicates, counted only. Keys compare
 --   as bytes (COLLATE "C"), the order S3 lists and the pipeline loads them in, whatever
@@ -145,33 +147,41 @@ SET LOCAL enable_seqscan TO DEFAULT;
 --   loads), or an earlier rep of this load by (key, line). Else it is inserted.
 -- The rule is the same within a load as across loads, so the rows per id do not depend
 -- on how files are cut into loads and runs, as long as they load in key order.
--- Earlier reps within the window are found without comparing reps pairwise (an id sent
--- a million times would make that quadratic): the time line is cut into buckets as wide
--- as the window, so that reps in one bucket are within the window of each other, and
--- the neighbouring buckets are searched for the earliest rep at or after created_at -
--- window (below) and at or before created_at + window (above), with running minimums
--- over the reps and the query points sorted together. Only ids with more than one rep
--- go through that; nearly every id has one.
+-- Nearly every id is sent once: those (singles) are not sorted, only probed. The ids sent
+-- more than once (repeated) are ranked, and their earlier reps within the window are
+-- found without comparing reps pairwise (an id sent a million times would make that
+-- quadratic): the time line is cut into buckets as wide as the window, so that reps in
+-- one bucket are within the window of each other, and the neighbouring buckets are
+-- searched for the earliest rep at or after created_at - window (below) and at or before
+-- created_at + window (above), with running minimums over the reps and the query points
+-- sorted together.
 -- The probes of events and event_rejects are one lookup in an index per rep, as LATERAL
--- subqueries (not EXISTS, which the planner turns into a hash anti-join reading all of
--- events once the load is large) whatever the statistics (probe_by_index). Rows of one id
--- in events lie more than the window apart, so the window holds at most three of them.
+-- subqueries with LIMIT 1 (not EXISTS, which the planner turns into a hash anti-join
+-- reading all of events once the load is large) whatever the statistics
+-- (probe_by_index): whether events holds the id within the window reads the key's
+-- index alone, and only a rep that it holds is looked up again for an identical row.
+-- event_rejects is probed only when it holds a conflicting duplicate in the load's time
+-- range widened by the window (one lookup first, a one-time filter after).
 CREATE TEMP TABLE load_copies ON COMMIT DROP AS
-WITH reps AS (
-    SELECT p.*,
-           ROW_NUMBER() OVER (PARTITION BY p.event_id ORDER BY p.source_key COLLATE "C", p.source_line) AS rn,
-           COUNT(*) OVER (PARTITION BY p.event_id) AS reps
-    FROM (
-        SELECT DISTINCT ON (event_id, payload_hash) *
-        FROM pg_temp.stage_events
-        ORDER BY event_id, payload_hash, source_key COLLATE "C", source_line
-    ) p
+WITH repeated AS (
+    SELECT event_id FROM pg_temp.stage_events GROUP BY event_id HAVING COUNT(*) > 1
+),
+ranked AS (
+    SELECT s.event_id, s.payload_hash, s.created_at, s.source_key, s.source_line,
+           ROW_NUMBER() OVER (PARTITION BY s.event_id ORDER BY s.source_key COLLATE "C", s.source_line) AS rn
+    FROM pg_temp.stage_events s
+    WHERE s.event_id IN (SELECT event_id FROM repeated)
+),
+first_of_payload AS (
+    SELECT event_id, payload_hash, created_at, source_key, source_line, rn,
+           ROW_NUMBER() OVER (PARTITION BY event_id, payload_hash ORDER BY rn) AS nth
+    FROM ranked
 ),
 multi AS (
     SELECT event_id, rn, created_at,
            (extract(epoch FROM created_at - TIMESTAMP '0001-01-01') * 1000000)::bigint / $2 AS b
-    FROM reps
-    WHERE reps > 1
+    FROM first_of_payload
+    WHERE nth = 1
 ),
 same_bucket AS (
     SELECT event_id, rn, MIN(rn) OVER (PARTITION BY event_id, b) AS first_rn
@@ -213,39 +223,72 @@ earlier AS (
     JOIN below b ON b.event_id = s.event_id AND b.rn = s.rn
     JOIN above a ON a.event_id = s.event_id AND a.rn = s.rn
     WHERE s.first_rn < s.rn OR b.first_rn < s.rn OR a.first_rn < s.rn
+),
+reps AS (
+    SELECT s.event_id, s.payload_hash, s.created_at, s.source_key, s.source_line, FALSE AS earlier
+    FROM pg_temp.stage_events s
+    WHERE s.event_id NOT IN (SELECT event_id FROM repeated)
+    UNION ALL
+    SELECT f.event_id, f.payload_hash, f.created_at, f.source_key, f.source_line, e.rn IS NOT NULL
+    FROM first_of_payload f
+    LEFT JOIN earlier e ON e.event_id = f.event_id AND e.rn = f.rn
+    WHERE f.nth = 1
+),
+conflicts_near AS (
+    SELECT EXISTS (
+        SELECT 1 FROM {schema}.event_rejects x
+        WHERE x.event_id IS NOT NULL
+          AND x.created_at BETWEEN CAST($3 AS TIMESTAMP) - make_interval(days => $1)
+                               AND CAST($4 AS TIMESTAMP) + make_interval(days => $1)
+    ) AS any_conflict
+),
+classed AS (
+    SELECT r.source_key, r.source_line,
+           CASE WHEN identical.same OR rejected_same.hit THEN 'duplicate'
+                WHEN r.earlier OR stored.hit OR rejected.hit THEN 'conflict'
+           END AS class
+    FROM reps r
+    LEFT JOIN LATERAL (
+        SELECT TRUE AS hit FROM {schema}.events x
+        WHERE x.event_id = r.event_id
+          AND x.created_at BETWEEN r.created_at - make_interval(days => $1)
+                               AND r.created_at + make_interval(days => $1)
+        LIMIT 1
+    ) stored ON TRUE
+    LEFT JOIN LATERAL (
+        SELECT TRUE AS same FROM {schema}.events x
+        WHERE stored.hit
+          AND x.event_id = r.event_id AND x.created_at = r.created_at
+          AND COALESCE(x.payload_hash, r.payload_hash) = r.payload_hash
+        LIMIT 1
+    ) identical ON TRUE
+    LEFT JOIN LATERAL (
+        SELECT TRUE AS hit FROM {schema}.event_rejects x
+        WHERE (SELECT any_conflict FROM conflicts_near)
+          AND x.event_id = r.event_id
+          AND x.created_at BETWEEN r.created_at - make_interval(days => $1)
+                               AND r.created_at + make_interval(days => $1)
+        LIMIT 1
+    ) rejected ON TRUE
+    LEFT JOIN LATERAL (
+        SELECT TRUE AS hit FROM {schema}.event_rejects x
+        WHERE (SELECT any_conflict FROM conflicts_near)
+          AND x.event_id = r.event_id AND x.created_at = r.created_at AND x.payload_hash = r.payload_hash
+        LIMIT 1
+    ) rejected_same ON TRUE
 )
-SELECT r.event_id, r.created_at, r.user_email, r.ip, r.event_name, r.metadata, r.payload_hash,
-       r.source_key, r.source_line,
-       CASE WHEN stored.same OR rejected_same.hit THEN 'duplicate'
-            WHEN e.rn IS NOT NULL OR stored.hit OR rejected.hit THEN 'conflict'
-            ELSE 'insert' END AS class
-FROM reps r
-LEFT JOIN earlier e ON e.event_id = r.event_id AND e.rn = r.rn
-LEFT JOIN LATERAL (
-    SELECT COUNT(*) > 0 AS hit,
-           COALESCE(bool_or(x.created_at = r.created_at
-                            AND COALESCE(x.payload_hash, r.payload_hash) = r.payload_hash), FALSE) AS same
-    FROM {schema}.events x
-    WHERE x.event_id = r.event_id
-      AND x.created_at BETWEEN r.created_at - make_interval(days => $1)
-                           AND r.created_at + make_interval(days => $1)
-) stored ON TRUE
-LEFT JOIN LATERAL (
-    SELECT TRUE AS hit FROM {schema}.event_rejects x
-    WHERE x.event_id = r.event_id
-      AND x.created_at BETWEEN r.created_at - make_interval(days => $1)
-                           AND r.created_at + make_interval(days => $1)
-    LIMIT 1
-) rejected ON TRUE
-LEFT JOIN LATERAL (
-    SELECT TRUE AS hit FROM {schema}.event_rejects x
-    WHERE x.event_id = r.event_id AND x.created_at = r.created_at AND x.payload_hash = r.payload_hash
-    LIMIT 1
-) rejected_same ON TRUE;
+SELECT source_key, source_line, class FROM classed WHERE class IS NOT NULL
+UNION ALL
+SELECT source_key, source_line, 'duplicate' FROM first_of_payload WHERE nth > 1;
+
+-- name: analyze_copies
+-- The exceptions are few: the planner must know it, so that insert_events hashes them
+-- and reads stage_events once.
+ANALYZE pg_temp.load_copies;
 
 -- name: insert_events
--- One statement inserts the events and the conflicting duplicates' rejects (classify
--- sorted them) and records the files. Rows already in events are never updated.
+-- One statement inserts the events (every staged event classify did not list) and the
+-- conflicting duplicates' rejects, and records the files. Rows already in events are never updated.
 -- events_loaded counts, per file, the rows this statement inserted (read from its own
 -- RETURNING, never from events by load_id), conflicts its conflicting duplicates; the
 -- rest of the file's staged events were duplicates. A conflicting duplicate's reject
@@ -259,26 +302,28 @@ WITH inserted AS (
     INSERT INTO {schema}.events
         (event_id, created_at, user_email, ip, event_name, metadata, payload_hash, source_key,
          source_line, load_id, loaded_at)
-    SELECT c.event_id, c.created_at, c.user_email, c.ip, c.event_name, c.metadata, c.payload_hash,
-           c.source_key, c.source_line, $1, (SELECT now() AT TIME ZONE 'UTC')
-    FROM pg_temp.load_copies c
-    WHERE c.class = 'insert'
+    SELECT s.event_id, s.created_at, s.user_email, s.ip, s.event_name, s.metadata, s.payload_hash,
+           s.source_key, s.source_line, $1, (SELECT now() AT TIME ZONE 'UTC')
+    FROM pg_temp.stage_events s
+    WHERE NOT EXISTS (SELECT 1 FROM pg_temp.load_copies c
+                      WHERE c.source_key = s.source_key AND c.source_line = s.source_line)
     RETURNING source_key, event_name, created_at
 ),
 conflicting AS (
     INSERT INTO {schema}.event_rejects
         (load_id, source_key, source_line, reason, raw_line, rejected_at, event_id, created_at,
          payload_hash)
-    SELECT $1, c.source_key, c.source_line, 'conflicting_duplicate',
+    SELECT $1, s.source_key, s.source_line, 'conflicting_duplicate',
            left(CAST(jsonb_build_object(
-                'id', c.event_id, 'created_at', CAST(c.created_at AS VARCHAR),
-                'user_email', c.user_email, 'ip', c.ip, 'event_name', c.event_name,
-                'metadata', CASE WHEN c.metadata IS NULL OR octet_length(CAST(c.metadata AS TEXT)) <= 4096
-                                 THEN c.metadata
+                'id', s.event_id, 'created_at', CAST(s.created_at AS VARCHAR),
+                'user_email', s.user_email, 'ip', s.ip, 'event_name', s.event_name,
+                'metadata', CASE WHEN s.metadata IS NULL OR octet_length(CAST(s.metadata AS TEXT)) <= 4096
+                                 THEN s.metadata
                                  ELSE to_jsonb(CAST('(over 4096 bytes: see the source line)' AS TEXT)) END)
                 AS TEXT), 4096),
-           (SELECT now() AT TIME ZONE 'UTC'), c.event_id, c.created_at, c.payload_hash
+           (SELECT now() AT TIME ZONE 'UTC'), s.event_id, s.created_at, s.payload_hash
     FROM pg_temp.load_copies c
+    JOIN pg_temp.stage_events s ON s.source_key = c.source_key AND s.source_line = c.source_line
     WHERE c.class = 'conflict'
     RETURNING source_key
 ),

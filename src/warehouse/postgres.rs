@@ -36,7 +36,7 @@ const BOOTSTRAP_SQL: &str = include_str!("../../sql/postgres/bootstrap.sql");
 const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
 
 /// The statement names this adapter runs; a unit test checks `load.sql` has them all.
-pub const STATEMENTS: [&str; 43] = [
+pub const STATEMENTS: [&str; 44] = [
     "lock",
     "settings",
     "copies_begin",
@@ -51,6 +51,7 @@ pub const STATEMENTS: [&str; 43] = [
     "create_load_types",
     "probe_by_index",
     "classify",
+    "analyze_copies",
     "insert_events",
     "probe_reset",
     "insert_rejects",
@@ -998,8 +999,15 @@ impl Warehouse for Postgres {
         self.batch(&tx, "create_load_types").await?;
         self.batch(&tx, "probe_by_index").await?;
         let bucket_us = super::window_bucket_us(self.dedupe_window_days.unsigned_abs());
-        self.exec(&tx, "classify", &[&self.dedupe_window_days, &bucket_us])
-            .await?;
+        // A load without events has no range; any one does (nothing is probed).
+        let (low, high) = staged.created_range.unwrap_or_default();
+        self.exec(
+            &tx,
+            "classify",
+            &[&self.dedupe_window_days, &bucket_us, &low, &high],
+        )
+        .await?;
+        self.batch(&tx, "analyze_copies").await?;
         self.batch(&tx, "probe_reset").await?;
         self.exec(&tx, "insert_events", &[id]).await?;
         self.exec(&tx, "insert_rejects", &[id]).await?;

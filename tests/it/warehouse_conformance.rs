@@ -2357,7 +2357,21 @@ async fn postgres_dedupe_probes_the_key_index_not_the_table() {
             .expect("probe_by_index");
         let explain = |name: &str| format!("EXPLAIN (ANALYZE, COSTS OFF) {}", sql.get(name));
         let classified: Vec<String> = tx
-            .query(&explain("classify"), &[&1i32, &86_400_000_000i64])
+            .query(
+                &explain("classify"),
+                &[
+                    &1i32,
+                    &86_400_000_000i64,
+                    &chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+                        .unwrap()
+                        .and_hms_opt(0, 0, 0)
+                        .unwrap(),
+                    &chrono::NaiveDate::from_ymd_opt(2024, 2, 1)
+                        .unwrap()
+                        .and_hms_opt(0, 0, 0)
+                        .unwrap(),
+                ],
+            )
             .await
             .unwrap_or_else(|e| panic!("explain classify: {}", pg_message(&e)))
             .iter()
