@@ -114,8 +114,6 @@ pub struct RunReport {
     /// pipeline's `file_rows` is set (`run --report-json`), since they grow with the
     /// files a run loads.
     pub files: Vec<FileRow>,
-    /// How many files the committed loads recorded.
-    pub files_loaded: usize,
     /// The versions this run settled (loaded or quarantined), as 128-bit digests of
     /// (key, ETag): what is left pending is told from them without holding every
     /// settled key (16 bytes a file instead of its key and ETag).
@@ -162,7 +160,6 @@ impl RunReport {
             });
             let loaded = file_rows.into_iter().filter(|f| !refused(&f.source_key));
             for f in loaded {
-                self.files_loaded += 1;
                 self.settled.insert(version_digest(&f.source_key, &f.etag));
                 if keep_rows {
                     self.files.push(f);
