@@ -1,8 +1,6 @@
 //! Step 1, discover: list the source prefix (by date partition, concurrently), keep
 //! event files, drop versions the control table already holds.
 
-use std::collections::HashSet;
-
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
@@ -264,18 +262,6 @@ impl Pending {
     }
 }
 
-/// The listed event files whose (key, ETag) is not in `recorded`, in key order: the
-/// order that decides which copy of a duplicated event wins.
-pub fn pending(listed: Vec<ObjectMeta>, recorded: &HashSet<(String, String)>) -> Vec<ObjectMeta> {
-    let mut out: Vec<ObjectMeta> = listed
-        .into_iter()
-        .filter(|o| is_event_file(&o.key))
-        .filter(|o| !recorded.contains(&(o.key.clone(), o.etag.clone())))
-        .collect();
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,24 +366,5 @@ mod tests {
         assert_eq!((p.etag(0), p.size(0)), ("etag-3", 7));
         assert_eq!(p.get(1), listed[1]);
         assert_eq!((p.get(2), p.last_modified(2)), (listed[0].clone(), Some(t)));
-    }
-
-    #[test]
-    fn pending_skips_recorded_versions_only() {
-        let recorded: HashSet<_> = [("b.json".to_owned(), "e1".to_owned())].into_iter().collect();
-        let got = pending(
-            vec![
-                meta("c.json", "e1"),
-                meta("b.json", "e1"),
-                meta("a.json", "e1"),
-                meta("b.txt", "e1"),
-            ],
-            &recorded,
-        );
-        let keys: Vec<_> = got.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys, ["a.json", "c.json"]);
-        // a new version of a recorded key is pending again
-        let got = pending(vec![meta("b.json", "e2")], &recorded);
-        assert_eq!(got.len(), 1);
     }
 }

@@ -297,17 +297,9 @@ fn left_pending(pending: &discover::Pending, report: &RunReport) -> Vec<usize> {
         .collect()
 }
 
-/// The pending files cut into loads, in order: each at most `max_files` files, and a
-/// new load started before the source bytes would pass `max_bytes` (a file larger than
-/// `max_bytes` is a load of its own).
-pub fn load_cuts(pending: &[ObjectMeta], max_files: usize, max_bytes: u64) -> Vec<&[ObjectMeta]> {
-    load_cut_ranges(pending.iter().map(|f| f.size), max_files, max_bytes)
-        .into_iter()
-        .map(|r| &pending[r])
-        .collect()
-}
-
-/// [`load_cuts`] over files of these sizes, as ranges of their positions.
+/// The pending files, of these sizes, cut into loads in order, as ranges of their
+/// positions: each at most `max_files` files, and a new load started before the source
+/// bytes would pass `max_bytes` (a file larger than `max_bytes` is a load of its own).
 pub fn load_cut_ranges(
     sizes: impl IntoIterator<Item = u64>,
     max_files: usize,
@@ -430,13 +422,9 @@ pub struct RunBudget {
 }
 
 impl Pipeline {
-    /// Step 1: the event files under the source prefix that are not recorded yet.
-    pub async fn discover(&self) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
-        self.discover_in(None).await
-    }
-
-    /// [`Pipeline::discover`], limited to the date partitions `from..=to` when given:
-    /// only the `<prefix>YYYY/MM/DD/` prefixes of those days are listed.
+    /// Step 1: the event files under the source prefix that are not recorded yet,
+    /// limited to the date partitions `from..=to` when given: only the
+    /// `<prefix>YYYY/MM/DD/` prefixes of those days are listed.
     pub async fn discover_in(&self, days: Option<Days>) -> Result<(usize, Vec<ObjectMeta>), PipelineError> {
         let scan = self.scan(days, |_| {}).await?;
         Ok((scan.event_files, scan.pending.to_vec()))
@@ -1166,22 +1154,16 @@ impl pool::Open for SourceOpener {
 mod tests {
     use super::*;
 
-    fn files(sizes: &[u64]) -> Vec<ObjectMeta> {
-        sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &size)| ObjectMeta {
-                key: format!("k{i}"),
-                etag: "e".into(),
-                size,
-                archived: false,
-                last_modified: None,
-            })
-            .collect()
+    fn files(sizes: &[u64]) -> Vec<u64> {
+        sizes.to_vec()
     }
 
-    fn shape(cuts: &[&[ObjectMeta]]) -> Vec<usize> {
+    fn shape(cuts: &[std::ops::Range<usize>]) -> Vec<usize> {
         cuts.iter().map(|c| c.len()).collect()
+    }
+
+    fn load_cuts(sizes: &[u64], max_files: usize, max_bytes: u64) -> Vec<std::ops::Range<usize>> {
+        load_cut_ranges(sizes.iter().copied(), max_files, max_bytes)
     }
 
     #[test]
