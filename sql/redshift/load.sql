@@ -203,56 +203,53 @@ JOIN below lo ON lo.event_id = s.event_id AND lo.rn = s.rn
 JOIN above hi ON hi.event_id = s.event_id AND hi.rn = s.rn
 WHERE s.first_rn < s.rn OR lo.first_rn < s.rn OR hi.first_rn < s.rn;
 
--- name: load_stored
+-- name: load_near
 -- What earlier loads stored of the load's ids near its time range: rows of events and
--- conflicting duplicates' rejects, per (id, bucket) their earliest and latest
--- created_at. A rep has a stored copy within the window when its own bucket holds one,
--- or the bucket below one at or after created_at - window, or the bucket above one at or
--- before created_at + window: at most three rows per rep to join, however many copies an
--- id has. The literal range on created_at ({window_low}..{window_high}: the load's staged
--- created_at range widened by the window, computed by the adapter) changes nothing but
--- the cost: events is sorted by created_at, so zone maps skip every block outside it,
--- and the scan reads the load's time range instead of all of history (t_Sorting_data.html:
--- a range-restricted predicate on the sort key lets the scan skip blocks by their min
--- and max values; c_best-practices-sort-key.html).
--- AWS: r_CREATE_TABLE_AS.html, r_in_condition.html, r_range_condition.html (BETWEEN),
--- r_UNION.html, r_GROUP_BY_clause.html, r_MIN.html, r_MAX.html
+-- conflicting duplicates' rejects, with their created_at and payload hash. events and
+-- event_rejects are read once here; load_stored and load_identical read this. The
+-- literal range on created_at ({window_low}..{window_high}: the load's staged created_at
+-- range widened by the window, computed by the adapter) changes nothing but the cost:
+-- events is sorted by created_at, so zone maps skip every block outside it, and the scan
+-- reads the load's time range instead of all of history (t_Sorting_data.html: a
+-- range-restricted predicate on the sort key lets the scan skip blocks by their min and
+-- max values; c_best-practices-sort-key.html).
+-- AWS: r_CREATE_TABLE_AS.html (TEMP, DISTKEY), r_in_condition.html,
+-- r_range_condition.html (BETWEEN), r_UNION.html
+CREATE TEMP TABLE load_near DISTKEY (event_id) AS
+SELECT event_id, created_at, payload_hash FROM {schema}.events
+WHERE created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
+  AND event_id IN (SELECT event_id FROM load_reps)
+UNION ALL
+SELECT event_id, created_at, payload_hash FROM {schema}.event_rejects
+WHERE reason = 'conflicting_duplicate'
+  AND created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
+  AND event_id IN (SELECT event_id FROM load_reps);
+
+-- name: load_stored
+-- The stored copies per (id, bucket): their earliest and latest created_at. A rep has a
+-- stored copy within the window when its own bucket holds one, or the bucket below one
+-- at or after created_at - window, or the bucket above one at or before created_at +
+-- window: at most three rows per rep to join, however many copies an id has.
+-- AWS: r_CREATE_TABLE_AS.html, r_GROUP_BY_clause.html, r_MIN.html, r_MAX.html,
+-- r_DATEDIFF_function.html
 CREATE TEMP TABLE load_stored DISTKEY (event_id) AS
 SELECT event_id, DATEDIFF(microsecond, CAST('0001-01-01' AS TIMESTAMP), created_at) / {bucket_us} AS b,
        MIN(created_at) AS first_at, MAX(created_at) AS last_at
-FROM (
-    SELECT event_id, created_at FROM {schema}.events
-    WHERE created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
-      AND event_id IN (SELECT event_id FROM load_reps)
-    UNION ALL
-    SELECT event_id, created_at FROM {schema}.event_rejects
-    WHERE reason = 'conflicting_duplicate'
-      AND created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
-      AND event_id IN (SELECT event_id FROM load_reps)
-) stored
+FROM load_near
 GROUP BY event_id, DATEDIFF(microsecond, CAST('0001-01-01' AS TIMESTAMP), created_at) / {bucket_us};
 
 -- name: load_identical
--- Reps whose payload an earlier load stored: a row of events at the same created_at
--- with the same hash (or with none: rows loaded before migration 0011 have no hash, and
--- such a copy counted as a duplicate then), or a conflicting duplicate's reject with the
--- same hash. Equality joins only (an OR in a join condition would make it a nested
--- loop); UNION removes the rows both find.
+-- Reps whose payload an earlier load stored: a stored copy at the same created_at with
+-- the same hash, or with none (rows of events loaded before migration 0011 have no hash,
+-- and such a copy counted as a duplicate then; a conflicting duplicate's reject always
+-- has one). Equality joins only (an OR in a join condition would make it a nested loop).
 -- AWS: r_CREATE_TABLE_AS.html, r_Join_examples.html, r_NVL_function.html (COALESCE),
--- r_UNION.html
+-- r_SELECT_list.html (DISTINCT)
 CREATE TEMP TABLE load_identical DISTKEY (event_id) AS
-SELECT r.event_id, r.rn
+SELECT DISTINCT r.event_id, r.rn
 FROM load_reps r
-JOIN {schema}.events e ON e.event_id = r.event_id AND e.created_at = r.created_at
-WHERE e.created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP)
-  AND COALESCE(e.payload_hash, r.payload_hash) = r.payload_hash
-UNION
-SELECT r.event_id, r.rn
-FROM load_reps r
-JOIN {schema}.event_rejects x ON x.event_id = r.event_id AND x.created_at = r.created_at
-    AND x.payload_hash = r.payload_hash
-WHERE x.reason = 'conflicting_duplicate'
-  AND x.created_at BETWEEN CAST({window_low} AS TIMESTAMP) AND CAST({window_high} AS TIMESTAMP);
+JOIN load_near n ON n.event_id = r.event_id AND n.created_at = r.created_at
+WHERE COALESCE(n.payload_hash, r.payload_hash) = r.payload_hash;
 
 -- name: load_classes
 -- Each rep's class: a duplicate when an earlier load stored its payload; else a
@@ -410,7 +407,7 @@ DELETE FROM {schema}.stage_files;
 -- The session would drop them anyway; dropping them here keeps a kept-alive session
 -- clean. One DROP TABLE takes a list of tables.
 -- AWS: r_DROP_TABLE.html
-DROP TABLE load_reps, load_earlier, load_stored, load_identical, load_classes;
+DROP TABLE load_reps, load_earlier, load_near, load_stored, load_identical, load_classes;
 
 -- name: resolve_loaded
 -- A load of a key clears its alarms: a newer version loaded, or a reload of the

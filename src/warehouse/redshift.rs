@@ -46,7 +46,7 @@ const LOAD_BEGIN: [&str; 4] = [
 
 /// The load's statements after the COPYs, in order; `load_summary` comes last, so the
 /// committed row is read from the batch itself and nothing runs after the commit.
-const LOAD_AFTER_COPY: [&str; 26] = [
+const LOAD_AFTER_COPY: [&str; 27] = [
     "skip_recorded",
     "drop_orphan_events",
     "drop_orphan_rejects",
@@ -55,6 +55,7 @@ const LOAD_AFTER_COPY: [&str; 26] = [
     "close_reloads",
     "load_reps",
     "load_earlier",
+    "load_near",
     "load_stored",
     "load_identical",
     "load_classes",
